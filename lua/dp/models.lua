@@ -1,0 +1,357 @@
+-- dp.models: the typed metadata models (design section 3), written with dp.schema.
+-- Systems and entities get one model per connector type: models.system_model(connector) adds
+-- the connector's system_schema fields to the base System; models.entity_model(connector)
+-- validates an entity's `source` with the connector's entity_schema.
+local schema = require "dp.schema"
+
+local M = {}
+local quote, hint = schema.quote, schema.hint
+
+M.COLUMN_TYPES = { "string", "text", "integer", "bigint", "decimal", "double", "boolean", "date",
+  "timestamp", "json", "uuid" }
+M.PG_IDENTIFIER_MAX = 63
+
+---------------------------------------------------------------------------------------------
+-- Validators (true | nil, err)
+
+-- Names of systems, entities, columns and gold models become SQL identifiers and MongoDB
+-- collection names: silver."system__entity", silver."system__entity__rejected".
+function M.identifier(v)
+  if v:sub(1, 4) == "_dp_" then
+    return nil, quote(v) .. " is reserved: names starting with _dp_ are the engine's system columns"
+  end
+  if not v:match("^[a-z][a-z0-9_]*$") then
+    return nil, quote(v) .. " is not a valid name: use lowercase letters, digits and _, starting with a letter"
+  end
+  if v:find("__", 1, true) then
+    return nil, quote(v) .. ' must not contain "__" (it separates system and entity in table names)'
+  end
+  if #v > M.PG_IDENTIFIER_MAX then
+    return nil, quote(v) .. " is " .. #v .. " bytes, over PostgreSQL's 63-byte identifier limit"
+  end
+  return true
+end
+
+local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8, sep = 9,
+  oct = 10, nov = 11, dec = 12 }
+local DAYS = { sun = 0, mon = 1, tue = 2, wed = 3, thu = 4, fri = 5, sat = 6 }
+local CRON_FIELDS = { { "minute", 0, 59 }, { "hour", 0, 23 }, { "day of month", 1, 31 },
+  { "month", 1, 12, MONTHS }, { "day of week", 0, 7, DAYS } }
+
+local function cron_field(part, f)
+  local name, lo, hi, names = f[1], f[2], f[3], f[4]
+  for item in (part .. ","):gmatch("([^,]*),") do
+    local range, step = item:match("^([^/]*)/(.*)$")
+    range = range or item
+    if step and (not step:match("^%d+$") or tonumber(step) == 0) then
+      return name .. " step " .. quote(step) .. " is not a positive number"
+    end
+    if range ~= "*" then
+      local a, b = range:match("^([^-]+)-([^-]+)$")
+      for _, x in ipairs(a and { a, b } or { range }) do
+        local n = x:match("^%d+$") and tonumber(x) or (names and names[x:lower()])
+        if not n then return name .. " " .. quote(x) .. " is not a number" .. (names and " or a name" or "") end
+        if n < lo or n > hi then return name .. " " .. x .. " is out of range " .. lo .. "-" .. hi end
+      end
+      if a then
+        local na = tonumber(a) or names[a:lower()]
+        local nb = tonumber(b) or names[b:lower()]
+        if na > nb then return name .. " range " .. range .. " is reversed" end
+      end
+    end
+  end
+end
+
+-- A 5-field cron expression: minute hour day-of-month month day-of-week.
+function M.cron(v)
+  local parts = {}
+  for p in v:gmatch("%S+") do parts[#parts + 1] = p end
+  if #parts ~= 5 then
+    return nil, quote(v) .. " is not a cron expression: expected 5 fields (minute hour day-of-month"
+      .. " month day-of-week), got " .. #parts
+  end
+  for i, part in ipairs(parts) do
+    local err = cron_field(part, CRON_FIELDS[i])
+    if err then return nil, quote(v) .. " is not a valid cron expression: " .. err end
+  end
+  return true
+end
+
+function M.timezone(v)
+  for seg in (v .. "/"):gmatch("([^/]*)/") do
+    if not seg:match("^[%a][%w_+%-]*$") then
+      return nil, quote(v) .. " is not a time zone name (e.g. UTC, Europe/Berlin)"
+    end
+  end
+  return true
+end
+
+-- A glob matched against file names in one folder.
+function M.file_glob(v)
+  if v:find("/", 1, true) then return nil, quote(v) .. ' must be a file name pattern, without "/"' end
+  return true
+end
+
+-- Path of a gold script relative to the gold/ folder.
+function M.script_path(v)
+  if v:sub(1, 1) == "/" or not v:match("^[%w_%-%./]+%.lua$") then
+    return nil, quote(v) .. " is not a script path: give a .lua file relative to gold/, e.g. daily_spend.lua"
+  end
+  for seg in (v .. "/"):gmatch("([^/]*)/") do
+    if seg == "" or seg == "." or seg == ".." then
+      return nil, quote(v) .. " must stay inside gold/ (no empty, . or .. segments)"
+    end
+  end
+  return true
+end
+
+-- A source path: dot-separated keys (merchant.name).
+function M.source_path(v)
+  for seg in (v .. "."):gmatch("([^.]*)%.") do
+    if seg == "" then return nil, quote(v) .. " is not a valid path: use dot-separated keys, e.g. merchant.name" end
+  end
+  return true
+end
+
+local function reference(v)
+  if v:match("^[a-z][a-z0-9_]*$") or v:match("^[a-z][a-z0-9_]*%.[a-z][a-z0-9_]*$") then return true end
+  return nil, quote(v) .. " is not a reference: give system.entity or a gold model name"
+end
+
+local function connector_type(v)
+  if not v:match("^[a-z][a-z0-9_]*$") then
+    return nil, quote(v) .. " is not a connector type: use lowercase letters, digits and _"
+  end
+  return true
+end
+
+---------------------------------------------------------------------------------------------
+-- Typedefs
+
+M.typedefs = {
+  name = { type = "string", required = true, custom_validator = M.identifier },
+  description = { type = "string" },
+  enabled = { type = "boolean", default = true },
+}
+local T = M.typedefs
+
+M.SecretRef = schema.define {
+  type = "record",
+  fields = {
+    { secret = { type = "string", required = true, custom_validator = function(v)
+      if v:match("^[A-Za-z0-9_.-]+$") then return true end
+      return nil, quote(v) .. " is not a secret name: use letters, digits, _, . and -"
+    end } },
+  },
+}
+
+-- A field that holds either a plain string or a { "secret": "name" } reference. attrs: the
+-- string's own attributes (len_min, match, ...) plus required / default / description, which go
+-- on the union.
+function M.string_or_secret(attrs)
+  local str, union = { type = "string" }, { type = "union" }
+  for k, v in pairs(attrs or {}) do
+    if k == "required" or k == "default" or k == "description" then union[k] = v else str[k] = v end
+  end
+  union.alternatives = { str, M.SecretRef }
+  return schema.define(union)
+end
+
+M.Trigger = schema.define {
+  type = "union",
+  discriminator = "type",
+  choices = {
+    schedule = { type = "record", fields = {
+      { cron = { type = "string", required = true, custom_validator = M.cron } },
+      { timezone = { type = "string", default = "UTC", custom_validator = M.timezone } },
+    } },
+    file = { type = "record", fields = {
+      { path = { type = "string", required = true, len_min = 1 } },
+      { pattern = { type = "string", default = "*", len_min = 1, custom_validator = M.file_glob } },
+    } },
+    after = { type = "record", fields = {
+      { upstream = { type = "string", required = true, custom_validator = M.identifier } },
+    } },
+    callback = { type = "record", fields = {
+      { name = { type = "string", custom_validator = M.identifier } },
+    } },
+  },
+}
+
+local triggers = { type = "list", elements = M.Trigger, default = {} }
+
+local function only_when(col, field, col_type)
+  if col[field] ~= nil and col.type ~= col_type then
+    return { field, "only allowed when type is " .. quote(col_type) .. ", not " .. quote(col.type) }
+  end
+end
+
+M.Column = schema.define {
+  type = "record",
+  fields = {
+    { name = T.name },
+    { type = { type = "string", required = true, one_of = M.COLUMN_TYPES } },
+    { length = { type = "integer", between = { 1, 10485760 } } },
+    { precision = { type = "integer", between = { 1, 1000 } } },
+    { scale = { type = "integer", between = { 0, 1000 },
+      default = function(col) if col.type == "decimal" then return 0 end end } },
+    { nullable = { type = "boolean", default = true } },
+    { path = { type = "string", custom_validator = M.source_path,
+      default = function(col) return col.name end } },
+    { history = { type = "string", one_of = { "scd2", "scd1" }, default = "scd2" } },
+    { description = T.description },
+  },
+  checks = {
+    function(col)
+      local errs = {}
+      errs[#errs + 1] = only_when(col, "length", "string")
+      errs[#errs + 1] = only_when(col, "precision", "decimal")
+      errs[#errs + 1] = only_when(col, "scale", "decimal")
+      if col.type == "decimal" then
+        if col.precision == nil then
+          errs[#errs + 1] = { "precision", 'required when type is "decimal"' }
+        elseif col.scale > col.precision then
+          errs[#errs + 1] = { "scale", col.scale .. " is greater than precision " .. col.precision }
+        end
+      end
+      if #errs > 0 then return nil, errs end
+      return true
+    end,
+  },
+}
+
+-- Shared checks of entities and gold models: unique column names; primary key (and cursor)
+-- name existing, non-json columns.
+local function check_columns(rec)
+  local errs, index, names = {}, {}, {}
+  for i, col in ipairs(rec.columns) do
+    if index[col.name] then
+      errs[#errs + 1] = { "columns[" .. (i - 1) .. "].name",
+        "duplicate column " .. quote(col.name) .. " (also columns[" .. (index[col.name] - 1) .. "])" }
+    else
+      index[col.name] = i
+      names[#names + 1] = col.name
+    end
+  end
+  for i, key in ipairs(rec.primary_key) do
+    local col = rec.columns[index[key] or 0]
+    if not col then
+      errs[#errs + 1] = { "primary_key[" .. (i - 1) .. "]", quote(key) .. " is not a column" .. hint(key, names) }
+    elseif col.type == "json" then
+      errs[#errs + 1] = { "primary_key[" .. (i - 1) .. "]",
+        "column " .. quote(key) .. " is json: a json column cannot be part of the primary key" }
+    end
+  end
+  if rec.cursor ~= nil and not index[rec.cursor] then
+    errs[#errs + 1] = { "cursor", quote(rec.cursor) .. " is not a column" .. hint(rec.cursor, names) }
+  end
+  if #errs > 0 then return nil, errs end
+  return true
+end
+
+local function check_table_name(e)
+  local t = e.system .. "__" .. e.name .. "__rejected"
+  if #t > M.PG_IDENTIFIER_MAX then
+    return nil, { { "name", string.format("silver table %s would be %d bytes, over PostgreSQL's"
+      .. " 63-byte limit: shorten the system name %s or the entity name %s",
+      quote(t), #t, quote(e.system), quote(e.name)) } }
+  end
+  return true
+end
+
+local columns = { type = "list", elements = M.Column, required = true, len_min = 1 }
+local primary_key = { type = "list", elements = { type = "string" }, default = {}, unique = true }
+
+M.SYSTEM_FIELDS = {
+  { name = T.name },
+  { description = T.description },
+  { type = { type = "string", required = true, custom_validator = connector_type } },
+  { enabled = T.enabled },
+  { triggers = triggers },
+}
+
+local function entity_fields(source)
+  return {
+    { name = T.name },
+    { system = T.name },
+    { description = T.description },
+    { enabled = T.enabled },
+    { load_type = { type = "string", one_of = { "full", "delta" }, default = "full" } },
+    { primary_key = primary_key },
+    { cursor = { type = "string" } },
+    { delete_detection = { type = "string", one_of = { "close", "tombstone", "ignore" }, default = "close" } },
+    { on_type_error = { type = "string", one_of = { "reject", "fail" }, default = "reject" } },
+    { retention = { type = "record", fields = {
+      { raw_days = { type = "integer", between = { 1, 36500 } } },
+    } } },
+    { source = source },
+    { columns = columns },
+  }
+end
+
+-- The base models: System without connector fields, Entity with `source` as any object.
+M.System = schema.define { type = "record", fields = M.SYSTEM_FIELDS }
+M.Entity = schema.define {
+  type = "record",
+  fields = entity_fields({ type = "map", values = { type = "any" }, default = {} }),
+  checks = { check_columns, check_table_name },
+}
+
+M.GoldModel = schema.define {
+  type = "record",
+  fields = {
+    { name = T.name },
+    { description = T.description },
+    { script = { type = "string", custom_validator = M.script_path,
+      default = function(m) return m.name .. ".lua" end } },
+    { depends_on = { type = "list", elements = { type = "string", custom_validator = reference },
+      default = {}, unique = true } },
+    { materialization = { type = "string", one_of = { "table", "incremental" }, default = "table" } },
+    { primary_key = primary_key },
+    { columns = columns },
+    { triggers = triggers },
+  },
+  checks = {
+    function(m)
+      if m.materialization == "incremental" and #m.primary_key == 0 then
+        return nil, { { "primary_key", 'required when materialization is "incremental"' } }
+      end
+      return true
+    end,
+    check_columns,
+  },
+}
+
+-- The System model of a connector type: base fields + connector.system_schema (a record
+-- definition). Raises when a connector field clashes with a base field.
+function M.system_model(connector)
+  local fields, base = {}, {}
+  for i, entry in ipairs(M.SYSTEM_FIELDS) do
+    fields[i] = entry
+    base[next(entry)] = true
+  end
+  local extra = connector.system_schema or {}
+  for _, entry in ipairs(extra.fields or {}) do
+    local name = next(entry)
+    if base[name] then error("system_schema field " .. quote(name) .. " clashes with the base System field", 0) end
+    fields[#fields + 1] = entry
+  end
+  local checks = {}
+  for _, list in ipairs({ extra.entity_checks or {}, extra.checks or {} }) do
+    for _, f in ipairs(list) do checks[#checks + 1] = f end
+  end
+  return schema.define { type = "record", fields = fields, checks = checks }
+end
+
+-- The Entity model of a connector type: `source` is validated by connector.entity_schema.
+function M.entity_model(connector)
+  local source = { type = "record", fields = {}, default = {} }
+  for k, v in pairs(connector.entity_schema or {}) do
+    if k ~= "type" then source[k] = v end
+  end
+  return schema.define {
+    type = "record", fields = entity_fields(source), checks = { check_columns, check_table_name },
+  }
+end
+
+return M
