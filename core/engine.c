@@ -1,0 +1,99 @@
+/* engine.c - configuration from the environment and the engine's connections. */
+#include "engine.h"
+#include "pg.h"
+
+#include <libgen.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef DP_INSTALL_SHARE
+#define DP_INSTALL_SHARE "/usr/local/share/dp-engine"
+#endif
+
+static char *env_or(const char *name, const char *def) {
+  const char *v = getenv(name);
+  if (v && *v) return strdup(v);
+  return def ? strdup(def) : NULL;
+}
+
+static int has_engine_lua(const char *dir) {
+  char p[4096];
+  snprintf(p, sizeof p, "%s/lua/dp/engine.lua", dir);
+  return access(p, R_OK) == 0;
+}
+
+/* The folder above the executable's folder when it holds lua/dp/engine.lua. */
+static char *home_from_exe(void) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return NULL;
+  exe[n] = '\0';
+  char *parent = dirname(dirname(exe));
+  if (has_engine_lua(parent)) return strdup(parent);
+  return NULL;
+}
+
+int dp_config_from_env(dp_config *cfg, dp_err *e) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->home = env_or("DP_HOME", NULL);
+  if (!cfg->home) cfg->home = home_from_exe();
+  if (!cfg->home) cfg->home = strdup(DP_INSTALL_SHARE);
+  if (!has_engine_lua(cfg->home)) {
+    dp_err_set(e, DP_ECONFIG, "engine home %s has no lua/dp/engine.lua (set DP_HOME)", cfg->home);
+    dp_config_free(cfg);
+    return DP_ECONFIG;
+  }
+  cfg->scripts = env_or("DP_SCRIPTS", cfg->home);
+  cfg->metadata = env_or("DP_METADATA", "./metadata");
+  cfg->data_dir = env_or("DP_DATA_DIR", "./data");
+  cfg->postgres_url = env_or("DP_POSTGRES_URL", NULL);
+  cfg->mongo_url = env_or("DP_MONGO_URL", NULL);
+  return 0;
+}
+
+void dp_config_free(dp_config *cfg) {
+  free(cfg->home);
+  free(cfg->scripts);
+  free(cfg->metadata);
+  free(cfg->data_dir);
+  free(cfg->postgres_url);
+  free(cfg->mongo_url);
+  memset(cfg, 0, sizeof *cfg);
+}
+
+int dp_engine_open_pg(dp_engine *eng, dp_err *e) {
+  if (!eng->audit && !(eng->audit = dp_pg_connect(eng->cfg.postgres_url, e))) return e->code;
+  if (!eng->data && !(eng->data = dp_pg_connect(eng->cfg.postgres_url, e))) return e->code;
+  return 0;
+}
+
+int dp_engine_open_mongo(dp_engine *eng, dp_err *e) {
+  if (eng->mongo) return 0;
+  if (!eng->cfg.mongo_url) return dp_err_set(e, DP_ECONFIG, "DP_MONGO_URL is not set");
+  bson_error_t be;
+  mongoc_uri_t *uri = mongoc_uri_new_with_error(eng->cfg.mongo_url, &be);
+  if (!uri) return dp_err_set(e, DP_ECONFIG, "DP_MONGO_URL is not a valid MongoDB URI: %s", be.message);
+  eng->mongo = mongoc_client_new_from_uri(uri);
+  mongoc_uri_destroy(uri);
+  if (!eng->mongo) return dp_err_set(e, DP_EMONGO, "cannot create a MongoDB client");
+  mongoc_client_set_appname(eng->mongo, "dp-engine");
+  bson_t ping = BSON_INITIALIZER;
+  BSON_APPEND_INT32(&ping, "ping", 1);
+  bool ok = mongoc_client_command_simple(eng->mongo, "admin", &ping, NULL, NULL, &be);
+  bson_destroy(&ping);
+  if (!ok) return dp_err_set(e, DP_EMONGO, "cannot reach MongoDB: %s", be.message);
+  return 0;
+}
+
+void dp_engine_close(dp_engine *eng) {
+  if (eng->L) lua_close(eng->L);
+  if (eng->audit) PQfinish(eng->audit);
+  if (eng->data) PQfinish(eng->data);
+  if (eng->mongo) mongoc_client_destroy(eng->mongo);
+  dp_config_free(&eng->cfg);
+  eng->L = NULL;
+  eng->audit = eng->data = NULL;
+  eng->mongo = NULL;
+}

@@ -1,0 +1,259 @@
+/* json.c - validating, compacting JSON scanner (recursive descent, depth-limited). */
+#include "json.h"
+
+#include <string.h>
+
+#define DP_JSON_MAX_DEPTH 512
+
+typedef struct scan {
+  const char *p, *start, *end;
+  dp_buf *out;
+  const char *what; /* set on failure */
+  int depth;
+} scan;
+
+static int fail(scan *s, const char *what) {
+  s->what = what;
+  return -1;
+}
+
+static void skip_ws(scan *s) {
+  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+    s->p++;
+}
+
+static int emit(scan *s, const char *from, size_t n) {
+  if (s->out && dp_buf_append(s->out, from, n) != 0) return fail(s, "out of memory");
+  return 0;
+}
+
+static int hex4(const char *p) {
+  int v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= c - '0';
+    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+    else return -1;
+  }
+  return v;
+}
+
+/* Length of a valid UTF-8 sequence at p (1..4), or 0 when invalid. */
+static int utf8_len(const unsigned char *p, const unsigned char *end) {
+  unsigned char c = p[0];
+  int n;
+  unsigned min;
+  unsigned cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) { n = 2; cp = c & 0x1f; min = 0x80; }
+  else if ((c & 0xf0) == 0xe0) { n = 3; cp = c & 0x0f; min = 0x800; }
+  else if ((c & 0xf8) == 0xf0) { n = 4; cp = c & 0x07; min = 0x10000; }
+  else return 0;
+  if (end - p < n) return 0;
+  for (int i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
+static int scan_string(scan *s) {
+  const char *from = s->p++; /* opening quote */
+  while (s->p < s->end) {
+    unsigned char c = (unsigned char)*s->p;
+    if (c == '"') {
+      s->p++;
+      return emit(s, from, (size_t)(s->p - from));
+    }
+    if (c == '\\') {
+      if (s->end - s->p < 2) return fail(s, "unterminated string");
+      char x = s->p[1];
+      if (x == 'u') {
+        if (s->end - s->p < 6 || hex4(s->p + 2) < 0) return fail(s, "bad \\u escape in string");
+        s->p += 6;
+      } else if (strchr("\"\\/bfnrt", x) && x) {
+        s->p += 2;
+      } else {
+        return fail(s, "bad escape in string");
+      }
+      continue;
+    }
+    if (c < 0x20) return fail(s, "control character in string (escape it)");
+    int n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
+    if (n == 0) return fail(s, "invalid UTF-8 in string");
+    s->p += n;
+  }
+  return fail(s, "unterminated string");
+}
+
+static int digits(scan *s) {
+  const char *d = s->p;
+  while (s->p < s->end && *s->p >= '0' && *s->p <= '9') s->p++;
+  return s->p > d;
+}
+
+static int scan_number(scan *s) {
+  const char *from = s->p;
+  if (*s->p == '-') s->p++;
+  if (s->p >= s->end) return fail(s, "bad number");
+  if (*s->p == '0') {
+    s->p++;
+  } else if (!digits(s)) {
+    return fail(s, "bad number");
+  }
+  if (s->p < s->end && *s->p == '.') {
+    s->p++;
+    if (!digits(s)) return fail(s, "bad number: digits expected after '.'");
+  }
+  if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+    s->p++;
+    if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
+    if (!digits(s)) return fail(s, "bad number: digits expected in exponent");
+  }
+  return emit(s, from, (size_t)(s->p - from));
+}
+
+static int scan_literal(scan *s, const char *lit) {
+  size_t n = strlen(lit);
+  if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+    return fail(s, "unexpected character");
+  s->p += n;
+  return emit(s, lit, n);
+}
+
+static int scan_value(scan *s);
+
+static int scan_container(scan *s, char open, char close) {
+  if (++s->depth > DP_JSON_MAX_DEPTH) return fail(s, "nesting too deep");
+  s->p++;
+  if (emit(s, &open, 1)) return -1;
+  skip_ws(s);
+  if (s->p < s->end && *s->p == close) {
+    s->p++;
+    s->depth--;
+    return emit(s, &close, 1);
+  }
+  for (;;) {
+    skip_ws(s);
+    if (open == '{') {
+      if (s->p >= s->end || *s->p != '"') return fail(s, "expected a string key");
+      if (scan_string(s)) return -1;
+      skip_ws(s);
+      if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
+      s->p++;
+      if (emit(s, ":", 1)) return -1;
+      skip_ws(s);
+    }
+    if (scan_value(s)) return -1;
+    skip_ws(s);
+    if (s->p >= s->end) return fail(s, open == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+    if (*s->p == ',') {
+      s->p++;
+      if (emit(s, ",", 1)) return -1;
+      continue;
+    }
+    if (*s->p == close) {
+      s->p++;
+      s->depth--;
+      return emit(s, &close, 1);
+    }
+    return fail(s, open == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+  }
+}
+
+static int scan_value(scan *s) {
+  skip_ws(s);
+  if (s->p >= s->end) return fail(s, "unexpected end of input");
+  switch (*s->p) {
+    case '{': return scan_container(s, '{', '}');
+    case '[': return scan_container(s, '[', ']');
+    case '"': return scan_string(s);
+    case 't': return scan_literal(s, "true");
+    case 'f': return scan_literal(s, "false");
+    case 'n': return scan_literal(s, "null");
+    default:
+      if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9')) return scan_number(s);
+      return fail(s, "unexpected character");
+  }
+}
+
+static int report(scan *s, dp_err *e) {
+  return dp_err_set(e, DP_EJSON, "invalid JSON at byte %zu: %s", (size_t)(s->p - s->start) + 1,
+                    s->what ? s->what : "syntax error");
+}
+
+int dp_json_compact(const char *text, size_t len, dp_buf *out, dp_err *e) {
+  scan s = {text, text, text + len, out, NULL, 0};
+  if (scan_value(&s)) return report(&s, e);
+  skip_ws(&s);
+  if (s.p != s.end) {
+    s.what = "unexpected data after the JSON value";
+    return report(&s, e);
+  }
+  return 0;
+}
+
+int dp_json_array_each(const char *text, size_t len, dp_json_each_fn each, void *ud, dp_err *e) {
+  dp_buf elem = DP_BUF_INIT;
+  scan s = {text, text, text + len, &elem, NULL, 1};
+  int rc = 0;
+  skip_ws(&s);
+  if (s.p >= s.end || *s.p != '[') {
+    s.what = "expected a top-level array";
+    rc = report(&s, e);
+    goto cleanup;
+  }
+  s.p++;
+  skip_ws(&s);
+  if (s.p < s.end && *s.p == ']') {
+    s.p++;
+  } else {
+    for (;;) {
+      dp_buf_reset(&elem);
+      if (scan_value(&s)) { rc = report(&s, e); goto cleanup; }
+      rc = each(ud, elem.data, elem.len);
+      if (rc != 0) goto cleanup;
+      skip_ws(&s);
+      if (s.p < s.end && *s.p == ',') { s.p++; continue; }
+      if (s.p < s.end && *s.p == ']') { s.p++; break; }
+      s.what = "expected ',' or ']'";
+      rc = report(&s, e);
+      goto cleanup;
+    }
+  }
+  skip_ws(&s);
+  if (s.p != s.end) {
+    s.what = "unexpected data after the JSON value";
+    rc = report(&s, e);
+  }
+cleanup:
+  dp_buf_free(&elem);
+  return rc;
+}
+
+int dp_json_put_string(dp_buf *out, const char *str, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  if (dp_buf_reserve(out, n + 2)) return DP_ENOMEM;
+  dp_buf_putc(out, '"');
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)str[i];
+    switch (c) {
+      case '"': dp_buf_append(out, "\\\"", 2); break;
+      case '\\': dp_buf_append(out, "\\\\", 2); break;
+      case '\n': dp_buf_append(out, "\\n", 2); break;
+      case '\r': dp_buf_append(out, "\\r", 2); break;
+      case '\t': dp_buf_append(out, "\\t", 2); break;
+      default:
+        if (c < 0x20) {
+          char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+          dp_buf_append(out, u, 6);
+        } else {
+          dp_buf_putc(out, (char)c);
+        }
+    }
+  }
+  return dp_buf_putc(out, '"');
+}

@@ -1,0 +1,26 @@
+/* json.h - a small JSON scanner that validates, compacts and splits JSON text while keeping
+ * every number's text exactly as written (lua-cjson would turn it into a double), plus
+ * helpers to write JSON strings. No heap memory of its own: output goes to a caller's dp_buf. */
+#ifndef DP_JSON_H
+#define DP_JSON_H
+
+#include <stddef.h>
+#include "buf.h"
+#include "error.h"
+
+/* Validates that text[0..len) holds exactly one JSON value (RFC 8259, strings UTF-8) and
+ * appends its compact form (insignificant white space removed) to out.
+ * Returns 0, or DP_EJSON with e->msg = "invalid JSON at byte N: <what>" (N 1-based). */
+int dp_json_compact(const char *text, size_t len, dp_buf *out, dp_err *e);
+
+/* Calls each(ud, elem, elen) for every element of the top-level JSON array in text, with
+ * the element compacted (elem points into a scratch buffer valid during the call).
+ * each returns 0 to go on, or an error code to stop (returned as is).
+ * A syntax error returns DP_EJSON with "invalid JSON at byte N: ...". */
+typedef int (*dp_json_each_fn)(void *ud, const char *elem, size_t elen);
+int dp_json_array_each(const char *text, size_t len, dp_json_each_fn each, void *ud, dp_err *e);
+
+/* Appends s[0..n) as a JSON string literal, with quotes. */
+int dp_json_put_string(dp_buf *out, const char *s, size_t n);
+
+#endif

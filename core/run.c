@@ -1,0 +1,423 @@
+/* run.c - the run driver. */
+#include "run.h"
+#include "audit.h"
+#include "bronze.h"
+#include "buf.h"
+#include "json.h"
+#include "log.h"
+#include "luabridge.h"
+#include "meta.h"
+#include "pg.h"
+#include "rawfile.h"
+#include "silver.h"
+
+#include <inttypes.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef DP_VERSION
+#define DP_VERSION "0.0.0"
+#endif
+
+typedef struct ent_state {
+  dp_entity ent;
+  int failed;            /* failed in some layer: later layers skip it */
+  char *error;           /* first error (owned) */
+  char raw_path[4096];
+  char raw_ref[1024];    /* relative to DP_DATA_DIR */
+  char *cursor_before;   /* owned */
+  char *cursor_after;    /* owned */
+} ent_state;
+
+typedef struct emit_ctx {
+  dp_raw_writer *w;
+  dp_buf scratch;
+} emit_ctx;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* emit(batch): batch is an array of JSON object texts; each is validated, compacted and
+ * appended to the raw file. Raises a Lua error naming the record on bad input. */
+static int l_emit(lua_State *L) {
+  emit_ctx *ctx = (emit_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size_t n = lua_objlen(L, 1);
+  dp_err e;
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, (int)i);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (s == NULL || lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "emit: record %d is a %s, expected a JSON object string", (int)i,
+                        luaL_typename(L, -1));
+    dp_buf_reset(&ctx->scratch);
+    if (dp_json_compact(s, len, &ctx->scratch, &e) != 0)
+      return luaL_error(L, "emit: record %d: %s", (int)i, e.msg);
+    if (ctx->scratch.len == 0 || ctx->scratch.data[0] != '{')
+      return luaL_error(L, "emit: record %d is not a JSON object", (int)i);
+    if (dp_raw_append(ctx->w, ctx->scratch.data, ctx->scratch.len, &e) != 0)
+      return luaL_error(L, "emit: %s", e.msg);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* log(level, message) for connectors, prefixed with system.entity. */
+static int l_log(lua_State *L) {
+  const char *prefix = lua_tostring(L, lua_upvalueindex(1));
+  const char *lv = luaL_checkstring(L, 1);
+  const char *msg = luaL_checkstring(L, 2);
+  dp_log_level level = DP_LOG_INFO;
+  dp_log_level_parse(lv, &level);
+  dp_log(level, "%s: %s", prefix, msg);
+  return 0;
+}
+
+int dp_load_metadata(dp_engine *eng, dp_err *e) {
+  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, e))) return e->code;
+  lua_State *L = eng->L;
+  if (strcmp(eng->cfg.metadata, "mongo") == 0)
+    return dp_err_set(e, DP_ECONFIG,
+                      "DP_METADATA=mongo: reading metadata from MongoDB is not built yet (issue #3); "
+                      "set DP_METADATA to a folder");
+  lua_getglobal(L, "__dp_engine");
+  lua_getfield(L, -1, "load_metadata");
+  lua_remove(L, -2);
+  lua_pushstring(L, eng->cfg.metadata);
+  int rc = dp_lua_pcall(L, 1, 2, e);
+  if (rc) return rc;
+  if (lua_isnil(L, -2)) {
+    dp_buf b = DP_BUF_INIT;
+    dp_buf_printf(&b, "invalid metadata in %s:", eng->cfg.metadata);
+    if (lua_istable(L, -1)) {
+      size_t n = lua_objlen(L, -1);
+      for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_pop(L, 1);
+      }
+    } else if (lua_isstring(L, -1)) {
+      dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1));
+    }
+    lua_pop(L, 2);
+    dp_err_set(e, DP_EMETA, "%s", b.data);
+    dp_buf_free(&b);
+    return DP_EMETA;
+  }
+  lua_pop(L, 1); /* leave meta */
+  return 0;
+}
+
+static void set_error(ent_state *s, const char *msg) {
+  s->failed = 1;
+  if (!s->error) s->error = strdup(msg);
+}
+
+static int read_cursor(PGconn *c, ent_state *s, dp_err *e) {
+  const char *p[] = {s->ent.system, s->ent.name};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(c, "SELECT cursor FROM dp.entity_cursor WHERE system = $1 AND entity = $2", 2, p, &r, e);
+  if (rc) return rc;
+  if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) s->cursor_before = strdup(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return 0;
+}
+
+static void put_json_str_or_null(dp_buf *b, const char *s) {
+  if (s) dp_json_put_string(b, s, strlen(s));
+  else dp_buf_puts(b, "null");
+}
+
+/* raw layer for one entity: extract through the connector into an atomic JSONL file. */
+static int raw_step(dp_engine *eng, const dp_runinfo *run, int meta_idx, ent_state *s, dp_counts *n,
+                    dp_buf *details, dp_err *e) {
+  lua_State *L = eng->L;
+  struct tm tm;
+  time_t secs = (time_t)(run->ts_us / 1000000);
+  gmtime_r(&secs, &tm);
+  snprintf(s->raw_ref, sizeof s->raw_ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl", s->ent.system,
+           s->ent.name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, run->id_str);
+  snprintf(s->raw_path, sizeof s->raw_path, "%s/%s", eng->cfg.data_dir, s->raw_ref);
+  int rc = read_cursor(eng->audit, s, e);
+  if (rc) return rc;
+
+  dp_raw_writer w;
+  rc = dp_raw_open(&w, s->raw_path, e);
+  if (rc) return rc;
+  emit_ctx ctx = {&w, DP_BUF_INIT};
+  int top = lua_gettop(L);
+  lua_getglobal(L, "__dp_engine");
+  lua_getfield(L, -1, "extract");
+  lua_remove(L, -2);
+  lua_pushvalue(L, meta_idx);
+  lua_pushstring(L, s->ent.system);
+  lua_pushstring(L, s->ent.name);
+  if (s->cursor_before) lua_pushstring(L, s->cursor_before);
+  else lua_pushnil(L);
+  lua_pushlightuserdata(L, &ctx);
+  lua_pushcclosure(L, l_emit, 1);
+  lua_pushfstring(L, "%s.%s", s->ent.system, s->ent.name);
+  lua_pushcclosure(L, l_log, 1);
+  rc = dp_lua_pcall(L, 6, 1, e);
+  dp_buf_free(&ctx.scratch);
+  if (rc) {
+    dp_raw_abort(&w);
+    lua_settop(L, top);
+    return rc;
+  }
+  if (lua_type(L, -1) == LUA_TSTRING) s->cursor_after = strdup(lua_tostring(L, -1));
+  else if (lua_type(L, -1) == LUA_TNUMBER) s->cursor_after = strdup(lua_tostring(L, -1));
+  lua_settop(L, top);
+  uint64_t records = w.records, bytes = w.bytes;
+  rc = dp_raw_commit(&w, e);
+  if (rc) return rc;
+  n->in = n->inserted = (int64_t)records;
+
+  dp_buf_reset(details);
+  dp_buf_puts(details, "{\"file\":");
+  put_json_str_or_null(details, s->raw_ref);
+  dp_buf_printf(details, ",\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"sha256\":\"%s\"", records,
+                bytes, w.sha256_hex);
+  dp_buf_puts(details, ",\"cursor_before\":");
+  put_json_str_or_null(details, s->cursor_before);
+  dp_buf_puts(details, ",\"cursor_after\":");
+  put_json_str_or_null(details, s->cursor_after);
+  dp_buf_puts(details, "}");
+
+  /* The manifest beside the file: the same facts plus the run identity. */
+  dp_buf man = DP_BUF_INIT;
+  dp_buf_printf(&man, "{\"run_id\":\"%s\",\"run_ts\":\"%s\",\"system\":", run->id_str, run->ts_str);
+  put_json_str_or_null(&man, s->ent.system);
+  dp_buf_puts(&man, ",\"entity\":");
+  put_json_str_or_null(&man, s->ent.name);
+  dp_buf_printf(&man, ",\"details\":%s}\n", details->data);
+  char mpath[4200];
+  snprintf(mpath, sizeof mpath, "%.*s.manifest.json", (int)(strlen(s->raw_path) - 6), s->raw_path);
+  rc = dp_write_file_atomic(mpath, man.data, man.len, e);
+  dp_buf_free(&man);
+  return rc;
+}
+
+static const char *layer_status(int ok, int failed) {
+  if (failed == 0) return "succeeded";
+  if (ok == 0) return "failed";
+  return "partial";
+}
+
+static void print_summary(const dp_runinfo *run, const char *system, const char *status, ent_state *st,
+                          size_t n, dp_counts (*counts)[3], const char *(*statuses)[3]) {
+  static const char *layers[] = {"raw", "bronze", "silver"};
+  printf("run %s of %s: %s\n", run->id_str, system, status);
+  printf("  %-28s %-7s %-9s %9s %9s %9s %9s %9s %9s\n", "entity", "layer", "status", "in", "inserted",
+         "updated", "deleted", "unchanged", "rejected");
+  for (size_t i = 0; i < n; i++) {
+    for (int l = 0; l < 3; l++) {
+      if (!statuses[i][l]) continue;
+      dp_counts *c = &counts[i][l];
+      printf("  %-28s %-7s %-9s %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 "\n",
+             st[i].ent.name, layers[l], statuses[i][l], c->in, c->inserted, c->updated, c->deleted,
+             c->unchanged, c->rejected);
+    }
+    if (st[i].error) printf("  %s: %s\n", st[i].ent.name, st[i].error);
+  }
+  fflush(stdout);
+}
+
+int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int *run_failed, dp_err *e) {
+  int rc;
+  *run_failed = 0;
+  rc = dp_load_metadata(eng, e);
+  if (rc) return rc;
+  lua_State *L = eng->L;
+  int meta_idx = lua_gettop(L);
+  ent_state *st = NULL;
+  dp_counts (*counts)[3] = NULL;
+  const char *(*statuses)[3] = NULL;
+  size_t nent = 0;
+  int skipped_disabled = 0, locked = 0, started = 0;
+  char *meta_hash = dp_lua_strfield(L, meta_idx, "hash");
+  dp_runinfo run;
+  dp_buf details = DP_BUF_INIT;
+
+  /* the system */
+  int found = 0, enabled = 0;
+  lua_getfield(L, meta_idx, "systems");
+  for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+    lua_rawgeti(L, -1, (int)i);
+    lua_getfield(L, -1, "name");
+    if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), system) == 0) {
+      found = 1;
+      lua_getfield(L, -2, "enabled");
+      enabled = lua_isnil(L, -1) || lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  if (!found) {
+    rc = dp_err_set(e, DP_EINVAL, "no system named %s in %s", system, eng->cfg.metadata);
+    goto cleanup;
+  }
+  if (!enabled) {
+    rc = dp_err_set(e, DP_EINVAL, "system %s is disabled in metadata (\"enabled\": false)", system);
+    goto cleanup;
+  }
+
+  /* its entities */
+  lua_getfield(L, meta_idx, "entities");
+  size_t total = lua_objlen(L, -1);
+  st = calloc(total ? total : 1, sizeof *st);
+  if (!st) { lua_pop(L, 1); rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
+  for (size_t i = 1; i <= total; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    lua_getfield(L, -1, "system");
+    int mine = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), system) == 0;
+    lua_pop(L, 1);
+    if (!mine) { lua_pop(L, 1); continue; }
+    lua_getfield(L, -1, "name");
+    const char *nm = lua_tostring(L, -1);
+    int wanted = o->nentities == 0;
+    for (int k = 0; k < o->nentities; k++) wanted |= nm && strcmp(o->entities[k], nm) == 0;
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "enabled");
+    int en = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (wanted && !en && o->nentities == 0) skipped_disabled++;
+    if (wanted && (en || o->nentities > 0)) {
+      rc = dp_entity_from_lua(L, -1, &st[nent].ent, e);
+      if (rc) { lua_pop(L, 2); goto cleanup; }
+      nent++;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  for (int k = 0; k < o->nentities; k++) {
+    int ok = 0;
+    for (size_t i = 0; i < nent; i++) ok |= strcmp(st[i].ent.name, o->entities[k]) == 0;
+    if (!ok) {
+      rc = dp_err_set(e, DP_EINVAL, "system %s has no entity named %s", system, o->entities[k]);
+      goto cleanup;
+    }
+  }
+  counts = calloc(nent ? nent : 1, sizeof *counts);
+  statuses = calloc(nent ? nent : 1, sizeof *statuses);
+  if (!counts || !statuses) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
+
+  /* connections, lock, audit */
+  rc = dp_engine_open_pg(eng, e);
+  if (rc == 0 && (o->layers & (DP_LAYER_BRONZE | DP_LAYER_SILVER))) rc = dp_engine_open_mongo(eng, e);
+  if (rc) goto cleanup;
+  rc = dp_audit_lock_system(eng->audit, system, e);
+  if (rc) { *run_failed = 1; goto cleanup; }
+  locked = 1;
+  int crashed = 0;
+  rc = dp_audit_mark_crashed(eng->audit, system, &crashed, e);
+  if (rc) goto cleanup;
+  if (crashed) dp_log(DP_LOG_WARN, "%s: marked %d earlier run(s) left running as crashed", system, crashed);
+  dp_runinfo_new(&run);
+  rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", meta_hash,
+                             DP_VERSION, e);
+  if (rc) goto cleanup;
+  started = 1;
+  dp_log(DP_LOG_INFO, "run %s of %s started (%zu entities)", run.id_str, system, nent);
+
+  static const char *layer_names[] = {"raw", "bronze", "silver"};
+  for (int l = 0; l < 3; l++) {
+    if (!(o->layers & (1u << l))) continue;
+    rc = dp_audit_layer_start(eng->audit, &run, system, layer_names[l], e);
+    if (rc) goto cleanup;
+    int ok = 0, failed = 0, skipped = 0;
+    for (size_t i = 0; i < nent; i++) {
+      ent_state *s = &st[i];
+      dp_counts *n = &counts[i][l];
+      if (s->failed) {
+        rc = dp_audit_entity_start(eng->audit, &run, system, s->ent.name, layer_names[l], "skipped",
+                                   "an earlier layer failed", e);
+        if (rc) goto cleanup;
+        statuses[i][l] = "skipped";
+        skipped++;
+        continue;
+      }
+      rc = dp_audit_entity_start(eng->audit, &run, system, s->ent.name, layer_names[l], "running", NULL, e);
+      if (rc) goto cleanup;
+      dp_err le;
+      dp_err_clear(&le);
+      double t0 = now_s();
+      int lrc;
+      dp_buf_puts(&details, "{}");
+      if (l == 0) {
+        lrc = raw_step(eng, &run, meta_idx, s, n, &details, &le);
+      } else if (l == 1) {
+        lrc = dp_bronze_load(eng->mongo, &s->ent, &run, s->raw_path, s->raw_ref, n, &le);
+      } else {
+        lrc = dp_silver_merge(eng->data, eng->mongo, &s->ent, &run, s->cursor_after, n, &le);
+      }
+      double dt = now_s() - t0;
+      if (lrc) {
+        set_error(s, le.msg);
+        failed++;
+        statuses[i][l] = "failed";
+        dp_log(DP_LOG_ERROR, "%s %s.%s failed: %s", layer_names[l], system, s->ent.name, le.msg);
+      } else {
+        ok++;
+        statuses[i][l] = "succeeded";
+        dp_log(DP_LOG_INFO,
+               "%s %s.%s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64
+               " deleted, %" PRId64 " unchanged, %" PRId64 " rejected in %.2f s (%.0f records/s)",
+               layer_names[l], system, s->ent.name, n->in, n->inserted, n->updated, n->deleted,
+               n->unchanged, n->rejected, dt, dt > 0 ? (double)n->in / dt : 0.0);
+      }
+      rc = dp_audit_entity_end(eng->audit, &run, s->ent.name, layer_names[l], statuses[i][l], n,
+                               lrc ? le.msg : NULL, details.data, e);
+      dp_buf_reset(&details);
+      if (rc) goto cleanup;
+    }
+    rc = dp_audit_layer_end(eng->audit, &run, layer_names[l], layer_status(ok, failed), ok, failed,
+                            skipped, e);
+    if (rc) goto cleanup;
+  }
+
+  {
+    int ok = 0, failed = 0;
+    for (size_t i = 0; i < nent; i++) st[i].failed ? failed++ : ok++;
+    const char *status = layer_status(ok, failed);
+    char err[512] = "";
+    if (failed) snprintf(err, sizeof err, "%d of %zu entities failed", failed, nent);
+    rc = dp_audit_system_end(eng->audit, &run, status, ok, failed, skipped_disabled, failed ? err : NULL, e);
+    started = 0;
+    if (rc) goto cleanup;
+    print_summary(&run, system, status, st, nent, counts, statuses);
+    if (failed) {
+      *run_failed = 1;
+      rc = dp_err_set(e, DP_EIO, "run %s of %s %s: %s", run.id_str, system, status, err);
+    }
+  }
+
+cleanup:
+  if (started) {
+    /* An infrastructure error (audit or connection) ended the run early. */
+    dp_err tmp;
+    *run_failed = 1;
+    dp_audit_system_end(eng->audit, &run, "failed", 0, (int)nent, 0, e->msg, &tmp);
+  }
+  if (locked) dp_audit_unlock_system(eng->audit, system);
+  for (size_t i = 0; i < nent; i++) {
+    dp_entity_free(&st[i].ent);
+    free(st[i].error);
+    free(st[i].cursor_before);
+    free(st[i].cursor_after);
+  }
+  free(st);
+  free(counts);
+  free(statuses);
+  free(meta_hash);
+  dp_buf_free(&details);
+  lua_settop(L, meta_idx - 1);
+  return rc;
+}

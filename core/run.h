@@ -1,0 +1,25 @@
+/* run.h - the run driver: one system run, layer by layer (raw, bronze, silver), audited. */
+#ifndef DP_RUN_H
+#define DP_RUN_H
+
+#include "engine.h"
+
+enum { DP_LAYER_RAW = 1, DP_LAYER_BRONZE = 2, DP_LAYER_SILVER = 4, DP_LAYER_ALL = 7 };
+
+typedef struct dp_run_opts {
+  const char **entities;  /* --entity filters (borrowed), or NULL for all enabled entities */
+  int nentities;
+  unsigned layers;        /* DP_LAYER_* mask */
+  const char *trigger;    /* "manual", "schedule", ... */
+} dp_run_opts;
+
+/* Loads metadata into eng->L (creating the state when needed) and leaves the validated
+ * meta table on the Lua stack. Errors: DP_EMETA with every validation error in e->msg. */
+int dp_load_metadata(dp_engine *eng, dp_err *e);
+
+/* Runs a system. Returns 0 when every entity succeeded, DP_EIO-like codes for run
+ * failures (status failed/partial: *run_failed set), or DP_ECONFIG/DP_EMETA/DP_EINVAL for
+ * usage and configuration errors (nothing was run). */
+int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int *run_failed, dp_err *e);
+
+#endif

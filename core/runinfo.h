@@ -1,0 +1,21 @@
+/* runinfo.h - the identity of a run and the per-entity-layer counters. No heap memory. */
+#ifndef DP_RUNINFO_H
+#define DP_RUNINFO_H
+
+#include <stdint.h>
+
+typedef struct dp_runinfo {
+  uint8_t id[16];
+  char id_str[37];
+  int64_t ts_us;      /* run start, microseconds since the epoch (UTC) */
+  char ts_str[40];    /* the same as ISO 8601 text */
+} dp_runinfo;
+
+typedef struct dp_counts {
+  int64_t in, inserted, updated, deleted, unchanged, rejected;
+} dp_counts;
+
+/* Fills a new run identity (UUID v7, now). */
+void dp_runinfo_new(dp_runinfo *r);
+
+#endif

@@ -1,0 +1,471 @@
+/* silver.c - cast, stage with COPY, merge set-based (SCD1/SCD2, delete detection). */
+#include "silver.h"
+#include "bronze.h"
+#include "buf.h"
+#include "cast.h"
+#include "log.h"
+#include "pg.h"
+#include "record.h"
+#include "uuid.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COPY_CHUNK (1 << 20)
+
+void dp_silver_table_name(const dp_entity *ent, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s__%s", ent->system, ent->name);
+}
+
+/* Appends "<table><suffix>" quoted, in schema silver. */
+static void tbl(dp_buf *b, const dp_entity *ent, const char *suffix) {
+  char name[300];
+  snprintf(name, sizeof name, "%s__%s%s", ent->system, ent->name, suffix);
+  dp_pg_qualified(b, "silver", name);
+}
+
+static void ident_suffixed(dp_buf *b, const dp_entity *ent, const char *suffix) {
+  char name[300];
+  snprintf(name, sizeof name, "%s__%s%s", ent->system, ent->name, suffix);
+  dp_pg_ident(b, name);
+}
+
+/* Checks existing columns against metadata: adds missing ones, refuses type changes. */
+static int evolve(PGconn *c, const dp_entity *ent, dp_err *e) {
+  char name[300];
+  dp_silver_table_name(ent, name, sizeof name);
+  const char *p[] = {name};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(c,
+                      "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                      "JOIN pg_class t ON t.oid = a.attrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+                      "WHERE n.nspname = 'silver' AND t.relname = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+                      1, p, &r, e);
+  if (rc) return rc;
+  dp_buf sql = DP_BUF_INIT, want = DP_BUF_INIT;
+  for (size_t i = 0; i < ent->ncols && rc == 0; i++) {
+    const dp_column *col = &ent->cols[i];
+    dp_buf_reset(&want);
+    dp_column_sql_type(col, &want);
+    const char *have = NULL;
+    for (int k = 0; k < PQntuples(r); k++)
+      if (strcmp(PQgetvalue(r, k, 0), col->name) == 0) have = PQgetvalue(r, k, 1);
+    if (have == NULL) {
+      dp_buf_reset(&sql);
+      dp_buf_puts(&sql, "ALTER TABLE ");
+      tbl(&sql, ent, "");
+      dp_buf_puts(&sql, " ADD COLUMN ");
+      dp_pg_ident(&sql, col->name);
+      dp_buf_printf(&sql, " %s", want.data);
+      rc = dp_pg_exec(c, sql.data, 0, NULL, NULL, e);
+      if (rc == 0) dp_log(DP_LOG_INFO, "silver.%s: added column %s %s", name, col->name, want.data);
+    } else {
+      /* format_type spells some types differently from our DDL. */
+      const char *canon = want.data;
+      if (strcmp(canon, "varchar") == 0) canon = "character varying";
+      else if (strcmp(canon, "timestamptz") == 0) canon = "timestamp with time zone";
+      char vc[64];
+      if (strncmp(want.data, "varchar(", 8) == 0) {
+        snprintf(vc, sizeof vc, "character varying%s", want.data + 7);
+        canon = vc;
+      }
+      if (strcmp(have, canon) != 0)
+        rc = dp_err_set(e, DP_EMETA,
+                        "silver.%s column %s is %s but metadata now says %s; changing a column's "
+                        "type is not supported yet, nothing was changed",
+                        name, col->name, have, canon);
+    }
+  }
+  PQclear(r);
+  dp_buf_free(&sql);
+  dp_buf_free(&want);
+  return rc;
+}
+
+int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, dp_err *e) {
+  dp_buf sql = DP_BUF_INIT;
+  int rc;
+  dp_buf_puts(&sql, "CREATE SCHEMA IF NOT EXISTS silver;\nCREATE TABLE IF NOT EXISTS ");
+  tbl(&sql, ent, "");
+  dp_buf_puts(&sql, " (\n  _dp_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY");
+  for (size_t i = 0; i < ent->ncols; i++) {
+    const dp_column *col = &ent->cols[i];
+    dp_buf_puts(&sql, ",\n  ");
+    dp_pg_ident(&sql, col->name);
+    dp_buf_putc(&sql, ' ');
+    dp_column_sql_type(col, &sql);
+    if (col->key || !col->nullable) dp_buf_puts(&sql, " NOT NULL");
+  }
+  dp_buf_puts(&sql,
+              ",\n  _dp_key_hash uuid NOT NULL, _dp_scd1_hash uuid NOT NULL, _dp_scd2_hash uuid NOT NULL"
+              ",\n  _dp_valid_from timestamptz NOT NULL, _dp_valid_to timestamptz"
+              ",\n  _dp_is_current boolean NOT NULL, _dp_is_deleted boolean NOT NULL DEFAULT false"
+              ",\n  _dp_run_id uuid NOT NULL, _dp_run_ts timestamptz NOT NULL"
+              ",\n  _dp_created_at timestamptz NOT NULL, _dp_updated_at timestamptz NOT NULL);\n");
+  dp_buf_puts(&sql, "CREATE UNIQUE INDEX IF NOT EXISTS ");
+  ident_suffixed(&sql, ent, "_current");
+  dp_buf_puts(&sql, " ON ");
+  tbl(&sql, ent, "");
+  dp_buf_puts(&sql, " (_dp_key_hash) WHERE _dp_is_current;\nCREATE INDEX IF NOT EXISTS ");
+  ident_suffixed(&sql, ent, "_key");
+  dp_buf_puts(&sql, " ON ");
+  tbl(&sql, ent, "");
+  dp_buf_puts(&sql, " (_dp_key_hash);\nCREATE TABLE IF NOT EXISTS ");
+  tbl(&sql, ent, "__rejected");
+  dp_buf_puts(&sql,
+              " (\n  _dp_run_id uuid NOT NULL, _dp_run_ts timestamptz NOT NULL, _dp_key_hash uuid,"
+              "\n  column_name text, value text, reason text NOT NULL, raw_file text, raw_line bigint,"
+              "\n  record jsonb, _dp_created_at timestamptz NOT NULL DEFAULT now())");
+  rc = dp_pg_exec(c, sql.data, 0, NULL, NULL, e);
+  if (rc == 0) rc = evolve(c, ent, e);
+  dp_buf_free(&sql);
+  return rc;
+}
+
+typedef struct stager {
+  PGconn *c;
+  dp_buf copy;     /* COPY text for the stage table */
+  dp_buf rejects;  /* COPY text for the __rejected table (sent after the stage COPY) */
+  dp_buf scratch;
+} stager;
+
+static void put_uuid(dp_buf *b, const uint8_t h[16]) {
+  char s[37];
+  dp_uuid_format(h, s);
+  dp_buf_append(b, s, 36);
+}
+
+static void add_reject(stager *st, const dp_entity *ent, const dp_runinfo *run, const uint8_t *key,
+                       const dp_row *row, const char *reason, const char *raw_file, int64_t line,
+                       const bson_t *data) {
+  dp_buf *b = &st->rejects;
+  dp_buf_printf(b, "%s\t%s\t", run->id_str, run->ts_str);
+  if (key) put_uuid(b, key);
+  else dp_buf_puts(b, "\\N");
+  dp_buf_putc(b, '\t');
+  const char *col = ent->cols[row->bad_col].name;
+  dp_pg_copy_escape(b, col, strlen(col));
+  dp_buf_putc(b, '\t');
+  dp_pg_copy_escape(b, row->bad_value, strlen(row->bad_value));
+  dp_buf_putc(b, '\t');
+  dp_pg_copy_escape(b, reason, strlen(reason));
+  dp_buf_putc(b, '\t');
+  if (raw_file) dp_pg_copy_escape(b, raw_file, strlen(raw_file));
+  else dp_buf_puts(b, "\\N");
+  dp_buf_printf(b, "\t%" PRId64 "\t", line);
+  dp_buf_reset(&st->scratch);
+  dp_bson_to_json(data, &st->scratch);
+  dp_pg_copy_escape(b, st->scratch.data, st->scratch.len);
+  dp_buf_putc(b, '\n');
+}
+
+/* Reads the run's bronze documents and COPYs them into _dp_stage. */
+static int stage_rows(stager *st, mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo *run,
+                      dp_counts *out, dp_err *e) {
+  char cname[256];
+  dp_bronze_collection_name(ent, cname, sizeof cname);
+  mongoc_collection_t *coll = mongoc_client_get_collection(cli, DP_BRONZE_DB, cname);
+  bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
+  BSON_APPEND_UTF8(&filter, "_dp.run_id", run->id_str);
+  BSON_APPEND_BOOL(&filter, "_dp.deleted", false);
+  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+  BSON_APPEND_INT32(&proj, "data", 1);
+  BSON_APPEND_INT32(&proj, "_dp.raw", 1);
+  bson_append_document_end(&opts, &proj);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+  dp_row row;
+  int rc = dp_row_init(&row, ent->ncols);
+  if (rc) {
+    rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+    goto cleanup;
+  }
+  const bson_t *doc;
+  uint8_t key[16], h1[16], h2[16];
+  while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    const uint8_t *dbuf;
+    uint32_t dlen;
+    bson_t data;
+    if (!bson_iter_init_find(&it, doc, "data") || !BSON_ITER_HOLDS_DOCUMENT(&it)) continue;
+    bson_iter_document(&it, &dlen, &dbuf);
+    if (!bson_init_static(&data, dbuf, dlen)) continue;
+    const char *raw_file = NULL;
+    int64_t raw_line = 0;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.raw.file", &it) &&
+        BSON_ITER_HOLDS_UTF8(&it))
+      raw_file = bson_iter_utf8(&it, NULL);
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.raw.line", &it))
+      raw_line = bson_iter_as_int64(&it);
+    out->in++;
+    dp_err ce;
+    dp_err_clear(&ce);
+    if (dp_row_cast(&row, ent, &data, 0, &ce) != 0) {
+      if (ent->fail_on_type_error) {
+        rc = dp_err_set(e, DP_ECAST, "%s (value %s; raw file %s line %" PRId64 ")", ce.msg,
+                        row.bad_value[0] ? row.bad_value : "missing", raw_file ? raw_file : "?", raw_line);
+        break;
+      }
+      out->rejected++;
+      dp_row krow;
+      const uint8_t *kp = NULL;
+      if (ent->npk > 0 && dp_row_init(&krow, ent->ncols) == 0) {
+        if (dp_row_cast(&krow, ent, &data, DP_ROW_KEY_ONLY, NULL) == 0) {
+          dp_row_hash(&krow, ent, DP_HASH_KEY, key);
+          kp = key;
+        }
+        dp_row_free(&krow);
+      }
+      add_reject(st, ent, run, kp, &row, ce.msg, raw_file, raw_line, &data);
+      if (kp) {
+        /* Staged as rejected: keeps its key from being taken for deleted. */
+        put_uuid(&st->copy, kp);
+        dp_buf_puts(&st->copy, "\t\\N\t\\N\tt");
+        for (size_t i = 0; i < ent->ncols; i++) dp_buf_puts(&st->copy, "\t\\N");
+        dp_buf_putc(&st->copy, '\n');
+      }
+      continue;
+    }
+    if (ent->npk > 0) dp_row_hash(&row, ent, DP_HASH_KEY, key);
+    else if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) {
+      /* append-only entity: the bronze _id is the row's identity */
+      bson_subtype_t stp;
+      uint32_t n;
+      const uint8_t *id;
+      bson_iter_binary(&it, &stp, &n, &id);
+      memcpy(key, id, n == 16 ? 16 : 0);
+    }
+    dp_row_hash(&row, ent, DP_HASH_SCD1, h1);
+    dp_row_hash(&row, ent, DP_HASH_SCD2, h2);
+    put_uuid(&st->copy, key);
+    dp_buf_putc(&st->copy, '\t');
+    put_uuid(&st->copy, h1);
+    dp_buf_putc(&st->copy, '\t');
+    put_uuid(&st->copy, h2);
+    dp_buf_puts(&st->copy, "\tf");
+    for (size_t i = 0; i < ent->ncols; i++) {
+      dp_buf_putc(&st->copy, '\t');
+      if (row.null[i]) dp_buf_puts(&st->copy, "\\N");
+      else dp_pg_copy_escape(&st->copy, row.text.data + row.off[i], row.len[i]);
+    }
+    dp_buf_putc(&st->copy, '\n');
+    if (st->copy.len >= COPY_CHUNK) {
+      rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e);
+      dp_buf_reset(&st->copy);
+    }
+  }
+  bson_error_t be;
+  if (rc == 0 && mongoc_cursor_error(cur, &be))
+    rc = dp_err_set(e, DP_EMONGO, "silver: cannot read bronze %s: %s", cname, be.message);
+  if (rc == 0) rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e);
+  dp_row_free(&row);
+cleanup:
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&filter);
+  bson_destroy(&opts);
+  return rc;
+}
+
+static int64_t count_of(PGresult *r, int col) {
+  return PQntuples(r) > 0 && !PQgetisnull(r, 0, col) ? strtoll(PQgetvalue(r, 0, col), NULL, 10) : 0;
+}
+
+/* Appends "c1", "c2", ... (with prefix before each name, e.g. "s.") */
+static void col_list(dp_buf *b, const dp_entity *ent, const char *prefix) {
+  for (size_t i = 0; i < ent->ncols; i++) {
+    if (i) dp_buf_puts(b, ", ");
+    dp_buf_puts(b, prefix);
+    dp_pg_ident(b, ent->cols[i].name);
+  }
+}
+
+static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_counts *out, dp_err *e) {
+  dp_buf q = DP_BUF_INIT;
+  const char *p2[] = {run->id_str, run->ts_str};
+  const char *p1[] = {run->ts_str};
+  PGresult *r = NULL;
+  int rc;
+  int has_scd1 = 0;
+  for (size_t i = 0; i < ent->ncols; i++) has_scd1 |= ent->cols[i].scd1 && !ent->cols[i].key;
+
+  /* 1. classify staged rows against the current versions */
+  dp_buf_puts(&q, "CREATE TEMP TABLE _dp_cls ON COMMIT DROP AS SELECT s.*, c._dp_id AS _cur_id, "
+                  "c._dp_scd1_hash AS _cur1, c._dp_scd2_hash AS _cur2, c._dp_is_deleted AS _cur_del "
+                  "FROM _dp_stage s LEFT JOIN ");
+  tbl(&q, ent, "");
+  dp_buf_puts(&q, " c ON c._dp_key_hash = s._dp_key_hash AND c._dp_is_current WHERE NOT s._dp_rejected");
+  rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
+  if (rc) goto cleanup;
+  rc = dp_pg_exec(c,
+                  "SELECT count(*) FILTER (WHERE _cur_id IS NULL OR _cur_del),"
+                  " count(*) FILTER (WHERE _cur_id IS NOT NULL AND NOT _cur_del AND"
+                  "   (_cur2 <> _dp_scd2_hash OR _cur1 <> _dp_scd1_hash)),"
+                  " count(*) FILTER (WHERE _cur_id IS NOT NULL AND NOT _cur_del AND"
+                  "   _cur2 = _dp_scd2_hash AND _cur1 = _dp_scd1_hash) FROM _dp_cls",
+                  0, NULL, &r, e);
+  if (rc) goto cleanup;
+  out->inserted = count_of(r, 0);
+  out->updated = count_of(r, 1);
+  out->unchanged = count_of(r, 2);
+  PQclear(r);
+  r = NULL;
+
+  /* 2. scd1: overwrite in place on every version of the key */
+  if (has_scd1) {
+    dp_buf_reset(&q);
+    dp_buf_puts(&q, "UPDATE ");
+    tbl(&q, ent, "");
+    dp_buf_puts(&q, " t SET ");
+    for (size_t i = 0; i < ent->ncols; i++) {
+      if (!ent->cols[i].scd1 || ent->cols[i].key) continue;
+      dp_pg_ident(&q, ent->cols[i].name);
+      dp_buf_puts(&q, " = s.");
+      dp_pg_ident(&q, ent->cols[i].name);
+      dp_buf_puts(&q, ", ");
+    }
+    dp_buf_puts(&q, "_dp_scd1_hash = s._dp_scd1_hash, _dp_updated_at = $1 FROM _dp_cls s "
+                    "WHERE t._dp_key_hash = s._dp_key_hash AND s._cur_id IS NOT NULL "
+                    "AND s._cur1 <> s._dp_scd1_hash");
+    rc = dp_pg_exec(c, q.data, 1, p1, NULL, e);
+    if (rc) goto cleanup;
+  }
+
+  /* 3. scd2 change (or a deleted key returning): close the current version */
+  dp_buf_reset(&q);
+  dp_buf_puts(&q, "UPDATE ");
+  tbl(&q, ent, "");
+  dp_buf_puts(&q, " t SET _dp_valid_to = $1, _dp_is_current = false, _dp_updated_at = $1 "
+                  "FROM _dp_cls s WHERE t._dp_id = s._cur_id AND (s._cur2 <> s._dp_scd2_hash OR s._cur_del)");
+  rc = dp_pg_exec(c, q.data, 1, p1, NULL, e);
+  if (rc) goto cleanup;
+
+  /* 4. insert new current versions */
+  dp_buf_reset(&q);
+  dp_buf_puts(&q, "INSERT INTO ");
+  tbl(&q, ent, "");
+  dp_buf_puts(&q, " (");
+  col_list(&q, ent, "");
+  dp_buf_puts(&q, ", _dp_key_hash, _dp_scd1_hash, _dp_scd2_hash, _dp_valid_from, _dp_valid_to, "
+                  "_dp_is_current, _dp_is_deleted, _dp_run_id, _dp_run_ts, _dp_created_at, _dp_updated_at) "
+                  "SELECT ");
+  col_list(&q, ent, "s.");
+  dp_buf_puts(&q, ", s._dp_key_hash, s._dp_scd1_hash, s._dp_scd2_hash, $2::timestamptz, NULL, true, false, "
+                  "$1::uuid, $2::timestamptz, $2::timestamptz, $2::timestamptz FROM _dp_cls s "
+                  "WHERE s._cur_id IS NULL OR s._cur2 <> s._dp_scd2_hash OR s._cur_del "
+                  "ORDER BY s._dp_key_hash");
+  rc = dp_pg_exec(c, q.data, 2, p2, NULL, e);
+  if (rc) goto cleanup;
+
+  /* 5. full load: keys missing from the run are closed, or get a tombstone version */
+  if (ent->full_load && ent->npk > 0 && ent->delete_mode != DP_DELETE_IGNORE) {
+    dp_buf_reset(&q);
+    /* tombstone needs $1 = run id and $2 = run ts; close needs only the ts */
+    int tomb = ent->delete_mode == DP_DELETE_TOMBSTONE;
+    const char *ts = tomb ? "$2" : "$1";
+    dp_buf_puts(&q, "WITH gone AS (UPDATE ");
+    tbl(&q, ent, "");
+    dp_buf_printf(&q, " t SET _dp_valid_to = %s, _dp_is_current = false, _dp_updated_at = %s "
+                      "WHERE t._dp_is_current AND NOT t._dp_is_deleted AND NOT EXISTS "
+                      "(SELECT 1 FROM _dp_stage s WHERE s._dp_key_hash = t._dp_key_hash) RETURNING t.*)",
+                  ts, ts);
+    if (tomb) {
+      dp_buf_puts(&q, ", ins AS (INSERT INTO ");
+      tbl(&q, ent, "");
+      dp_buf_puts(&q, " (");
+      col_list(&q, ent, "");
+      dp_buf_puts(&q, ", _dp_key_hash, _dp_scd1_hash, _dp_scd2_hash, _dp_valid_from, _dp_valid_to, "
+                      "_dp_is_current, _dp_is_deleted, _dp_run_id, _dp_run_ts, _dp_created_at, _dp_updated_at) "
+                      "SELECT ");
+      col_list(&q, ent, "g.");
+      dp_buf_puts(&q, ", g._dp_key_hash, g._dp_scd1_hash, g._dp_scd2_hash, $2::timestamptz, NULL, true, true, "
+                      "$1::uuid, $2::timestamptz, $2::timestamptz, $2::timestamptz FROM gone g RETURNING 1) "
+                      "SELECT count(*) FROM ins");
+    } else {
+      dp_buf_puts(&q, " SELECT count(*) FROM gone");
+    }
+    rc = tomb ? dp_pg_exec(c, q.data, 2, p2, &r, e) : dp_pg_exec(c, q.data, 1, p1, &r, e);
+    if (rc) goto cleanup;
+    out->deleted = count_of(r, 0);
+    PQclear(r);
+    r = NULL;
+  }
+cleanup:
+  if (r) PQclear(r);
+  dp_buf_free(&q);
+  return rc;
+}
+
+int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo *run,
+                    const char *cursor, dp_counts *out, dp_err *e) {
+  stager st = {c, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
+  dp_buf q = DP_BUF_INIT;
+  int rc, in_copy = 0;
+  memset(out, 0, sizeof *out);
+  rc = dp_pg_begin(c, e);
+  if (rc) return rc;
+  rc = dp_silver_ensure_table(c, ent, e);
+  if (rc) goto fail;
+
+  dp_buf_puts(&q, "CREATE TEMP TABLE _dp_stage (_dp_key_hash uuid, _dp_scd1_hash uuid, "
+                  "_dp_scd2_hash uuid, _dp_rejected boolean");
+  for (size_t i = 0; i < ent->ncols; i++) {
+    dp_buf_puts(&q, ", ");
+    dp_pg_ident(&q, ent->cols[i].name);
+    dp_buf_putc(&q, ' ');
+    dp_column_sql_type(&ent->cols[i], &q);
+  }
+  dp_buf_puts(&q, ") ON COMMIT DROP");
+  rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
+  if (rc) goto fail;
+  rc = dp_pg_copy_begin(c, "COPY _dp_stage FROM STDIN", e);
+  if (rc) goto fail;
+  in_copy = 1;
+  rc = stage_rows(&st, cli, ent, run, out, e);
+  in_copy = 0;
+  if (rc) {
+    dp_err tmp;
+    dp_pg_copy_end(c, "aborted by dp-engine", &tmp);
+    goto fail;
+  }
+  rc = dp_pg_copy_end(c, NULL, e);
+  if (rc) goto fail;
+  if (st.rejects.len > 0) {
+    dp_buf_reset(&q);
+    dp_buf_puts(&q, "COPY ");
+    tbl(&q, ent, "__rejected");
+    dp_buf_puts(&q, " (_dp_run_id, _dp_run_ts, _dp_key_hash, column_name, value, reason, raw_file, "
+                    "raw_line, record) FROM STDIN");
+    rc = dp_pg_copy_begin(c, q.data, e);
+    if (rc == 0) rc = dp_pg_copy_put(c, st.rejects.data, st.rejects.len, e);
+    if (rc == 0) rc = dp_pg_copy_end(c, NULL, e);
+    else { dp_err tmp; dp_pg_copy_end(c, "aborted", &tmp); }
+    if (rc) goto fail;
+  }
+  rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
+  if (rc == 0) rc = merge(c, ent, run, out, e);
+  if (rc) goto fail;
+  if (!ent->full_load && cursor) {
+    const char *p[] = {ent->system, ent->name, cursor, run->id_str};
+    rc = dp_pg_exec(c,
+                    "INSERT INTO dp.entity_cursor (system, entity, cursor, run_id, updated_at) "
+                    "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (system, entity) DO UPDATE "
+                    "SET cursor = EXCLUDED.cursor, run_id = EXCLUDED.run_id, updated_at = now()",
+                    4, p, NULL, e);
+    if (rc) goto fail;
+  }
+  rc = dp_pg_commit(c, e);
+  if (rc) goto fail;
+  goto cleanup;
+fail:
+  (void)in_copy;
+  dp_pg_rollback(c);
+  memset(out, 0, sizeof *out);
+cleanup:
+  dp_buf_free(&st.copy);
+  dp_buf_free(&st.rejects);
+  dp_buf_free(&st.scratch);
+  dp_buf_free(&q);
+  return rc;
+}

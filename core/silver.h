@@ -1,0 +1,27 @@
+/* silver.h - the silver layer: typed SCD2 history tables in PostgreSQL schema "silver".
+ * The bronze documents a run touched are cast in C, staged with COPY into a temporary
+ * table and merged with set-based SQL in one transaction (docs/data-layers.md#silver). */
+#ifndef DP_SILVER_H
+#define DP_SILVER_H
+
+#include <libpq-fe.h>
+#include <mongoc/mongoc.h>
+#include "error.h"
+#include "meta.h"
+#include "runinfo.h"
+
+/* Creates the silver table, its indexes and its __rejected table when missing; adds
+ * columns that metadata gained. Refuses a column whose type differs. Runs on c as is
+ * (the caller decides about the transaction). */
+int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, dp_err *e);
+
+/* Merges the bronze documents of this run into silver in one transaction on c. For delta
+ * entities, cursor (may be NULL: unchanged) is stored in dp.entity_cursor in the same
+ * transaction. Nothing is written when it fails. */
+int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo *run,
+                    const char *cursor, dp_counts *out, dp_err *e);
+
+/* "<system>__<entity>" */
+void dp_silver_table_name(const dp_entity *ent, char *buf, size_t cap);
+
+#endif
