@@ -234,7 +234,7 @@ static int mark_deleted(mongoc_collection_t *coll, const dp_runinfo *run, int64_
   return rc;
 }
 
-int dp_bronze_load(mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo *run,
+int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
                    const char *raw_path, const char *raw_ref, dp_counts *out, dp_err *e) {
   char cname[256];
   int rc = 0;
@@ -248,7 +248,7 @@ int dp_bronze_load(mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo 
   dp_buf scratch = DP_BUF_INIT;
   memset(out, 0, sizeof *out);
   dp_bronze_collection_name(ent, cname, sizeof cname);
-  mongoc_collection_t *coll = mongoc_client_get_collection(cli, DP_BRONZE_DB, cname);
+  mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
   if (!items || dp_row_init(&row, ent->ncols)) {
     free(items);
     mongoc_collection_destroy(coll);

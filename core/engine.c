@@ -1,5 +1,6 @@
 /* engine.c - configuration from the environment and the engine's connections. */
 #include "engine.h"
+#include "log.h"
 #include "pg.h"
 
 #include <libgen.h>
@@ -50,6 +51,7 @@ int dp_config_from_env(dp_config *cfg, dp_err *e) {
   cfg->data_dir = env_or("DP_DATA_DIR", "./data");
   cfg->postgres_url = env_or("DP_POSTGRES_URL", NULL);
   cfg->mongo_url = env_or("DP_MONGO_URL", NULL);
+  cfg->bronze_db = env_or("DP_BRONZE_DB", "bronze");
   return 0;
 }
 
@@ -60,6 +62,7 @@ void dp_config_free(dp_config *cfg) {
   free(cfg->data_dir);
   free(cfg->postgres_url);
   free(cfg->mongo_url);
+  free(cfg->bronze_db);
   memset(cfg, 0, sizeof *cfg);
 }
 
@@ -68,6 +71,18 @@ int dp_engine_open_pg(dp_engine *eng, dp_err *e) {
   if (!eng->data && !(eng->data = dp_pg_connect(eng->cfg.postgres_url, e))) return e->code;
   return 0;
 }
+
+/* libmongoc's own log lines go through ours. FerretDB v1 has no endSessions command, which
+ * libmongoc sends when a client closes; that warning is expected and dropped. */
+static void mongoc_log_to_dp(mongoc_log_level_t level, const char *domain, const char *message, void *ud) {
+  (void)ud;
+  if (strstr(message, "endSessions")) return;
+  if (level <= MONGOC_LOG_LEVEL_ERROR) dp_log(DP_LOG_ERROR, "mongoc %s: %s", domain, message);
+  else if (level == MONGOC_LOG_LEVEL_WARNING) dp_log(DP_LOG_WARN, "mongoc %s: %s", domain, message);
+  else if (level <= MONGOC_LOG_LEVEL_INFO) dp_log(DP_LOG_DEBUG, "mongoc %s: %s", domain, message);
+}
+
+void dp_mongo_log_init(void) { mongoc_log_set_handler(mongoc_log_to_dp, NULL); }
 
 int dp_engine_open_mongo(dp_engine *eng, dp_err *e) {
   if (eng->mongo) return 0;

@@ -16,6 +16,7 @@ typedef struct dp_config {
   char *data_dir;     /* DP_DATA_DIR */
   char *postgres_url; /* DP_POSTGRES_URL */
   char *mongo_url;    /* DP_MONGO_URL */
+  char *bronze_db;    /* DP_BRONZE_DB: MongoDB database of the bronze layer, default "bronze" */
 } dp_config;
 
 typedef struct dp_engine {
@@ -32,6 +33,8 @@ void dp_config_free(dp_config *cfg);
 /* Opens what is not open yet. */
 int dp_engine_open_pg(dp_engine *eng, dp_err *e);
 int dp_engine_open_mongo(dp_engine *eng, dp_err *e);
+/* Routes libmongoc logging through dp_log (call once after mongoc_init). */
+void dp_mongo_log_init(void);
 /* Closes connections and the Lua state and frees the configuration. */
 void dp_engine_close(dp_engine *eng);
 

@@ -58,8 +58,6 @@ lua_State *dp_lua_new(const dp_config *cfg, dp_err *e) {
   lua_setfield(L, -2, "scripts_dir");
   lua_pushstring(L, cfg->data_dir);
   lua_setfield(L, -2, "data_dir");
-  lua_pushstring(L, cfg->home);
-  lua_setfield(L, -2, "home");
   if (dp_lua_pcall(L, 1, 0, e)) goto fail;
   lua_setglobal(L, "__dp_engine"); /* the trusted state keeps the module at hand */
   return L;

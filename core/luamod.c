@@ -2,6 +2,7 @@
  * Misuse raises (luaL_error); runtime failures return nil, err. Userdata metatables are
  * registered once, with __gc. */
 #include "cast.h"
+#include "engine.h"
 #include "hash.h"
 #include "json.h"
 #include "luabridge.h"
@@ -493,6 +494,7 @@ int luaopen_dp_core(lua_State *L) {
   };
   if (sodium_init() < 0) return luaL_error(L, "libsodium failed to initialise");
   mongoc_init();
+  dp_mongo_log_init();
   new_mt(L, RAW_MT, raw_methods, l_raw_abort);
   new_mt(L, PG_MT, pg_methods, l_pg_close);
   new_mt(L, MONGO_MT, mongo_methods, l_mongo_close);

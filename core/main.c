@@ -231,6 +231,7 @@ int main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   mongoc_init();
+  dp_mongo_log_init();
   dp_engine eng;
   memset(&eng, 0, sizeof eng);
   dp_err e;

@@ -354,9 +354,9 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       if (l == 0) {
         lrc = raw_step(eng, &run, meta_idx, s, n, &details, &le);
       } else if (l == 1) {
-        lrc = dp_bronze_load(eng->mongo, &s->ent, &run, s->raw_path, s->raw_ref, n, &le);
+        lrc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->raw_path, s->raw_ref, n, &le);
       } else {
-        lrc = dp_silver_merge(eng->data, eng->mongo, &s->ent, &run, s->cursor_after, n, &le);
+        lrc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->cursor_after, n, &le);
       }
       double dt = now_s() - t0;
       if (lrc) {

@@ -162,11 +162,11 @@ static void add_reject(stager *st, const dp_entity *ent, const dp_runinfo *run, 
 }
 
 /* Reads the run's bronze documents and COPYs them into _dp_stage. */
-static int stage_rows(stager *st, mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo *run,
+static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
                       dp_counts *out, dp_err *e) {
   char cname[256];
   dp_bronze_collection_name(ent, cname, sizeof cname);
-  mongoc_collection_t *coll = mongoc_client_get_collection(cli, DP_BRONZE_DB, cname);
+  mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
   bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
   BSON_APPEND_UTF8(&filter, "_dp.run_id", run->id_str);
   BSON_APPEND_BOOL(&filter, "_dp.deleted", false);
@@ -397,7 +397,7 @@ cleanup:
   return rc;
 }
 
-int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo *run,
+int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const dp_entity *ent, const dp_runinfo *run,
                     const char *cursor, dp_counts *out, dp_err *e) {
   stager st = {c, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
   dp_buf q = DP_BUF_INIT;
@@ -422,7 +422,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const dp_entity *ent, const
   rc = dp_pg_copy_begin(c, "COPY _dp_stage FROM STDIN", e);
   if (rc) goto fail;
   in_copy = 1;
-  rc = stage_rows(&st, cli, ent, run, out, e);
+  rc = stage_rows(&st, cli, bronze_db, ent, run, out, e);
   in_copy = 0;
   if (rc) {
     dp_err tmp;

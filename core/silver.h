@@ -18,7 +18,7 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, dp_err *e);
 /* Merges the bronze documents of this run into silver in one transaction on c. For delta
  * entities, cursor (may be NULL: unchanged) is stored in dp.entity_cursor in the same
  * transaction. Nothing is written when it fails. */
-int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const dp_entity *ent, const dp_runinfo *run,
+int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const dp_entity *ent, const dp_runinfo *run,
                     const char *cursor, dp_counts *out, dp_err *e);
 
 /* "<system>__<entity>" */
