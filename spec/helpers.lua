@@ -1,0 +1,148 @@
+-- spec/helpers.lua: the facade specs use to reach the real services and the engine.
+--
+-- The services (PostgreSQL and FerretDB on loopback) are started by spec/services.sh, which
+-- spec/run.sh calls before busted; their URLs arrive in DP_POSTGRES_URL / DP_MONGO_URL.
+-- Each spec file asks for a fresh environment: its own PostgreSQL database (migrated), its own
+-- bronze database in MongoDB, its own data folder. Nothing is shared between spec files.
+local core = require "dp.core"
+local cjson = require "cjson"
+
+local H = {}
+
+H.root = os.getenv("DP_HOME") or io.popen("pwd"):read("*l")
+H.bin = H.root .. "/build/dp-engine"
+H.core = core
+H.cjson = cjson
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.sh_quote = sh_quote
+
+-- Runs a shell command; returns its exit code and stdout.
+function H.sh(cmd)
+  local p = io.popen(cmd .. '; echo "__rc=$?"')
+  local out = p:read("*a")
+  p:close()
+  local body, rc = out:match("^(.-)__rc=(%d+)%s*$")
+  return tonumber(rc), body
+end
+
+function H.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function H.write_file(path, s)
+  H.sh("mkdir -p " .. sh_quote(path:match("^(.*)/[^/]*$")))
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+function H.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+function H.tmpdir(tag)
+  local rc, out = H.sh("mktemp -d /tmp/dp-spec-" .. (tag or "x") .. "-XXXXXX")
+  assert(rc == 0, "mktemp failed")
+  return (out:gsub("%s+$", ""))
+end
+
+local function services()
+  local pg, mongo = os.getenv("DP_POSTGRES_URL"), os.getenv("DP_MONGO_URL")
+  if not pg or not mongo then
+    error("DP_POSTGRES_URL / DP_MONGO_URL are not set: run the specs with spec/run.sh, "
+      .. "which starts PostgreSQL and FerretDB (spec/services.sh)", 2)
+  end
+  return pg, mongo
+end
+
+-- A PostgreSQL URL for database db on the same server as DP_POSTGRES_URL.
+local function url_for(db)
+  local pg = services()
+  local base, query = pg:match("^(.-)(%?.*)$")
+  base = base or pg
+  return base:gsub("/[^/]*$", "/" .. db) .. (query or "")
+end
+
+-- A fresh, migrated environment for one spec file. Returns a table of environment variables
+-- (DP_POSTGRES_URL, DP_MONGO_URL, DP_BRONZE_DB, DP_DATA_DIR, DP_METADATA, DP_HOME) plus
+-- helper fields (db, bronze_db).
+function H.fresh_env(name, opts)
+  opts = opts or {}
+  local pg, mongo = services()
+  local db = "dp_spec_" .. name
+  local admin = assert(core.pg_connect(pg))
+  assert(admin:query("DROP DATABASE IF EXISTS " .. db .. " WITH (FORCE)"))
+  assert(admin:query("CREATE DATABASE " .. db))
+  admin:close()
+  local bronze = "bronze_spec_" .. name
+  local m = assert(core.mongo_connect(mongo))
+  assert(m:command(bronze, '{"dropDatabase": 1}'))
+  m:close()
+  local env = {
+    DP_POSTGRES_URL = url_for(db),
+    DP_MONGO_URL = mongo,
+    DP_BRONZE_DB = bronze,
+    DP_DATA_DIR = H.tmpdir(name),
+    DP_METADATA = opts.metadata or (H.root .. "/metadata"),
+    DP_HOME = H.root,
+    DP_LOG_LEVEL = "warn",
+  }
+  local rc, out, err = H.engine(env, "migrate")
+  assert(rc == 0, "migrate failed: " .. tostring(out) .. tostring(err))
+  return env
+end
+
+-- Runs the engine binary with env; returns exit code, stdout, stderr.
+function H.engine(env, ...)
+  local parts = { "env" }
+  for k, v in pairs(env) do
+    if k:match("^DP_") then parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+  end
+  parts[#parts + 1] = sh_quote(H.bin)
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = sh_quote(a) end
+  local errfile = os.tmpname()
+  local rc, out = H.sh(table.concat(parts, " ") .. " 2>" .. sh_quote(errfile))
+  local err = H.read_file(errfile)
+  os.remove(errfile)
+  return rc, out, err
+end
+
+function H.pg(env)
+  return assert(core.pg_connect(env.DP_POSTGRES_URL))
+end
+
+function H.mongo()
+  local _, mongo = services()
+  return assert(core.mongo_connect(mongo))
+end
+
+-- All documents of a bronze collection, decoded, sorted by data[sort_key].
+function H.bronze_docs(env, collection, sort_key)
+  local m = H.mongo()
+  local docs = assert(m:find(env.DP_BRONZE_DB, collection, "{}"))
+  m:close()
+  local out = {}
+  for i, js in ipairs(docs) do out[i] = cjson.decode(js) end
+  if sort_key then
+    table.sort(out, function(a, b) return tostring(a.data[sort_key]) < tostring(b.data[sort_key]) end)
+  end
+  return out
+end
+
+-- Replaces the inbox of a system with copies of the files in from_dir.
+function H.fill_inbox(env, inbox, from_dir)
+  local dir = env.DP_DATA_DIR .. "/" .. inbox
+  assert(H.sh("rm -rf " .. sh_quote(dir) .. " && mkdir -p " .. sh_quote(dir) .. " && cp " ..
+    sh_quote(from_dir) .. "/* " .. sh_quote(dir) .. "/") == 0)
+  return dir
+end
+
+return H
