@@ -22,8 +22,12 @@
 -- as absent. Validation never mutates its input and collects every error.
 local M = {}
 
-local null = require("cjson").null
+local cjson = require("cjson").new()
+local null = cjson.null
 M.null = null
+-- Lists produced by validation carry this metatable, so that M.encode writes an empty one as []
+-- (cjson cannot tell an empty array from an empty object).
+M.ARRAY = { __name = "dp.schema.array" }
 
 local TYPES = { "any", "boolean", "enum", "integer", "list", "map", "number", "record", "string", "union" }
 local COMMON = { "type", "required", "default", "custom_validator", "description" }
@@ -51,7 +55,7 @@ function M.deep_copy(v)
   if type(v) ~= "table" then return v end
   local out = {}
   for k, x in pairs(v) do out[k] = M.deep_copy(x) end
-  return out
+  return setmetatable(out, getmetatable(v) == M.ARRAY and M.ARRAY or nil)
 end
 
 -- JSON-style quoting for messages: "a/b" stays "a/b" (cjson would write a\/b).
@@ -387,13 +391,14 @@ function validate_present(def, v, path, errs)
   elseif t == "enum" then
     check_one_of(errs, path, def, v)
   elseif t == "any" then
+    if k == "null" then return null end -- a null list element or map value is a JSON value too
     if k ~= "string" and k ~= "number" and k ~= "boolean" and k ~= "object" and k ~= "array" and k ~= "empty" then
       expected(errs, path, "a JSON value", v); return nil
     end
     out = M.deep_copy(v)
   elseif t == "list" then
     if k ~= "array" and k ~= "empty" then expected(errs, path, "an array", v); return nil end
-    out = {}
+    out = setmetatable({}, M.ARRAY)
     local seen = {}
     for i, x in ipairs(v) do
       local p = path .. "[" .. (i - 1) .. "]"
@@ -470,8 +475,7 @@ end
 -- Validates a field value that may be absent (nil or null): applies the default, or reports a
 -- missing required field. `present_only` is for list elements and map values (null is an error).
 function validate_field(def, v, path, errs, present_only)
-  if v == nil or v == null then
-    if present_only then expected(errs, path, "a value", v); return nil end
+  if (v == nil or v == null) and not present_only then
     if def.default ~= nil and type(def.default) ~= "function" then
       return validate_present(def, M.deep_copy(def.default), path, errs)
     end
@@ -537,6 +541,22 @@ function validate_record(def, v, path, errs)
   run_checks(def, out, path, errs)
   if #errs > n0 then return nil end
   return out
+end
+
+-- JSON text of a validated value: lists (M.ARRAY) and non-empty arrays as [...], other tables
+-- as objects with sorted keys.
+function M.encode(v)
+  if v == nil or v == null then return "null" end
+  if type(v) ~= "table" then return cjson.encode(v) end
+  local parts = {}
+  if getmetatable(v) == M.ARRAY or kind(v) == "array" then
+    for i = 1, #v do parts[i] = M.encode(v[i]) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  for _, k in ipairs(sorted_keys(v)) do
+    parts[#parts + 1] = cjson.encode(tostring(k)) .. ":" .. M.encode(v[k])
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
 end
 
 -- Validates value against schema (a definition; checked with define() on first use).
