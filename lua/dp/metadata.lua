@@ -182,13 +182,22 @@ end
 function M.load_texts(texts, opts)
   opts = opts or {}
   local errs = collector()
-  local raw = {}
+  -- complete[file]: every item of the file could be named, so "X is not a ..." reference
+  -- errors against it are real and not a consequence of another error
+  local raw, complete = {}, {}
   for _, file in ipairs(M.FILES) do
     if texts[file] == nil then
       if file ~= "gold.json" then errs.add(file, -1, file .. ": file is missing") end
-      raw[file] = {}
+      raw[file], complete[file] = {}, file == "gold.json"
     else
-      raw[file] = decode(file, texts[file], errs) or {}
+      raw[file] = decode(file, texts[file], errs)
+      complete[file] = raw[file] ~= nil
+      raw[file] = raw[file] or {}
+      for _, item in ipairs(raw[file]) do
+        if not name_of(item) or (file == "entities.json" and type(item.system) ~= "string") then
+          complete[file] = false
+        end
+      end
     end
   end
   local systems_raw, entities_raw, gold_raw = raw["systems.json"], raw["entities.json"], raw["gold.json"]
@@ -218,7 +227,8 @@ function M.load_texts(texts, opts)
     local v, ve = schema.validate(conn and conn.entity_model or models.Entity, e, p)
     if ve then errs.add_all("entities.json", i - 1, ve) end
     entities[i] = v
-    if type(sys) == "string" and not system_at[sys] and sys:match("^[a-z][a-z0-9_]*$") then
+    if type(sys) == "string" and not system_at[sys] and sys:match("^[a-z][a-z0-9_]*$")
+        and complete["systems.json"] then
       errs.add("entities.json", i - 1, p .. ".system: " .. quote(sys) .. " is not a system in systems.json"
         .. hint(sys, system_names))
     end
@@ -240,13 +250,6 @@ function M.load_texts(texts, opts)
     local v, ge = schema.validate(models.GoldModel, g, p)
     if ge then errs.add_all("gold.json", i - 1, ge) end
     gold[i] = v
-    if v then
-      local path = (opts.scripts_dir or ".") .. "/gold/" .. v.script
-      local f = io.open(path, "rb")
-      if f then f:close() else
-        errs.add("gold.json", i - 1, p .. ".script: no gold script " .. quote(v.script) .. " (" .. path .. " does not exist)")
-      end
-    end
     local n = name_of(g)
     if n then
       if gold_at[n] then
@@ -259,6 +262,13 @@ function M.load_texts(texts, opts)
         gold_at[n], gold_names[#gold_names + 1] = i - 1, n
       end
     end
+    if v then
+      local path = (opts.scripts_dir or ".") .. "/gold/" .. v.script
+      local f = io.open(path, "rb")
+      if f then f:close() else
+        errs.add("gold.json", i - 1, p .. ".script: no gold script " .. quote(v.script) .. " (" .. path .. " does not exist)")
+      end
+    end
   end
 
   -- gold depends_on: entities or gold models; no cycles
@@ -267,14 +277,14 @@ function M.load_texts(texts, opts)
     if g and gold_at[g.name] == i - 1 then
       deps[g.name] = {}
       for j, d in ipairs(g.depends_on) do
-        local ok = d:find(".", 1, true) and entity_at[d] or gold_at[d]
-        if ok then
-          if not d:find(".", 1, true) then deps[g.name][#deps[g.name] + 1] = d end
-        else
-          local candidates = d:find(".", 1, true) and entity_names or gold_names
-          errs.add("gold.json", i - 1, string.format("gold.json[%d].depends_on[%d]: %s is not %s%s",
-            i - 1, j - 1, quote(d), d:find(".", 1, true) and "an entity (system.entity) in entities.json"
-            or "a gold model in gold.json", hint(d, candidates)))
+        local is_entity = d:find(".", 1, true) ~= nil
+        local file = is_entity and "entities.json" or "gold.json"
+        if not is_entity and gold_at[d] then
+          table.insert(deps[g.name], d)
+        elseif (is_entity and not entity_at[d] or not is_entity and not gold_at[d]) and complete[file] then
+          errs.add("gold.json", i - 1, string.format("gold.json[%d].depends_on[%d]: %s is not %s%s", i - 1, j - 1,
+            quote(d), is_entity and "an entity (system.entity) in entities.json" or "a gold model in gold.json",
+            hint(d, is_entity and entity_names or gold_names)))
         end
       end
     end
@@ -301,7 +311,7 @@ function M.load_texts(texts, opts)
             if system_at[t.upstream] or gold_at[t.upstream] then
               add_edge(t.upstream, item.name)
               trigger_at[t.upstream .. " " .. item.name] = { file, i - 1, p }
-            else
+            elseif complete["systems.json"] and complete["gold.json"] then
               errs.add(file, i - 1, p .. ": no system or gold model named " .. quote(t.upstream)
                 .. hint(t.upstream, nodes))
             end
@@ -313,8 +323,8 @@ function M.load_texts(texts, opts)
   check_triggers("systems.json", systems, system_at)
   check_triggers("gold.json", gold, gold_at)
   if #dep_cycles == 0 then
-    for _, g in ipairs(gold) do
-      if g and gold_at[g.name] then
+    for i, g in ipairs(gold) do
+      if g and gold_at[g.name] == i - 1 then
         for _, d in ipairs(g.depends_on) do
           local up = d:match("^([^.]+)%.") or d
           if system_at[up] or gold_at[up] then add_edge(up, g.name) end
@@ -326,6 +336,11 @@ function M.load_texts(texts, opts)
       local where
       for k = 1, #cyc do
         where = where or trigger_at[cyc[k] .. " " .. cyc[k % #cyc + 1]]
+      end
+      if not where then -- not reachable (a loop of depends_on only is a cycle above); be safe
+        local file = system_at[cyc[1]] and "systems.json" or "gold.json"
+        local at = system_at[cyc[1]] or gold_at[cyc[1]]
+        where = { file, at, string.format("%s[%d]", file, at) }
       end
       cyc[#cyc + 1] = cyc[1]
       errs.add(where[1], where[2], where[3] .. ": trigger loop " .. table.concat(cyc, " -> ")
