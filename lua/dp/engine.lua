@@ -61,15 +61,16 @@ local function inbox_files(system, data_dir)
   inbox = inbox:gsub("/+$", "")
   files.inbox = inbox
 
-  local function check_name(fn, name)
+  local function bad_name(fn, name)
     if type(name) ~= "string" or name == "" or name:find("/", 1, true) or name:find("..", 1, true)
         or name:find("\0", 1, true) then
-      error("ctx.files." .. fn .. ": " .. schema.describe(name) .. " is not a file name in the inbox"
-        .. ' (no "/" or "..")', 3)
+      return "ctx.files." .. fn .. ": " .. schema.describe(name) .. ' is not a file name in the inbox (no "/" or "..")'
     end
   end
+  -- called by files.read / files.lines: level 3 is the script
   local function open(fn, name)
-    check_name(fn, name)
+    local err = bad_name(fn, name)
+    if err then error(err, 3) end
     local f = io.open(inbox .. "/" .. name, "rb")
     if not f then error("ctx.files." .. fn .. ": no file " .. quote(name) .. " in inbox " .. inbox, 3) end
     return f
@@ -83,7 +84,9 @@ local function inbox_files(system, data_dir)
     end
     local core = require "dp.core"
     local names, err = core.listdir(inbox)
-    if not names then error("ctx.files.list: cannot list inbox " .. inbox .. ": " .. tostring(err), 2) end
+    if not names then
+      error("ctx.files.list: " .. tostring(err) .. " (the inbox of system " .. quote(system.name) .. ")", 2)
+    end
     local out = {}
     for _, n in ipairs(names) do
       if core.fnmatch(glob, n) then out[#out + 1] = n end
@@ -113,7 +116,8 @@ local function inbox_files(system, data_dir)
 
   -- Full path of a file in the inbox (for messages).
   function files.path(name)
-    check_name("path", name)
+    local err = bad_name("path", name)
+    if err then error(err, 2) end
     return inbox .. "/" .. name
   end
 
