@@ -146,8 +146,7 @@ static int cmd_run(dp_engine *eng, int argc, char **argv) {
   if (wants_help(argc, argv)) { fputs(RUN_USAGE, stdout); return EXIT_OK; }
   const char *system = NULL;
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
-  dp_run_opts o = {ents, 0, 0, "manual"};
-  int full_refresh = 0;
+  dp_run_opts o = {ents, 0, 0, "manual", 0};
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--entity") == 0 && i + 1 < argc) {
       ents[o.nentities++] = argv[++i];
@@ -158,7 +157,7 @@ static int cmd_run(dp_engine *eng, int argc, char **argv) {
       else if (strcmp(l, "silver") == 0) o.layers |= DP_LAYER_SILVER;
       else { free(ents); return usage_error(RUN_USAGE, "unknown layer: %s (raw, bronze or silver)", l); }
     } else if (strcmp(argv[i], "--full-refresh") == 0) {
-      full_refresh = 1;
+      o.full_refresh = 1;
     } else if (argv[i][0] == '-') {
       free(ents);
       return usage_error(RUN_USAGE, "unknown option: %s", argv[i]);
@@ -178,7 +177,6 @@ static int cmd_run(dp_engine *eng, int argc, char **argv) {
                        "layer before wrote in this run; rebuilding from stored data is `dp-engine replay` "
                        "(issue #5)");
   }
-  if (full_refresh) setenv("DP_FULL_REFRESH", "1", 1);
   dp_err e;
   dp_err_clear(&e);
   int failed = 0;

@@ -135,8 +135,8 @@ static void put_json_str_or_null(dp_buf *b, const char *s) {
 }
 
 /* raw layer for one entity: extract through the connector into an atomic JSONL file. */
-static int raw_step(dp_engine *eng, const dp_runinfo *run, int meta_idx, ent_state *s, dp_counts *n,
-                    dp_buf *details, dp_err *e) {
+static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o, int meta_idx,
+                    ent_state *s, dp_counts *n, dp_buf *details, dp_err *e) {
   lua_State *L = eng->L;
   struct tm tm;
   time_t secs = (time_t)(run->ts_us / 1000000);
@@ -144,7 +144,7 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, int meta_idx, ent_sta
   snprintf(s->raw_ref, sizeof s->raw_ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl", s->ent.system,
            s->ent.name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, run->id_str);
   snprintf(s->raw_path, sizeof s->raw_path, "%s/%s", eng->cfg.data_dir, s->raw_ref);
-  int rc = read_cursor(eng->audit, s, e);
+  int rc = o->full_refresh ? 0 : read_cursor(eng->audit, s, e);
   if (rc) return rc;
 
   dp_raw_writer w;
@@ -352,7 +352,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       int lrc;
       dp_buf_puts(&details, "{}");
       if (l == 0) {
-        lrc = raw_step(eng, &run, meta_idx, s, n, &details, &le);
+        lrc = raw_step(eng, &run, o, meta_idx, s, n, &details, &le);
       } else if (l == 1) {
         lrc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->raw_path, s->raw_ref, n, &le);
       } else {

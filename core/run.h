@@ -11,6 +11,7 @@ typedef struct dp_run_opts {
   int nentities;
   unsigned layers;        /* DP_LAYER_* mask */
   const char *trigger;    /* "manual", "schedule", ... */
+  int full_refresh;       /* ignore the stored delta cursor */
 } dp_run_opts;
 
 /* Loads metadata into eng->L (creating the state when needed) and leaves the validated
