@@ -1,0 +1,95 @@
+-- The examples in docs/metadata.md and docs/connectors.md validate: a doc example that stops
+-- validating fails here.
+local metadata = require "dp.metadata"
+local models = require "dp.models"
+local schema = require "dp.schema"
+local sandbox = require "dp.sandbox"
+local cjson = require "cjson"
+
+-- Code blocks of a Markdown file: { lang, text, label = last non-blank line before the fence }.
+local function blocks(path)
+  local out, cur, label = {}, nil, nil
+  for line in io.lines(path) do
+    if cur then
+      if line:match("^```%s*$") then
+        out[#out + 1] = cur
+        cur = nil
+      else
+        cur.text = cur.text .. line .. "\n"
+      end
+    else
+      local lang = line:match("^```(%w+)")
+      if lang then
+        cur = { lang = lang, text = "", label = label }
+      elseif line:find("%S") then
+        label = line
+      end
+    end
+  end
+  return out
+end
+
+local function assert_valid(texts)
+  local meta, errs = metadata.load_texts(texts, { scripts_dir = "." })
+  assert.is_nil(errs, errs and table.concat(errs, "\n"))
+  return meta
+end
+
+describe("documentation examples", function()
+  it("docs/metadata.md: the complete example folder validates", function()
+    local texts = {}
+    for _, b in ipairs(blocks("docs/metadata.md")) do
+      local file = b.lang == "json" and b.label and b.label:match("^`(%a+%.json)`$")
+      if file then texts[file] = b.text end
+    end
+    assert.is_string(texts["systems.json"], "no `systems.json` example found")
+    assert.is_string(texts["entities.json"], "no `entities.json` example found")
+    local meta = assert_valid(texts)
+    assert.is_true(#meta.entities > 0)
+  end)
+
+  it("docs/metadata.md: trigger examples validate", function()
+    local n = 0
+    for _, b in ipairs(blocks("docs/metadata.md")) do
+      if b.lang == "json" and b.text:match('^%s*"triggers"') then
+        local list = cjson.decode("{" .. b.text .. "}").triggers
+        for i, t in ipairs(list) do
+          local _, errs = schema.validate(models.Trigger, t, "triggers[" .. (i - 1) .. "]")
+          assert.is_nil(errs, errs and table.concat(errs, "\n"))
+          n = n + 1
+        end
+      end
+    end
+    assert.is_true(n > 0, "no trigger example found")
+  end)
+
+  it("docs/connectors.md: the file connector's system and entity examples validate", function()
+    local systems, entities = {}, {}
+    for _, b in ipairs(blocks("docs/connectors.md")) do
+      if b.lang == "json" then
+        local v = cjson.decode(b.text)
+        if v.system then entities[#entities + 1] = v elseif v.type then systems[#systems + 1] = v end
+      end
+    end
+    assert.is_true(#systems > 0 and #entities > 0, "no system or entity example found")
+    assert_valid({ ["systems.json"] = cjson.encode(systems), ["entities.json"] = cjson.encode(entities) })
+  end)
+
+  it("docs/connectors.md: the example connector loads in the sandbox", function()
+    local n = 0
+    for _, b in ipairs(blocks("docs/connectors.md")) do
+      if b.lang == "lua" and b.text:match("extract") then
+        local path = os.tmpname()
+        local f = assert(io.open(path, "wb"))
+        f:write(b.text)
+        f:close()
+        local conn, err = sandbox.load_connector(path)
+        os.remove(path)
+        assert.is_nil(err)
+        assert.is_function(conn.extract)
+        n = n + 1
+      end
+    end
+    assert.is_true(n > 0, "no connector example found")
+  end)
+end)
