@@ -21,6 +21,8 @@
 # Only `start` and `env` print to stdout (the env lines); progress and errors go to stderr.
 # The data is throwaway: `spec/services.sh stop && rm -rf .dp/services` starts afresh.
 set -euo pipefail
+# Folders we create must stay open to the postgres user (see as_pg), even under a umask of 077.
+umask 022
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly ROOT
