@@ -360,6 +360,12 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       }
       double dt = now_s() - t0;
       if (lrc) {
+        /* The audit row and the summary get the message; the Lua traceback goes to the debug log. */
+        char *tb = strstr(le.msg, "\nstack traceback:");
+        if (tb) {
+          dp_log(DP_LOG_DEBUG, "%s %s.%s: %s", layer_names[l], system, s->ent.name, le.msg);
+          *tb = '\0';
+        }
         set_error(s, le.msg);
         failed++;
         statuses[i][l] = "failed";
