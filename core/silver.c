@@ -281,6 +281,22 @@ static void col_list(dp_buf *b, const dp_entity *ent, const char *prefix) {
   }
 }
 
+/* Appends "INSERT INTO <table> (...) SELECT ... FROM <from> s": new current versions (or
+ * tombstones when deleted) from the rows of from, stamped with the run ($1 id, $2 ts). */
+static void insert_versions(dp_buf *q, const dp_entity *ent, const char *from, int deleted) {
+  dp_buf_puts(q, "INSERT INTO ");
+  tbl(q, ent, "");
+  dp_buf_puts(q, " (");
+  col_list(q, ent, "");
+  dp_buf_puts(q, ", _dp_key_hash, _dp_scd1_hash, _dp_scd2_hash, _dp_valid_from, _dp_valid_to, "
+                 "_dp_is_current, _dp_is_deleted, _dp_run_id, _dp_run_ts, _dp_created_at, _dp_updated_at) "
+                 "SELECT ");
+  col_list(q, ent, "s.");
+  dp_buf_printf(q, ", s._dp_key_hash, s._dp_scd1_hash, s._dp_scd2_hash, $2::timestamptz, NULL, true, %s, "
+                   "$1::uuid, $2::timestamptz, $2::timestamptz, $2::timestamptz FROM %s s",
+                deleted ? "true" : "false", from);
+}
+
 static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_counts *out, dp_err *e) {
   dp_buf q = DP_BUF_INIT;
   const char *p2[] = {run->id_str, run->ts_str};
@@ -343,17 +359,8 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
 
   /* 4. insert new current versions */
   dp_buf_reset(&q);
-  dp_buf_puts(&q, "INSERT INTO ");
-  tbl(&q, ent, "");
-  dp_buf_puts(&q, " (");
-  col_list(&q, ent, "");
-  dp_buf_puts(&q, ", _dp_key_hash, _dp_scd1_hash, _dp_scd2_hash, _dp_valid_from, _dp_valid_to, "
-                  "_dp_is_current, _dp_is_deleted, _dp_run_id, _dp_run_ts, _dp_created_at, _dp_updated_at) "
-                  "SELECT ");
-  col_list(&q, ent, "s.");
-  dp_buf_puts(&q, ", s._dp_key_hash, s._dp_scd1_hash, s._dp_scd2_hash, $2::timestamptz, NULL, true, false, "
-                  "$1::uuid, $2::timestamptz, $2::timestamptz, $2::timestamptz FROM _dp_cls s "
-                  "WHERE s._cur_id IS NULL OR s._cur2 <> s._dp_scd2_hash OR s._cur_del "
+  insert_versions(&q, ent, "_dp_cls", 0);
+  dp_buf_puts(&q, " WHERE s._cur_id IS NULL OR s._cur2 <> s._dp_scd2_hash OR s._cur_del "
                   "ORDER BY s._dp_key_hash");
   rc = dp_pg_exec(c, q.data, 2, p2, NULL, e);
   if (rc) goto cleanup;
@@ -371,17 +378,9 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
                       "(SELECT 1 FROM _dp_stage s WHERE s._dp_key_hash = t._dp_key_hash) RETURNING t.*)",
                   ts, ts);
     if (tomb) {
-      dp_buf_puts(&q, ", ins AS (INSERT INTO ");
-      tbl(&q, ent, "");
-      dp_buf_puts(&q, " (");
-      col_list(&q, ent, "");
-      dp_buf_puts(&q, ", _dp_key_hash, _dp_scd1_hash, _dp_scd2_hash, _dp_valid_from, _dp_valid_to, "
-                      "_dp_is_current, _dp_is_deleted, _dp_run_id, _dp_run_ts, _dp_created_at, _dp_updated_at) "
-                      "SELECT ");
-      col_list(&q, ent, "g.");
-      dp_buf_puts(&q, ", g._dp_key_hash, g._dp_scd1_hash, g._dp_scd2_hash, $2::timestamptz, NULL, true, true, "
-                      "$1::uuid, $2::timestamptz, $2::timestamptz, $2::timestamptz FROM gone g RETURNING 1) "
-                      "SELECT count(*) FROM ins");
+      dp_buf_puts(&q, ", ins AS (");
+      insert_versions(&q, ent, "gone", 1);
+      dp_buf_puts(&q, " RETURNING 1) SELECT count(*) FROM ins");
     } else {
       dp_buf_puts(&q, " SELECT count(*) FROM gone");
     }

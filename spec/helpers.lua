@@ -35,6 +35,15 @@ function H.read_file(path)
   return s
 end
 
+-- The content of a file, or nil when it cannot be read.
+function H.try_read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 function H.write_file(path, s)
   H.sh("mkdir -p " .. sh_quote(path:match("^(.*)/[^/]*$")))
   local f = assert(io.open(path, "wb"))

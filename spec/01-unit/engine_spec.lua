@@ -2,18 +2,8 @@
 -- sandboxed connector. Needs dp.core (build/dp/core.so) for ctx.files and ctx.json.
 local cjson = require "cjson"
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local H = require "helpers"
+local tmpdir, write = H.tmpdir, H.write_file
 
 describe("engine", function()
   local engine, root, scripts, data

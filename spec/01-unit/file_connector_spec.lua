@@ -2,18 +2,8 @@
 -- Needs dp.core (build/dp/core.so): listdir, fnmatch, json_compact, json_array_elements.
 local cjson = require "cjson"
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local H = require "helpers"
+local tmpdir, write = H.tmpdir, H.write_file
 
 describe("file connector", function()
   local engine, data, inbox

@@ -8,13 +8,9 @@ local cjson = require "cjson"
 local FIX = "spec/fixtures/metadata"
 local SCRIPTS = FIX .. "/scripts"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local H = require "helpers"
+local tmpdir, write, read = H.tmpdir, H.write_file, H.try_read
+
 
 local function valid_texts()
   local t = {}
@@ -26,18 +22,6 @@ local function load(texts, scripts)
   return metadata.load_texts(texts, { scripts_dir = scripts or SCRIPTS })
 end
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
 
 describe("metadata", function()
   describe("a valid set", function()
