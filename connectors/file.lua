@@ -88,9 +88,13 @@ local function extract(ctx)
   local delta = ctx.entity.load_type == "delta"
   local names = ctx.files.list(source.pattern)
   if #names == 0 then
-    ctx.log.warn("no file matching %q in inbox %s: nothing to load", source.pattern, ctx.files.inbox)
-    if delta then return ctx.cursor end
-    return nil
+    if delta then
+      ctx.log.info("no file matching %q in inbox %s: nothing new to load", source.pattern, ctx.files.inbox)
+      return ctx.cursor
+    end
+    -- A full load of nothing would mark every key deleted: refuse rather than lose history.
+    error(("no file matching %q in inbox %s: a full load needs the current export "
+      .. "(loading nothing would mark every row deleted)"):format(source.pattern, ctx.files.inbox), 0)
   end
   if source.files == "latest" then names = { names[#names] } end
   if delta and ctx.cursor then

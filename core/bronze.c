@@ -304,7 +304,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     n = 0;
     if (rc) goto cleanup;
   }
-  if (ent->full_load && ent->npk > 0 && ent->delete_mode != DP_DELETE_IGNORE)
+  if (ent->full_load && ent->npk > 0) /* whatever silver's delete_detection says */
     rc = mark_deleted(coll, run, &out->deleted, e);
 cleanup:
   for (size_t i = 0; i < n; i++) bson_destroy(&items[i].data);
