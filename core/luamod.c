@@ -470,6 +470,13 @@ static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_
   lua_pop(L, 1);
 }
 
+/* Concerns kept in their own files add their functions to the module through a registrar
+ * (declared in their header): it receives the module table on top of the stack. */
+typedef void (*dp_lua_registrar)(lua_State *L);
+static const dp_lua_registrar registrars[] = {
+    NULL, /* keep last */
+};
+
 int luaopen_dp_core(lua_State *L) {
   static const luaL_Reg raw_methods[] = {{"append", l_raw_append}, {"commit", l_raw_commit},
                                          {"abort", l_raw_abort}, {"tmp_path", l_raw_tmp_path},
@@ -502,5 +509,6 @@ int luaopen_dp_core(lua_State *L) {
   luaL_register(L, NULL, funcs);
   lua_pushstring(L, DP_VERSION);
   lua_setfield(L, -2, "version");
+  for (size_t i = 0; registrars[i]; i++) registrars[i](L);
   return 1;
 }

@@ -86,6 +86,12 @@ end
 function H.fresh_env(name, opts)
   opts = opts or {}
   local pg, mongo = services()
+  -- DP_SPEC_TAG keeps two test runs against the same services apart (e.g. two worktrees).
+  local tag = os.getenv("DP_SPEC_TAG")
+  if tag and tag ~= "" then
+    assert(tag:match("^[a-z0-9_]+$"), "DP_SPEC_TAG must match [a-z0-9_]+")
+    name = tag .. "_" .. name
+  end
   local db = "dp_spec_" .. name
   local admin = assert(core.pg_connect(pg))
   assert(admin:query("DROP DATABASE IF EXISTS " .. db .. " WITH (FORCE)"))

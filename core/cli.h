@@ -1,0 +1,23 @@
+/* cli.h - the subcommands of dp-engine, one file each (cmd_<name>.c), and the helpers they
+ * share. main.c is the composition root and dispatches to them. */
+#ifndef DP_CLI_H
+#define DP_CLI_H
+
+#include "engine.h"
+
+enum { DP_EXIT_OK = 0, DP_EXIT_RUN_FAILED = 1, DP_EXIT_USAGE = 2 };
+
+typedef int (*dp_cmd_fn)(dp_engine *eng, int argc, char **argv);
+
+int dp_cmd_migrate(dp_engine *eng, int argc, char **argv);
+int dp_cmd_metadata(dp_engine *eng, int argc, char **argv);
+int dp_cmd_run(dp_engine *eng, int argc, char **argv);
+
+/* True when --help or -h is among the arguments. */
+int dp_cli_wants_help(int argc, char **argv);
+/* Prints "dp-engine: <fmt with arg>" and the usage to stderr; returns DP_EXIT_USAGE. */
+int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg);
+/* Prints the error of a configuration problem; returns DP_EXIT_USAGE. */
+int dp_cli_fail_config(const dp_err *e);
+
+#endif
