@@ -234,6 +234,144 @@ cleanup:
   return rc;
 }
 
+/* Appends the code point cp as UTF-8. */
+static void put_utf8(dp_buf *b, unsigned cp) {
+  char u[4];
+  if (cp < 0x80) {
+    dp_buf_putc(b, (char)cp);
+  } else if (cp < 0x800) {
+    u[0] = (char)(0xc0 | (cp >> 6));
+    u[1] = (char)(0x80 | (cp & 0x3f));
+    dp_buf_append(b, u, 2);
+  } else if (cp < 0x10000) {
+    u[0] = (char)(0xe0 | (cp >> 12));
+    u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    u[2] = (char)(0x80 | (cp & 0x3f));
+    dp_buf_append(b, u, 3);
+  } else {
+    u[0] = (char)(0xf0 | (cp >> 18));
+    u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    u[3] = (char)(0x80 | (cp & 0x3f));
+    dp_buf_append(b, u, 4);
+  }
+}
+
+/* Decodes the body of a validated JSON string (between the quotes) into b. */
+static void unescape(const char *p, const char *end, dp_buf *b) {
+  while (p < end) {
+    if (*p != '\\') {
+      dp_buf_putc(b, *p++);
+      continue;
+    }
+    char x = p[1];
+    p += 2;
+    switch (x) {
+      case 'b': dp_buf_putc(b, '\b'); break;
+      case 'f': dp_buf_putc(b, '\f'); break;
+      case 'n': dp_buf_putc(b, '\n'); break;
+      case 'r': dp_buf_putc(b, '\r'); break;
+      case 't': dp_buf_putc(b, '\t'); break;
+      case 'u': {
+        unsigned cp = (unsigned)hex4(p);
+        p += 4;
+        if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+          int lo = hex4(p + 2);
+          if (lo >= 0xdc00 && lo <= 0xdfff) {
+            cp = 0x10000 + ((cp - 0xd800) << 10) + ((unsigned)lo - 0xdc00);
+            p += 6;
+          }
+        }
+        put_utf8(b, cp);
+        break;
+      }
+      default: dp_buf_putc(b, x); /* " \ / */
+    }
+  }
+}
+
+/* Is the raw key text k[0..kn) (between the quotes, maybe with escapes) equal to seg? */
+static int key_equals(const char *k, size_t kn, const char *seg, size_t sn) {
+  if (!memchr(k, '\\', kn)) return kn == sn && memcmp(k, seg, sn) == 0;
+  dp_buf b = DP_BUF_INIT;
+  unescape(k, k + kn, &b);
+  int eq = b.len == sn && (sn == 0 || memcmp(b.data, seg, sn) == 0);
+  dp_buf_free(&b);
+  return eq;
+}
+
+/* Moves s->p from an opening '{' to the value of member seg; 0 found, 1 not there. The text is
+ * valid JSON (checked before). */
+static int find_member(scan *s, const char *seg, size_t sn) {
+  s->p++;
+  for (;;) {
+    skip_ws(s);
+    if (*s->p == '}') return 1;
+    const char *k = s->p + 1;
+    scan_string(s);
+    size_t kn = (size_t)(s->p - 1 - k);
+    skip_ws(s);
+    s->p++; /* ':' */
+    skip_ws(s);
+    if (key_equals(k, kn, seg, sn)) return 0;
+    scan_value(s);
+    skip_ws(s);
+    if (*s->p == ',') s->p++;
+  }
+}
+
+/* Moves s->p from an opening '[' to element idx; 0 found, 1 not there. */
+static int find_element(scan *s, size_t idx) {
+  s->p++;
+  for (size_t i = 0;; i++) {
+    skip_ws(s);
+    if (*s->p == ']') return 1;
+    if (i == idx) return 0;
+    scan_value(s);
+    skip_ws(s);
+    if (*s->p == ',') s->p++;
+  }
+}
+
+int dp_json_select(const char *text, size_t len, const char *path, size_t plen, const char **val,
+                   size_t *vlen, dp_err *e) {
+  scan s = {text, text, text + len, NULL, NULL, 0};
+  if (scan_value(&s)) return report(&s, e);
+  skip_ws(&s);
+  if (s.p != s.end) {
+    s.what = "unexpected data after the JSON value";
+    return report(&s, e);
+  }
+  s.p = text;
+  s.depth = 0;
+  skip_ws(&s);
+  const char *seg = path, *pend = path + plen;
+  while (plen > 0 && seg <= pend) {
+    const char *dot = memchr(seg, '.', (size_t)(pend - seg));
+    if (!dot) dot = pend;
+    size_t sn = (size_t)(dot - seg);
+    int missing = 1;
+    if (*s.p == '{') {
+      missing = find_member(&s, seg, sn);
+    } else if (*s.p == '[' && sn > 0 && sn < 19) {
+      size_t idx = 0;
+      int digits_only = 1;
+      for (size_t i = 0; i < sn; i++) {
+        if (seg[i] < '0' || seg[i] > '9') digits_only = 0;
+        else idx = idx * 10 + (size_t)(seg[i] - '0');
+      }
+      if (digits_only) missing = find_element(&s, idx);
+    }
+    if (missing) return dp_err_set(e, DP_ENOTFOUND, "no value at %.*s", (int)plen, path);
+    seg = dot + 1;
+  }
+  const char *start = s.p;
+  scan_value(&s);
+  *val = start;
+  *vlen = (size_t)(s.p - start);
+  return 0;
+}
+
 int dp_json_put_string(dp_buf *out, const char *str, size_t n) {
   static const char hex[] = "0123456789abcdef";
   if (dp_buf_reserve(out, n + 2)) return DP_ENOMEM;

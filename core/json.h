@@ -20,6 +20,14 @@ int dp_json_compact(const char *text, size_t len, dp_buf *out, dp_err *e);
 typedef int (*dp_json_each_fn)(void *ud, const char *elem, size_t elen);
 int dp_json_array_each(const char *text, size_t len, dp_json_each_fn each, void *ud, dp_err *e);
 
+/* Finds the value at a dotted path in text[0..len) after validating all of it: path[0..plen)
+ * is "" for the whole value, else keys separated by "." ("data.items"); a segment of digits
+ * also indexes an array (0-based); with duplicate keys the first wins. On success *val and
+ * *vlen point into text at the value as written (not compacted). Returns 0, DP_ENOTFOUND when
+ * the path leads nowhere, or DP_EJSON with "invalid JSON at byte N: ...". */
+int dp_json_select(const char *text, size_t len, const char *path, size_t plen, const char **val,
+                   size_t *vlen, dp_err *e);
+
 /* Appends s[0..n) as a JSON string literal, with quotes. */
 int dp_json_put_string(dp_buf *out, const char *s, size_t n);
 

@@ -4,6 +4,8 @@
 #include "cast.h"
 #include "engine.h"
 #include "hash.h"
+#include "http.h"
+#include "inbox.h"
 #include "json.h"
 #include "luabridge.h"
 #include "meta.h"
@@ -72,6 +74,28 @@ static int l_json_array_elements(lua_State *L) {
   dp_err e;
   lua_newtable(L);
   if (dp_json_array_each(s, n, each_elem, L, &e) != 0) return push_err(L, e.msg);
+  return 1;
+}
+
+/* json_select(text, path) -> compact text of the value at the dotted path | nil (absent) |
+ * nil, err (malformed JSON: "invalid JSON at byte N: ..."). */
+static int l_json_select(lua_State *L) {
+  size_t n, pn;
+  const char *s = luaL_checklstring(L, 1, &n);
+  const char *path = luaL_optlstring(L, 2, "", &pn);
+  const char *v;
+  size_t vn;
+  dp_err e;
+  int rc = dp_json_select(s, n, path, pn, &v, &vn, &e);
+  if (rc == DP_ENOTFOUND) return 0;
+  if (rc) return push_err(L, e.msg);
+  dp_buf b = DP_BUF_INIT;
+  if (dp_json_compact(v, vn, &b, &e) != 0) {
+    dp_buf_free(&b);
+    return push_err(L, e.msg);
+  }
+  lua_pushlstring(L, b.data ? b.data : "", b.len);
+  dp_buf_free(&b);
   return 1;
 }
 
@@ -474,6 +498,8 @@ static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_
  * (declared in their header): it receives the module table on top of the stack. */
 typedef void (*dp_lua_registrar)(lua_State *L);
 static const dp_lua_registrar registrars[] = {
+    dp_http_lua_register,  /* http.c: http_client, http_date, sleep, monotonic, time */
+    dp_inbox_lua_register, /* inbox.c: file_info, file_move */
     NULL, /* keep last */
 };
 
@@ -488,6 +514,7 @@ int luaopen_dp_core(lua_State *L) {
       {"sha256", l_sha256},
       {"json_compact", l_json_compact},
       {"json_array_elements", l_json_array_elements},
+      {"json_select", l_json_select},
       {"listdir", l_listdir},
       {"fnmatch", l_fnmatch},
       {"uuid_v7", l_uuid_v7},
