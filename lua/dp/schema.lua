@@ -321,8 +321,9 @@ local function check_def(def, where)
     local errs = {}
     if t == "record" or t == "map" or t == "list" or t == "union" then
       if not kinds_of(def)[kind(def.default)] then bad("default is " .. M.describe(def.default) .. ", not a " .. t) end
-    elseif not validate_present(def, M.deep_copy(def.default), "", errs) then
-      bad("default does not validate: " .. errs[1])
+    else
+      validate_present(def, M.deep_copy(def.default), "", errs) -- returns the value: false is valid
+      if #errs > 0 then bad("default does not validate: " .. errs[1]) end
     end
   end
 end

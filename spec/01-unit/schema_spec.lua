@@ -264,6 +264,11 @@ describe("schema DSL", function()
         define_error(record({ { a = { type = "integer", default = "x" } } })))
     end)
 
+    it("accepts false as a boolean default, and applies it", function()
+      local def = record({ { a = { type = "boolean", default = false } } })
+      assert.same({ a = false }, (schema.validate(def, {})))
+    end)
+
     it("rejects malformed attributes", function()
       assert.equal("schema.define: a: between must be { lo, hi } with lo <= hi",
         define_error(record({ { a = { type = "integer", between = { 5, 1 } } } })))
