@@ -204,6 +204,30 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   return rc;
 }
 
+/* Calls engine.<fn>(system, entity) (the ctx.on_commit hooks of issue #4): after_commit runs the
+ * entity's registered functions once its silver merge committed; discard_pending (entity NULL)
+ * drops what is left at the end of a run. Their failures are warnings: the data is committed. */
+static void commit_hook(lua_State *L, const char *fn, const char *system, const char *entity) {
+  int top = lua_gettop(L);
+  dp_err e;
+  lua_getglobal(L, "__dp_engine");
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_pushstring(L, system);
+  if (entity) lua_pushstring(L, entity);
+  else lua_pushnil(L);
+  if (dp_lua_pcall(L, 2, 1, &e)) {
+    dp_log(DP_LOG_WARN, "%s.%s: %s: %s", system, entity ? entity : "*", fn, e.msg);
+  } else if (lua_istable(L, -1)) {
+    for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+      lua_rawgeti(L, -1, (int)i);
+      dp_log(DP_LOG_WARN, "%s.%s: after the commit: %s", system, entity, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+}
+
 static const char *layer_status(int ok, int failed) {
   if (failed == 0) return "succeeded";
   if (ok == 0) return "failed";
@@ -373,6 +397,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       } else {
         ok++;
         statuses[i][l] = "succeeded";
+        if (l == 2) commit_hook(L, "after_commit", system, s->ent.name);
         dp_log(DP_LOG_INFO,
                "%s %s.%s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64
                " deleted, %" PRId64 " unchanged, %" PRId64 " rejected in %.2f s (%.0f records/s)",
@@ -412,6 +437,7 @@ cleanup:
     *run_failed = 1;
     dp_audit_system_end(eng->audit, &run, "failed", 0, (int)nent, 0, e->msg, &tmp);
   }
+  if (started || locked) commit_hook(L, "discard_pending", system, NULL);
   if (locked) dp_audit_unlock_system(eng->audit, system);
   for (size_t i = 0; i < nent; i++) {
     dp_entity_free(&st[i].ent);

@@ -163,6 +163,154 @@ local function make_emit(emit)
   end
 end
 
+---------------------------------------------------------------------------------------------
+-- Connectors (issue #4): ctx.http, ctx.entities, ctx.on_commit, ctx.json.select/records/value,
+-- ctx.files.chunks/stat/archive, and the post-commit hooks the run driver calls:
+--   engine.after_commit(system, entity) -> nil | { error, ... }   after the entity's silver commit
+--   engine.discard_pending()                                      at the end of every run
+local http = require "dp.http"
+
+-- ctx.on_commit functions registered in this run, per "system\0entity".
+local pending = {}
+
+local function json_value(core, text, path)
+  local v, err = core.json_select(text, path)
+  if v == nil then return nil, err end
+  local c = v:sub(1, 1)
+  if c == '"' then return require("cjson").decode(v) end
+  if v == "true" then return true end
+  if v == "false" then return false end
+  if v == "null" then return nil end
+  return v -- numbers as their exact text, objects and arrays as compact text
+end
+
+local function json_records(core, text, path)
+  local v, err = core.json_select(text, path)
+  if v == nil then
+    return nil, err or ("no value at " .. quote(path))
+  end
+  local c = v:sub(1, 1)
+  if c == "[" then return core.json_array_elements(v) end
+  if c == "{" then return { v } end
+  if v == "null" then return {} end
+  return nil, "the value at " .. quote(path) .. " is " .. (c == '"' and "a string" or (v == "true" or v == "false")
+    and "a boolean" or "a number") .. ", not an array or object of records"
+end
+
+-- The folder of a system attribute (absolute, or relative to data_dir), or nil.
+local function folder(value, data_dir)
+  if type(value) ~= "string" or value == "" then return nil end
+  if value:sub(1, 1) ~= "/" then value = data_dir .. "/" .. value end
+  return (value:gsub("/+$", ""))
+end
+
+local function extend_files(files, system, data_dir, on_commit, log)
+  local core = require "dp.core"
+  -- The full path of a file in the inbox, or nil and the error.
+  local function path_of(fn, name)
+    local pre = "ctx.files." .. fn .. ": "
+    if not files.inbox then return nil, pre .. "system " .. quote(system.name) .. " has no inbox folder" end
+    if type(name) ~= "string" or name == "" or name:find("/", 1, true) or name:find("..", 1, true)
+        or name:find("\0", 1, true) then
+      return nil, pre .. schema.describe(name) .. ' is not a file name in the inbox (no "/" or "..")'
+    end
+    return files.inbox .. "/" .. name
+  end
+
+  -- Iterator over blocks of at most `size` bytes (default 64 KiB).
+  function files.chunks(name, size)
+    local path, err = path_of("chunks", name)
+    if not path then error(err, 2) end
+    size = size or 65536
+    if type(size) ~= "number" or size < 1 then error("ctx.files.chunks: size must be a positive number", 2) end
+    local f = io.open(path, "rb")
+    if not f then error("ctx.files.chunks: no file " .. quote(name) .. " in inbox " .. files.inbox, 2) end
+    return function()
+      if not f then return nil end
+      local b = f:read(size)
+      if b == nil then f:close(); f = nil end
+      return b
+    end
+  end
+
+  -- { size, mtime, age } (seconds; age since the last change).
+  function files.stat(name)
+    local path, err = path_of("stat", name)
+    if not path then error(err, 2) end
+    local info, ierr = core.file_info(path)
+    if not info then error("ctx.files.stat: " .. ierr, 2) end
+    return info
+  end
+
+  -- Moves the file to the system's archive folder once this entity's data committed.
+  function files.archive(name)
+    local path, err = path_of("archive", name)
+    if not path then error(err, 2) end
+    local dir = folder(system.archive, data_dir)
+    if not dir then error("ctx.files.archive: system " .. quote(system.name) .. " has no archive folder", 2) end
+    on_commit(function()
+      local to, merr = core.file_move(path, dir)
+      if not to then error("archiving " .. name .. ": " .. merr, 0) end
+      log.info("archived %s to %s", path, to)
+    end)
+  end
+end
+
+local function extend_ctx(ctx, meta, system, entity, data_dir)
+  local core = require "dp.core"
+  local key = system.name .. "\0" .. entity.name
+  pending[key] = {}
+  function ctx.on_commit(fn)
+    if type(fn) ~= "function" then
+      error("ctx.on_commit: expected a function, got " .. schema.describe(fn), 2)
+    end
+    local list = pending[key]
+    list[#list + 1] = fn
+  end
+  ctx.entities = {}
+  for _, e in ipairs(meta.entities or {}) do
+    if e.system == system.name then ctx.entities[e.name] = schema.deep_copy(e) end
+  end
+  ctx.json.select = core.json_select
+  ctx.json.value = function(text, path) return json_value(core, text, path or "") end
+  ctx.json.records = function(text, path) return json_records(core, text, path or "") end
+  extend_files(ctx.files, system, data_dir, ctx.on_commit, ctx.log)
+  -- ctx.secret comes with issue #7; it is looked up when a credential is first needed.
+  ctx.http = http.for_system(system, {
+    log = ctx.log,
+    secret = function(name)
+      if type(ctx.secret) ~= "function" then
+        error("secrets are not available (the secret store is issue #7): cannot resolve secret " .. quote(name), 0)
+      end
+      return ctx.secret(name)
+    end,
+  })
+end
+
+-- Runs the ctx.on_commit functions of an entity after its silver merge committed. Returns
+-- nil, or the errors (strings) of the functions that failed: warnings, the data is committed.
+function M.after_commit(system_name, entity_name)
+  local key = tostring(system_name) .. "\0" .. tostring(entity_name)
+  local list = pending[key]
+  pending[key] = nil
+  local errs
+  for _, fn in ipairs(list or {}) do
+    local ok, err = pcall(fn)
+    if not ok then
+      errs = errs or {}
+      errs[#errs + 1] = tostring(err)
+    end
+  end
+  return errs
+end
+
+-- Drops every pending ctx.on_commit function (the run is over; failed entities never commit).
+function M.discard_pending()
+  pending = {}
+end
+
+---------------------------------------------------------------------------------------------
+
 -- Runs connector.extract(ctx) for one entity. emit(array_of_json_strings) and log(level, msg)
 -- are C functions. Returns the new cursor (a string) or nil.
 function M.extract(meta, system_name, entity_name, cursor, emit, log)
@@ -189,6 +337,7 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
       compact = core.json_compact, array_elements = core.json_array_elements,
     },
   }
+  extend_ctx(ctx, meta, system, entity, cfg.data_dir) -- issue #4, see above
   local new_cursor = conn.extract(ctx)
   if type(new_cursor) == "number" and new_cursor == math.floor(new_cursor) then
     new_cursor = schema.format_number(new_cursor)

@@ -12,8 +12,9 @@ local models = require "dp.models"
 
 local M = {}
 
--- dp.* modules meant for scripts; each script gets its own instance.
-M.SCRIPT_MODULES = { ["dp.models"] = true }
+-- dp.* modules meant for scripts; each script gets its own instance (and a module among them
+-- that requires another gets the script's instance of it).
+M.SCRIPT_MODULES = { ["dp.models"] = true, ["dp.connector"] = true, ["dp.paginators"] = true }
 
 local HINTS = {
   io = "scripts have no io: connectors read their inbox with ctx.files",
@@ -78,7 +79,13 @@ function M.new_env()
       mod = require("cjson").new()
     elseif type(name) == "string" and M.SCRIPT_MODULES[name] then
       local path = assert(package.searchpath(name, package.path))
-      mod = assert(loadfile(path))(name)
+      local chunk = assert(loadfile(path))
+      -- trusted code, but its script-facing requires resolve to this script's instances
+      setfenv(chunk, setmetatable({ require = function(n)
+        if M.SCRIPT_MODULES[n] then return env.require(n) end
+        return require(n)
+      end }, { __index = _G }))
+      mod = chunk(name)
     else
       error("require: module " .. schema.describe(name) .. " is not available to scripts (allowed: "
         .. script_module_list() .. ")", 2)
