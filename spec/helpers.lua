@@ -160,4 +160,62 @@ function H.fill_inbox(env, inbox, from_dir)
   return dir
 end
 
+-- Backdates a file's modification time by a minute: the file connector does not read files
+-- changed in the last few seconds (they may still be being written).
+function H.backdate(path)
+  assert(H.sh("touch -d '1 minute ago' " .. sh_quote(path)) == 0, "touch failed on " .. path)
+end
+
+-- Writes an export file into an inbox, backdated so that it counts as completely written.
+function H.write_export(path, s)
+  H.write_file(path, s)
+  H.backdate(path)
+end
+
+-- Starts the HTTP test server (spec/http_server.py) on a free loopback port, as a separate
+-- process that exits by itself when this busted process is gone. Returns
+--   server.url                  "http://127.0.0.1:PORT"
+--   server.requests()           what it received (array of {method, path, query, params, headers, body})
+--   server.reset()              forget requests, counters and state
+--   server.state(t)             merge t into the server's state (e.g. { fail_page = 2 })
+--   server.stop()               stop it (call in teardown)
+function H.http_server()
+  local dir = H.tmpdir("http")
+  local port_file = dir .. "/port"
+  -- $PPID in the shell that popen starts is this process: the server watches it.
+  local rc, out = H.sh("python3 " .. sh_quote(H.root .. "/spec/http_server.py") .. " " .. sh_quote(port_file)
+    .. " $PPID >" .. sh_quote(dir .. "/server.log") .. " 2>&1 & echo $!")
+  assert(rc == 0, "cannot start spec/http_server.py")
+  local pid = assert(tonumber(out:match("(%d+)")), "no pid from the HTTP test server")
+  local port
+  for _ = 1, 200 do
+    port = H.try_read(port_file)
+    if port and port:match("^%d+$") then break end
+    port = nil
+    core.sleep(0.025)
+  end
+  if not port then
+    H.sh("kill " .. pid)
+    error("the HTTP test server did not start: " .. tostring(H.try_read(dir .. "/server.log")), 2)
+  end
+  local url = "http://127.0.0.1:" .. port
+  local client = core.http_client()
+  local function call(method, path, body)
+    local resp, kind, err = client:request { method = method, url = url .. path, body = body, timeout = 5,
+      headers = body and { "Content-Type: application/json" } or nil }
+    assert(resp, tostring(kind) .. ": " .. tostring(err))
+    assert(resp.status == 200, path .. ": HTTP " .. resp.status)
+    return cjson.decode(resp.body)
+  end
+  local server = { url = url, pid = pid }
+  function server.requests() return call("GET", "/__requests") end
+  function server.reset() call("POST", "/__reset", "{}") end
+  function server.state(t) call("POST", "/__state", cjson.encode(t)) end
+  function server.stop()
+    client:close()
+    H.sh("kill " .. pid .. " 2>/dev/null; rm -rf " .. sh_quote(dir))
+  end
+  return server
+end
+
 return H

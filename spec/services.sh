@@ -52,6 +52,8 @@ readonly DEBIAN_PACKAGES=(
   libmongoc-dev libbson-dev libpq-dev libcurl4-openssl-dev libuv1-dev
   libsodium-dev libxxhash-dev zlib1g-dev
   postgresql postgresql-contrib
+  # The HTTP test server of the connector specs (spec/http_server.py; standard library only).
+  python3
   # Not a library of ours, but a bare Debian image lacks it, and Go fetches modules over HTTPS.
   ca-certificates
 )
