@@ -1,22 +1,43 @@
--- file connector: reads JSON Lines or JSON-array exports dropped in the system's inbox folder.
+-- file connector: reads JSON Lines, JSON-array and CSV exports dropped in the system's inbox.
 --
--- systems.json:  { "name": "bank", "type": "file", "inbox": "inbox/bank" }
---   inbox   folder to read; relative paths are under DP_DATA_DIR
--- entities.json: "source": { "pattern": "transactions-*.jsonl", "format": "jsonl", "files": "all" }
---   pattern glob over file names in the inbox (required)
---   format  jsonl | json (default: from the extension: .jsonl/.ndjson -> jsonl, .json -> json)
---   files   all (default) | latest: only the last file in name order
+-- systems.json:  { "name": "bank", "type": "file", "inbox": "inbox/bank", "archive": "archive/bank" }
+--   inbox    folder to read; relative paths are under DP_DATA_DIR
+--   archive  folder that read files move to once the run committed (optional)
+-- entities.json: "source": { "pattern": "transactions-*.jsonl", "format": "jsonl", "files": "all",
+--                            "min_age_seconds": 2, "csv": { "delimiter": ",", "quote": "\"" } }
+--   pattern          glob over file names in the inbox (required)
+--   format           jsonl | json | csv (default from the extension: .jsonl/.ndjson, .json, .csv/.tsv)
+--   files            all (default) | latest: only the last file in name order
+--   min_age_seconds  files changed more recently are still being written: not read (default 2)
 --
 -- Files are read in name order. A delta entity reads only files whose name sorts after the
 -- cursor and returns the last file name read as the new cursor; a full load returns nil.
--- Records are emitted as the compact source text (large integers stay exact), 1000 per batch.
+-- Records are emitted as exact JSON text (large integers stay exact), 1000 per batch; CSV values
+-- become JSON strings (an empty unquoted field null), typed later by silver's casting.
+local connector = require "dp.connector"
 
 local BATCH = 1000
 local BOM = "\239\187\191"
+-- Names that tools give files while they write them: never read.
+local PARTIAL_SUFFIXES = { ".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart" }
 
 local function no_slash(v)
   if v:find("/", 1, true) then return nil, '"' .. v .. '" must be a file name pattern, without "/"' end
   return true
+end
+
+local function one_char(v)
+  if #v ~= 1 or v == "\r" or v == "\n" then return nil, "must be one character (not a line break)" end
+  return true
+end
+
+local function being_written(name)
+  if name:match("^[.~]") then return true end
+  local lower = name:lower()
+  for _, s in ipairs(PARTIAL_SUFFIXES) do
+    if lower:sub(-#s) == s then return true end
+  end
+  return false
 end
 
 local function json_kind(text)
@@ -41,8 +62,9 @@ local function format_of(source, name)
   local lower = name:lower()
   if lower:match("%.jsonl$") or lower:match("%.ndjson$") then return "jsonl" end
   if lower:match("%.json$") then return "json" end
-  error(name .. ': cannot tell the format from the file name (expected .jsonl, .ndjson or .json):'
-    .. ' set source.format to "jsonl" or "json"', 0)
+  if lower:match("%.csv$") or lower:match("%.tsv$") then return "csv" end
+  error(name .. ': cannot tell the format from the file name (expected .jsonl, .ndjson, .json, .csv or .tsv):'
+    .. ' set source.format to "jsonl", "json" or "csv"', 0)
 end
 
 local function read_jsonl(ctx, name, push)
@@ -83,64 +105,251 @@ local function read_json(ctx, name, push)
   end
 end
 
+-- CSV (RFC 4180), streamed in chunks: the header row names the fields; quoted fields may hold
+-- the delimiter, "" for a quote, and line breaks (kept exactly).
+local function read_csv(ctx, name, push, source)
+  local path = ctx.files.path(name)
+  local opts = source.csv or {}
+  local delim = opts.delimiter or (name:lower():match("%.tsv$") and "\t" or ",")
+  local qc = opts.quote or '"'
+  if delim == qc then error(path .. ": the CSV delimiter and quote must differ", 0) end
+  local stop = "[" .. (delim .. "\r\n" .. qc):gsub("%W", "%%%0") .. "]"
+  local chunks = ctx.files.chunks(name)
+  local buf, pos, eof, first = "", 1, false, true
+  local line = 1       -- line where the current record starts
+  local header, keys
+
+  local function fill()
+    local c = chunks()
+    if c == nil then eof = true return false end
+    if first then
+      first = false
+      if c:sub(1, 3) == BOM then c = c:sub(4) end
+    end
+    buf = buf:sub(pos) .. c
+    pos = 1
+    return true
+  end
+
+  local function fail(at, msg) error(path .. ":" .. at .. ": " .. msg, 0) end
+
+  -- One record from pos: fields, quoted flags, line breaks inside; or nil when more data is
+  -- needed to finish it.
+  local function parse()
+    local fields, quoted, nl = {}, {}, 0
+    local i, n = pos, #buf
+    while true do
+      local f = #fields + 1
+      local c
+      if buf:sub(i, i) == qc then
+        local parts, k = {}, i + 1
+        while true do
+          local j = buf:find(qc, k, true)
+          if not j then
+            if not eof then return nil end
+            fail(line, "the file ends inside the quoted field " .. f .. " that starts on this line")
+          end
+          if j == n and not eof then return nil end -- a quote at the end: "" or the closing one?
+          parts[#parts + 1] = buf:sub(k, j - 1)
+          if buf:sub(j + 1, j + 1) == qc then
+            parts[#parts + 1] = qc
+            k = j + 2
+          else
+            k = j + 1
+            break
+          end
+        end
+        local v = table.concat(parts)
+        for _ in v:gmatch("\n") do nl = nl + 1 end
+        fields[f], quoted[f] = v, true
+        i = k
+        c = buf:sub(i, i)
+        if c == "" and not eof then return nil end
+        if c ~= "" and c ~= delim and c ~= "\n" and c ~= "\r" then
+          fail(line + nl, "text after the closing quote of field " .. f
+            .. " (write a quote inside a quoted field as " .. qc .. qc .. ")")
+        end
+      else
+        local j = buf:find(stop, i)
+        if not j then
+          if not eof then return nil end
+          j = n + 1
+        end
+        c = buf:sub(j, j)
+        if c == qc then
+          fail(line + nl, "a quote inside the unquoted field " .. f
+            .. " (quote the whole field, and write the quote as " .. qc .. qc .. ")")
+        end
+        fields[f] = buf:sub(i, j - 1)
+        i = j
+      end
+      if c == delim then
+        i = i + 1
+      elseif c == "\r" then
+        if i == n and not eof then return nil end -- "\r\n" split between chunks?
+        i = i + (buf:sub(i + 1, i + 1) == "\n" and 2 or 1)
+        pos = i
+        return fields, quoted, nl + 1
+      elseif c == "\n" then
+        pos = i + 1
+        return fields, quoted, nl + 1
+      else -- end of the file
+        pos = i
+        return fields, quoted, nl
+      end
+    end
+  end
+
+  fill()
+  while true do
+    if pos > #buf and not fill() then break end
+    local fields, quoted, nl = parse()
+    if not fields then
+      fill()
+    else
+      local at = line
+      line = line + nl
+      local blank = #fields == 1 and not quoted[1] and fields[1] == ""
+      if not blank then
+        if not header then
+          header, keys = fields, {}
+          local seen = {}
+          for i, h in ipairs(header) do
+            if h == "" then fail(at, "the header has an empty name (column " .. i .. ")") end
+            if seen[h] then fail(at, "the header names " .. connector.json_string(h) .. " twice (columns " .. seen[h] .. " and " .. i .. ")") end
+            seen[h] = i
+            keys[i] = connector.json_string(h) .. ":"
+          end
+        else
+          if #fields ~= #header then
+            fail(at, #fields .. (#fields == 1 and " field" or " fields") .. ", but the header has " .. #header)
+          end
+          local parts = {}
+          for i = 1, #fields do
+            local v = fields[i]
+            parts[i] = keys[i] .. ((v == "" and not quoted[i]) and "null" or connector.json_string(v))
+          end
+          local rec, err = ctx.json.compact("{" .. table.concat(parts, ",") .. "}")
+          if not rec then
+            if err:match("UTF%-8") then fail(at, "not valid UTF-8 (CSV files must be UTF-8)") end
+            fail(at, err)
+          end
+          push(rec)
+        end
+      end
+    end
+  end
+  if not header then ctx.log.warn("%s: no header row: the file is empty", path) end
+end
+
+local READERS = { jsonl = read_jsonl, json = read_json, csv = read_csv }
+
+-- The files to read this run, and the ones to archive after the commit.
+local function choose(ctx, source, delta)
+  local all = ctx.files.list(source.pattern)
+  local names, partial = {}, 0
+  for _, n in ipairs(all) do
+    if being_written(n) then partial = partial + 1 else names[#names + 1] = n end
+  end
+  if partial > 0 then
+    ctx.log.info("%d file(s) matching %q have a name of a file being written (.part, .tmp, ...): not read", partial, source.pattern)
+  end
+  local min_age = source.min_age_seconds
+  local function young(n)
+    if min_age <= 0 then return false end
+    local age = ctx.files.stat(n).age
+    if age < min_age then
+      ctx.log.info("%s changed %.1f s ago (min_age_seconds %s): still being written, not read this run",
+        n, math.max(age, 0), tostring(min_age))
+      return true
+    end
+    return false
+  end
+
+  local read, superseded = {}, {}
+  if delta then
+    local after = {}
+    for _, n in ipairs(names) do
+      if not ctx.cursor or n > ctx.cursor then after[#after + 1] = n end
+    end
+    if source.files == "latest" then
+      for i = #after, 1, -1 do
+        if not young(after[i]) then read = { after[i] } break end
+      end
+    else
+      for _, n in ipairs(after) do
+        if young(n) then break end -- reading past it would move the cursor beyond it
+        read[#read + 1] = n
+      end
+    end
+  else
+    local ok = {}
+    for _, n in ipairs(names) do
+      if not young(n) then ok[#ok + 1] = n end
+    end
+    if source.files == "latest" and #ok > 0 then
+      read = { ok[#ok] }
+      for i = 1, #ok - 1 do superseded[#superseded + 1] = ok[i] end
+    else
+      read = ok
+    end
+  end
+  return read, superseded, #names
+end
+
 local function extract(ctx)
   local source = ctx.entity.source
   local delta = ctx.entity.load_type == "delta"
-  local names = ctx.files.list(source.pattern)
+  local names, superseded, matching = choose(ctx, source, delta)
   if #names == 0 then
     if delta then
-      ctx.log.info("no file matching %q in inbox %s: nothing new to load", source.pattern, ctx.files.inbox)
+      if matching == 0 then
+        ctx.log.info("no file matching %q in inbox %s: nothing new to load", source.pattern, ctx.files.inbox)
+      else
+        ctx.log.info("no file matching %q after cursor %q in inbox %s", source.pattern, tostring(ctx.cursor), ctx.files.inbox)
+      end
       return ctx.cursor
     end
     -- A full load of nothing would mark every key deleted: refuse rather than lose history.
-    error(("no file matching %q in inbox %s: a full load needs the current export "
-      .. "(loading nothing would mark every row deleted)"):format(source.pattern, ctx.files.inbox), 0)
-  end
-  if source.files == "latest" then names = { names[#names] } end
-  if delta and ctx.cursor then
-    local newer = {}
-    for _, n in ipairs(names) do
-      if n > ctx.cursor then newer[#newer + 1] = n end
-    end
-    if #newer == 0 then
-      ctx.log.info("no file matching %q after cursor %q in inbox %s", source.pattern, ctx.cursor, ctx.files.inbox)
-      return ctx.cursor
-    end
-    names = newer
+    local why = matching > 0 and (" (" .. matching .. " matching file(s) still being written)") or ""
+    error(("no file matching %q in inbox %s%s: a full load needs the current export "
+      .. "(loading nothing would mark every row deleted)"):format(source.pattern, ctx.files.inbox, why), 0)
   end
   local formats = {}
   for i, n in ipairs(names) do formats[i] = format_of(source, n) end -- fail before emitting
 
-  local batch = {}
-  local function push(rec)
-    batch[#batch + 1] = rec
-    if #batch >= BATCH then
-      ctx.emit(batch)
-      batch = {}
-    end
-  end
+  local out = connector.batcher(ctx, BATCH)
   for i, name in ipairs(names) do
-    local reader = formats[i] == "jsonl" and read_jsonl or read_json
-    reader(ctx, name, push)
+    READERS[formats[i]](ctx, name, out.push, source)
     ctx.log.info("read %s", ctx.files.path(name))
   end
-  if #batch > 0 then ctx.emit(batch) end
+  out.flush()
+  if ctx.system.archive then
+    for _, n in ipairs(names) do ctx.files.archive(n) end
+    for _, n in ipairs(superseded) do ctx.files.archive(n) end
+  end
   if delta then return names[#names] end
   return nil
 end
 
 return {
-  description = "JSON Lines and JSON-array exports dropped in an inbox folder",
+  description = "JSON Lines, JSON-array and CSV exports dropped in an inbox folder",
   system_schema = {
     fields = {
       { inbox = { type = "string", required = true, len_min = 1 } },
+      { archive = { type = "string", len_min = 1 } },
     },
   },
   entity_schema = {
     fields = {
       { pattern = { type = "string", required = true, len_min = 1, custom_validator = no_slash } },
-      { format = { type = "string", one_of = { "jsonl", "json" } } },
+      { format = { type = "string", one_of = { "jsonl", "json", "csv" } } },
       { files = { type = "string", one_of = { "all", "latest" }, default = "all" } },
+      { min_age_seconds = { type = "number", between = { 0, 86400 }, default = 2 } },
+      { csv = { type = "record", default = {}, fields = {
+        { delimiter = { type = "string", custom_validator = one_char } },
+        { quote = { type = "string", default = '"', custom_validator = one_char } },
+      } } },
     },
   },
   extract = extract,

@@ -152,11 +152,12 @@ function H.bronze_docs(env, collection, sort_key)
   return out
 end
 
--- Replaces the inbox of a system with copies of the files in from_dir.
+-- Replaces the inbox of a system with copies of the files in from_dir, backdated a minute (the
+-- file connector does not read files changed in the last seconds: they may still be written).
 function H.fill_inbox(env, inbox, from_dir)
   local dir = env.DP_DATA_DIR .. "/" .. inbox
   assert(H.sh("rm -rf " .. sh_quote(dir) .. " && mkdir -p " .. sh_quote(dir) .. " && cp " ..
-    sh_quote(from_dir) .. "/* " .. sh_quote(dir) .. "/") == 0)
+    sh_quote(from_dir) .. "/* " .. sh_quote(dir) .. "/ && touch -d '1 minute ago' " .. sh_quote(dir) .. "/*") == 0)
   return dir
 end
 

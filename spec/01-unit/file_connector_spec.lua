@@ -3,7 +3,8 @@
 local cjson = require "cjson"
 
 local H = require "helpers"
-local tmpdir, write = H.tmpdir, H.write_file
+-- inbox files are written backdated (H.write_export): fresh files count as still being written
+local tmpdir, write = H.tmpdir, H.write_export
 
 describe("file connector", function()
   local engine, data, inbox
@@ -120,8 +121,8 @@ describe("file connector", function()
 
     it("is an error for another extension unless given", function()
       write(inbox .. "/export.txt", '{"id":1}\n')
-      assert.equal('export.txt: cannot tell the format from the file name (expected .jsonl, .ndjson or .json):'
-        .. ' set source.format to "jsonl" or "json"', run_error({ pattern = "*.txt" }))
+      assert.equal('export.txt: cannot tell the format from the file name (expected .jsonl, .ndjson, .json, .csv or .tsv):'
+        .. ' set source.format to "jsonl", "json" or "csv"', run_error({ pattern = "*.txt" }))
       local _, records = run({ pattern = "*.txt", format = "jsonl" })
       assert.same({ '{"id":1}' }, records)
     end)

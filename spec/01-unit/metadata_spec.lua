@@ -132,13 +132,13 @@ describe("metadata", function()
 
     it("are validated by connectors/file.lua", function()
       local meta = assert(load(texts(), "."))
-      assert.same({ pattern = "tx-*.jsonl", files = "all" }, meta.entities[1].source)
+      assert.same({ pattern = "tx-*.jsonl", files = "all", min_age_seconds = 2, csv = { quote = '"' } }, meta.entities[1].source)
       assert.equal("inbox/bank", meta.systems[1].inbox)
-      local _, errs = load(texts({ inbox = cjson.null }, { source = { pattern = "in/tx-*.jsonl", format = "csv", files = "last" } }), ".")
+      local _, errs = load(texts({ inbox = cjson.null }, { source = { pattern = "in/tx-*.jsonl", format = "xml", files = "last" } }), ".")
       assert.same({
         "systems.json[0].inbox: required field missing",
         'entities.json[0].source.pattern: "in/tx-*.jsonl" must be a file name pattern, without "/"',
-        'entities.json[0].source.format: "csv" is not one of jsonl, json',
+        'entities.json[0].source.format: "xml" is not one of jsonl, json, csv',
         'entities.json[0].source.files: "last" is not one of all, latest',
       }, errs)
     end)

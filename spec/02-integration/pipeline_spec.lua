@@ -224,7 +224,7 @@ describe("demo bank system through raw, bronze and silver", function()
     local dir = H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
     local good = H.read_file(dir .. "/transactions-2026-10.jsonl")
     local broken = good:gsub("\n", "\n{\"id\": \"TX-1009\", \"amount\": -1,,}\n", 1)
-    H.write_file(dir .. "/transactions-2026-10.jsonl", broken)
+    H.write_export(dir .. "/transactions-2026-10.jsonl", broken)
 
     local rc, out, err = H.engine(env, "run", "bank")
     assert.are.equal(1, rc)
@@ -245,7 +245,7 @@ describe("demo bank system through raw, bronze and silver", function()
     assert.are.equal("", listing)
 
     -- fixed: the rerun succeeds and silver is as after a clean run
-    H.write_file(dir .. "/transactions-2026-10.jsonl", good)
+    H.write_export(dir .. "/transactions-2026-10.jsonl", good)
     rc, out, err = H.engine(env, "run", "bank")
     assert.are.equal(0, rc, err)
     assert.are.equal("succeeded", runs(pg)[5].status)

@@ -5,7 +5,7 @@ local H = require "helpers"
 local META = H.root .. "/spec/fixtures/pipelines/shop"
 
 local function put(env, name, lines)
-  H.write_file(env.DP_DATA_DIR .. "/inbox/shop/" .. name, table.concat(lines, "\n") .. "\n")
+  H.write_export(env.DP_DATA_DIR .. "/inbox/shop/" .. name, table.concat(lines, "\n") .. "\n")
 end
 
 local function clear(env)
