@@ -20,7 +20,8 @@ client sent (parameters, headers, bodies). Routes (query parameters in brackets)
   POST /oauth/token                         form: refresh_token or client_credentials grant
   /events [since, page, per_page]           page_number pages of state "events" (updated_at >= since)
   /repos, /repos/<owner>/<name>/commits [page, since]   parent and child; octo/empty -> 409
-  /status/<code> [counter, times, retry_after]  <code> for the first `times` calls per counter, then 200
+  /status/<code> [counter, times, retry_after, echo]  <code> for the first `times` calls per
+                                            counter (echo: with the request's credentials), then 200
   /slow [delay]                             answers after `delay` seconds
   /malformed                                a JSON syntax error at byte 31
   /numbers                                  exact big numbers as text
@@ -308,7 +309,11 @@ class Handler(BaseHTTPRequestHandler):
             headers = {}
             if self.q("retry_after") is not None:
                 headers["Retry-After"] = self.q("retry_after")
-            return self.send(code, {"error": "status %d, call %d" % (code, n)}, headers=headers)
+            body = {"error": "status %d, call %d" % (code, n)}
+            if self.q("echo"):  # an error page that shows the request's credentials
+                body["authorization"] = self.headers.get("Authorization")
+                body["query"] = self.raw_query
+            return self.send(code, body, headers=headers)
         return self.send(200, {"items": [{"id": 1, "calls": n}]})
 
 

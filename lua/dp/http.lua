@@ -121,7 +121,8 @@ end
 
 -- base_url + path as dlt joins them: "https://h/v1" + "/items" -> "https://h/v1/items".
 function M.join(base, path)
-  if M.is_absolute(path) then return path end
+  -- any scheme counts as absolute: libcurl then refuses what is not http or https
+  if M.is_absolute(path) or tostring(path):match("^%a[%w+.-]*://") then return path end
   if not base then
     error("no base_url: give an absolute http:// or https:// URL, got " .. schema.quote(path), 3)
   end
@@ -281,6 +282,11 @@ end
 
 local function plural(n, word) return n .. " " .. word .. (n == 1 and "" or "s") end
 
+-- "(1 attempt)" or "(3 attempts in 2.1 s)"
+local function tried(attempts, elapsed)
+  return "(" .. plural(attempts, "attempt") .. (attempts > 1 and string.format(" in %.1f s", elapsed) or "") .. ")"
+end
+
 function M.new(opts)
   opts = opts or {}
   if opts.base_url ~= nil and not M.is_absolute(opts.base_url) then
@@ -413,8 +419,7 @@ function M.new(opts)
     resp = resp or last
     if not resp or resp.status < 200 or resp.status > 299 then
       local what = resp and M.status_text(resp.status) or err
-      return nil, client.redact(where .. ": " .. what .. " (" .. plural(attempts, "attempt")
-        .. string.format(" in %.1f s)", elapsed) .. body_snippet(resp and resp.body))
+      return nil, client.redact(where .. ": " .. what .. " " .. tried(attempts, elapsed) .. body_snippet(resp and resp.body))
     end
     local ok, t = pcall(cjson.decode, resp.body)
     if not ok or type(t) ~= "table" or type(t.access_token) ~= "string" or t.access_token == "" then
@@ -498,10 +503,9 @@ function M.new(opts)
         resp.attempts = attempts
         return resp
       else
-        local tried = "(" .. plural(attempts, "attempt") .. (attempts > 1 and string.format(" in %.1f s", elapsed) or "") .. ")"
         resp = resp or last
         if resp and not perr then perr = M.status_text(resp.status) end
-        return nil, client.redact(shown .. ": " .. perr .. " " .. tried .. body_snippet(resp and resp.body)), resp
+        return nil, client.redact(shown .. ": " .. perr .. " " .. tried(attempts, elapsed) .. body_snippet(resp and resp.body)), resp
       end
     end
   end

@@ -45,4 +45,41 @@ describe("JSON scanner", function()
     assert.is_nil(ok)
     assert.are.equal("invalid JSON at byte 18: unexpected character", err)
   end)
+
+  describe("json_select", function()
+    local doc = ' { "data": { "items": [ {"id": 9007199254740993, "v": 1.10}, {"id": 2} ] },'
+      .. ' "n\\u00e4me": "x", "dup": 1, "dup": 2, "empty": [], "nil": null } '
+
+    it("returns the compact text of the value at a dotted path, numbers as written", function()
+      assert.equal('[{"id":9007199254740993,"v":1.10},{"id":2}]', core.json_select(doc, "data.items"))
+      assert.equal("9007199254740993", core.json_select(doc, "data.items.0.id"))
+      assert.equal('{"id":2}', core.json_select(doc, "data.items.1"))
+      assert.equal("null", core.json_select(doc, "nil"))
+      assert.equal("[]", core.json_select(doc, "empty"))
+      assert.equal(core.json_compact(doc), core.json_select(doc, ""))
+      assert.equal(core.json_compact(doc), core.json_select(doc))
+    end)
+
+    it("matches keys written with escapes; the first of duplicate keys wins", function()
+      assert.equal('"x"', core.json_select(doc, "n\195\164me"))
+      assert.equal("1", core.json_select(doc, "dup"))
+    end)
+
+    it("returns nothing for a path that leads nowhere", function()
+      for _, path in ipairs({ "missing", "data.items.2", "data.items.x", "data.items.0.id.deeper", "dup.x" }) do
+        local v, err = core.json_select(doc, path)
+        assert.is_nil(v, path)
+        assert.is_nil(err, path)
+      end
+    end)
+
+    it("validates the whole text first: malformed JSON anywhere is an error with the byte", function()
+      local v, err = core.json_select('{"a": 1, "b": [1, 2,]}', "a")
+      assert.is_nil(v)
+      assert.equal("invalid JSON at byte 21: unexpected character", err)
+      v, err = core.json_select('{"a": 1} x', "a")
+      assert.is_nil(v)
+      assert.equal("invalid JSON at byte 10: unexpected data after the JSON value", err)
+    end)
+  end)
 end)
