@@ -16,6 +16,7 @@ client sent (parameters, headers, bodies). Routes (query parameters in brackets)
   /next_url/items [p, relative]             {"items": [...3], "links": {"next": URL | null}}
   /link/items [page, per_page]              [...], Link: <...>; rel="next"
   /single/items                             [...7]
+  /scalars                                  [{"id": 1}, 2]
   /auth/bearer /auth/basic /auth/header /auth/query /auth/oauth   401 unless authenticated
   POST /oauth/token                         form: refresh_token or client_credentials grant
   /events [since, page, per_page]           page_number pages of state "events" (updated_at >= since)
@@ -194,6 +195,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, ITEMS[(p - 1) * pp:p * pp], headers={"Link": ", ".join(links)})
         if r == "/single/items":
             return self.send(200, ITEMS)
+        if r == "/scalars":
+            return self.send(200, [{"id": 1}, 2])
         if parts[0] == "auth":
             return self.auth(parts[1])
         if r == "/oauth/token":
