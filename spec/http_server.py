@@ -20,7 +20,8 @@ client sent (parameters, headers, bodies). Routes (query parameters in brackets)
   /auth/bearer /auth/basic /auth/header /auth/query /auth/oauth   401 unless authenticated
   POST /oauth/token                         form: refresh_token or client_credentials grant
   /events [since, page, per_page]           page_number pages of state "events" (updated_at >= since)
-  /repos, /repos/<owner>/<name>/commits [page, since]   parent and child; octo/empty -> 409
+  /repos (also /user/repos), /repos/<owner>/<name>/commits [page, since]
+                                            parent and child; octo/empty -> 409
   /status/<code> [counter, times, retry_after, echo]  <code> for the first `times` calls per
                                             counter (echo: with the request's credentials), then 200
   /slow [delay]                             answers after `delay` seconds
@@ -203,7 +204,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.oauth_token()
         if r == "/events":
             return self.events()
-        if r == "/repos":
+        if r in ("/repos", "/user/repos"):
             return self.send(200, REPOS)
         if parts[0] == "repos" and len(parts) == 4 and parts[3] == "commits":
             return self.commits(parts[1] + "/" + parts[2])
