@@ -189,7 +189,8 @@ end
 -- password in the URL's user info.
 function M.redact_url(url, extra)
   url = tostring(url):gsub("^(%a[%w+.-]*://[^/?#:@]*):[^/?#@]*@", "%1:" .. M.REDACTED .. "@")
-  return (url:gsub("([?&])([^=&#%s]+)=([^&#%s]*)", function(sep, name, value)
+  -- a value runs over the characters a URL may hold (so "...&key=x"}" keeps its quote and brace)
+  return (url:gsub("([?&])([^=&#%s\"']+)=([%w%%%-%._~+/=:@!$()*,;?]*)", function(sep, name, value)
     local plain = name:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
     if value ~= "" and (M.sensitive_name(plain) or (extra and extra[plain])) then
       return sep .. name .. "=" .. M.REDACTED
@@ -325,13 +326,23 @@ function M.new(opts)
     return v
   end
 
-  function client.redact(text)
-    text = M.redact_url(tostring(text), redact_params)
+  local function redact_secrets(text)
     local list = {}
     for s in pairs(secrets) do list[#list + 1] = s end
     table.sort(list, function(a, b) return #a > #b end)
     for _, s in ipairs(list) do text = plain_replace(text, s, M.REDACTED) end
     return text
+  end
+
+  -- text (a URL, or a message with URLs in it) with credentials replaced by REDACTED.
+  function client.redact(text)
+    return redact_secrets(M.redact_url(tostring(text), redact_params))
+  end
+
+  -- "<what> <url>: <detail>" with the URL redacted on its own (a query value ends at the URL's
+  -- end, not at the ":" after it) and the detail redacted as text.
+  local function message(what, url, detail)
+    return redact_secrets(what .. " " .. M.redact_url(url, redact_params)) .. ": " .. client.redact(detail)
   end
 
   function client.url(url_or_path, params)
@@ -415,15 +426,15 @@ function M.new(opts)
     if auth.scope then form.scope = auth.scope end
     local resp, err, attempts, elapsed, last = perform({ method = "POST", url = auth.token_url, headers = headers,
       body = form_body(form) })
-    local where = "POST " .. client.redact(auth.token_url) .. " (OAuth2 token)"
     resp = resp or last
     if not resp or resp.status < 200 or resp.status > 299 then
       local what = resp and M.status_text(resp.status) or err
-      return nil, client.redact(where .. ": " .. what .. " " .. tried(attempts, elapsed) .. body_snippet(resp and resp.body))
+      return nil, message("POST", auth.token_url, "(OAuth2 token) " .. what .. " " .. tried(attempts, elapsed)
+        .. body_snippet(resp and resp.body))
     end
     local ok, t = pcall(cjson.decode, resp.body)
     if not ok or type(t) ~= "table" or type(t.access_token) ~= "string" or t.access_token == "" then
-      return nil, client.redact(where .. ": the response has no access_token" .. body_snippet(resp.body))
+      return nil, message("POST", auth.token_url, "(OAuth2 token) the response has no access_token" .. body_snippet(resp.body))
     end
     secrets[t.access_token] = true
     if type(t.refresh_token) == "string" then secrets[t.refresh_token] = true end
@@ -492,7 +503,6 @@ function M.new(opts)
       for _, v in pairs(hdrs) do lines[#lines + 1] = v[1] .. ": " .. v[2] end
       table.sort(lines)
       local resp, perr, attempts, elapsed, last = perform({ method = method, url = full, headers = lines, body = body })
-      local shown = method .. " " .. client.redact(full)
       if resp and resp.status == 401 and auth.type == "oauth2" and not refreshed
           and not (base_origin and M.origin(full) ~= base_origin) then
         -- the token may have been revoked early: fetch a new one, once
@@ -505,7 +515,7 @@ function M.new(opts)
       else
         resp = resp or last
         if resp and not perr then perr = M.status_text(resp.status) end
-        return nil, client.redact(shown .. ": " .. perr .. " " .. tried(attempts, elapsed) .. body_snippet(resp and resp.body)), resp
+        return nil, message(method, full, perr .. " " .. tried(attempts, elapsed) .. body_snippet(resp and resp.body)), resp
       end
     end
   end
