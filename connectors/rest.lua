@@ -55,7 +55,7 @@ local entity_schema = {
     { record_selector = { type = "string", default = "", custom_validator = dotted_or_root } },
     { paginator = paginators.schema() },
     { incremental = { type = "record", fields = {
-      { cursor_path = { type = "string", required = true, custom_validator = paginators.dotted_path } },
+      { cursor_path = { type = "string", custom_validator = paginators.dotted_path } },
       { param = { type = "string", required = true, custom_validator = connector.header_name } },
       { ["in"] = { type = "string", one_of = { "query", "header" }, default = "query" } },
       { initial_value = { type = "string" } },
@@ -158,6 +158,16 @@ local function extract(ctx)
   if inc and ctx.entity.load_type ~= "delta" then
     error('source.incremental needs "load_type": "delta" (entity ' .. q(ctx.entity.name) .. ' is a full load)', 0)
   end
+  local cursor_path = inc and inc.cursor_path
+  if inc and not cursor_path then
+    -- default: the source path of the entity's cursor column
+    for _, col in ipairs(ctx.entity.columns) do
+      if col.name == ctx.entity.cursor then cursor_path = col.path end
+    end
+    if not cursor_path then
+      error('source.incremental needs "cursor_path", or a "cursor" column on the entity', 0)
+    end
+  end
   local chain = chain_of(ctx)
   local since = ctx.cursor or (inc and inc.initial_value)
   local new_cursor = ctx.cursor
@@ -237,7 +247,7 @@ local function extract(ctx)
       end
       if inc then
         for _, rec in ipairs(records) do
-          local v = ctx.json.value(rec, inc.cursor_path)
+          local v = ctx.json.value(rec, cursor_path)
           if v ~= nil and type(v) ~= "boolean" then new_cursor = connector.max_cursor(new_cursor, v) end
         end
       end

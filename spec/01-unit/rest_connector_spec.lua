@@ -285,6 +285,16 @@ describe("rest connector", function()
       assert.equal("c1", cjson.decode(records[1]).headers["x-since"])
     end)
 
+    it("takes the cursor path from the entity's cursor column when not given", function()
+      local src = { path = "/events", record_selector = "events", params = { per_page = 10 },
+        incremental = { param = "since" } }
+      local cursor = run(nil, { { load_type = "delta", cursor = "changed", source = src,
+        columns = { { name = "id", type = "bigint" }, { name = "changed", type = "timestamp", path = "updated_at" } } } })
+      assert.equal("2024-01-03T00:00:00Z", cursor)
+      assert.equal('source.incremental needs "cursor_path", or a "cursor" column on the entity',
+        run_error(nil, { { load_type = "delta", source = src } }))
+    end)
+
     it("needs a delta load", function()
       assert.equal('source.incremental needs "load_type": "delta" (entity "e1" is a full load)',
         run_error(nil, { { source = events } }))
