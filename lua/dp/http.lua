@@ -232,7 +232,8 @@ function M.backoff_seconds(n, retry, random)
 end
 
 ---------------------------------------------------------------------------------------------
--- Shared per-process state: rate limiters per system, OAuth2 tokens per system.
+-- State shared by the clients of one Lua state (one per run worker): rate limiters and OAuth2
+-- tokens, per system.
 
 local limiters = {}
 local tokens = {}
@@ -512,6 +513,9 @@ function M.new(opts)
       elseif resp and ((resp.status >= 200 and resp.status <= 299) or ignore[resp.status]) then
         resp.attempts = attempts
         return resp
+      elseif last and ignore[last.status] then -- retried to the end, and ignorable
+        last.attempts = attempts
+        return last
       else
         resp = resp or last
         if resp and not perr then perr = M.status_text(resp.status) end
@@ -526,14 +530,23 @@ function M.new(opts)
   return client
 end
 
--- The client of a validated system (the fields of dp.connector.http_fields).
+local AUTH_TYPES = { none = true, bearer = true, basic = true, api_key = true, oauth2 = true }
+
+-- The client of a validated system: the fields of dp.connector.http_fields. A field of another
+-- shape (a connector of its own may use the name `auth` for something else) is left out.
 function M.for_system(system, opts)
   opts = opts or {}
-  local rl = system.rate_limit
+  local function tbl(v) return type(v) == "table" and v or nil end
+  local rl = tbl(system.rate_limit)
+  local auth = tbl(system.auth)
   return M.new {
-    name = system.name, base_url = system.base_url, headers = system.headers, auth = system.auth,
-    rate_limit = rl and { requests = rl.requests, window = M.PER[rl.per] or 1 },
-    retry = system.retry, timeout = system.timeout, max_response_bytes = system.max_response_bytes,
+    name = system.name,
+    base_url = M.is_absolute(system.base_url) and system.base_url or nil,
+    headers = tbl(system.headers),
+    auth = auth and AUTH_TYPES[auth.type] and auth or nil,
+    rate_limit = rl and type(rl.requests) == "number" and { requests = rl.requests, window = M.PER[rl.per] or 1 } or nil,
+    retry = tbl(system.retry), timeout = tbl(system.timeout),
+    max_response_bytes = type(system.max_response_bytes) == "number" and system.max_response_bytes or nil,
     secret = opts.secret, log = opts.log,
   }
 end

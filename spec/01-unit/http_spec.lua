@@ -151,6 +151,18 @@ describe("dp.http", function()
     it("ignore_status returns such a response instead of an error", function()
       local resp = assert(client().get("/status/409", { params = { times = 9 }, ignore_status = { 409 } }))
       assert.equal(409, resp.status)
+      resp = assert(client().get("/status/503", { params = { times = 9 }, ignore_status = { 503 } }))
+      assert.same({ 503, 3 }, { resp.status, resp.attempts }) -- retried first
+    end)
+
+    it("for_system takes only HTTP settings of the expected shape", function()
+      local c = http.for_system({ name = "s", base_url = server.url, auth = "not an auth object",
+        rate_limit = { requests = 1000, per = "second" }, retry = { max_attempts = 1 } })
+      local resp = assert(c.get("/echo"))
+      assert.is_nil(cjson.decode(resp.body).headers.authorization)
+      -- without a base_url, a relative path is misuse
+      assert.has_error(function() http.for_system({ name = "s" }).get("/echo") end,
+        'no base_url: give an absolute http:// or https:// URL, got "/echo"')
     end)
 
     it("429 with Retry-After in seconds: waits exactly that long, then succeeds", function()
