@@ -23,7 +23,8 @@ static const char *USAGE =
     "Commands:\n"
     "  migrate                          apply migrations/ in order, once each, checksummed\n"
     "  metadata validate [--dir DIR]    check metadata (default ./metadata or DP_METADATA)\n"
-    "  metadata push|show               (not built yet: issue #3)\n"
+    "  metadata push [--dir DIR]        store a validated folder in MongoDB, atomically\n"
+    "  metadata show [NAME] [--json]    print the validated metadata (all or one item)\n"
     "  run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh]\n"
     "                                   run a system's enabled entities through the layers\n"
     "  replay SYSTEM --from raw|bronze  (not built yet: issue #5)\n"
@@ -34,7 +35,8 @@ static const char *USAGE =
     "  retention [--dry-run]            (not built yet)\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
-    "Environment: DP_POSTGRES_URL, DP_MONGO_URL, DP_DATA_DIR (./data), DP_METADATA (./metadata),\n"
+    "Environment: DP_POSTGRES_URL, DP_MONGO_URL, DP_DATA_DIR (./data), DP_METADATA (./metadata, or\n"
+    "  mongo), DP_METADATA_DB (metadata), DP_BRONZE_DB (bronze),\n"
     "  DP_SCRIPTS, DP_HOME, DP_LOG_LEVEL (debug|info|warn|error), DP_LOG_FORMAT (text|json).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
 

@@ -3,6 +3,8 @@
 --   engine.configure{ scripts_dir = "...", data_dir = "..." }
 --   meta, errs = engine.load_metadata(dir)
 --   new_cursor = engine.extract(meta, system_name, entity_name, cursor, emit, log)
+--   docs = engine.push_documents(meta)           -- metadata push: one JSON document per item
+--   text, err = engine.show(meta, name, as_json) -- metadata show
 --
 -- extract loads connectors/<type>.lua in the sandbox and calls connector.extract(ctx). Errors
 -- raise (the C side calls through its traceback-adding pcall helper).
@@ -197,6 +199,194 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
     error(conn.path .. ": extract returned a cursor of type " .. type(new_cursor) .. ", expected a string or nil", 0)
   end
   return new_cursor
+end
+
+---------------------------------------------------------------------------------------------
+-- metadata push and show
+
+-- JSON for people: keys in the order the models declare them (name first), others sorted
+-- after them; empty validated lists stay [].
+local KEY_ORDER = {}
+for i, k in ipairs({ "name", "system", "description", "type", "enabled", "length", "precision", "scale",
+  "nullable", "path", "history", "load_type", "primary_key", "cursor", "delete_detection", "on_type_error",
+  "retention", "script", "depends_on", "materialization", "source", "hash", "systems", "entities", "gold",
+  "columns", "triggers" }) do KEY_ORDER[k] = i end
+
+local function encode_ordered(v)
+  -- cjson writes "/" as "\/"; "/" needs no escape, and paths read better without it
+  if type(v) == "string" then return (schema.encode(v):gsub("\\/", "/")) end
+  if type(v) ~= "table" or v == schema.null then return schema.encode(v) end
+  local parts = {}
+  if getmetatable(v) == schema.ARRAY or schema.kind(v) == "array" then
+    for i = 1, #v do parts[i] = encode_ordered(v[i]) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys, function(a, b)
+    local x, y = KEY_ORDER[a] or math.huge, KEY_ORDER[b] or math.huge
+    if x ~= y then return x < y end
+    return a < b
+  end)
+  for _, k in ipairs(keys) do parts[#parts + 1] = encode_ordered(k) .. ":" .. encode_ordered(v[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+M.encode_ordered = encode_ordered
+
+-- The documents `metadata push` writes: { systems = { { id = "bank", json = "{...}" }, ... },
+-- entities = { { id = "bank.transactions", json = ... } }, gold = { ... } }, in file order.
+-- json is the validated item with its defaults (secret references stay references).
+function M.push_documents(meta)
+  local out = {}
+  for _, coll in ipairs({ "systems", "entities", "gold" }) do
+    local list = {}
+    for i, item in ipairs(meta[coll]) do
+      local id = coll == "entities" and (item.system .. "." .. item.name) or item.name
+      list[i] = { id = id, json = encode_ordered(item) }
+    end
+    out[coll] = list
+  end
+  return out
+end
+
+local BASE_SYSTEM = { name = true, description = true, type = true, enabled = true, triggers = true }
+
+local function show_value(v)
+  if type(v) == "table" then return schema.encode(v) end
+  if type(v) == "string" then return quote(v) end
+  return tostring(v)
+end
+
+local function show_triggers(list)
+  local parts = {}
+  for _, t in ipairs(list or {}) do
+    if t.type == "schedule" then parts[#parts + 1] = "schedule " .. quote(t.cron) .. " " .. t.timezone
+    elseif t.type == "file" then parts[#parts + 1] = "file " .. t.path .. "/" .. t.pattern
+    elseif t.type == "after" then parts[#parts + 1] = "after " .. t.upstream
+    else parts[#parts + 1] = "callback" .. (t.name and (" " .. t.name) or "") end
+  end
+  return #parts > 0 and table.concat(parts, "; ") or "none"
+end
+
+local function column_type(c)
+  if c.type == "string" and c.length then return "string(" .. c.length .. ")" end
+  if c.type == "decimal" then return "decimal(" .. c.precision .. "," .. c.scale .. ")" end
+  return c.type
+end
+
+local function show_columns(out, cols, indent)
+  local w = { #"column", #"type" }
+  for _, c in ipairs(cols) do
+    w[1] = math.max(w[1], #c.name)
+    w[2] = math.max(w[2], #column_type(c))
+  end
+  local fmt = indent .. "%-" .. w[1] .. "s  %-" .. w[2] .. "s  %-8s  %-7s  %s"
+  out[#out + 1] = (fmt:format("column", "type", "nullable", "history", "path")):gsub("%s+$", "")
+  for _, c in ipairs(cols) do
+    local line = fmt:format(c.name, column_type(c), c.nullable and "yes" or "no", c.history,
+      c.path ~= c.name and c.path or "")
+    out[#out + 1] = line:gsub("%s+$", "")
+  end
+end
+
+local function show_entity(out, e)
+  local facts = { e.load_type .. " load" }
+  facts[#facts + 1] = #e.primary_key > 0 and ("key (" .. table.concat(e.primary_key, ", ") .. ")") or "no key (append-only)"
+  if e.cursor then facts[#facts + 1] = "cursor " .. e.cursor end
+  if e.load_type == "full" then facts[#facts + 1] = "delete detection " .. e.delete_detection end
+  facts[#facts + 1] = "on type error " .. e.on_type_error
+  if not e.enabled then facts[#facts + 1] = "DISABLED" end
+  out[#out + 1] = "  entity " .. e.system .. "." .. e.name .. ": " .. table.concat(facts, ", ")
+  if e.description then out[#out + 1] = "    " .. e.description end
+  local src, keys = {}, {}
+  for k in pairs(e.source or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do src[#src + 1] = k .. " " .. show_value(e.source[k]) end
+  if #src > 0 then out[#out + 1] = "    source: " .. table.concat(src, ", ") end
+  if e.retention and e.retention.raw_days then
+    out[#out + 1] = "    retention: raw files " .. e.retention.raw_days .. " days"
+  end
+  show_columns(out, e.columns, "    ")
+end
+
+local function show_system(out, s, entities)
+  out[#out + 1] = "system " .. s.name .. ": " .. s.type .. ", " .. (s.enabled and "enabled" or "DISABLED")
+  if s.description then out[#out + 1] = "  " .. s.description end
+  local keys = {}
+  for k in pairs(s) do if not BASE_SYSTEM[k] then keys[#keys + 1] = k end end
+  table.sort(keys)
+  for _, k in ipairs(keys) do out[#out + 1] = "  " .. k .. ": " .. show_value(s[k]) end
+  out[#out + 1] = "  triggers: " .. show_triggers(s.triggers)
+  for _, e in ipairs(entities) do show_entity(out, e) end
+end
+
+local function show_gold(out, g)
+  out[#out + 1] = "gold model " .. g.name .. ": " .. g.materialization .. ", script gold/" .. g.script
+  if g.description then out[#out + 1] = "  " .. g.description end
+  out[#out + 1] = "  depends on: " .. (#g.depends_on > 0 and table.concat(g.depends_on, ", ") or "nothing")
+  if #g.primary_key > 0 then out[#out + 1] = "  key (" .. table.concat(g.primary_key, ", ") .. ")" end
+  out[#out + 1] = "  triggers: " .. show_triggers(g.triggers)
+  show_columns(out, g.columns, "  ")
+end
+
+local function plural(n, one, many) return n .. " " .. (n == 1 and one or many) end
+
+-- The text `metadata show [NAME] [--json]` prints: everything, or one system (with its
+-- entities), one entity (system.entity) or one gold model. Returns text, or nil and an error
+-- for an unknown name.
+function M.show(meta, name, as_json)
+  local systems, entities, gold = {}, {}, {}
+  if name == nil then
+    systems, entities, gold = meta.systems, meta.entities, meta.gold
+  else
+    local sys, ent = name:match("^([^.]+)%.(.+)$")
+    if sys then
+      local e = metadata.find_entity(meta, sys, ent)
+      if e then entities = { e } end
+    else
+      local s = metadata.find_system(meta, name)
+      if s then
+        systems = { s }
+        for _, e in ipairs(meta.entities) do if e.system == name then entities[#entities + 1] = e end end
+      end
+      local g = metadata.find_gold(meta, name)
+      if g then gold = { g } end
+    end
+    if #systems + #entities + #gold == 0 then
+      local names = {}
+      for _, s in ipairs(meta.systems) do names[#names + 1] = s.name end
+      for _, e in ipairs(meta.entities) do names[#names + 1] = e.system .. "." .. e.name end
+      for _, g in ipairs(meta.gold) do names[#names + 1] = g.name end
+      return nil, "no system, entity (system.entity) or gold model named " .. quote(name) .. schema.hint(name, names)
+    end
+  end
+  if as_json then
+    local function arr(t) return setmetatable(schema.deep_copy(t), schema.ARRAY) end
+    return encode_ordered({ source = meta.source, hash = meta.hash, systems = arr(systems),
+      entities = arr(entities), gold = arr(gold) }) .. "\n"
+  end
+  local out = {}
+  out[#out + 1] = "metadata from " .. tostring(meta.source) .. " (hash " .. meta.hash:sub(1, 12) .. "): "
+    .. plural(#meta.systems, "system", "systems") .. ", " .. plural(#meta.entities, "entity", "entities")
+    .. ", " .. plural(#meta.gold, "gold model", "gold models")
+  local shown = {}
+  for _, s in ipairs(systems) do
+    out[#out + 1] = ""
+    local mine = {}
+    for _, e in ipairs(entities) do if e.system == s.name then mine[#mine + 1] = e; shown[e] = true end end
+    show_system(out, s, mine)
+  end
+  for _, e in ipairs(entities) do
+    if not shown[e] then
+      out[#out + 1] = ""
+      show_entity(out, e)
+    end
+  end
+  for _, g in ipairs(gold) do
+    out[#out + 1] = ""
+    show_gold(out, g)
+  end
+  return table.concat(out, "\n") .. "\n"
 end
 
 return M
