@@ -85,6 +85,18 @@ describe("metadata push", function()
     assert.are.equal("monthly_spend.lua", one(gold).script) -- defaults are filled in
   end)
 
+  it("shows one item readably from MongoDB, and names an unknown one with a did-you-mean (exit 2)", function()
+    local rc, out, err = H.engine(mongo_env, "metadata", "show", "bank.accounts")
+    assert.are.equal(0, rc, err)
+    assert.matches("^metadata from MongoDB database [%w_]+, push [%x-]+ %(hash %x+%): 2 systems, 3 entities, 2 gold models\n", out)
+    assert.matches("entity bank.accounts: full load, key (iban, currency), delete detection tombstone", out, 1, true)
+    assert.is_nil(out:find("bank.transactions", 1, true))
+    rc, out, err = H.engine(mongo_env, "metadata", "show", "bank.acounts")
+    assert.are.equal(2, rc)
+    assert.are.equal("", out)
+    assert.matches('no system, entity (system.entity) or gold model named "bank.acounts" (did you mean "bank.accounts"?)', err, 1, true)
+  end)
+
   it("pushes nothing when the same metadata is already current", function()
     local before = one(H.metadata_docs(env, "current"))
     local rc, out = H.engine(env, "metadata", "push")
