@@ -10,6 +10,7 @@
 #include "pg.h"
 #include "rawfile.h"
 #include "record.h"
+#include "secretlookup.h"
 #include "uuid.h"
 
 #include <dirent.h>
@@ -474,6 +475,7 @@ static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_
  * (declared in their header): it receives the module table on top of the stack. */
 typedef void (*dp_lua_registrar)(lua_State *L);
 static const dp_lua_registrar registrars[] = {
+    dp_secrets_lua_register, /* secretlookup.h: secret_get, redact, redact_register */
     NULL, /* keep last */
 };
 

@@ -31,13 +31,15 @@ static const char *USAGE =
     "  gold run MODEL                   (not built yet: issue #6)\n"
     "  runs [list|show RUN_ID]          (not built yet: issue #5)\n"
     "  serve                            (not built yet)\n"
-    "  secrets set|get|list|rm NAME     (not built yet: issue #7)\n"
+    "  secrets set|get|list|rm NAME     the encrypted secret store (values from stdin, never argv);\n"
+    "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
     "  retention [--dry-run]            (not built yet)\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
     "Environment: DP_POSTGRES_URL, DP_MONGO_URL, DP_DATA_DIR (./data), DP_METADATA (./metadata, or\n"
     "  mongo), DP_METADATA_DB (metadata), DP_BRONZE_DB (bronze),\n"
-    "  DP_SCRIPTS, DP_HOME, DP_LOG_LEVEL (debug|info|warn|error), DP_LOG_FORMAT (text|json).\n"
+    "  DP_SCRIPTS, DP_HOME, DP_LOG_LEVEL (debug|info|warn|error), DP_LOG_FORMAT (text|json),\n"
+    "  DP_MASTER_KEY_FILE | DP_MASTER_KEY, DP_SECRETS_FILE ($DP_DATA_DIR/secrets.enc), DP_SECRETS_DIR.\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
 
 int main(int argc, char **argv) {
@@ -63,7 +65,7 @@ int main(int argc, char **argv) {
       {"gold", NULL, "issue #6"},
       {"runs", NULL, "issue #5"},
       {"serve", NULL, "a later issue"},
-      {"secrets", NULL, "issue #7"},
+      {"secrets", dp_cmd_secrets, NULL},
       {"retention", NULL, "a later issue"},
   };
   dp_cmd_fn fn = NULL;

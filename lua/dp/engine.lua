@@ -7,7 +7,8 @@
 --   text, err = engine.show(meta, name, as_json) -- metadata show
 --
 -- extract loads connectors/<type>.lua in the sandbox and calls connector.extract(ctx). Errors
--- raise (the C side calls through its traceback-adding pcall helper).
+-- raise (the C side calls through its traceback-adding pcall helper). Secret references in the
+-- system and entity ({ secret = "name" }) are resolved first (docs/secrets.md).
 local schema = require "dp.schema"
 local metadata = require "dp.metadata"
 local sandbox = require "dp.sandbox"
@@ -126,19 +127,106 @@ local function inbox_files(system, data_dir)
   return files
 end
 
+---------------------------------------------------------------------------------------------
+-- Secrets (docs/secrets.md): { secret = "name" } in the validated metadata is a reference.
+
+local function is_secret_ref(v)
+  return type(v) == "table" and type(v.secret) == "string" and next(v, (next(v))) == nil
+end
+
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  return a < b
+end
+
+-- Appends { name, path } for every reference in v (path: "systems.json[1].auth.token").
+local function collect_secret_refs(v, path, out)
+  if type(v) ~= "table" then return out end
+  if is_secret_ref(v) then
+    out[#out + 1] = { name = v.secret, path = path }
+    return out
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, key_order)
+  for _, k in ipairs(keys) do
+    collect_secret_refs(v[k], type(k) == "number" and (path .. "[" .. (k - 1) .. "]") or (path .. "." .. tostring(k)), out)
+  end
+  return out
+end
+
+-- Replaces every reference in t (a copy) by its value, in place.
+local function substitute_secrets(t, values)
+  for k, x in pairs(t) do
+    if is_secret_ref(x) then t[k] = values[x.secret]
+    elseif type(x) == "table" then substitute_secrets(x, values) end
+  end
+  return t
+end
+
+local function position(list, item)
+  for i, x in ipairs(list) do if x == item then return i - 1 end end
+  return "?"
+end
+
+-- Looks up every secret the system and the entity reference; returns name -> value. A missing
+-- secret raises with the metadata path and the name (never a value). core.secret_get registers
+-- each value with the redactor.
+local function resolve_secrets(meta, system, entity)
+  local refs = collect_secret_refs(system, "systems.json[" .. position(meta.systems, system) .. "]", {})
+  collect_secret_refs(entity, "entities.json[" .. position(meta.entities, entity) .. "]", refs)
+  local values = {}
+  if #refs == 0 then return values end
+  local core = require "dp.core"
+  for _, r in ipairs(refs) do
+    if values[r.name] == nil then
+      local v, err = core.secret_get(r.name)
+      if not v then error(r.path .. " (system " .. quote(system.name) .. "): " .. tostring(err), 0) end
+      values[r.name] = v
+    end
+  end
+  return values
+end
+
+-- Text with registered secret values replaced (see core/redact.h), and how many were.
+local function redact(s)
+  local core = require "dp.core"
+  if core.redact_count() == 0 then return s, 0 end
+  return core.redact(s)
+end
+
+local function make_secret(system, values)
+  return function(name)
+    if type(name) ~= "string" then
+      error("ctx.secret: expected a secret name (a string), got " .. schema.describe(name), 2)
+    end
+    local v = values[name]
+    if v == nil then
+      error("ctx.secret: system " .. quote(system.name) .. " does not reference a secret named " .. quote(name)
+        .. " in its metadata (a connector reads only the secrets its own system references)", 2)
+    end
+    return v
+  end
+end
+
+---------------------------------------------------------------------------------------------
+
 local function make_log(log)
   local out = {}
   for _, level in ipairs({ "debug", "info", "warn", "error" }) do
     out[level] = function(msg, ...)
       if select("#", ...) > 0 then msg = string.format(tostring(msg), ...) end
-      log(level, tostring(msg))
+      log(level, tostring(msg)) -- the engine's logger (dp_log) redacts secret values
     end
   end
   return out
 end
 
-local function make_emit(emit)
+-- scrub: redact records (a system with secrets); log(level, msg) warns the first time.
+local function make_emit(emit, scrub, log)
   local cjson = require("cjson").new()
+  local warned = false
   return function(batch)
     if type(batch) ~= "table" then
       error("emit: expected an array of records, got " .. schema.describe(batch), 2)
@@ -159,6 +247,18 @@ local function make_emit(emit)
       else
         error("emit: record " .. i .. " is a " .. t .. ", expected a table or a JSON object string", 2)
       end
+      if scrub then
+        local r, k = redact(out[i])
+        if k > 0 then
+          out[i] = r
+          if not warned then
+            warned = true
+            log("warn", "emit: record " .. i .. " of a batch held the value of secret "
+              .. quote(r:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; it was replaced by [redacted:...]"
+              .. " before the raw file (later records are redacted without a warning)")
+          end
+        end
+      end
     end
     emit(out)
     return n
@@ -177,14 +277,17 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
   end
   local conn, err = sandbox.load_connector(M.connector_path(system.type))
   if not conn then error(err, 0) end
+  local secrets = resolve_secrets(meta, system, entity)
+  local scrub = next(secrets) ~= nil
   local core = require "dp.core"
   local cjson = require("cjson").new()
   local ctx = {
-    system = schema.deep_copy(system),
-    entity = schema.deep_copy(entity),
+    system = substitute_secrets(schema.deep_copy(system), secrets),
+    entity = substitute_secrets(schema.deep_copy(entity), secrets),
     cursor = cursor,
     log = make_log(log),
-    emit = make_emit(emit),
+    emit = make_emit(emit, scrub, log),
+    secret = make_secret(system, secrets),
     files = inbox_files(system, cfg.data_dir),
     json = {
       decode = cjson.decode, encode = cjson.encode, null = cjson.null,
@@ -197,6 +300,14 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
   end
   if new_cursor ~= nil and type(new_cursor) ~= "string" then
     error(conn.path .. ": extract returned a cursor of type " .. type(new_cursor) .. ", expected a string or nil", 0)
+  end
+  if new_cursor then
+    local r, k = redact(new_cursor)
+    if k > 0 then
+      error(conn.path .. ": extract returned a cursor that contains the value of secret "
+        .. quote(r:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; cursors are stored in plain text"
+        .. " (raw manifest, audit, dp.entity_cursor), so it was refused", 0)
+    end
   end
   return new_cursor
 end
