@@ -52,6 +52,7 @@ int dp_config_from_env(dp_config *cfg, dp_err *e) {
   cfg->postgres_url = env_or("DP_POSTGRES_URL", NULL);
   cfg->mongo_url = env_or("DP_MONGO_URL", NULL);
   cfg->bronze_db = env_or("DP_BRONZE_DB", "bronze");
+  cfg->metadata_db = env_or("DP_METADATA_DB", "metadata");
   return 0;
 }
 
@@ -63,6 +64,7 @@ void dp_config_free(dp_config *cfg) {
   free(cfg->postgres_url);
   free(cfg->mongo_url);
   free(cfg->bronze_db);
+  free(cfg->metadata_db);
   memset(cfg, 0, sizeof *cfg);
 }
 

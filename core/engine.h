@@ -17,13 +17,14 @@ typedef struct dp_config {
   char *postgres_url; /* DP_POSTGRES_URL */
   char *mongo_url;    /* DP_MONGO_URL */
   char *bronze_db;    /* DP_BRONZE_DB: MongoDB database of the bronze layer, default "bronze" */
+  char *metadata_db;  /* DP_METADATA_DB: MongoDB database of pushed metadata, default "metadata" */
 } dp_config;
 
 typedef struct dp_engine {
   dp_config cfg;
   PGconn *audit;            /* audit rows and advisory locks; autocommit */
   PGconn *data;             /* silver merges, one transaction per entity */
-  mongoc_client_t *mongo;   /* bronze */
+  mongoc_client_t *mongo;   /* bronze, pushed metadata */
   lua_State *L;             /* the run's Lua state (trusted engine library) */
 } dp_engine;
 

@@ -19,7 +19,9 @@
   X(EBUSY,   -10,  "already running")                     \
   X(ECONFIG, -11,  "configuration error")                 \
   X(EMIGRATE,-12,  "migration error")                     \
-  X(ENOTFOUND,-13, "not found")
+  X(ENOTFOUND,-13, "not found")                          \
+  X(EKEY,    -14,  "wrong or unusable key")               \
+  X(ETAMPERED,-15, "data was modified or damaged")
 
 typedef enum {
 #define DP__ERR_ENUM(name, code, msg) DP_##name = code,

@@ -2,9 +2,12 @@
 #include "log.h"
 #include "buf.h"
 #include "error.h"
+#include "redact.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -47,7 +50,16 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
   char msg[4096];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (dp_redact_count() == 0) {
+    vsnprintf(msg, sizeof msg, fmt, ap);
+  } else {
+    /* formatted whole, redacted, then cut: no half value survives (see redact.h) */
+    char *full = NULL;
+    int n = vasprintf(&full, fmt, ap);
+    if (n < 0) snprintf(msg, sizeof msg, "(log line withheld: out of memory while redacting it)");
+    else dp_redact_copy(full, (size_t)n, msg, sizeof msg);
+    if (n >= 0) { sodium_memzero(full, (size_t)n); free(full); }
+  }
   va_end(ap);
 
   struct timeval tv;

@@ -12,6 +12,7 @@
 #include "pg.h"
 #include "rawfile.h"
 #include "record.h"
+#include "secretlookup.h"
 #include "uuid.h"
 
 #include <dirent.h>
@@ -498,8 +499,9 @@ static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_
  * (declared in their header): it receives the module table on top of the stack. */
 typedef void (*dp_lua_registrar)(lua_State *L);
 static const dp_lua_registrar registrars[] = {
-    dp_http_lua_register,  /* http.c: http_client, http_date, sleep, monotonic, time */
-    dp_inbox_lua_register, /* inbox.c: file_info, file_move */
+    dp_secrets_lua_register, /* secretlookup.h: secret_get, redact, redact_register */
+    dp_http_lua_register,    /* http.c: http_client, http_date, sleep, monotonic, time */
+    dp_inbox_lua_register,   /* inbox.c: file_info, file_move */
     NULL, /* keep last */
 };
 

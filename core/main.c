@@ -23,19 +23,23 @@ static const char *USAGE =
     "Commands:\n"
     "  migrate                          apply migrations/ in order, once each, checksummed\n"
     "  metadata validate [--dir DIR]    check metadata (default ./metadata or DP_METADATA)\n"
-    "  metadata push|show               (not built yet: issue #3)\n"
+    "  metadata push [--dir DIR]        store a validated folder in MongoDB, atomically\n"
+    "  metadata show [NAME] [--json]    print the validated metadata (all or one item)\n"
     "  run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh]\n"
     "                                   run a system's enabled entities through the layers\n"
     "  replay SYSTEM --from raw|bronze  (not built yet: issue #5)\n"
     "  gold run MODEL                   (not built yet: issue #6)\n"
     "  runs [list|show RUN_ID]          (not built yet: issue #5)\n"
     "  serve                            (not built yet)\n"
-    "  secrets set|get|list|rm NAME     (not built yet: issue #7)\n"
+    "  secrets set|get|list|rm NAME     the encrypted secret store (values from stdin, never argv);\n"
+    "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
     "  retention [--dry-run]            (not built yet)\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
-    "Environment: DP_POSTGRES_URL, DP_MONGO_URL, DP_DATA_DIR (./data), DP_METADATA (./metadata),\n"
-    "  DP_SCRIPTS, DP_HOME, DP_LOG_LEVEL (debug|info|warn|error), DP_LOG_FORMAT (text|json).\n"
+    "Environment: DP_POSTGRES_URL, DP_MONGO_URL, DP_DATA_DIR (./data), DP_METADATA (./metadata, or\n"
+    "  mongo), DP_METADATA_DB (metadata), DP_BRONZE_DB (bronze),\n"
+    "  DP_SCRIPTS, DP_HOME, DP_LOG_LEVEL (debug|info|warn|error), DP_LOG_FORMAT (text|json),\n"
+    "  DP_MASTER_KEY_FILE | DP_MASTER_KEY, DP_SECRETS_FILE ($DP_DATA_DIR/secrets.enc), DP_SECRETS_DIR.\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
 
 int main(int argc, char **argv) {
@@ -61,7 +65,7 @@ int main(int argc, char **argv) {
       {"gold", NULL, "issue #6"},
       {"runs", NULL, "issue #5"},
       {"serve", NULL, "a later issue"},
-      {"secrets", NULL, "issue #7"},
+      {"secrets", dp_cmd_secrets, NULL},
       {"retention", NULL, "a later issue"},
   };
   dp_cmd_fn fn = NULL;

@@ -163,12 +163,20 @@ void dp_raw_abort(dp_raw_writer *w) {
 }
 
 int dp_write_file_atomic(const char *path, const char *data, size_t len, dp_err *e) {
+  return dp_write_file_atomic_mode(path, data, len, 0644, e);
+}
+
+int dp_write_file_atomic_mode(const char *path, const char *data, size_t len, unsigned mode, dp_err *e) {
   char *tmp = tmp_name(path);
   int fd = -1, rc = 0;
   if (!tmp) return dp_err_set(e, DP_ENOMEM, "out of memory");
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
   if (fd < 0) {
     rc = dp_err_set(e, DP_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    goto cleanup;
+  }
+  if (fchmod(fd, (mode_t)mode) != 0) { /* a leftover temporary file keeps its old mode */
+    rc = dp_err_set(e, DP_EIO, "cannot set the mode of %s: %s", tmp, strerror(errno));
     goto cleanup;
   }
   if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {

@@ -31,8 +31,11 @@ int dp_raw_commit(dp_raw_writer *w, dp_err *e);
 /* Closes and removes the temporary file; frees the writer. Safe after a failed commit. */
 void dp_raw_abort(dp_raw_writer *w);
 
-/* Writes data to path atomically (temporary file, fsync, rename, folder fsync). */
+/* Writes data to path atomically (temporary file, fsync, rename, folder fsync), mode 0644. */
 int dp_write_file_atomic(const char *path, const char *data, size_t len, dp_err *e);
+/* The same with the file mode given (the temporary file has it from the start: 0600 keeps a
+ * private file private at every moment). */
+int dp_write_file_atomic_mode(const char *path, const char *data, size_t len, unsigned mode, dp_err *e);
 /* mkdir -p */
 int dp_mkdirs(const char *path, dp_err *e);
 /* Reads a whole file into a heap buffer (caller frees); *len set. */

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "luabridge.h"
 #include "meta.h"
+#include "metastore.h"
 #include "pg.h"
 #include "rawfile.h"
 #include "silver.h"
@@ -79,22 +80,43 @@ static int l_log(lua_State *L) {
   return 0;
 }
 
+/* Metadata comes from the folder DP_METADATA or, when DP_METADATA is "mongo", from the set
+ * pushed to MongoDB (metastore.c); both go through the same Lua validation, and the meta table
+ * gets a "source" field saying where it came from. */
 int dp_load_metadata(dp_engine *eng, dp_err *e) {
   if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, e))) return e->code;
   lua_State *L = eng->L;
-  if (strcmp(eng->cfg.metadata, "mongo") == 0)
-    return dp_err_set(e, DP_ECONFIG,
-                      "DP_METADATA=mongo: reading metadata from MongoDB is not built yet (issue #3); "
-                      "set DP_METADATA to a folder");
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, "load_metadata");
-  lua_remove(L, -2);
-  lua_pushstring(L, eng->cfg.metadata);
-  int rc = dp_lua_pcall(L, 1, 2, e);
-  if (rc) return rc;
+  int from_mongo = strcmp(eng->cfg.metadata, "mongo") == 0;
+  dp_metastore_current cur;
+  memset(&cur, 0, sizeof cur);
+  char source[1024];
+  int rc;
+  if (from_mongo) {
+    rc = dp_engine_open_mongo(eng, e);
+    if (rc == 0) rc = dp_metastore_read(eng->mongo, eng->cfg.metadata_db, &cur, e);
+    if (rc) return rc;
+    snprintf(source, sizeof source, "MongoDB database %s, push %s", eng->cfg.metadata_db, cur.push_id);
+    lua_getglobal(L, "__dp_engine");
+    lua_getfield(L, -1, "load_metadata_texts");
+    lua_remove(L, -2);
+    lua_createtable(L, 0, DP_META_NFILES);
+    for (int i = 0; i < DP_META_NFILES; i++) {
+      if (!cur.texts[i]) continue;
+      lua_pushlstring(L, cur.texts[i], cur.lens[i]);
+      lua_setfield(L, -2, dp_metastore_file(i));
+    }
+  } else {
+    snprintf(source, sizeof source, "%s", eng->cfg.metadata);
+    lua_getglobal(L, "__dp_engine");
+    lua_getfield(L, -1, "load_metadata");
+    lua_remove(L, -2);
+    lua_pushstring(L, eng->cfg.metadata);
+  }
+  rc = dp_lua_pcall(L, 1, 2, e);
+  if (rc) goto cleanup;
   if (lua_isnil(L, -2)) {
     dp_buf b = DP_BUF_INIT;
-    dp_buf_printf(&b, "invalid metadata in %s:", eng->cfg.metadata);
+    dp_buf_printf(&b, "invalid metadata in %s:", source);
     if (lua_istable(L, -1)) {
       size_t n = lua_objlen(L, -1);
       for (size_t i = 1; i <= n; i++) {
@@ -106,12 +128,24 @@ int dp_load_metadata(dp_engine *eng, dp_err *e) {
       dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1));
     }
     lua_pop(L, 2);
-    dp_err_set(e, DP_EMETA, "%s", b.data);
+    rc = dp_err_set(e, DP_EMETA, "%s", b.data);
     dp_buf_free(&b);
-    return DP_EMETA;
+    goto cleanup;
   }
   lua_pop(L, 1); /* leave meta */
-  return 0;
+  if (from_mongo) {
+    char *hash = dp_lua_strfield(L, -1, "hash");
+    if (!hash || strcmp(hash, cur.hash) != 0)
+      rc = dp_err_set(e, DP_EMETA, "metadata in %s: the stored files hash to %.12s, not to the hash %.12s "
+                      "recorded when they were pushed; push the metadata again", source, hash ? hash : "?", cur.hash);
+    free(hash);
+    if (rc) { lua_pop(L, 1); goto cleanup; }
+  }
+  lua_pushstring(L, source);
+  lua_setfield(L, -2, "source");
+cleanup:
+  dp_metastore_current_free(&cur);
+  return rc;
 }
 
 static void set_error(ent_state *s, const char *msg) {

@@ -10,10 +10,13 @@
 #include "meta.h"
 #include "runinfo.h"
 
-/* Creates the silver table, its indexes and its __rejected table when missing; adds
- * columns that metadata gained. Refuses a column whose type differs. Runs on c as is
- * (the caller decides about the transaction). */
-int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, dp_err *e);
+/* Creates the silver table, its indexes and its __rejected table when missing; otherwise
+ * makes the table follow metadata: adds new columns, widens types, drops NOT NULL where
+ * metadata no longer asks for it, and refuses narrowing or incompatible type changes (naming
+ * entity, column, old and new type) before changing anything. Each change (creation too) is
+ * logged and written to audit.schema_change with the run's id and time. Runs on c as is: the
+ * caller's transaction makes a change and its audit row commit or roll back together. */
+int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_err *e);
 
 /* Merges the bronze documents of this run into silver in one transaction on c. For delta
  * entities, cursor (may be NULL: unchanged) is stored in dp.entity_cursor in the same

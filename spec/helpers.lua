@@ -81,8 +81,8 @@ local function url_for(db)
 end
 
 -- A fresh, migrated environment for one spec file. Returns a table of environment variables
--- (DP_POSTGRES_URL, DP_MONGO_URL, DP_BRONZE_DB, DP_DATA_DIR, DP_METADATA, DP_HOME) plus
--- helper fields (db, bronze_db).
+-- (DP_POSTGRES_URL, DP_MONGO_URL, DP_BRONZE_DB, DP_METADATA_DB, DP_DATA_DIR, DP_METADATA,
+-- DP_HOME, DP_LOG_LEVEL). opts.metadata: the metadata folder (default the repository's).
 function H.fresh_env(name, opts)
   opts = opts or {}
   local pg, mongo = services()
@@ -97,14 +97,16 @@ function H.fresh_env(name, opts)
   assert(admin:query("DROP DATABASE IF EXISTS " .. db .. " WITH (FORCE)"))
   assert(admin:query("CREATE DATABASE " .. db))
   admin:close()
-  local bronze = "bronze_spec_" .. name
+  local bronze, metadata_db = "bronze_spec_" .. name, "metadata_spec_" .. name
   local m = assert(core.mongo_connect(mongo))
   assert(m:command(bronze, '{"dropDatabase": 1}'))
+  assert(m:command(metadata_db, '{"dropDatabase": 1}'))
   m:close()
   local env = {
     DP_POSTGRES_URL = url_for(db),
     DP_MONGO_URL = mongo,
     DP_BRONZE_DB = bronze,
+    DP_METADATA_DB = metadata_db,
     DP_DATA_DIR = H.tmpdir(name),
     DP_METADATA = opts.metadata or (H.root .. "/metadata"),
     DP_HOME = H.root,
@@ -137,6 +139,24 @@ end
 function H.mongo()
   local _, mongo = services()
   return assert(core.mongo_connect(mongo))
+end
+
+-- All documents of a collection in the spec's pushed-metadata database, decoded.
+function H.metadata_docs(env, collection, filter)
+  local m = H.mongo()
+  local docs = assert(m:find(env.DP_METADATA_DB, collection, filter or "{}"))
+  m:close()
+  local out = {}
+  for i, js in ipairs(docs) do out[i] = cjson.decode(js) end
+  return out
+end
+
+-- A copy of env with some variables changed (false removes one).
+function H.with(env, changes)
+  local out = {}
+  for k, v in pairs(env) do out[k] = v end
+  for k, v in pairs(changes) do out[k] = v or nil end
+  return out
 end
 
 -- All documents of a bronze collection, decoded, sorted by data[sort_key].

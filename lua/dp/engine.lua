@@ -3,9 +3,12 @@
 --   engine.configure{ scripts_dir = "...", data_dir = "..." }
 --   meta, errs = engine.load_metadata(dir)
 --   new_cursor = engine.extract(meta, system_name, entity_name, cursor, emit, log)
+--   docs = engine.push_documents(meta)           -- metadata push: one JSON document per item
+--   text, err = engine.show(meta, name, as_json) -- metadata show
 --
 -- extract loads connectors/<type>.lua in the sandbox and calls connector.extract(ctx). Errors
--- raise (the C side calls through its traceback-adding pcall helper).
+-- raise (the C side calls through its traceback-adding pcall helper). Secret references in the
+-- system and entity ({ secret = "name" }) are resolved first (docs/secrets.md).
 local schema = require "dp.schema"
 local metadata = require "dp.metadata"
 local sandbox = require "dp.sandbox"
@@ -124,19 +127,106 @@ local function inbox_files(system, data_dir)
   return files
 end
 
+---------------------------------------------------------------------------------------------
+-- Secrets (docs/secrets.md): { secret = "name" } in the validated metadata is a reference.
+
+local function is_secret_ref(v)
+  return type(v) == "table" and type(v.secret) == "string" and next(v, (next(v))) == nil
+end
+
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  return a < b
+end
+
+-- Appends { name, path } for every reference in v (path: "systems.json[1].auth.token").
+local function collect_secret_refs(v, path, out)
+  if type(v) ~= "table" then return out end
+  if is_secret_ref(v) then
+    out[#out + 1] = { name = v.secret, path = path }
+    return out
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, key_order)
+  for _, k in ipairs(keys) do
+    collect_secret_refs(v[k], type(k) == "number" and (path .. "[" .. (k - 1) .. "]") or (path .. "." .. tostring(k)), out)
+  end
+  return out
+end
+
+-- Replaces every reference in t (a copy) by its value, in place.
+local function substitute_secrets(t, values)
+  for k, x in pairs(t) do
+    if is_secret_ref(x) then t[k] = values[x.secret]
+    elseif type(x) == "table" then substitute_secrets(x, values) end
+  end
+  return t
+end
+
+local function position(list, item)
+  for i, x in ipairs(list) do if x == item then return i - 1 end end
+  return "?"
+end
+
+-- Looks up every secret the system and the entity reference; returns name -> value. A missing
+-- secret raises with the metadata path and the name (never a value). core.secret_get registers
+-- each value with the redactor.
+local function resolve_secrets(meta, system, entity)
+  local refs = collect_secret_refs(system, "systems.json[" .. position(meta.systems, system) .. "]", {})
+  collect_secret_refs(entity, "entities.json[" .. position(meta.entities, entity) .. "]", refs)
+  local values = {}
+  if #refs == 0 then return values end
+  local core = require "dp.core"
+  for _, r in ipairs(refs) do
+    if values[r.name] == nil then
+      local v, err = core.secret_get(r.name)
+      if not v then error(r.path .. " (system " .. quote(system.name) .. "): " .. tostring(err), 0) end
+      values[r.name] = v
+    end
+  end
+  return values
+end
+
+-- Text with registered secret values replaced (see core/redact.h), and how many were.
+local function redact(s)
+  local core = require "dp.core"
+  if core.redact_count() == 0 then return s, 0 end
+  return core.redact(s)
+end
+
+local function make_secret(system, values)
+  return function(name)
+    if type(name) ~= "string" then
+      error("ctx.secret: expected a secret name (a string), got " .. schema.describe(name), 2)
+    end
+    local v = values[name]
+    if v == nil then
+      error("ctx.secret: system " .. quote(system.name) .. " does not reference a secret named " .. quote(name)
+        .. " in its metadata (a connector reads only the secrets its own system references)", 2)
+    end
+    return v
+  end
+end
+
+---------------------------------------------------------------------------------------------
+
 local function make_log(log)
   local out = {}
   for _, level in ipairs({ "debug", "info", "warn", "error" }) do
     out[level] = function(msg, ...)
       if select("#", ...) > 0 then msg = string.format(tostring(msg), ...) end
-      log(level, tostring(msg))
+      log(level, tostring(msg)) -- the engine's logger (dp_log) redacts secret values
     end
   end
   return out
 end
 
-local function make_emit(emit)
+-- scrub: redact records (a system with secrets); log(level, msg) warns the first time.
+local function make_emit(emit, scrub, log)
   local cjson = require("cjson").new()
+  local warned = false
   return function(batch)
     if type(batch) ~= "table" then
       error("emit: expected an array of records, got " .. schema.describe(batch), 2)
@@ -156,6 +246,18 @@ local function make_emit(emit)
         out[i] = s
       else
         error("emit: record " .. i .. " is a " .. t .. ", expected a table or a JSON object string", 2)
+      end
+      if scrub then
+        local r, k = redact(out[i])
+        if k > 0 then
+          out[i] = r
+          if not warned then
+            warned = true
+            log("warn", "emit: record " .. i .. " of a batch held the value of secret "
+              .. quote(r:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; it was replaced by [redacted:...]"
+              .. " before the raw file (later records are redacted without a warning)")
+          end
+        end
       end
     end
     emit(out)
@@ -275,15 +377,11 @@ local function extend_ctx(ctx, meta, system, entity, data_dir)
   ctx.json.value = function(text, path) return json_value(core, text, path or "") end
   ctx.json.records = function(text, path) return json_records(core, text, path or "") end
   extend_files(ctx.files, system, data_dir, ctx.on_commit, ctx.log)
-  -- ctx.secret comes with issue #7; it is looked up when a credential is first needed.
-  ctx.http = http.for_system(system, {
+  -- ctx.system has its {"secret": name} references replaced by their values already (#7); a
+  -- reference that still reaches the client goes through ctx.secret.
+  ctx.http = http.for_system(ctx.system, {
     log = ctx.log,
-    secret = function(name)
-      if type(ctx.secret) ~= "function" then
-        error("secrets are not available (the secret store is issue #7): cannot resolve secret " .. quote(name), 0)
-      end
-      return ctx.secret(name)
-    end,
+    secret = function(name) return ctx.secret(name) end,
   })
 end
 
@@ -323,14 +421,17 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
   end
   local conn, err = sandbox.load_connector(M.connector_path(system.type))
   if not conn then error(err, 0) end
+  local secrets = resolve_secrets(meta, system, entity)
+  local scrub = next(secrets) ~= nil
   local core = require "dp.core"
   local cjson = require("cjson").new()
   local ctx = {
-    system = schema.deep_copy(system),
-    entity = schema.deep_copy(entity),
+    system = substitute_secrets(schema.deep_copy(system), secrets),
+    entity = substitute_secrets(schema.deep_copy(entity), secrets),
     cursor = cursor,
     log = make_log(log),
-    emit = make_emit(emit),
+    emit = make_emit(emit, scrub, log),
+    secret = make_secret(system, secrets),
     files = inbox_files(system, cfg.data_dir),
     json = {
       decode = cjson.decode, encode = cjson.encode, null = cjson.null,
@@ -345,7 +446,203 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
   if new_cursor ~= nil and type(new_cursor) ~= "string" then
     error(conn.path .. ": extract returned a cursor of type " .. type(new_cursor) .. ", expected a string or nil", 0)
   end
+  if new_cursor then
+    local r, k = redact(new_cursor)
+    if k > 0 then
+      error(conn.path .. ": extract returned a cursor that contains the value of secret "
+        .. quote(r:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; cursors are stored in plain text"
+        .. " (raw manifest, audit, dp.entity_cursor), so it was refused", 0)
+    end
+  end
   return new_cursor
+end
+
+---------------------------------------------------------------------------------------------
+-- metadata push and show
+
+-- JSON for people: keys in the order the models declare them (name first), others sorted
+-- after them; empty validated lists stay [].
+local KEY_ORDER = {}
+for i, k in ipairs({ "name", "system", "description", "type", "enabled", "length", "precision", "scale",
+  "nullable", "path", "history", "load_type", "primary_key", "cursor", "delete_detection", "on_type_error",
+  "retention", "script", "depends_on", "materialization", "source", "hash", "systems", "entities", "gold",
+  "columns", "triggers" }) do KEY_ORDER[k] = i end
+
+local function encode_ordered(v)
+  -- cjson writes "/" as "\/"; "/" needs no escape, and paths read better without it
+  if type(v) == "string" then return (schema.encode(v):gsub("\\/", "/")) end
+  if type(v) ~= "table" or v == schema.null then return schema.encode(v) end
+  local parts = {}
+  if getmetatable(v) == schema.ARRAY or schema.kind(v) == "array" then
+    for i = 1, #v do parts[i] = encode_ordered(v[i]) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys, function(a, b)
+    local x, y = KEY_ORDER[a] or math.huge, KEY_ORDER[b] or math.huge
+    if x ~= y then return x < y end
+    return a < b
+  end)
+  for _, k in ipairs(keys) do parts[#parts + 1] = encode_ordered(k) .. ":" .. encode_ordered(v[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+M.encode_ordered = encode_ordered
+
+-- The documents `metadata push` writes: { systems = { { id = "bank", json = "{...}" }, ... },
+-- entities = { { id = "bank.transactions", json = ... } }, gold = { ... } }, in file order.
+-- json is the validated item with its defaults (secret references stay references).
+function M.push_documents(meta)
+  local out = {}
+  for _, coll in ipairs({ "systems", "entities", "gold" }) do
+    local list = {}
+    for i, item in ipairs(meta[coll]) do
+      local id = coll == "entities" and (item.system .. "." .. item.name) or item.name
+      list[i] = { id = id, json = encode_ordered(item) }
+    end
+    out[coll] = list
+  end
+  return out
+end
+
+local BASE_SYSTEM = { name = true, description = true, type = true, enabled = true, triggers = true }
+
+local function show_value(v)
+  if type(v) == "table" then return schema.encode(v) end
+  if type(v) == "string" then return quote(v) end
+  return tostring(v)
+end
+
+local function show_triggers(list)
+  local parts = {}
+  for _, t in ipairs(list or {}) do
+    if t.type == "schedule" then parts[#parts + 1] = "schedule " .. quote(t.cron) .. " " .. t.timezone
+    elseif t.type == "file" then parts[#parts + 1] = "file " .. t.path .. "/" .. t.pattern
+    elseif t.type == "after" then parts[#parts + 1] = "after " .. t.upstream
+    else parts[#parts + 1] = "callback" .. (t.name and (" " .. t.name) or "") end
+  end
+  return #parts > 0 and table.concat(parts, "; ") or "none"
+end
+
+local function column_type(c)
+  if c.type == "string" and c.length then return "string(" .. c.length .. ")" end
+  if c.type == "decimal" then return "decimal(" .. c.precision .. "," .. c.scale .. ")" end
+  return c.type
+end
+
+local function show_columns(out, cols, indent)
+  local w = { #"column", #"type" }
+  for _, c in ipairs(cols) do
+    w[1] = math.max(w[1], #c.name)
+    w[2] = math.max(w[2], #column_type(c))
+  end
+  local fmt = indent .. "%-" .. w[1] .. "s  %-" .. w[2] .. "s  %-8s  %-7s  %s"
+  out[#out + 1] = (fmt:format("column", "type", "nullable", "history", "path")):gsub("%s+$", "")
+  for _, c in ipairs(cols) do
+    local line = fmt:format(c.name, column_type(c), c.nullable and "yes" or "no", c.history,
+      c.path ~= c.name and c.path or "")
+    out[#out + 1] = line:gsub("%s+$", "")
+  end
+end
+
+local function show_entity(out, e)
+  local facts = { e.load_type .. " load" }
+  facts[#facts + 1] = #e.primary_key > 0 and ("key (" .. table.concat(e.primary_key, ", ") .. ")") or "no key (append-only)"
+  if e.cursor then facts[#facts + 1] = "cursor " .. e.cursor end
+  if e.load_type == "full" then facts[#facts + 1] = "delete detection " .. e.delete_detection end
+  facts[#facts + 1] = "on type error " .. e.on_type_error
+  if not e.enabled then facts[#facts + 1] = "DISABLED" end
+  out[#out + 1] = "  entity " .. e.system .. "." .. e.name .. ": " .. table.concat(facts, ", ")
+  if e.description then out[#out + 1] = "    " .. e.description end
+  local src, keys = {}, {}
+  for k in pairs(e.source or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do src[#src + 1] = k .. " " .. show_value(e.source[k]) end
+  if #src > 0 then out[#out + 1] = "    source: " .. table.concat(src, ", ") end
+  if e.retention and e.retention.raw_days then
+    out[#out + 1] = "    retention: raw files " .. e.retention.raw_days .. " days"
+  end
+  show_columns(out, e.columns, "    ")
+end
+
+local function show_system(out, s, entities)
+  out[#out + 1] = "system " .. s.name .. ": " .. s.type .. ", " .. (s.enabled and "enabled" or "DISABLED")
+  if s.description then out[#out + 1] = "  " .. s.description end
+  local keys = {}
+  for k in pairs(s) do if not BASE_SYSTEM[k] then keys[#keys + 1] = k end end
+  table.sort(keys)
+  for _, k in ipairs(keys) do out[#out + 1] = "  " .. k .. ": " .. show_value(s[k]) end
+  out[#out + 1] = "  triggers: " .. show_triggers(s.triggers)
+  for _, e in ipairs(entities) do show_entity(out, e) end
+end
+
+local function show_gold(out, g)
+  out[#out + 1] = "gold model " .. g.name .. ": " .. g.materialization .. ", script gold/" .. g.script
+  if g.description then out[#out + 1] = "  " .. g.description end
+  out[#out + 1] = "  depends on: " .. (#g.depends_on > 0 and table.concat(g.depends_on, ", ") or "nothing")
+  if #g.primary_key > 0 then out[#out + 1] = "  key (" .. table.concat(g.primary_key, ", ") .. ")" end
+  out[#out + 1] = "  triggers: " .. show_triggers(g.triggers)
+  show_columns(out, g.columns, "  ")
+end
+
+local function plural(n, one, many) return n .. " " .. (n == 1 and one or many) end
+
+-- The text `metadata show [NAME] [--json]` prints: everything, or one system (with its
+-- entities), one entity (system.entity) or one gold model. Returns text, or nil and an error
+-- for an unknown name.
+function M.show(meta, name, as_json)
+  local systems, entities, gold = {}, {}, {}
+  if name == nil then
+    systems, entities, gold = meta.systems, meta.entities, meta.gold
+  else
+    local sys, ent = name:match("^([^.]+)%.(.+)$")
+    if sys then
+      local e = metadata.find_entity(meta, sys, ent)
+      if e then entities = { e } end
+    else
+      local s = metadata.find_system(meta, name)
+      if s then
+        systems = { s }
+        for _, e in ipairs(meta.entities) do if e.system == name then entities[#entities + 1] = e end end
+      end
+      local g = metadata.find_gold(meta, name)
+      if g then gold = { g } end
+    end
+    if #systems + #entities + #gold == 0 then
+      local names = {}
+      for _, s in ipairs(meta.systems) do names[#names + 1] = s.name end
+      for _, e in ipairs(meta.entities) do names[#names + 1] = e.system .. "." .. e.name end
+      for _, g in ipairs(meta.gold) do names[#names + 1] = g.name end
+      return nil, "no system, entity (system.entity) or gold model named " .. quote(name) .. schema.hint(name, names)
+    end
+  end
+  if as_json then
+    local function arr(t) return setmetatable(schema.deep_copy(t), schema.ARRAY) end
+    return encode_ordered({ source = meta.source, hash = meta.hash, systems = arr(systems),
+      entities = arr(entities), gold = arr(gold) }) .. "\n"
+  end
+  local out = {}
+  out[#out + 1] = "metadata from " .. tostring(meta.source) .. " (hash " .. meta.hash:sub(1, 12) .. "): "
+    .. plural(#meta.systems, "system", "systems") .. ", " .. plural(#meta.entities, "entity", "entities")
+    .. ", " .. plural(#meta.gold, "gold model", "gold models")
+  local shown = {}
+  for _, s in ipairs(systems) do
+    out[#out + 1] = ""
+    local mine = {}
+    for _, e in ipairs(entities) do if e.system == s.name then mine[#mine + 1] = e; shown[e] = true end end
+    show_system(out, s, mine)
+  end
+  for _, e in ipairs(entities) do
+    if not shown[e] then
+      out[#out + 1] = ""
+      show_entity(out, e)
+    end
+  end
+  for _, g in ipairs(gold) do
+    out[#out + 1] = ""
+    show_gold(out, g)
+  end
+  return table.concat(out, "\n") .. "\n"
 end
 
 return M

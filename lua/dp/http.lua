@@ -306,6 +306,13 @@ function M.new(opts)
   local rl = opts.rate_limit and limiter(name, opts.rate_limit.requests, opts.rate_limit.window)
   local handle
   local secrets = {}          -- resolved credential values, for redaction
+  -- Credentials this client resolves or derives (an OAuth access token, a basic-auth header)
+  -- also go to the engine's redaction registry (core/redact.c), which scrubs logs and errors.
+  local function keep_secret(v, label)
+    if type(v) ~= "string" or #v < 4 or secrets[v] then return end
+    secrets[v] = true
+    if core.redact_register then pcall(core.redact_register, v, label) end
+  end
   local redact_params = {}    -- query parameter names whose values are credentials
   if auth.type == "api_key" and auth["in"] == "query" then redact_params[auth.name] = true end
 
@@ -323,7 +330,7 @@ function M.new(opts)
       end
       v = value
     end
-    if type(v) == "string" and #v >= 4 then secrets[v] = true end
+    keep_secret(v, name .. " " .. what)
     return v
   end
 
@@ -419,7 +426,9 @@ function M.new(opts)
     local cid = auth.client_id and resolve(auth.client_id, "auth.client_id")
     local csecret = auth.client_secret and resolve(auth.client_secret, "auth.client_secret")
     if (auth.client_auth or "body") == "basic" then
-      headers[#headers + 1] = "Authorization: Basic " .. M.base64((cid or "") .. ":" .. (csecret or ""))
+      local b64 = M.base64((cid or "") .. ":" .. (csecret or ""))
+      keep_secret(b64, name .. " oauth2 client credentials")
+      headers[#headers + 1] = "Authorization: Basic " .. b64
     else
       form.client_id, form.client_secret = cid, csecret
     end
@@ -437,8 +446,8 @@ function M.new(opts)
     if not ok or type(t) ~= "table" or type(t.access_token) ~= "string" or t.access_token == "" then
       return nil, message("POST", auth.token_url, "(OAuth2 token) the response has no access_token" .. body_snippet(resp.body))
     end
-    secrets[t.access_token] = true
-    if type(t.refresh_token) == "string" then secrets[t.refresh_token] = true end
+    keep_secret(t.access_token, name .. " oauth2 access token")
+    keep_secret(t.refresh_token, name .. " oauth2 refresh token")
     local expires_in = tonumber(t.expires_in) or 3600
     tokens[token_key] = { token = t.access_token, expires_at = now() + expires_in - math.min(60, expires_in / 2) }
     return t.access_token
@@ -455,7 +464,9 @@ function M.new(opts)
       headers.authorization = { "Authorization", "Bearer " .. resolve(auth.token, "auth.token") }
     elseif t == "basic" then
       local user = resolve(auth.username, "auth.username")
-      headers.authorization = { "Authorization", "Basic " .. M.base64(user .. ":" .. resolve(auth.password, "auth.password")) }
+      local b64 = M.base64(user .. ":" .. resolve(auth.password, "auth.password"))
+      keep_secret(b64, name .. " basic auth")
+      headers.authorization = { "Authorization", "Basic " .. b64 }
     elseif t == "api_key" then
       local value = resolve(auth.value, "auth.value")
       if auth["in"] == "query" then

@@ -4,9 +4,10 @@
 --   meta, errs = metadata.load_texts({ ["systems.json"] = s, ["entities.json"] = e,
 --                                      ["gold.json"] = g_or_nil }, opts)
 --
--- Returns meta = { hash, systems, entities, gold } (validated, defaults applied, arrays in file
--- order), or nil and every error as "<file>[<i>].<path>: <message>", sorted by file then
--- position. Never partly applied.
+-- Returns meta = { hash, texts, systems, entities, gold } (validated, defaults applied, arrays
+-- in file order; texts: the exact file texts the hash covers, what `metadata push` stores), or
+-- nil and every error as "<file>[<i>].<path>: <message>", sorted by file then position. Never
+-- partly applied.
 local schema = require "dp.schema"
 local models = require "dp.models"
 local sandbox = require "dp.sandbox"
@@ -349,7 +350,9 @@ function M.load_texts(texts, opts)
   end
 
   if errs.count() > 0 then return nil, errs.result() end
-  return { hash = M.hash(texts), systems = systems, entities = entities, gold = gold }
+  local kept = {}
+  for _, file in ipairs(M.FILES) do kept[file] = texts[file] end
+  return { hash = M.hash(texts), texts = kept, systems = systems, entities = entities, gold = gold }
 end
 
 local function read(path)

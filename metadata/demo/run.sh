@@ -4,10 +4,12 @@
 # Installs what is missing and starts throwaway PostgreSQL and FerretDB on loopback
 # (spec/services.sh), builds dp-engine, migrates a demo database, then runs the demo "bank"
 # system twice: first with export-1, then with export-2, which changes, removes and adds
-# transactions. It ends by showing the audit rows and the silver history (SCD2 at work).
+# transactions. It shows the audit rows and the silver history (SCD2 at work), then runs the
+# other file-based example systems (fitness, listening) on their two sample exports, pushes the
+# metadata to MongoDB and runs bank once more from the pushed copy (DP_METADATA=mongo).
 #
 # Everything lives under .dp/ of the checkout: the demo resets its own database (dp_demo),
-# its bronze database and its data folder each time it starts, so it can be rerun.
+# its bronze and metadata databases and its data folder each time it starts, so it can be rerun.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 cd "$ROOT"
@@ -24,6 +26,7 @@ cmake --build build -j2 >/dev/null
 ADMIN_URL=$DP_POSTGRES_URL
 export DP_POSTGRES_URL=${ADMIN_URL%/*}/dp_demo
 export DP_BRONZE_DB=bronze
+export DP_METADATA_DB=metadata_demo
 export DP_DATA_DIR=$ROOT/.dp/demo/data
 export DP_METADATA=$ROOT/metadata
 export DP_HOME=$ROOT
@@ -34,7 +37,8 @@ say "Resetting the demo database, bronze and data folder"
 psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS dp_demo WITH (FORCE)" -c "CREATE DATABASE dp_demo"
 luajit -e "package.cpath='build/?.so;'..package.cpath
   local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
-  assert(m:command('bronze', '{\"dropDatabase\": 1}'))"
+  assert(m:command('bronze', '{\"dropDatabase\": 1}'))
+  assert(m:command('metadata_demo', '{\"dropDatabase\": 1}'))"
 rm -rf "$DP_DATA_DIR"
 mkdir -p "$INBOX"
 
@@ -74,10 +78,37 @@ say "silver.bank__accounts"
 psql -q "$DP_POSTGRES_URL" -c "SELECT iban, name, balance, balance_at, joint, _dp_valid_from::time(3) AS valid_from,
   _dp_valid_to::time(3) AS valid_to, _dp_is_current AS current FROM silver.bank__accounts ORDER BY iban, _dp_valid_from"
 
+say "The other file-based example systems: fitness and listening, two exports each"
+for system in fitness listening; do
+  for export in metadata/demo/$system/export-*/; do
+    rm -rf "${DP_DATA_DIR:?}/inbox/$system"
+    mkdir -p "$DP_DATA_DIR/inbox/$system"
+    cp "$export"* "$DP_DATA_DIR/inbox/$system/"
+    touch -d '1 minute ago' "$DP_DATA_DIR/inbox/$system"/*
+    echo "-- $system, $(basename "$export")"
+    build/dp-engine run "$system"
+  done
+done
+
+say "Current rows per silver table"
+psql -q "$DP_POSTGRES_URL" -c "SELECT 'fitness__activities' AS table, count(*) FILTER (WHERE _dp_is_current) AS current, count(*) AS versions FROM silver.fitness__activities
+  UNION ALL SELECT 'fitness__sleep', count(*) FILTER (WHERE _dp_is_current), count(*) FROM silver.fitness__sleep
+  UNION ALL SELECT 'fitness__body_measurements', count(*) FILTER (WHERE _dp_is_current), count(*) FROM silver.fitness__body_measurements
+  UNION ALL SELECT 'listening__streams', count(*) FILTER (WHERE _dp_is_current), count(*) FROM silver.listening__streams
+  UNION ALL SELECT 'listening__playlists', count(*) FILTER (WHERE _dp_is_current), count(*) FROM silver.listening__playlists"
+
+say "dp-engine metadata push, then a run that reads the pushed metadata (DP_METADATA=mongo)"
+build/dp-engine metadata push
+DP_METADATA=mongo build/dp-engine metadata show bank.accounts
+DP_METADATA=mongo build/dp-engine run bank
+psql -q "$DP_POSTGRES_URL" -c "SELECT system, status, left(metadata_hash, 12) AS metadata_hash FROM audit.system_run
+  WHERE system = 'bank' ORDER BY started_at"
+
 cat <<EOT
 
 Done. To look around yourself:
   export DP_POSTGRES_URL=$DP_POSTGRES_URL DP_MONGO_URL=$DP_MONGO_URL DP_BRONZE_DB=bronze DP_DATA_DIR=$DP_DATA_DIR
+  export DP_METADATA_DB=metadata_demo
   psql "\$DP_POSTGRES_URL"          # audit.*, silver.*
   ls -R $DP_DATA_DIR/raw            # raw JSON Lines files and their manifests
 Stop the services with: spec/services.sh stop

@@ -63,6 +63,30 @@ describe("documentation examples", function()
     assert.is_true(n > 0, "no trigger example found")
   end)
 
+  it("docs/metadata.md: every JSON example is checked (columns, secret references)", function()
+    local n, unknown = 0, {}
+    local column_types = {}
+    for _, t in ipairs(models.COLUMN_TYPES) do column_types[t] = true end
+    for i, b in ipairs(blocks("docs/metadata.md")) do
+      local file = b.lang == "json" and b.label and b.label:match("^`(%a+%.json)`$")
+      if b.lang == "json" and not file and not b.text:match('^%s*"triggers"') then
+        local v = cjson.decode(b.text)
+        local model
+        if type(v) == "table" and v.secret ~= nil then model = models.SecretRef
+        elseif type(v) == "table" and v.name and column_types[v.type] then model = models.Column end
+        if model then
+          local _, errs = schema.validate(model, v, "example")
+          assert.is_nil(errs, errs and table.concat(errs, "\n"))
+          n = n + 1
+        else
+          unknown[#unknown + 1] = "block " .. i .. ": " .. b.text
+        end
+      end
+    end
+    assert.are.same({}, unknown)
+    assert.is_true(n >= 3)
+  end)
+
   it("docs/connectors.md: the file connector's system and entity examples validate", function()
     local systems, entities = {}, {}
     for _, b in ipairs(blocks("docs/connectors.md")) do

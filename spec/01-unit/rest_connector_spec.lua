@@ -223,9 +223,10 @@ describe("rest connector", function()
       assert.equal(2, #queries("/oauth/token"))
     end)
 
-    it("a secret reference fails clearly while the secret store is not there", function()
-      local err = run_error({ auth = { type = "bearer", token = { secret = "api_token" } } }, { { path = "/auth/bearer" } })
-      assert.equal('secrets are not available (the secret store is issue #7): cannot resolve secret "api_token"', err)
+    it("a secret reference that cannot be found fails before any request, naming it", function()
+      local err = run_error({ auth = { type = "bearer", token = { secret = "spec_missing_token" } } }, { { path = "/auth/bearer" } })
+      assert.matches('^systems.json%[0%].auth.token %(system "api"%): secret "spec_missing_token" was not found', err)
+      assert.same({}, server.requests())
     end)
 
     it("are validated with the system", function()

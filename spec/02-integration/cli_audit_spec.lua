@@ -25,7 +25,7 @@ describe("dp-engine command line", function()
   end)
 
   it("says plainly which commands are not built yet (exit 2)", function()
-    for _, cmd in ipairs({ "serve", "replay", "secrets", "runs", "gold", "retention" }) do
+    for _, cmd in ipairs({ "serve", "replay", "runs", "gold", "retention" }) do
       local rc, _, err = H.engine(env, cmd)
       assert.are.equal(2, rc, cmd)
       assert.matches("not built yet", err, 1, true)
@@ -114,10 +114,12 @@ describe("run bookkeeping", function()
     assert.are.equal(1, rc)
     assert.matches("migration 0002_engine_state.sql was changed after it was applied", err, 1, true)
     H.write_file(home .. "/migrations/0002_engine_state.sql", H.read_file(H.root .. "/migrations/0002_engine_state.sql"))
-    H.write_file(home .. "/migrations/0003_extra.sql", "CREATE TABLE dp.spec_extra (x int);")
+    H.write_file(home .. "/migrations/9999_extra.sql", "CREATE TABLE dp.spec_extra (x int);")
     rc, out = H.engine(e2, "migrate")
     assert.are.equal(0, rc)
     assert.matches("1 applied", out)
-    assert.are.equal(3, #assert(pg:query("SELECT name FROM dp.schema_migration")))
+    local names = {}
+    for _, r in ipairs(assert(pg:query("SELECT name FROM dp.schema_migration ORDER BY name"))) do names[#names + 1] = r.name end
+    assert.are.equal("9999_extra.sql", names[#names])
   end)
 end)

@@ -20,6 +20,8 @@ describe("connectors in whole runs", function()
         retry = { max_attempts = 2, backoff_seconds = 0.001, max_backoff_seconds = 0.01 },
         timeout = { connect_seconds = 2, total_seconds = 5 } },
       { name = "drop", type = "file", inbox = "inbox/drop", archive = "archive/drop" },
+      { name = "vault", type = "rest", base_url = server.url, retry = { max_attempts = 1 },
+        auth = { type = "bearer", token = { secret = "spec_api_token" } } },
     })
     write_json(meta .. "/entities.json", {
       { name = "numbers", system = "api", primary_key = { "id" },
@@ -42,6 +44,12 @@ describe("connectors in whole runs", function()
       { name = "flaky", system = "api", primary_key = { "id" },
         source = { path = "/status/429", params = { retry_after = 0 }, record_selector = "items" },
         columns = { { name = "id", type = "bigint" }, { name = "calls", type = "integer" } } },
+      { name = "whoami", system = "vault", primary_key = { "id" },
+        source = { path = "/auth/bearer" },
+        columns = { { name = "id", type = "bigint" }, { name = "auth", type = "text" } } },
+      { name = "leak", system = "vault", primary_key = { "id" },
+        source = { path = "/status/403", params = { times = 99, echo = 1 } },
+        columns = { { name = "id", type = "bigint" } } },
       { name = "cards", system = "drop", primary_key = { "id" },
         source = { pattern = "cards-*.csv" },
         columns = {
@@ -149,6 +157,29 @@ describe("connectors in whole runs", function()
       assert.equal("2024-01-05T00:00:00Z", cursor("api", "events"))
       assert.same({ { kinds = "a,b,c2,d,e" } },
         assert(pg:query("SELECT string_agg(kind, ',' ORDER BY id) AS kinds FROM silver.api__events WHERE _dp_is_current")))
+    end)
+  end)
+
+  describe("rest with a secret", function()
+    it("authenticates with the secret's value and never writes it anywhere", function()
+      local e2 = {}
+      for k, v in pairs(env) do e2[k] = v end
+      e2.DP_SECRET_SPEC_API_TOKEN = "tok-123"
+      e2.DP_LOG_LEVEL = "debug"
+      local rc, out, err = H.engine(e2, "run", "vault", "--entity", "whoami")
+      assert.equal(0, rc, err)
+      assert.same({ { id = "1", auth = "bearer" } }, assert(pg:query("SELECT id, auth FROM silver.vault__whoami")))
+      -- a server that echoes the token in an error page
+      local rc2, out2, err2 = H.engine(e2, "run", "vault", "--entity", "leak")
+      assert.equal(1, rc2)
+      local r = last_run()
+      local e = entity_error(r.run_id, "leak", "raw")
+      assert.matches("HTTP 403 Forbidden", e.error, 1, true)
+      for _, text in ipairs({ out, err, out2, err2, e.error }) do
+        assert.is_nil(text:find("tok-123", 1, true), text)
+      end
+      local _, grep = H.sh("grep -rl tok-123 " .. H.sh_quote(env.DP_DATA_DIR) .. " 2>/dev/null")
+      assert.equal("", grep)
     end)
   end)
 
