@@ -1,4 +1,16 @@
-/* bronze.c - raw JSON Lines -> MongoDB documents keyed by the key hash. */
+/* bronze.c - raw JSON Lines -> MongoDB documents keyed by the key hash.
+ *
+ * Written for what a MongoDB wire server must do well, and what FerretDB v1 (our test and
+ * home-server peer) does not: it filters most queries in its own process after reading the
+ * whole collection, and a multi-statement update command can stall it. So a load:
+ *   1. reads the collection once (_id, content hash, deleted flag) into a sorted index in memory
+ *      (36 bytes per stored key);
+ *   2. streams the raw file: a new key is inserted (insert_many batches); a changed, or deleted
+ *      and returned, key is replaced (delete_many + insert_many of the batch); an unchanged key
+ *      is not written at all;
+ *   3. on a full load, marks the keys this run did not see as deleted (one update_many per batch).
+ * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
+ * is how silver finds what changed since its last committed run. */
 #include "bronze.h"
 #include "hash.h"
 #include "log.h"
@@ -13,14 +25,39 @@
 
 #define BATCH 1000
 
-typedef struct item {
+typedef struct known {
   uint8_t key[16];
   uint8_t content[16];
-  int64_t line;
-  bson_t data;
-  int keep;       /* last occurrence of its key in the batch */
-  int existing;   /* 0 new, 1 same content, 2 changed or deleted */
-} item;
+  uint8_t deleted;
+  uint8_t seen;     /* this run delivered the key */
+  uint8_t added;    /* inserted by this run (not in the index before) */
+} known;
+
+typedef struct key_index {
+  known *v;         /* owned */
+  size_t n, cap;
+  size_t sorted;    /* v[0..sorted) is in key order; later entries were added this run */
+  size_t *slots;    /* hash table over the added entries: index + 1, 0 = empty (owned) */
+  size_t nslots;    /* a power of two */
+} key_index;
+
+typedef struct pending {
+  bson_t *docs[BATCH];    /* owned until flushed */
+  uint8_t ids[BATCH][16]; /* keys to delete first (replacements) */
+  size_t n;
+  int replace;            /* 1: delete the ids before inserting */
+} pending;
+
+typedef struct loader {
+  mongoc_collection_t *coll;
+  const dp_entity *ent;
+  const dp_runinfo *run;
+  const char *raw_ref;
+  key_index idx;
+  pending ins, rep;
+  int64_t duplicates;
+  dp_counts *out;
+} loader;
 
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);
@@ -32,11 +69,55 @@ static int64_t now_ms(void) {
   return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-static int cmp_item_ptr(const void *a, const void *b) {
-  const item *x = *(item *const *)a, *y = *(item *const *)b;
-  int c = memcmp(x->key, y->key, 16);
-  if (c) return c;
-  return (x->line > y->line) - (x->line < y->line);
+static int cmp_known(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+static size_t slot_of(const uint8_t key[16], size_t nslots) {
+  uint64_t h;
+  memcpy(&h, key, 8); /* the key is already a hash */
+  return (size_t)h & (nslots - 1);
+}
+
+static known *find_known(key_index *ix, const uint8_t key[16]) {
+  known *k = bsearch(key, ix->v, ix->sorted, sizeof *ix->v, cmp_known);
+  if (k || !ix->nslots) return k;
+  for (size_t s = slot_of(key, ix->nslots); ix->slots[s]; s = (s + 1) & (ix->nslots - 1))
+    if (memcmp(ix->v[ix->slots[s] - 1].key, key, 16) == 0) return &ix->v[ix->slots[s] - 1];
+  return NULL;
+}
+
+/* Puts the entry v[i] (added this run, key set) in the hash table, growing it at half load. */
+static int hash_added(key_index *ix, size_t i, dp_err *e) {
+  size_t added = i - ix->sorted + 1;
+  if (added * 2 > ix->nslots) {
+    size_t n = ix->nslots ? ix->nslots * 2 : 4096;
+    size_t *slots = calloc(n, sizeof *slots);
+    if (!slots) return dp_err_set(e, DP_ENOMEM, "bronze: out of memory for the key index");
+    for (size_t j = ix->sorted; j < i; j++) {
+      size_t s = slot_of(ix->v[j].key, n);
+      while (slots[s]) s = (s + 1) & (n - 1);
+      slots[s] = j + 1;
+    }
+    free(ix->slots);
+    ix->slots = slots;
+    ix->nslots = n;
+  }
+  size_t s = slot_of(ix->v[i].key, ix->nslots);
+  while (ix->slots[s]) s = (s + 1) & (ix->nslots - 1);
+  ix->slots[s] = i + 1;
+  return 0;
+}
+
+static known *add_known(key_index *ix, dp_err *e) {
+  if (ix->n == ix->cap) {
+    size_t cap = ix->cap ? ix->cap * 2 : 1024;
+    known *p = realloc(ix->v, cap * sizeof *p);
+    if (!p) { dp_err_set(e, DP_ENOMEM, "bronze: out of memory for the key index"); return NULL; }
+    ix->v = p;
+    ix->cap = cap;
+  }
+  known *k = &ix->v[ix->n++];
+  memset(k, 0, sizeof *k);
+  return k;
 }
 
 static int ensure_indexes(mongoc_collection_t *coll, dp_err *e) {
@@ -57,180 +138,181 @@ static int ensure_indexes(mongoc_collection_t *coll, dp_err *e) {
   return 0;
 }
 
-static void append_dp_block(bson_t *doc, const dp_runinfo *run, const uint8_t content[16],
-                            const char *raw_ref, int64_t line, int64_t loaded) {
-  bson_t dp, raw;
-  BSON_APPEND_DOCUMENT_BEGIN(doc, "_dp", &dp);
-  BSON_APPEND_UTF8(&dp, "run_id", run->id_str);
-  BSON_APPEND_DATE_TIME(&dp, "run_ts", run->ts_us / 1000);
-  BSON_APPEND_DATE_TIME(&dp, "loaded_at", loaded);
-  BSON_APPEND_BINARY(&dp, "content_hash", BSON_SUBTYPE_BINARY, content, 16);
-  BSON_APPEND_BOOL(&dp, "deleted", false);
-  BSON_APPEND_DOCUMENT_BEGIN(&dp, "raw", &raw);
-  BSON_APPEND_UTF8(&raw, "file", raw_ref);
-  BSON_APPEND_INT64(&raw, "line", line);
-  bson_append_document_end(&dp, &raw);
-  bson_append_document_end(doc, &dp);
-}
-
-/* Looks up which keys of the batch exist and whether their content is the same. */
-static int classify(mongoc_collection_t *coll, item **sorted, size_t n, dp_err *e) {
-  bson_t filter = BSON_INITIALIZER, idf, in, opts = BSON_INITIALIZER, proj;
-  BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &idf);
-  BSON_APPEND_ARRAY_BEGIN(&idf, "$in", &in);
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (!sorted[i]->keep) continue;
-    char ix[16];
-    const char *key;
-    bson_uint32_to_string((uint32_t)k++, &key, ix, sizeof ix);
-    bson_append_binary(&in, key, -1, BSON_SUBTYPE_UUID, sorted[i]->key, 16);
-  }
-  bson_append_array_end(&idf, &in);
-  bson_append_document_end(&filter, &idf);
+/* Step 1: the stored keys, their content hashes and deleted flags, sorted by key. */
+static int load_index(loader *L, dp_err *e) {
+  bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
   BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+  BSON_APPEND_INT32(&proj, "_id", 1);
   BSON_APPEND_INT32(&proj, "_dp.content_hash", 1);
   BSON_APPEND_INT32(&proj, "_dp.deleted", 1);
   bson_append_document_end(&opts, &proj);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+  BSON_APPEND_INT32(&opts, "batchSize", 10000);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(L->coll, &filter, &opts, NULL);
   const bson_t *doc;
-  while (mongoc_cursor_next(cur, &doc)) {
-    bson_iter_t it;
+  int rc = 0;
+  while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it, ch;
     bson_subtype_t st;
     uint32_t len = 0;
-    const uint8_t *id = NULL, *ch = NULL;
-    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it))
-      bson_iter_binary(&it, &st, &len, &id);
-    if (!id || len != 16) continue;
-    int deleted = 0;
-    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &it) &&
-        BSON_ITER_HOLDS_BINARY(&it))
-      bson_iter_binary(&it, &st, &len, &ch);
-    bson_iter_t it2;
-    if (bson_iter_init(&it2, doc) && bson_iter_find_descendant(&it2, "_dp.deleted", &it2) &&
-        BSON_ITER_HOLDS_BOOL(&it2))
-      deleted = bson_iter_bool(&it2);
-    /* binary search the sorted batch */
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-      size_t mid = (lo + hi) / 2;
-      int c = memcmp(sorted[mid]->key, id, 16);
-      if (c < 0) lo = mid + 1;
-      else hi = mid;
+    const uint8_t *id = NULL, *h = NULL;
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) bson_iter_binary(&it, &st, &len, &id);
+    if (!id || len != 16) continue; /* not one of ours */
+    known *k = add_known(&L->idx, e);
+    if (!k) { rc = DP_ENOMEM; break; }
+    memcpy(k->key, id, 16);
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &ch) &&
+        BSON_ITER_HOLDS_BINARY(&ch)) {
+      bson_iter_binary(&ch, &st, &len, &h);
+      if (h && len == 16) memcpy(k->content, h, 16);
     }
-    for (size_t i = lo; i < n && memcmp(sorted[i]->key, id, 16) == 0; i++) {
-      if (!sorted[i]->keep) continue;
-      sorted[i]->existing = (!deleted && ch && len == 16 && memcmp(ch, sorted[i]->content, 16) == 0) ? 1 : 2;
-    }
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted", &ch) && BSON_ITER_HOLDS_BOOL(&ch))
+      k->deleted = bson_iter_bool(&ch);
   }
   bson_error_t be;
-  int rc = 0;
-  if (mongoc_cursor_error(cur, &be)) rc = dp_err_set(e, DP_EMONGO, "bronze: lookup failed: %s", be.message);
+  if (rc == 0 && mongoc_cursor_error(cur, &be))
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot read %s: %s", mongoc_collection_get_name(L->coll), be.message);
   mongoc_cursor_destroy(cur);
   bson_destroy(&filter);
   bson_destroy(&opts);
+  if (rc == 0) {
+    qsort(L->idx.v, L->idx.n, sizeof *L->idx.v, cmp_known);
+    L->idx.sorted = L->idx.n;
+  }
   return rc;
 }
 
-static int flush_batch(mongoc_collection_t *coll, const dp_entity *ent, const dp_runinfo *run,
-                       const char *raw_ref, item *items, size_t n, dp_counts *out, dp_err *e) {
-  int rc = 0;
-  item **sorted = calloc(n, sizeof *sorted);
-  if (!sorted) return dp_err_set(e, DP_ENOMEM, "out of memory");
+static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[16], const bson_t *data,
+                        int64_t line) {
+  bson_t *doc = bson_new();
+  bson_t dp, raw;
+  BSON_APPEND_BINARY(doc, "_id", BSON_SUBTYPE_UUID, key, 16);
+  BSON_APPEND_DOCUMENT(doc, "data", data);
+  BSON_APPEND_DOCUMENT_BEGIN(doc, "_dp", &dp);
+  BSON_APPEND_UTF8(&dp, "run_id", L->run->id_str);
+  BSON_APPEND_DATE_TIME(&dp, "run_ts", L->run->ts_us / 1000);
+  BSON_APPEND_DATE_TIME(&dp, "loaded_at", now_ms());
+  BSON_APPEND_BINARY(&dp, "content_hash", BSON_SUBTYPE_BINARY, content, 16);
+  BSON_APPEND_BOOL(&dp, "deleted", false);
+  BSON_APPEND_DOCUMENT_BEGIN(&dp, "raw", &raw);
+  BSON_APPEND_UTF8(&raw, "file", L->raw_ref);
+  BSON_APPEND_INT64(&raw, "line", line);
+  bson_append_document_end(&dp, &raw);
+  bson_append_document_end(doc, &dp);
+  return doc;
+}
+
+static void append_id_array(bson_t *parent, const char *op, uint8_t (*ids)[16], size_t n) {
+  bson_t idf, in;
+  BSON_APPEND_DOCUMENT_BEGIN(parent, "_id", &idf);
+  BSON_APPEND_ARRAY_BEGIN(&idf, op, &in);
   for (size_t i = 0; i < n; i++) {
-    sorted[i] = &items[i];
-    items[i].keep = 1;
-    items[i].existing = 0;
+    char ix[16];
+    const char *k;
+    bson_uint32_to_string((uint32_t)i, &k, ix, sizeof ix);
+    bson_append_binary(&in, k, -1, BSON_SUBTYPE_UUID, ids[i], 16);
   }
-  if (ent->npk > 0) {
-    /* Duplicate keys inside one batch: the last record wins (bulk writes are unordered). */
-    qsort(sorted, n, sizeof *sorted, cmp_item_ptr);
-    for (size_t i = 0; i + 1 < n; i++)
-      if (memcmp(sorted[i]->key, sorted[i + 1]->key, 16) == 0) sorted[i]->keep = 0;
-    rc = classify(coll, sorted, n, e);
-    if (rc) goto cleanup;
-  }
-  bson_t bopts = BSON_INITIALIZER;
-  BSON_APPEND_BOOL(&bopts, "ordered", false);
-  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &bopts);
-  bson_destroy(&bopts);
-  bson_t upsert = BSON_INITIALIZER;
-  BSON_APPEND_BOOL(&upsert, "upsert", true);
-  int64_t loaded = now_ms();
+  bson_append_array_end(&idf, &in);
+  bson_append_document_end(parent, &idf);
+}
+
+/* Writes a pending batch: for replacements, the old documents go first. Frees the docs. */
+static int flush(loader *L, pending *p, dp_err *e) {
+  int rc = 0;
   bson_error_t be;
-  size_t ops = 0;
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    item *it = &items[i];
-    if (!it->keep) continue;
+  if (p->n == 0) return 0;
+  if (p->replace) {
     bson_t sel = BSON_INITIALIZER;
-    BSON_APPEND_BINARY(&sel, "_id", BSON_SUBTYPE_UUID, it->key, 16);
-    bool ok;
-    if (it->existing == 1) {
-      /* Same content: only record that this run saw the key. */
-      bson_t upd = BSON_INITIALIZER, set;
-      BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
-      BSON_APPEND_UTF8(&set, "_dp.run_id", run->id_str);
-      BSON_APPEND_DATE_TIME(&set, "_dp.run_ts", run->ts_us / 1000);
-      BSON_APPEND_UTF8(&set, "_dp.raw.file", raw_ref);
-      BSON_APPEND_INT64(&set, "_dp.raw.line", it->line);
-      bson_append_document_end(&upd, &set);
-      ok = mongoc_bulk_operation_update_one_with_opts(bulk, &sel, &upd, NULL, &be);
-      bson_destroy(&upd);
-      out->unchanged++;
-    } else {
-      bson_t doc = BSON_INITIALIZER;
-      BSON_APPEND_BINARY(&doc, "_id", BSON_SUBTYPE_UUID, it->key, 16);
-      BSON_APPEND_DOCUMENT(&doc, "data", &it->data);
-      append_dp_block(&doc, run, it->content, raw_ref, it->line, loaded);
-      if (ent->npk == 0) {
-        ok = mongoc_bulk_operation_insert_with_opts(bulk, &doc, NULL, &be);
-      } else {
-        ok = mongoc_bulk_operation_replace_one_with_opts(bulk, &sel, &doc, &upsert, &be);
-      }
-      bson_destroy(&doc);
-      if (it->existing == 2) out->updated++;
-      else out->inserted++;
-    }
+    append_id_array(&sel, "$in", p->ids, p->n);
+    if (!mongoc_collection_delete_many(L->coll, &sel, NULL, NULL, &be))
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", be.message);
     bson_destroy(&sel);
-    if (!ok) rc = dp_err_set(e, DP_EMONGO, "bronze: cannot queue a write: %s", be.message);
-    ops++;
   }
-  if (rc == 0 && ops > 0) {
-    bson_t reply;
-    if (!mongoc_bulk_operation_execute(bulk, &reply, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: bulk write failed: %s", be.message);
-    bson_destroy(&reply);
+  if (rc == 0) {
+    bson_t opts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+    if (!mongoc_collection_insert_many(L->coll, (const bson_t **)p->docs, p->n, &opts, NULL, &be))
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", be.message);
+    bson_destroy(&opts);
   }
-  mongoc_bulk_operation_destroy(bulk);
-  bson_destroy(&upsert);
-cleanup:
-  free(sorted);
+  for (size_t i = 0; i < p->n; i++) bson_destroy(p->docs[i]);
+  p->n = 0;
   return rc;
 }
 
-/* Full loads: keys that this run did not see are marked deleted. */
-static int mark_deleted(mongoc_collection_t *coll, const dp_runinfo *run, int64_t *count, dp_err *e) {
-  bson_t sel = BSON_INITIALIZER, ne, upd = BSON_INITIALIZER, set, reply;
-  BSON_APPEND_DOCUMENT_BEGIN(&sel, "_dp.run_id", &ne);
-  BSON_APPEND_UTF8(&ne, "$ne", run->id_str);
-  bson_append_document_end(&sel, &ne);
-  BSON_APPEND_BOOL(&sel, "_dp.deleted", false);
-  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
-  BSON_APPEND_BOOL(&set, "_dp.deleted", true);
-  BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", run->id_str);
-  BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", run->ts_us / 1000);
-  bson_append_document_end(&upd, &set);
-  bson_error_t be;
-  int rc = 0;
-  if (!mongoc_collection_update_many(coll, &sel, &upd, NULL, &reply, &be)) {
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
-  } else {
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, &reply, "modifiedCount")) *count = bson_iter_as_int64(&it);
+static int queue(loader *L, pending *p, bson_t *doc, const uint8_t key[16], dp_err *e) {
+  memcpy(p->ids[p->n], key, 16);
+  p->docs[p->n++] = doc;
+  return p->n == BATCH ? flush(L, p, e) : 0;
+}
+
+/* Step 2, one record. */
+static int take(loader *L, const bson_t *data, const uint8_t key[16], const uint8_t content[16], int64_t line,
+                dp_err *e) {
+  known *k = find_known(&L->idx, key);
+  if (k && k->seen) {
+    /* The same key twice in one run: the last record wins. Write what is queued first, so the
+     * later record replaces the earlier one in order. */
+    L->duplicates++;
+    if (memcmp(k->content, content, 16) == 0) return 0;
+    int rc = flush(L, &L->ins, e);
+    if (rc == 0) rc = flush(L, &L->rep, e);
+    if (rc) return rc;
+    memcpy(k->content, content, 16);
+    return queue(L, &L->rep, make_doc(L, key, content, data, line), key, e);
   }
-  bson_destroy(&reply);
-  bson_destroy(&sel);
-  bson_destroy(&upd);
+  if (!k) {
+    k = add_known(&L->idx, e);
+    if (!k) return DP_ENOMEM;
+    memcpy(k->key, key, 16);
+    memcpy(k->content, content, 16);
+    k->seen = k->added = 1;
+    int rc = hash_added(&L->idx, (size_t)(k - L->idx.v), e);
+    if (rc) return rc;
+    L->out->inserted++;
+    return queue(L, &L->ins, make_doc(L, key, content, data, line), key, e);
+  }
+  k->seen = 1;
+  if (!k->deleted && memcmp(k->content, content, 16) == 0) {
+    L->out->unchanged++;
+    return 0;
+  }
+  memcpy(k->content, content, 16);
+  k->deleted = 0;
+  L->out->updated++;
+  return queue(L, &L->rep, make_doc(L, key, content, data, line), key, e);
+}
+
+/* Step 3 (full loads): keys this run did not deliver are marked deleted. */
+static int mark_deleted(loader *L, dp_err *e) {
+  uint8_t (*ids)[16] = malloc(BATCH * 16);
+  size_t n = 0;
+  int rc = 0;
+  if (!ids) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  for (size_t i = 0; i <= L->idx.sorted && rc == 0; i++) {
+    int last = i == L->idx.sorted;
+    if (!last) {
+      known *k = &L->idx.v[i];
+      if (k->seen || k->deleted) continue;
+      memcpy(ids[n++], k->key, 16);
+      L->out->deleted++;
+    }
+    if (n == BATCH || (last && n > 0)) {
+      bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+      bson_error_t be;
+      append_id_array(&sel, "$in", ids, n);
+      BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+      BSON_APPEND_BOOL(&set, "_dp.deleted", true);
+      BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
+      BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
+      bson_append_document_end(&upd, &set);
+      if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
+        rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
+      bson_destroy(&sel);
+      bson_destroy(&upd);
+      n = 0;
+    }
+  }
+  free(ids);
   return rc;
 }
 
@@ -241,20 +323,24 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   FILE *f = NULL;
   char *line = NULL;
   size_t cap = 0;
-  item *items = calloc(BATCH, sizeof *items);
-  size_t n = 0;
   int64_t lineno = 0;
   dp_row row;
-  dp_buf scratch = DP_BUF_INIT;
   memset(out, 0, sizeof *out);
   dp_bronze_collection_name(ent, cname, sizeof cname);
-  mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
-  if (!items || dp_row_init(&row, ent->ncols)) {
-    free(items);
-    mongoc_collection_destroy(coll);
+  loader L;
+  memset(&L, 0, sizeof L);
+  L.coll = mongoc_client_get_collection(cli, db, cname);
+  L.ent = ent;
+  L.run = run;
+  L.raw_ref = raw_ref;
+  L.out = out;
+  L.rep.replace = 1;
+  if (dp_row_init(&row, ent->ncols)) {
+    mongoc_collection_destroy(L.coll);
     return dp_err_set(e, DP_ENOMEM, "out of memory");
   }
-  rc = ensure_indexes(coll, e);
+  rc = ensure_indexes(L.coll, e);
+  if (rc == 0 && ent->npk > 0) rc = load_index(&L, e);
   if (rc) goto cleanup;
   f = fopen(raw_path, "r");
   if (!f) {
@@ -266,53 +352,51 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     lineno++;
     if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
     if (len == 0) continue;
-    item *it = &items[n];
+    bson_t data;
     bson_error_t be;
-    if (!bson_init_from_json(&it->data, line, len, &be)) {
+    if (!bson_init_from_json(&data, line, len, &be)) {
       rc = dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", raw_ref, (long long)lineno, be.message);
       goto cleanup;
     }
-    it->line = lineno;
     out->in++;
-    dp_hash_bytes(line, (size_t)len, it->content);
+    uint8_t key[16], content[16];
+    dp_hash_bytes(line, (size_t)len, content);
     if (ent->npk > 0) {
-      if (dp_row_cast(&row, ent, &it->data, DP_ROW_KEY_ONLY, e)) {
-        bson_destroy(&it->data);
+      if (dp_row_cast(&row, ent, &data, DP_ROW_KEY_ONLY, e)) {
+        bson_destroy(&data);
         dp_err_prefix(e, "bronze: %s line %lld: primary key ", raw_ref, (long long)lineno);
         rc = DP_ECAST;
         goto cleanup;
       }
-      dp_row_hash(&row, ent, DP_HASH_KEY, it->key);
+      dp_row_hash(&row, ent, DP_HASH_KEY, key);
+      rc = take(&L, &data, key, content, lineno, e);
     } else {
-      dp_uuid_v7(it->key);
+      /* no primary key: every record is appended under a new id */
+      dp_uuid_v7(key);
+      out->inserted++;
+      rc = queue(&L, &L.ins, make_doc(&L, key, content, &data, lineno), key, e);
     }
-    n++;
-    if (n == BATCH) {
-      rc = flush_batch(coll, ent, run, raw_ref, items, n, out, e);
-      for (size_t i = 0; i < n; i++) bson_destroy(&items[i].data);
-      n = 0;
-      if (rc) goto cleanup;
-    }
+    bson_destroy(&data);
+    if (rc) goto cleanup;
   }
   if (ferror(f)) {
     rc = dp_err_set(e, DP_EIO, "bronze: cannot read %s", raw_path);
     goto cleanup;
   }
-  if (n > 0) {
-    rc = flush_batch(coll, ent, run, raw_ref, items, n, out, e);
-    for (size_t i = 0; i < n; i++) bson_destroy(&items[i].data);
-    n = 0;
-    if (rc) goto cleanup;
-  }
-  if (ent->full_load && ent->npk > 0) /* whatever silver's delete_detection says */
-    rc = mark_deleted(coll, run, &out->deleted, e);
+  rc = flush(&L, &L.ins, e);
+  if (rc == 0) rc = flush(&L, &L.rep, e);
+  if (rc == 0 && ent->full_load && ent->npk > 0) rc = mark_deleted(&L, e); /* whatever silver's delete_detection says */
+  if (rc == 0 && L.duplicates)
+    dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the last one of each key was kept",
+           cname, (long long)L.duplicates);
 cleanup:
-  for (size_t i = 0; i < n; i++) bson_destroy(&items[i].data);
-  free(items);
+  for (size_t i = 0; i < L.ins.n; i++) bson_destroy(L.ins.docs[i]);
+  for (size_t i = 0; i < L.rep.n; i++) bson_destroy(L.rep.docs[i]);
+  free(L.idx.v);
+  free(L.idx.slots);
   free(line);
   if (f) fclose(f);
   dp_row_free(&row);
-  dp_buf_free(&scratch);
-  mongoc_collection_destroy(coll);
+  mongoc_collection_destroy(L.coll);
   return rc;
 }

@@ -3,6 +3,7 @@
 #include "bronze.h"
 #include "buf.h"
 #include "cast.h"
+#include "hash.h"
 #include "log.h"
 #include "pg.h"
 #include "record.h"
@@ -324,17 +325,57 @@ static void add_reject(stager *st, const dp_entity *ent, const dp_runinfo *run, 
 }
 
 /* Reads the run's bronze documents and COPYs them into _dp_stage. */
-static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
-                      dp_counts *out, dp_err *e) {
+/* Appends one stage row: key, scd1 and scd2 hashes, deleted flag, then the typed values
+ * (all NULL for a deletion). */
+static void stage_row(stager *st, const dp_entity *ent, const uint8_t key[16], const uint8_t *h1,
+                      const uint8_t *h2, const dp_row *row) {
+  dp_buf *b = &st->copy;
+  put_uuid(b, key);
+  if (row) {
+    dp_buf_putc(b, '\t');
+    put_uuid(b, h1);
+    dp_buf_putc(b, '\t');
+    put_uuid(b, h2);
+    dp_buf_puts(b, "\tf");
+  } else {
+    dp_buf_puts(b, "\t\\N\t\\N\tt");
+  }
+  for (size_t i = 0; i < ent->ncols; i++) {
+    dp_buf_putc(b, '\t');
+    if (!row || row->null[i]) dp_buf_puts(b, "\\N");
+    else dp_pg_copy_escape(b, row->text.data + row->off[i], row->len[i]);
+  }
+  dp_buf_putc(b, '\n');
+}
+
+/* Reads the bronze documents written since silver's last committed run of the entity (since:
+ * a run id, or "" for everything; UUID v7 run ids sort by time) and COPYs them into _dp_stage:
+ * changed and new records typed, deleted keys as deletion rows. */
+static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp_entity *ent,
+                      const dp_runinfo *run, const char *since, dp_counts *out, dp_err *e) {
   char cname[256];
   dp_bronze_collection_name(ent, cname, sizeof cname);
   mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
   bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
-  BSON_APPEND_UTF8(&filter, "_dp.run_id", run->id_str);
-  BSON_APPEND_BOOL(&filter, "_dp.deleted", false);
+  if (since[0]) {
+    bson_t or, a, b, ga, gb;
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&a, "_dp.run_id", &ga);
+    BSON_APPEND_UTF8(&ga, "$gt", since);
+    bson_append_document_end(&a, &ga);
+    bson_append_document_end(&or, &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
+    BSON_APPEND_DOCUMENT_BEGIN(&b, "_dp.deleted_run_id", &gb);
+    BSON_APPEND_UTF8(&gb, "$gt", since);
+    bson_append_document_end(&b, &gb);
+    bson_append_document_end(&or, &b);
+    bson_append_array_end(&filter, &or);
+  }
   BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
   BSON_APPEND_INT32(&proj, "data", 1);
   BSON_APPEND_INT32(&proj, "_dp.raw", 1);
+  BSON_APPEND_INT32(&proj, "_dp.deleted", 1);
   bson_append_document_end(&opts, &proj);
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
   dp_row row;
@@ -350,6 +391,18 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
     const uint8_t *dbuf;
     uint32_t dlen;
     bson_t data;
+    out->in++;
+    /* the bronze _id is the key hash (or, without a primary key, the row's own id) */
+    const uint8_t *id = NULL;
+    uint32_t idlen = 0;
+    bson_subtype_t stp;
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) bson_iter_binary(&it, &stp, &idlen, &id);
+    if (!id || idlen != 16) continue;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted", &it) && BSON_ITER_HOLDS_BOOL(&it) &&
+        bson_iter_bool(&it)) {
+      stage_row(st, ent, id, NULL, NULL, NULL);
+      continue;
+    }
     if (!bson_iter_init_find(&it, doc, "data") || !BSON_ITER_HOLDS_DOCUMENT(&it)) continue;
     bson_iter_document(&it, &dlen, &dbuf);
     if (!bson_init_static(&data, dbuf, dlen)) continue;
@@ -360,7 +413,6 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
       raw_file = bson_iter_utf8(&it, NULL);
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.raw.line", &it))
       raw_line = bson_iter_as_int64(&it);
-    out->in++;
     dp_err ce;
     dp_err_clear(&ce);
     if (dp_row_cast(&row, ent, &data, 0, &ce) != 0) {
@@ -369,49 +421,16 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
                         row.bad_value[0] ? row.bad_value : "missing", raw_file ? raw_file : "?", raw_line);
         break;
       }
+      /* Rejected: recorded with its reason; the key keeps its current version. */
       out->rejected++;
-      dp_row krow;
-      const uint8_t *kp = NULL;
-      if (ent->npk > 0 && dp_row_init(&krow, ent->ncols) == 0) {
-        if (dp_row_cast(&krow, ent, &data, DP_ROW_KEY_ONLY, NULL) == 0) {
-          dp_row_hash(&krow, ent, DP_HASH_KEY, key);
-          kp = key;
-        }
-        dp_row_free(&krow);
-      }
-      add_reject(st, ent, run, kp, &row, ce.msg, raw_file, raw_line, &data);
-      if (kp) {
-        /* Staged as rejected: keeps its key from being taken for deleted. */
-        put_uuid(&st->copy, kp);
-        dp_buf_puts(&st->copy, "\t\\N\t\\N\tt");
-        for (size_t i = 0; i < ent->ncols; i++) dp_buf_puts(&st->copy, "\t\\N");
-        dp_buf_putc(&st->copy, '\n');
-      }
+      add_reject(st, ent, run, ent->npk > 0 ? id : NULL, &row, ce.msg, raw_file, raw_line, &data);
       continue;
     }
+    memcpy(key, id, 16);
     if (ent->npk > 0) dp_row_hash(&row, ent, DP_HASH_KEY, key);
-    else if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) {
-      /* append-only entity: the bronze _id is the row's identity */
-      bson_subtype_t stp;
-      uint32_t n;
-      const uint8_t *id;
-      bson_iter_binary(&it, &stp, &n, &id);
-      memcpy(key, id, n == 16 ? 16 : 0);
-    }
     dp_row_hash(&row, ent, DP_HASH_SCD1, h1);
     dp_row_hash(&row, ent, DP_HASH_SCD2, h2);
-    put_uuid(&st->copy, key);
-    dp_buf_putc(&st->copy, '\t');
-    put_uuid(&st->copy, h1);
-    dp_buf_putc(&st->copy, '\t');
-    put_uuid(&st->copy, h2);
-    dp_buf_puts(&st->copy, "\tf");
-    for (size_t i = 0; i < ent->ncols; i++) {
-      dp_buf_putc(&st->copy, '\t');
-      if (row.null[i]) dp_buf_puts(&st->copy, "\\N");
-      else dp_pg_copy_escape(&st->copy, row.text.data + row.off[i], row.len[i]);
-    }
-    dp_buf_putc(&st->copy, '\n');
+    stage_row(st, ent, key, h1, h2, &row);
     if (st->copy.len >= COPY_CHUNK) {
       rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e);
       dp_buf_reset(&st->copy);
@@ -473,7 +492,7 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
                   "c._dp_scd1_hash AS _cur1, c._dp_scd2_hash AS _cur2, c._dp_is_deleted AS _cur_del "
                   "FROM _dp_stage s LEFT JOIN ");
   tbl(&q, ent, "");
-  dp_buf_puts(&q, " c ON c._dp_key_hash = s._dp_key_hash AND c._dp_is_current WHERE NOT s._dp_rejected");
+  dp_buf_puts(&q, " c ON c._dp_key_hash = s._dp_key_hash AND c._dp_is_current WHERE NOT s._dp_deleted");
   rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
   if (rc) goto cleanup;
   rc = dp_pg_exec(c,
@@ -536,8 +555,8 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
     dp_buf_puts(&q, "WITH gone AS (UPDATE ");
     tbl(&q, ent, "");
     dp_buf_printf(&q, " t SET _dp_valid_to = %s, _dp_is_current = false, _dp_updated_at = %s "
-                      "WHERE t._dp_is_current AND NOT t._dp_is_deleted AND NOT EXISTS "
-                      "(SELECT 1 FROM _dp_stage s WHERE s._dp_key_hash = t._dp_key_hash) RETURNING t.*)",
+                      "WHERE t._dp_is_current AND NOT t._dp_is_deleted AND t._dp_key_hash IN "
+                      "(SELECT _dp_key_hash FROM _dp_stage WHERE _dp_deleted) RETURNING t.*)",
                   ts, ts);
     if (tomb) {
       dp_buf_puts(&q, ", ins AS (");
@@ -558,6 +577,22 @@ cleanup:
   return rc;
 }
 
+/* A hash over everything of the entity that shapes its silver rows. */
+static void definition_hash(const dp_entity *ent, char out[37]) {
+  dp_buf b = DP_BUF_INIT;
+  dp_buf_printf(&b, "%d/%d/", (int)ent->delete_mode, (int)ent->fail_on_type_error);
+  for (size_t k = 0; k < ent->npk; k++) dp_buf_printf(&b, "pk:%s/", ent->cols[ent->pk[k]].name);
+  for (size_t i = 0; i < ent->ncols; i++) {
+    const dp_column *c = &ent->cols[i];
+    dp_buf_printf(&b, "%s:%s:%d:%d:%d:%d:%d:%s/", c->name, dp_type_name(c->type), c->length, c->precision,
+                  c->scale, (int)c->nullable, (int)c->scd1, c->path);
+  }
+  uint8_t h[16];
+  dp_hash_bytes(b.data, b.len, h);
+  dp_uuid_format(h, out);
+  dp_buf_free(&b);
+}
+
 int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const dp_entity *ent, const dp_runinfo *run,
                     const char *cursor, dp_counts *out, dp_err *e) {
   stager st = {c, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
@@ -568,9 +603,24 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   if (rc) return rc;
   rc = dp_silver_ensure_table(c, ent, run, e);
   if (rc) goto fail;
+  /* where silver's last committed run left off (locked until this transaction ends); a changed
+   * definition (columns, types, paths, history, keys) means every document is read again */
+  char since[40] = "", defhash[37];
+  definition_hash(ent, defhash);
+  {
+    const char *p[] = {ent->system, ent->name};
+    PGresult *r = NULL;
+    rc = dp_pg_exec(c, "SELECT silver_run_id, definition_hash FROM dp.entity_state "
+                       "WHERE system = $1 AND entity = $2 FOR UPDATE", 2, p, &r, e);
+    if (rc) goto fail;
+    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && !PQgetisnull(r, 0, 1) &&
+        strcmp(PQgetvalue(r, 0, 1), defhash) == 0)
+      snprintf(since, sizeof since, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+  }
 
   dp_buf_puts(&q, "CREATE TEMP TABLE _dp_stage (_dp_key_hash uuid, _dp_scd1_hash uuid, "
-                  "_dp_scd2_hash uuid, _dp_rejected boolean");
+                  "_dp_scd2_hash uuid, _dp_deleted boolean");
   for (size_t i = 0; i < ent->ncols; i++) {
     dp_buf_puts(&q, ", ");
     dp_pg_ident(&q, ent->cols[i].name);
@@ -583,7 +633,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   rc = dp_pg_copy_begin(c, "COPY _dp_stage FROM STDIN", e);
   if (rc) goto fail;
   in_copy = 1;
-  rc = stage_rows(&st, cli, bronze_db, ent, run, out, e);
+  rc = stage_rows(&st, cli, bronze_db, ent, run, since, out, e);
   in_copy = 0;
   if (rc) {
     dp_err tmp;
@@ -607,6 +657,15 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
   if (rc == 0) rc = merge(c, ent, run, out, e);
   if (rc) goto fail;
+  {
+    const char *p[] = {ent->system, ent->name, run->id_str, defhash};
+    rc = dp_pg_exec(c,
+                    "INSERT INTO dp.entity_state (system, entity, silver_run_id, definition_hash, updated_at) "
+                    "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (system, entity) DO UPDATE SET "
+                    "silver_run_id = EXCLUDED.silver_run_id, definition_hash = EXCLUDED.definition_hash, updated_at = now()",
+                    4, p, NULL, e);
+    if (rc) goto fail;
+  }
   if (!ent->full_load && cursor) {
     const char *p[] = {ent->system, ent->name, cursor, run->id_str};
     rc = dp_pg_exec(c,

@@ -114,15 +114,16 @@ describe("enabled example systems run end to end on their sample exports", funct
       { activities = { "succeeded", 3, 3, 0, 0, 0, 0 }, body_measurements = { "succeeded", 4, 4, 0, 0, 0, 0 },
         sleep = { "succeeded", 4, 4, 0, 0, 0, 0 } },
       -- 2 new workouts; measurements: one corrected (scd2), one source renamed (scd1), one new,
-      -- one deleted (tombstone); sleep: one score recomputed (scd1), three new, the nights no
-      -- longer in the export kept (delete detection ignore)
-      { activities = { "succeeded", 2, 2, 0, 0, 0, 0 }, body_measurements = { "succeeded", 4, 1, 2, 1, 1, 0 },
-        sleep = { "succeeded", 4, 3, 1, 0, 0, 0 } },
+      -- one deleted (tombstone); sleep: one score recomputed (scd1), three new, the three nights
+      -- no longer in the export kept (delete detection ignore). Silver reads only what bronze
+      -- changed, deletions included: unchanged keys are not read again.
+      { activities = { "succeeded", 2, 2, 0, 0, 0, 0 }, body_measurements = { "succeeded", 4, 1, 2, 1, 0, 0 },
+        sleep = { "succeeded", 7, 3, 1, 0, 0, 0 } },
     },
     listening = {
       { playlists = { "succeeded", 3, 3, 0, 0, 0, 0 }, streams = { "succeeded", 6, 6, 0, 0, 0, 0 } },
       -- playlists: one renamed (scd1), one with a track more (scd2), one new, one removed (closed)
-      { playlists = { "succeeded", 3, 1, 2, 1, 0, 0 }, streams = { "succeeded", 4, 4, 0, 0, 0, 0 } },
+      { playlists = { "succeeded", 4, 1, 2, 1, 0, 0 }, streams = { "succeeded", 4, 4, 0, 0, 0, 0 } },
     },
   }
 

@@ -138,7 +138,8 @@ describe("tables follow metadata", function()
       .. '{"id": 3, "name": "a name of 20 chars..", "amount": "1234567890.12", "n": 9007199254740993, "note": "z", "code": "a code longer than eight", "legacy": "L3"}\n')
     rc, _, err = run(variant(WIDENED))
     assert.are.equal(0, rc, err)
-    assert.are.same({ "succeeded", "1", "0", "2" }, { silver_counts().status, silver_counts().ins, silver_counts().upd, silver_counts().same })
+    -- silver reads only the new record: the other two did not change in bronze
+    assert.are.same({ "succeeded", "1", "0", "0" }, { silver_counts().status, silver_counts().ins, silver_counts().upd, silver_counts().same })
     assert.are.same({ n = "9007199254740993", amount = "1234567890.12" },
       (function(r) return { n = r.n, amount = r.amount } end)(current_rows()[3]))
   end)
@@ -218,6 +219,7 @@ describe("tables follow metadata", function()
     -- and the metadata as it is still runs
     rc = run(NOW)
     assert.are.equal(0, rc)
-    assert.are.equal("3", silver_counts().same)
+    -- nothing changed in bronze or in the definition since the last commit: nothing to read
+    assert.are.same({ "succeeded", "0", "0", "0" }, { silver_counts().status, silver_counts().ins, silver_counts().upd, silver_counts().same })
   end)
 end)

@@ -60,7 +60,8 @@ describe("silver rules", function()
     local rc, _, err = run("--entity", "orders")
     assert.are.equal(0, rc, err)
     local r = last_run(pg)
-    assert.are.same({ "succeeded", 2, 0, 0, 1, 2, 0 }, (layer_counts(pg, r.run_id, "orders", "silver")))
+    -- silver reads what bronze changed: the one deletion
+    assert.are.same({ "succeeded", 1, 0, 0, 1, 0, 0 }, (layer_counts(pg, r.run_id, "orders", "silver")))
     local v = assert(pg:query("SELECT _dp_is_current::text AS cur, _dp_is_deleted::text AS del, _dp_valid_to::text AS vt, _dp_valid_from::text AS vf, status FROM silver.shop__orders WHERE order_id = 3 ORDER BY _dp_id"))
     assert.are.equal(2, #v)
     assert.are.same({ "false", "false", r.run_ts }, { v[1].cur, v[1].del, v[1].vt })
@@ -77,7 +78,7 @@ describe("silver rules", function()
     local rc = run("--entity", "orders")
     assert.are.equal(0, rc)
     local r = last_run(pg)
-    assert.are.same({ "succeeded", 3, 1, 0, 0, 2, 0 }, (layer_counts(pg, r.run_id, "orders", "silver")))
+    assert.are.same({ "succeeded", 1, 1, 0, 0, 0, 0 }, (layer_counts(pg, r.run_id, "orders", "silver")))
     local v = assert(pg:query("SELECT _dp_is_current::text AS cur, _dp_is_deleted::text AS del FROM silver.shop__orders WHERE order_id = 3 ORDER BY _dp_id"))
     assert.are.same({ { cur = "false", del = "false" }, { cur = "false", del = "true" }, { cur = "true", del = "false" } }, v)
   end)
@@ -90,8 +91,9 @@ describe("silver rules", function()
     local rc, _, err = run("--entity", "orders")
     assert.are.equal(0, rc, err)
     local r = last_run(pg)
-    -- 1 updated (scd1 note), 1 unchanged, 1 rejected, and key 2 is not taken for deleted
-    assert.are.same({ "succeeded", 3, 0, 1, 0, 1, 1 }, (layer_counts(pg, r.run_id, "orders", "silver")))
+    -- 1 updated (scd1 note), 1 rejected; key 3 unchanged in bronze, so not read; key 2 is not
+    -- taken for deleted
+    assert.are.same({ "succeeded", 2, 0, 1, 0, 0, 1 }, (layer_counts(pg, r.run_id, "orders", "silver")))
     local rej = assert(pg:query("SELECT column_name, value, reason, raw_file, raw_line::int AS line, record->>'order_id' AS id FROM silver.shop__orders__rejected WHERE _dp_run_id = $1", r.run_id))
     assert.are.equal(1, #rej)
     assert.are.equal("total", rej[1].column_name)
@@ -104,6 +106,25 @@ describe("silver rules", function()
     assert.are.same({ { order_id = "1", note = "a2" }, { order_id = "2", note = "b" }, { order_id = "3", note = "c" } }, cur)
     -- scd1: the note is overwritten on every version of key 1
     assert.are.equal("0", assert(pg:query("SELECT count(*) AS n FROM silver.shop__orders WHERE order_id = 1 AND note <> 'a2'"))[1].n)
+  end)
+
+  it("applies in silver what bronze changed in an earlier run whose silver step never ran", function()
+    clear(env)
+    local changed3 = O3:gsub('"status": "open"', '"status": "shipped"')
+    put(env, "orders-1.jsonl", { (O1:gsub('"note": "a"', '"note": "a2"')), O2, changed3 })
+    -- bronze takes the change, silver does not run (as if the engine died before it)
+    local rc, _, err = run("--entity", "orders", "--layer", "raw", "--layer", "bronze")
+    assert.are.equal(0, rc, err)
+    assert.are.equal("open", assert(pg:query("SELECT status FROM silver.shop__orders WHERE order_id = 3 AND _dp_is_current"))[1].status)
+    -- the next run finds nothing new in bronze, yet silver catches up
+    rc, _, err = run("--entity", "orders")
+    assert.are.equal(0, rc, err)
+    local r = last_run(pg)
+    assert.are.same({ "succeeded", 3, 0, 0, 0, 3, 0 }, (layer_counts(pg, r.run_id, "orders", "bronze")))
+    -- silver reads the two keys bronze rewrote since silver's last commit: order 3 (status) and
+    -- order 2 (its rejected record was replaced by a valid one equal to the current version)
+    assert.are.same({ "succeeded", 2, 0, 1, 0, 1, 0 }, (layer_counts(pg, r.run_id, "orders", "silver")))
+    assert.are.equal("shipped", assert(pg:query("SELECT status FROM silver.shop__orders WHERE order_id = 3 AND _dp_is_current"))[1].status)
   end)
 
   it("fails the entity with on_type_error = fail, naming column, value and raw line, writing nothing", function()
@@ -142,14 +163,17 @@ describe("silver rules", function()
     r = last_run(pg)
     assert.are.same({ "succeeded", 0, 0, 0, 0, 0, 0 }, (layer_counts(pg, r.run_id, "events", "raw")))
 
-    -- --full-refresh reads from the start again: 4 records, 3 keys (event 2 twice: the last
-    -- one wins in bronze), everything unchanged in silver
+    -- --full-refresh reads from the start again: 4 records, 3 keys. Event 2 comes twice ("b"
+    -- then "b2"): the last one wins, so bronze rewrites it (counted once as updated) and silver
+    -- finds its typed values unchanged
     rc = run("--entity", "events", "--full-refresh")
     assert.are.equal(0, rc)
     r = last_run(pg)
     assert.are.same({ "succeeded", 4, 4, 0, 0, 0, 0 }, (layer_counts(pg, r.run_id, "events", "raw")))
-    assert.are.same({ "succeeded", 4, 0, 0, 0, 3, 0 }, (layer_counts(pg, r.run_id, "events", "bronze")))
-    assert.are.same({ "succeeded", 3, 0, 0, 0, 3, 0 }, (layer_counts(pg, r.run_id, "events", "silver")))
+    assert.are.same({ "succeeded", 4, 0, 1, 0, 2, 0 }, (layer_counts(pg, r.run_id, "events", "bronze")))
+    assert.are.same({ "succeeded", 1, 0, 0, 0, 1, 0 }, (layer_counts(pg, r.run_id, "events", "silver")))
+    local cur2 = assert(pg:query("SELECT event_id, kind FROM silver.shop__events WHERE _dp_is_current ORDER BY event_id"))
+    assert.are.same({ { event_id = "1", kind = "a" }, { event_id = "2", kind = "b2" }, { event_id = "3", kind = "c" } }, cur2)
   end)
 
   it("does not advance the cursor when the run fails", function()
