@@ -21,6 +21,7 @@
 #include <lua.h>
 #include <mongoc/mongoc.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -478,6 +479,52 @@ static int l_mongo_command(lua_State *L) {
   return 1;
 }
 
+/* client:insert_jsonl(db, coll, path) -> count: a plain libmongoc insert_many of the file's records
+ * as {_id: new UUID, data: record}, 1000 per batch. The baseline of the bronze benchmark. */
+static int l_mongo_insert_jsonl(lua_State *L) {
+  lmongo *m = check_mongo(L);
+  const char *db = luaL_checkstring(L, 2), *cn = luaL_checkstring(L, 3), *path = luaL_checkstring(L, 4);
+  FILE *f = fopen(path, "r");
+  if (!f) return push_err(L, "cannot open file");
+  mongoc_collection_t *coll = mongoc_client_get_collection(m->c, db, cn);
+  bson_t *docs[1000];
+  size_t n = 0, total = 0, cap = 0;
+  char *line = NULL;
+  ssize_t len;
+  bson_error_t be;
+  int bad = 0;
+  bson_t opts = BSON_INITIALIZER;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
+  while (!bad && (len = getline(&line, &cap, f)) >= 0) {
+    if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
+    if (len == 0) continue;
+    bson_t data;
+    if (!bson_init_from_json(&data, line, len, &be)) { bad = 1; break; }
+    uint8_t id[16];
+    dp_uuid_v7(id);
+    docs[n] = bson_new();
+    BSON_APPEND_BINARY(docs[n], "_id", BSON_SUBTYPE_UUID, id, 16);
+    BSON_APPEND_DOCUMENT(docs[n], "data", &data);
+    bson_destroy(&data);
+    if (++n == 1000) {
+      bad = !mongoc_collection_insert_many(coll, (const bson_t **)docs, n, &opts, NULL, &be);
+      for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
+      total += n;
+      n = 0;
+    }
+  }
+  if (!bad && n) bad = !mongoc_collection_insert_many(coll, (const bson_t **)docs, n, &opts, NULL, &be);
+  total += n;
+  for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
+  bson_destroy(&opts);
+  free(line);
+  fclose(f);
+  mongoc_collection_destroy(coll);
+  if (bad) return push_err(L, be.message);
+  lua_pushnumber(L, (lua_Number)total);
+  return 1;
+}
+
 static int l_mongo_close(lua_State *L) {
   lmongo *m = luaL_checkudata(L, 1, MONGO_MT);
   if (m->c) mongoc_client_destroy(m->c);
@@ -511,6 +558,7 @@ int luaopen_dp_core(lua_State *L) {
                                          {NULL, NULL}};
   static const luaL_Reg pg_methods[] = {{"query", l_pg_query}, {"close", l_pg_close}, {NULL, NULL}};
   static const luaL_Reg mongo_methods[] = {{"find", l_mongo_find}, {"command", l_mongo_command},
+                                           {"insert_jsonl", l_mongo_insert_jsonl},
                                            {"close", l_mongo_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"sha256", l_sha256},

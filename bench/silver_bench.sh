@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# bench/silver_bench.sh [N]: silver and bronze figures as ratios against baselines measured in the
+# same run, on the same local services (spec/services.sh). Default N = 1,000,000 rows of 20 mixed
+# columns; use a small N (e.g. 2000) as a smoke test. Prints a table; docs/performance.md keeps
+# the figures of a reference run.
+#
+#   silver initial load   = plain COPY of the same typed rows into an unindexed table
+#                           / the silver step of the first run            (target >= 0.7)
+#   rerun, 1% changed and 0.1% removed = whole second run / whole first run (target <= 0.3)
+#   peak RSS of dp-engine during the first run                          (target <= 150 MB at 5M)
+#   bronze load           = plain libmongoc insert_many of the same records
+#                           / the bronze step of the first run            (target >= 0.7)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+N=${1:-1000000}
+
+command -v /usr/bin/time >/dev/null || { echo "bench: installing GNU time" >&2; apt-get install -y -qq time >/dev/null; }
+eval "$(spec/services.sh start)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j2 >/dev/null
+
+ADMIN_URL=$DP_POSTGRES_URL
+export DP_POSTGRES_URL=${ADMIN_URL%/*}/dp_bench
+export DP_BRONZE_DB=bronze_bench
+export DP_DATA_DIR=$ROOT/.dp/bench/data
+export DP_METADATA=$ROOT/bench/metadata
+export DP_HOME=$ROOT
+export DP_LOG_LEVEL=warn
+WORK=$ROOT/.dp/bench
+INBOX=$DP_DATA_DIR/inbox/bench
+
+psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS dp_bench WITH (FORCE)" -c "CREATE DATABASE dp_bench"
+luajit -e "package.cpath='build/?.so;'..package.cpath
+  local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
+  assert(m:command('bronze_bench', '{\"dropDatabase\": 1}'))"
+rm -rf "$WORK"
+mkdir -p "$INBOX"
+build/dp-engine migrate >/dev/null
+
+echo "bench: generating $N rows" >&2
+luajit bench/gen_wide.lua "$N" "$WORK/export-1.jsonl"
+luajit bench/gen_wide.lua "$N" "$WORK/export-2.jsonl" 1 0.1
+
+q() { psql -qAt "$DP_POSTGRES_URL" -c "$1"; }
+layer_s() { q "SELECT extract(epoch FROM ended_at - started_at) FROM audit.entity_layer_run WHERE run_id = '$1' AND layer = '$2'"; }
+run_s() { q "SELECT extract(epoch FROM ended_at - started_at) FROM audit.system_run WHERE run_id = '$1'"; }
+last_run() { q "SELECT run_id FROM audit.system_run ORDER BY started_at DESC LIMIT 1"; }
+now() { date +%s.%N; }
+
+echo "bench: run 1 (initial load)" >&2
+cp "$WORK/export-1.jsonl" "$INBOX/wide-1.jsonl"
+/usr/bin/time -v -o "$WORK/time-1.txt" build/dp-engine run bench >/dev/null
+RUN1=$(last_run)
+RSS1_KB=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time-1.txt")
+
+echo "bench: baseline COPY of the same typed rows into an unindexed table" >&2
+COLS="id, name, email, amount, qty, price, active, born, created, note, tags, uid, city, score, total, flag, updated, level, ratio, category"
+psql -qAt "$DP_POSTGRES_URL" -c "\\copy (SELECT $COLS FROM silver.bench__wide) TO '$WORK/typed.tsv'"
+q "CREATE TABLE public.copy_baseline AS SELECT $COLS FROM silver.bench__wide WITH NO DATA"
+T0=$(now)
+psql -qAt "$DP_POSTGRES_URL" -c "\\copy public.copy_baseline FROM '$WORK/typed.tsv'"
+T1=$(now)
+COPY_S=$(echo "$T1 - $T0" | bc -l)
+
+echo "bench: baseline libmongoc insert_many of the same records" >&2
+T0=$(now)
+luajit -e "package.cpath='build/?.so;'..package.cpath
+  local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
+  assert(m:insert_jsonl('bronze_bench', 'insert_baseline', '$WORK/export-1.jsonl'))"
+T1=$(now)
+INSERT_S=$(echo "$T1 - $T0" | bc -l)
+
+echo "bench: run 2 (1% changed, 0.1% removed)" >&2
+cp "$WORK/export-2.jsonl" "$INBOX/wide-1.jsonl"
+/usr/bin/time -v -o "$WORK/time-2.txt" build/dp-engine run bench >/dev/null
+RUN2=$(last_run)
+
+SILVER1=$(layer_s "$RUN1" silver); BRONZE1=$(layer_s "$RUN1" bronze); RAW1=$(layer_s "$RUN1" raw)
+TOTAL1=$(run_s "$RUN1"); TOTAL2=$(run_s "$RUN2")
+SILVER2=$(layer_s "$RUN2" silver); BRONZE2=$(layer_s "$RUN2" bronze); RAW2=$(layer_s "$RUN2" raw)
+COUNTS2=$(q "SELECT layer || ': ' || records_in || ' in, ' || records_inserted || ' ins, ' || records_updated || ' upd, ' || records_deleted || ' del, ' || records_unchanged || ' same' FROM audit.entity_layer_run WHERE run_id = '$RUN2' ORDER BY started_at")
+
+r() { printf '%.2f' "$(echo "$1" | bc -l)"; }
+cat <<EOT
+dp-engine benchmark, N = $N rows x 20 columns, $(nproc) cores, $(uname -m), PostgreSQL $(q "SHOW server_version"), FerretDB v1.24.2
+run 1 (initial): raw ${RAW1}s, bronze ${BRONZE1}s, silver ${SILVER1}s, whole run ${TOTAL1}s, peak RSS $((RSS1_KB / 1024)) MB
+run 2 (1% changed, 0.1% removed): raw ${RAW2}s, bronze ${BRONZE2}s, silver ${SILVER2}s, whole run ${TOTAL2}s
+$(echo "$COUNTS2" | sed 's/^/  /')
+baselines: COPY of the typed rows into an unindexed table ${COPY_S}s; libmongoc insert_many ${INSERT_S}s
+
+silver initial load vs plain COPY      $(r "$COPY_S / $SILVER1")   (target >= 0.7)
+rerun vs initial load (whole run)      $(r "$TOTAL2 / $TOTAL1")   (target <= 0.3)
+bronze load vs plain insert_many       $(r "$INSERT_S / $BRONZE1")   (target >= 0.7)
+peak RSS (first run)                   $((RSS1_KB / 1024)) MB   (target <= 150 MB at N = 5,000,000)
+EOT
