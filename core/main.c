@@ -29,7 +29,8 @@ static const char *USAGE =
     "                                   run a system's enabled entities through the layers\n"
     "  replay SYSTEM --from raw|bronze  (not built yet: issue #5)\n"
     "  gold run MODEL                   (not built yet: issue #6)\n"
-    "  runs [list|show RUN_ID]          (not built yet: issue #5)\n"
+    "  runs [list|show RUN_ID] [--system S] [--limit N] [--json]\n"
+    "                                   the audited runs, newest first, or one run in detail\n"
     "  serve                            (not built yet)\n"
     "  secrets set|get|list|rm NAME     the encrypted secret store (values from stdin, never argv);\n"
     "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
@@ -63,7 +64,7 @@ int main(int argc, char **argv) {
       {"run", dp_cmd_run, NULL},
       {"replay", NULL, "issue #5"},
       {"gold", NULL, "issue #6"},
-      {"runs", NULL, "issue #5"},
+      {"runs", dp_cmd_runs, NULL},
       {"serve", NULL, "a later issue"},
       {"secrets", dp_cmd_secrets, NULL},
       {"retention", NULL, "a later issue"},

@@ -245,6 +245,25 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
                       1, p, &cols, e);
   if (rc) return rc;
   int exists = PQntuples(cols) > 0;
+  /* The _current view is rebuilt after any evolution (a view pins its columns' types). All of
+   * this runs inside the merge transaction, so readers never see it missing. Tables made by
+   * the first version of the engine had an index under that name: it is replaced by "__cur". */
+  {
+    char cur[320];
+    snprintf(cur, sizeof cur, "%s_current", name);
+    const char *pc[] = {cur};
+    PGresult *k = NULL;
+    rc = dp_pg_exec(c, "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE n.nspname = 'silver' AND c.relname = $1", 1, pc, &k, e);
+    if (rc) { PQclear(cols); return rc; }
+    const char *kind = PQntuples(k) == 1 ? PQgetvalue(k, 0, 0) : "";
+    if (kind[0] == 'i' || kind[0] == 'v') {
+      dp_buf_puts(&sql, kind[0] == 'i' ? "DROP INDEX " : "DROP VIEW ");
+      tbl(&sql, ent, "_current");
+      dp_buf_puts(&sql, ";\n");
+    }
+    PQclear(k);
+  }
   dp_buf_puts(&sql, "CREATE SCHEMA IF NOT EXISTS silver;\nCREATE TABLE IF NOT EXISTS ");
   tbl(&sql, ent, "");
   dp_buf_puts(&sql, " (\n  _dp_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY");
@@ -263,7 +282,7 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
               ",\n  _dp_run_id uuid NOT NULL, _dp_run_ts timestamptz NOT NULL"
               ",\n  _dp_created_at timestamptz NOT NULL, _dp_updated_at timestamptz NOT NULL);\n");
   dp_buf_puts(&sql, "CREATE UNIQUE INDEX IF NOT EXISTS ");
-  ident_suffixed(&sql, ent, "_current");
+  ident_suffixed(&sql, ent, "__cur");
   dp_buf_puts(&sql, " ON ");
   tbl(&sql, ent, "");
   dp_buf_puts(&sql, " (_dp_key_hash) WHERE _dp_is_current;\nCREATE INDEX IF NOT EXISTS ");
@@ -282,6 +301,15 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
     if (rc == 0) dp_log(DP_LOG_INFO, "silver.%s: created with %zu columns", name, ent->ncols);
   }
   if (rc == 0 && exists) rc = evolve(c, ent, run, cols, e);
+  if (rc == 0) {
+    dp_buf_reset(&sql);
+    dp_buf_puts(&sql, "CREATE VIEW ");
+    tbl(&sql, ent, "_current");
+    dp_buf_puts(&sql, " AS SELECT * FROM ");
+    tbl(&sql, ent, "");
+    dp_buf_puts(&sql, " WHERE _dp_is_current AND NOT _dp_is_deleted");
+    rc = dp_pg_exec(c, sql.data, 0, NULL, NULL, e);
+  }
   PQclear(cols);
   dp_buf_free(&sql);
   return rc;

@@ -25,7 +25,7 @@ describe("dp-engine command line", function()
   end)
 
   it("says plainly which commands are not built yet (exit 2)", function()
-    for _, cmd in ipairs({ "serve", "replay", "runs", "gold", "retention" }) do
+    for _, cmd in ipairs({ "serve", "replay", "gold", "retention" }) do
       local rc, _, err = H.engine(env, cmd)
       assert.are.equal(2, rc, cmd)
       assert.matches("not built yet", err, 1, true)
@@ -96,6 +96,34 @@ describe("run bookkeeping", function()
     holder:close()
     rc = H.engine(env, "run", "bank")
     assert.are.equal(0, rc)
+  end)
+
+  it("lists runs and shows one run in detail, readably and as JSON", function()
+    local rc, out, err = H.engine(env, "runs", "--system", "bank", "--limit", "2")
+    assert.are.equal(0, rc, err)
+    assert.matches("run_id%s+system%s+trigger%s+status", out)
+    local _, n = out:gsub("\n", "")
+    assert.are.equal(3, n) -- header + 2 runs
+    rc, out = H.engine(env, "runs", "list", "--json")
+    assert.are.equal(0, rc)
+    local runs = H.cjson.decode(out)
+    assert.is_true(#runs >= 3)
+    local id = runs[1].run_id
+    rc, out = H.engine(env, "runs", "show", id, "--json")
+    assert.are.equal(0, rc)
+    local one = H.cjson.decode(out)[1]
+    assert.are.equal(id, one.run_id)
+    assert.are.equal(3, #one.layers)
+    assert.are.equal(6, #one.entities)
+    assert.are.equal("raw", one.entities[1].layer)
+    rc, out = H.engine(env, "runs", "show", id)
+    assert.are.equal(0, rc)
+    assert.matches("transactions%s+silver%s+succeeded", out)
+    rc, _, err = H.engine(env, "runs", "show", "01900000-0000-7000-8000-00000000ffff")
+    assert.are.equal(1, rc)
+    assert.matches("no run 01900000%-0000%-7000%-8000%-00000000ffff", err)
+    rc = H.engine(env, "runs", "--limit", "x")
+    assert.are.equal(2, rc)
   end)
 
   it("refuses an applied migration that was edited", function()

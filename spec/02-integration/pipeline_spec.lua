@@ -182,6 +182,11 @@ describe("demo bank system through raw, bronze and silver", function()
       { "TX-1007", "-45.00", "transport", "true", "run2", "-" },
       { "TX-1008", "150.00", "transfers", "true", "run2", "-" },
     }, got)
+    -- the _current view: current, non-deleted rows only
+    local cur = assert(pg:query("SELECT id FROM silver.bank__transactions_current ORDER BY id"))
+    local cur_ids = {}
+    for i, r in ipairs(cur) do cur_ids[i] = r.id end
+    assert.are.same({ "TX-1001", "TX-1002", "TX-1003", "TX-1005", "TX-1006", "TX-1007", "TX-1008" }, cur_ids)
     -- the two versions of TX-1005 share the key hash and differ in the scd2 hash
     assert.are.equal(rows[5].kh, rows[6].kh)
     assert.are_not.equal(rows[5].h2, rows[6].h2)

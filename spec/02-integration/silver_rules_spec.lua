@@ -66,6 +66,9 @@ describe("silver rules", function()
     assert.are.equal(2, #v)
     assert.are.same({ "false", "false", r.run_ts }, { v[1].cur, v[1].del, v[1].vt })
     assert.are.same({ "true", "true", r.run_ts, "open" }, { v[2].cur, v[2].del, v[2].vf, v[2].status })
+    -- the tombstoned key is not in the _current view
+    assert.are.same({ { order_id = "1" }, { order_id = "2" } },
+      assert(pg:query("SELECT order_id FROM silver.shop__orders_current ORDER BY order_id")))
     -- a rerun of the same state does not add another tombstone
     rc = run("--entity", "orders")
     assert.are.equal(0, rc)
