@@ -49,14 +49,6 @@ local function json_kind(text)
   return "a number"
 end
 
-local function line_col(text, byte)
-  local line, col = 1, 1
-  for i = 1, math.min(byte - 1, #text) do
-    if text:byte(i) == 10 then line, col = line + 1, 1 else col = col + 1 end
-  end
-  return line, col
-end
-
 local function format_of(source, name)
   if source.format then return source.format end
   local lower = name:lower()
@@ -93,7 +85,7 @@ local function read_json(ctx, name, push)
   if not elements then
     local byte = tonumber(tostring(err):match("at byte (%d+)"))
     if not byte then error(path .. ": " .. tostring(err), 0) end
-    local line, col = line_col(text, byte)
+    local line, col = ctx.json.line_col(text, byte)
     err = err:gsub("at byte %d+", "at byte " .. (byte + skipped), 1)
     error(path .. ":" .. line .. ":" .. col .. ": " .. err, 0)
   end

@@ -436,6 +436,7 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
     json = {
       decode = cjson.decode, encode = cjson.encode, null = cjson.null,
       compact = core.json_compact, array_elements = core.json_array_elements,
+      line_col = metadata.line_col, -- line and column of a byte offset, for messages
     },
   }
   extend_ctx(ctx, meta, system, entity, cfg.data_dir) -- issue #4, see above
