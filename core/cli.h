@@ -13,6 +13,7 @@ int dp_cmd_migrate(dp_engine *eng, int argc, char **argv);
 int dp_cmd_metadata(dp_engine *eng, int argc, char **argv);
 int dp_cmd_run(dp_engine *eng, int argc, char **argv);
 int dp_cmd_runs(dp_engine *eng, int argc, char **argv);
+int dp_cmd_replay(dp_engine *eng, int argc, char **argv);
 int dp_cmd_secrets(dp_engine *eng, int argc, char **argv);
 
 /* True when --help or -h is among the arguments. */

@@ -20,7 +20,7 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   if (dp_cli_wants_help(argc, argv)) { fputs(RUN_USAGE, stdout); return DP_EXIT_OK; }
   const char *system = NULL;
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
-  dp_run_opts o = {ents, 0, 0, "manual", 0};
+  dp_run_opts o = {ents, 0, 0, "manual", 0, DP_REPLAY_NONE, NULL};
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--entity") == 0 && i + 1 < argc) {
       ents[o.nentities++] = argv[++i];
@@ -48,8 +48,8 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
     free(ents);
     return dp_cli_usage_error(RUN_USAGE, "%s",
                        "--layer must start at raw (raw, raw+bronze or all): each layer reads what the "
-                       "layer before wrote in this run; rebuilding from stored data is `dp-engine replay` "
-                       "(issue #5)");
+                       "layer before wrote in this run; rebuilding from stored data is "
+                       "`dp-engine replay SYSTEM --from raw|bronze`");
   }
   dp_err e;
   dp_err_clear(&e);

@@ -27,7 +27,8 @@ static const char *USAGE =
     "  metadata show [NAME] [--json]    print the validated metadata (all or one item)\n"
     "  run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh]\n"
     "                                   run a system's enabled entities through the layers\n"
-    "  replay SYSTEM --from raw|bronze  (not built yet: issue #5)\n"
+    "  replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]...\n"
+    "                                   rebuild bronze and silver, or silver, from stored data\n"
     "  gold run MODEL                   (not built yet: issue #6)\n"
     "  runs [list|show RUN_ID] [--system S] [--limit N] [--json]\n"
     "                                   the audited runs, newest first, or one run in detail\n"
@@ -62,7 +63,7 @@ int main(int argc, char **argv) {
       {"migrate", dp_cmd_migrate, NULL},
       {"metadata", dp_cmd_metadata, NULL},
       {"run", dp_cmd_run, NULL},
-      {"replay", NULL, "issue #5"},
+      {"replay", dp_cmd_replay, NULL},
       {"gold", NULL, "issue #6"},
       {"runs", dp_cmd_runs, NULL},
       {"serve", NULL, "a later issue"},

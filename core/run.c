@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef DP_VERSION
 #define DP_VERSION "0.0.0"
@@ -262,6 +263,36 @@ static void commit_hook(lua_State *L, const char *fn, const char *system, const 
   lua_settop(L, top);
 }
 
+/* Replay from raw: the raw file of the entity written by o->replay_run, or by its latest run
+ * whose raw layer succeeded (from the audit rows). */
+static int find_raw_file(dp_engine *eng, const dp_run_opts *o, ent_state *s, dp_buf *details, dp_err *e) {
+  const char *p[] = {s->ent.system, s->ent.name, o->replay_run};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->audit,
+                      "SELECT details->>'file', run_id FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
+                      "AND layer = 'raw' AND status = 'succeeded' AND details ? 'file' "
+                      "AND ($3::text IS NULL OR run_id::text = $3) ORDER BY started_at DESC LIMIT 1",
+                      3, p, &r, e);
+  if (rc) return rc;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return dp_err_set(e, DP_ENOTFOUND, "replay: no raw file of %s.%s%s%s in the audit", s->ent.system, s->ent.name,
+                      o->replay_run ? " from run " : "", o->replay_run ? o->replay_run : "");
+  }
+  snprintf(s->raw_ref, sizeof s->raw_ref, "%s", PQgetvalue(r, 0, 0));
+  snprintf(s->raw_path, sizeof s->raw_path, "%s/%s", eng->cfg.data_dir, s->raw_ref);
+  dp_buf_reset(details);
+  dp_buf_puts(details, "{\"replay_of\":\"");
+  dp_buf_puts(details, PQgetvalue(r, 0, 1));
+  dp_buf_puts(details, "\",\"file\":");
+  dp_json_put_string(details, s->raw_ref, strlen(s->raw_ref));
+  dp_buf_puts(details, "}");
+  PQclear(r);
+  if (access(s->raw_path, R_OK) != 0)
+    return dp_err_set(e, DP_ENOTFOUND, "replay: raw file %s is gone (retention?)", s->raw_path);
+  return 0;
+}
+
 static const char *layer_status(int ok, int failed) {
   if (failed == 0) return "succeeded";
   if (ok == 0) return "failed";
@@ -412,9 +443,12 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       if (l == 0) {
         lrc = raw_step(eng, &run, o, meta_idx, s, n, &details, &le);
       } else if (l == 1) {
-        lrc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->raw_path, s->raw_ref, n, &le);
+        lrc = o->replay == DP_REPLAY_RAW ? find_raw_file(eng, o, s, &details, &le) : 0;
+        if (lrc == 0)
+          lrc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->raw_path, s->raw_ref, n, &le);
       } else {
-        lrc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->cursor_after, n, &le);
+        lrc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->cursor_after,
+                              o->replay == DP_REPLAY_BRONZE ? DP_SILVER_FULL_READ : 0, n, &le);
       }
       double dt = now_s() - t0;
       if (lrc) {

@@ -5,6 +5,9 @@
 #include "engine.h"
 
 enum { DP_LAYER_RAW = 1, DP_LAYER_BRONZE = 2, DP_LAYER_SILVER = 4, DP_LAYER_ALL = 7 };
+/* replay from raw: bronze and silver from a stored raw file; from bronze: silver re-reads all
+ * of bronze. Neither calls the source nor moves a cursor. */
+enum { DP_REPLAY_NONE = 0, DP_REPLAY_RAW = 1, DP_REPLAY_BRONZE = 2 };
 
 typedef struct dp_run_opts {
   const char **entities;  /* --entity filters (borrowed), or NULL for all enabled entities */
@@ -12,6 +15,8 @@ typedef struct dp_run_opts {
   unsigned layers;        /* DP_LAYER_* mask */
   const char *trigger;    /* "manual", "schedule", ... */
   int full_refresh;       /* ignore the stored delta cursor */
+  int replay;             /* DP_REPLAY_*: rebuild the next layers from stored data */
+  const char *replay_run; /* replay from raw: that run's raw files (NULL: the latest) */
 } dp_run_opts;
 
 /* Loads metadata into eng->L (creating the state when needed) and leaves the validated

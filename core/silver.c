@@ -622,7 +622,7 @@ static void definition_hash(const dp_entity *ent, char out[37]) {
 }
 
 int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const dp_entity *ent, const dp_runinfo *run,
-                    const char *cursor, dp_counts *out, dp_err *e) {
+                    const char *cursor, unsigned flags, dp_counts *out, dp_err *e) {
   stager st = {c, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
   dp_buf q = DP_BUF_INIT;
   int rc, in_copy = 0;
@@ -641,7 +641,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     rc = dp_pg_exec(c, "SELECT silver_run_id, definition_hash FROM dp.entity_state "
                        "WHERE system = $1 AND entity = $2 FOR UPDATE", 2, p, &r, e);
     if (rc) goto fail;
-    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && !PQgetisnull(r, 0, 1) &&
+    if (!(flags & DP_SILVER_FULL_READ) && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && !PQgetisnull(r, 0, 1) &&
         strcmp(PQgetvalue(r, 0, 1), defhash) == 0)
       snprintf(since, sizeof since, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);

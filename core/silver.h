@@ -22,7 +22,9 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
  * entities, cursor (may be NULL: unchanged) is stored in dp.entity_cursor in the same
  * transaction. Nothing is written when it fails. */
 int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const dp_entity *ent, const dp_runinfo *run,
-                    const char *cursor, dp_counts *out, dp_err *e);
+                    const char *cursor, unsigned flags, dp_counts *out, dp_err *e);
+/* flags: read every bronze document, not only those written since the last commit (replay) */
+#define DP_SILVER_FULL_READ 1u
 
 /* "<system>__<entity>" */
 void dp_silver_table_name(const dp_entity *ent, char *buf, size_t cap);
