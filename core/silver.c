@@ -7,6 +7,7 @@
 #include "log.h"
 #include "pg.h"
 #include "record.h"
+#include "testhook.h"
 #include "uuid.h"
 
 #include <inttypes.h>
@@ -682,6 +683,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     else { dp_err tmp; dp_pg_copy_end(c, "aborted", &tmp); }
     if (rc) goto fail;
   }
+  dp_test_pause("silver"); /* crash tests: staged, not merged, transaction open */
   rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
   if (rc == 0) rc = merge(c, ent, run, out, e);
   if (rc) goto fail;

@@ -132,6 +132,27 @@ function H.engine(env, ...)
   return rc, out, err
 end
 
+-- Starts the engine with env in the background, paused at a test hook (DP_TEST_PAUSE = point),
+-- waits (at most 30 s) until it reaches it, and kills it with SIGKILL. Returns true when it
+-- was killed at that point.
+function H.engine_killed_at(env, point, ...)
+  local marker = os.tmpname()
+  os.remove(marker)
+  local parts = { "env", "DP_TEST_PAUSE=" .. point, "DP_TEST_PAUSE_FILE=" .. sh_quote(marker) }
+  for k, v in pairs(env) do
+    if k:match("^DP_") then parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+  end
+  parts[#parts + 1] = sh_quote(H.bin)
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = sh_quote(a) end
+  local cmd = table.concat(parts, " ") .. " >/dev/null 2>&1 & pid=$!; "
+    .. "for i in $(seq 1 300); do [ -s " .. sh_quote(marker) .. " ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done; "
+    .. "if [ -s " .. sh_quote(marker) .. " ]; then kill -9 $pid; wait $pid 2>/dev/null; echo killed; "
+    .. "else wait $pid 2>/dev/null; echo ended; fi"
+  local _, out = H.sh("(" .. cmd .. ") 2>/dev/null")
+  os.remove(marker)
+  return out:match("killed") ~= nil
+end
+
 function H.pg(env)
   return assert(core.pg_connect(env.DP_POSTGRES_URL))
 end

@@ -1,0 +1,9 @@
+/* testhook.h - a pause point for crash tests. When DP_TEST_PAUSE names the point, the engine
+ * creates the file DP_TEST_PAUSE_FILE (if set) and sleeps, so a spec can kill -9 it at a known
+ * place (mid bronze write, inside the silver transaction). Does nothing otherwise. */
+#ifndef DP_TESTHOOK_H
+#define DP_TESTHOOK_H
+
+void dp_test_pause(const char *point);
+
+#endif
