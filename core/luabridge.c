@@ -2,6 +2,7 @@
 #include "luabridge.h"
 
 #include <lauxlib.h>
+#include "json.h"
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,40 @@ int dp_entity_from_lua(lua_State *L, int idx, dp_entity *ent, dp_err *e) {
     }
   }
   lua_pop(L, 1);
+  ent->marker_col = ent->valid_from_col = -1;
+  {
+    char *vf = dp_lua_strfield(L, idx, "valid_from");
+    for (size_t i = 0; vf && i < ent->ncols; i++)
+      if (strcmp(ent->cols[i].name, vf) == 0) ent->valid_from_col = (int)i;
+    free(vf);
+    lua_getfield(L, idx, "delete_marker");
+    if (lua_istable(L, -1)) {
+      char *mc = dp_lua_strfield(L, lua_gettop(L), "column");
+      for (size_t i = 0; mc && i < ent->ncols; i++)
+        if (strcmp(ent->cols[i].name, mc) == 0) ent->marker_col = (int)i;
+      free(mc);
+      lua_getfield(L, -1, "value");
+      char buf[64];
+      if (lua_type(L, -1) == LUA_TBOOLEAN) ent->marker_json = strdup(lua_toboolean(L, -1) ? "true" : "false");
+      else if (lua_type(L, -1) == LUA_TNUMBER) {
+        snprintf(buf, sizeof buf, "%.17g", lua_tonumber(L, -1));
+        ent->marker_json = strdup(buf);
+      } else if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *sv = lua_tolstring(L, -1, &n);
+        dp_buf jb = DP_BUF_INIT;
+        dp_json_put_string(&jb, sv, n);
+        ent->marker_json = dp_buf_steal(&jb);
+      }
+      lua_pop(L, 1);
+      if (ent->marker_col < 0 || !ent->marker_json) {
+        lua_pop(L, 1);
+        rc = dp_err_set(e, DP_EMETA, "entity %s: delete_marker needs a column and a value", ent->name);
+        goto cleanup;
+      }
+    }
+    lua_pop(L, 1);
+  }
   lua_getfield(L, idx, "primary_key");
   size_t npk = lua_type(L, -1) == LUA_TTABLE ? lua_objlen(L, -1) : 0;
   ent->pk = calloc(npk ? npk : 1, sizeof *ent->pk);

@@ -57,5 +57,6 @@ void dp_entity_free(dp_entity *e) {
   free(e->system);
   free(e->name);
   free(e->cursor);
+  free(e->marker_json);
   memset(e, 0, sizeof *e);
 }

@@ -52,6 +52,9 @@ typedef struct dp_entity {
   dp_column *cols;
   size_t npk;
   size_t *pk;       /* indexes into cols, in primary_key order */
+  int marker_col;   /* delete_marker.column as an index into cols, or -1 */
+  char *marker_json;/* delete_marker.value as JSON text (cast with the column at merge time) */
+  int valid_from_col; /* valid_from: the event-time column, or -1 (versions start at run_ts) */
 } dp_entity;
 
 const char *dp_type_name(dp_type t);

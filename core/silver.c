@@ -377,6 +377,26 @@ static void stage_row(stager *st, const dp_entity *ent, const uint8_t key[16], c
   dp_buf_putc(b, '\n');
 }
 
+/* The delete marker's value cast with its column's type, so it compares with cast cells. */
+static int marker_text(const dp_entity *ent, dp_buf *out, dp_err *e) {
+  dp_buf doc = DP_BUF_INIT;
+  bson_t b;
+  bson_error_t be;
+  int rc = 0, is_null = 0;
+  dp_buf_printf(&doc, "{\"v\":%s}", ent->marker_json);
+  if (!bson_init_from_json(&b, doc.data, (ssize_t)doc.len, &be)) {
+    dp_buf_free(&doc);
+    return dp_err_set(e, DP_EMETA, "delete_marker.value: %s", be.message);
+  }
+  bson_iter_t it;
+  if (bson_iter_init_find(&it, &b, "v")) rc = dp_cast_bson(&ent->cols[ent->marker_col], &it, out, &is_null, e);
+  if (rc == 0 && (is_null || !out->data)) dp_buf_putc(out, '\0'), out->len = 0;
+  if (rc) dp_err_prefix(e, "delete_marker.value: ");
+  bson_destroy(&b);
+  dp_buf_free(&doc);
+  return rc;
+}
+
 /* Reads the bronze documents written since silver's last committed run of the entity (since:
  * a run id, or "" for everything; UUID v7 run ids sort by time) and COPYs them into _dp_stage:
  * changed and new records typed, deleted keys as deletion rows. */
@@ -415,6 +435,8 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
   }
   const bson_t *doc;
   uint8_t key[16], h1[16], h2[16];
+  dp_buf marker = DP_BUF_INIT; /* the delete marker's value as canonical text of its column */
+  if (ent->marker_col >= 0 && (rc = marker_text(ent, &marker, e)) != 0) goto cleanup_row;
   while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
     const uint8_t *dbuf;
@@ -457,6 +479,11 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
     }
     memcpy(key, id, 16);
     if (ent->npk > 0) dp_row_hash(&row, ent, DP_HASH_KEY, key);
+    if (marker.data && !row.null[ent->marker_col] && row.len[ent->marker_col] == marker.len &&
+        memcmp(row.text.data + row.off[ent->marker_col], marker.data, marker.len) == 0) {
+      stage_row(st, ent, key, NULL, NULL, NULL); /* the source says: deleted */
+      continue;
+    }
     dp_row_hash(&row, ent, DP_HASH_SCD1, h1);
     dp_row_hash(&row, ent, DP_HASH_SCD2, h2);
     stage_row(st, ent, key, h1, h2, &row);
@@ -469,6 +496,8 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
   if (rc == 0 && mongoc_cursor_error(cur, &be))
     rc = dp_err_set(e, DP_EMONGO, "silver: cannot read bronze %s: %s", cname, be.message);
   if (rc == 0) rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e);
+cleanup_row:
+  dp_buf_free(&marker);
   dp_row_free(&row);
 cleanup:
   mongoc_cursor_destroy(cur);
@@ -494,6 +523,15 @@ static void col_list(dp_buf *b, const dp_entity *ent, const char *prefix) {
 /* Appends "INSERT INTO <table> (...) SELECT ... FROM <from> s": new current versions (or
  * tombstones when deleted) from the rows of from, stamped with the run ($1 id, $2 ts). */
 static void insert_versions(dp_buf *q, const dp_entity *ent, const char *from, int deleted) {
+  /* a new version starts at its event time when the entity names a valid_from column */
+  dp_buf vf = DP_BUF_INIT;
+  if (!deleted && ent->valid_from_col >= 0) {
+    dp_buf_puts(&vf, "coalesce(s.");
+    dp_pg_ident(&vf, ent->cols[ent->valid_from_col].name);
+    dp_buf_puts(&vf, "::timestamptz, $2::timestamptz)");
+  } else {
+    dp_buf_puts(&vf, "$2::timestamptz");
+  }
   dp_buf_puts(q, "INSERT INTO ");
   tbl(q, ent, "");
   dp_buf_puts(q, " (");
@@ -502,9 +540,10 @@ static void insert_versions(dp_buf *q, const dp_entity *ent, const char *from, i
                  "_dp_is_current, _dp_is_deleted, _dp_run_id, _dp_run_ts, _dp_created_at, _dp_updated_at) "
                  "SELECT ");
   col_list(q, ent, "s.");
-  dp_buf_printf(q, ", s._dp_key_hash, s._dp_scd1_hash, s._dp_scd2_hash, $2::timestamptz, NULL, true, %s, "
+  dp_buf_printf(q, ", s._dp_key_hash, s._dp_scd1_hash, s._dp_scd2_hash, %s, NULL, true, %s, "
                    "$1::uuid, $2::timestamptz, $2::timestamptz, $2::timestamptz FROM %s s",
-                deleted ? "true" : "false", from);
+                vf.data, deleted ? "true" : "false", from);
+  dp_buf_free(&vf);
 }
 
 static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_counts *out, dp_err *e) {
@@ -562,7 +601,15 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
   dp_buf_reset(&q);
   dp_buf_puts(&q, "UPDATE ");
   tbl(&q, ent, "");
-  dp_buf_puts(&q, " t SET _dp_valid_to = $1, _dp_is_current = false, _dp_updated_at = $1 "
+  if (ent->valid_from_col >= 0) {
+    /* the version ends where its successor's event time starts (never before its own start) */
+    dp_buf_puts(&q, " t SET _dp_valid_to = greatest(t._dp_valid_from, coalesce(s.");
+    dp_pg_ident(&q, ent->cols[ent->valid_from_col].name);
+    dp_buf_puts(&q, "::timestamptz, $1::timestamptz)), ");
+  } else {
+    dp_buf_puts(&q, " t SET _dp_valid_to = $1, ");
+  }
+  dp_buf_puts(&q, "_dp_is_current = false, _dp_updated_at = $1 "
                   "FROM _dp_cls s WHERE t._dp_id = s._cur_id AND (s._cur2 <> s._dp_scd2_hash OR s._cur_del)");
   rc = dp_pg_exec(c, q.data, 1, p1, NULL, e);
   if (rc) goto cleanup;
@@ -576,7 +623,7 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
   if (rc) goto cleanup;
 
   /* 5. full load: keys missing from the run are closed, or get a tombstone version */
-  if (ent->full_load && ent->npk > 0 && ent->delete_mode != DP_DELETE_IGNORE) {
+  if ((ent->full_load || ent->marker_col >= 0) && ent->npk > 0 && ent->delete_mode != DP_DELETE_IGNORE) {
     dp_buf_reset(&q);
     /* tombstone needs $1 = run id and $2 = run ts; close needs only the ts */
     int tomb = ent->delete_mode == DP_DELETE_TOMBSTONE;

@@ -245,6 +245,24 @@ local function check_columns(rec)
   if rec.cursor ~= nil and not index[rec.cursor] then
     errs[#errs + 1] = { "cursor", quote(rec.cursor) .. " is not a column" .. hint(rec.cursor, names) }
   end
+  local marker = rec.delete_marker
+  if marker ~= nil then
+    if not index[marker.column] then
+      errs[#errs + 1] = { "delete_marker.column", quote(marker.column) .. " is not a column" .. hint(marker.column, names) }
+    end
+    if #rec.primary_key == 0 then
+      errs[#errs + 1] = { "delete_marker", "needs a primary key: only a keyed row can be marked deleted" }
+    end
+  end
+  if rec.valid_from ~= nil then
+    local col = rec.columns[index[rec.valid_from] or 0]
+    if not col then
+      errs[#errs + 1] = { "valid_from", quote(rec.valid_from) .. " is not a column" .. hint(rec.valid_from, names) }
+    elseif col.type ~= "timestamp" and col.type ~= "date" then
+      errs[#errs + 1] = { "valid_from", "column " .. quote(rec.valid_from) .. " is " .. col.type
+        .. ": valid_from must name a timestamp or date column" }
+    end
+  end
   if #errs > 0 then return nil, errs end
   return true
 end
@@ -280,6 +298,15 @@ local function entity_fields(source)
     { primary_key = primary_key },
     { cursor = { type = "string" } },
     { delete_detection = { type = "string", one_of = { "close", "tombstone", "ignore" }, default = "close" } },
+    { delete_marker = { type = "record", fields = {
+      { column = { type = "string", required = true } },
+      { value = { type = "any", required = true, custom_validator = function(v)
+        local t = type(v)
+        if t == "string" or t == "number" or t == "boolean" then return true end
+        return nil, "must be a string, number or boolean"
+      end } },
+    } } },
+    { valid_from = { type = "string" } },
     { on_type_error = { type = "string", one_of = { "reject", "fail" }, default = "reject" } },
     { retention = { type = "record", fields = {
       { raw_days = { type = "integer", between = { 1, 36500 } } },

@@ -179,6 +179,30 @@ describe("silver rules", function()
     assert.are.same({ { event_id = "1", kind = "a" }, { event_id = "2", kind = "b2" }, { event_id = "3", kind = "c" } }, cur2)
   end)
 
+  it("delta with a delete marker and an event-time valid_from column", function()
+    put(env, "ledger-001.jsonl", {
+      '{"entry_id": 1, "amount": "10.00", "op": "I", "at": "2026-01-01T10:00:00Z"}',
+      '{"entry_id": 2, "amount": "20.00", "op": "I", "at": "2026-01-02T10:00:00Z"}' })
+    local rc, _, err = run("--entity", "ledger")
+    assert.are.equal(0, rc, err)
+    put(env, "ledger-002.jsonl", {
+      '{"entry_id": 1, "amount": "11.00", "op": "U", "at": "2026-01-05T10:00:00+01:00"}',
+      '{"entry_id": 2, "amount": "20.00", "op": "D", "at": "2026-01-06T10:00:00Z"}' })
+    rc, _, err = run("--entity", "ledger")
+    assert.are.equal(0, rc, err)
+    local r = last_run(pg)
+    assert.are.same({ "succeeded", 2, 0, 1, 1, 0, 0 }, (layer_counts(pg, r.run_id, "ledger", "silver")))
+    local rows = assert(pg:query([[SELECT entry_id, amount::text, _dp_valid_from::text AS vf, _dp_valid_to::text AS vt,
+      _dp_is_current::text AS cur FROM silver.shop__ledger ORDER BY entry_id, _dp_valid_from]]))
+    assert.are.same({
+      { entry_id = "1", amount = "10.00", vf = "2026-01-01 10:00:00+00", vt = "2026-01-05 09:00:00+00", cur = "false" },
+      { entry_id = "1", amount = "11.00", vf = "2026-01-05 09:00:00+00", cur = "true" },
+      -- the marker closes the version at the run's time
+      { entry_id = "2", amount = "20.00", vf = "2026-01-02 10:00:00+00", vt = r.run_ts, cur = "false" },
+    }, rows)
+    assert.are.same({ { entry_id = "1" } }, assert(pg:query("SELECT entry_id FROM silver.shop__ledger_current")))
+  end)
+
   it("does not advance the cursor when the run fails", function()
     put(env, "events-003.jsonl", { '{"event_id": 4, "kind": "d"}', '{"event_id": 5, "kind": ' })
     local rc = run("--entity", "events")
