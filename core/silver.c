@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define COPY_CHUNK (1 << 20)
 
@@ -709,7 +710,10 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   rc = dp_pg_copy_begin(c, "COPY _dp_stage FROM STDIN", e);
   if (rc) goto fail;
   in_copy = 1;
+  struct timespec t0, t1, t2;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   rc = stage_rows(&st, cli, bronze_db, ent, run, since, out, e);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
   in_copy = 0;
   if (rc) {
     dp_err tmp;
@@ -734,6 +738,11 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
   if (rc == 0) rc = merge(c, ent, run, out, e);
   if (rc) goto fail;
+  clock_gettime(CLOCK_MONOTONIC, &t2);
+  /* where the time goes (docs/performance.md): reading bronze vs the PostgreSQL merge */
+  dp_log(DP_LOG_DEBUG, "silver %s.%s: read, cast and COPY %.3f s; merge %.3f s", ent->system, ent->name,
+         (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
+         (double)(t2.tv_sec - t1.tv_sec) + (t2.tv_nsec - t1.tv_nsec) / 1e9);
   {
     const char *p[] = {ent->system, ent->name, run->id_str, defhash};
     rc = dp_pg_exec(c,
