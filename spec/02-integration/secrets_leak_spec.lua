@@ -4,8 +4,8 @@
 -- engine is searched for the token: stdout and stderr (debug level, with tracebacks), every
 -- PostgreSQL table the runs wrote (audit, dp, silver), every bronze collection, every file under
 -- DP_DATA_DIR (raw files, manifests, the store). Zero hits.
--- (The variant with a REST source echoing the token in an HTTP error body needs the HTTP client
--- of issue #4.)
+-- The variant with a REST source echoing the token in an HTTP error body is in
+-- connectors_spec.lua ("rest with a secret").
 local H = require "helpers"
 
 local FIXTURES = H.root .. "/spec/fixtures/secrets"
