@@ -118,7 +118,10 @@ static int apply_change(PGconn *c, const dp_entity *ent, const dp_runinfo *run, 
                         const char *column, const char *change, const char *old_type, const char *new_type,
                         const char *what, dp_err *e) {
   dp_buf sql = DP_BUF_INIT;
-  dp_buf_puts(&sql, "ALTER TABLE ");
+  /* the _current view pins its columns' types: it goes first and is rebuilt after evolution */
+  dp_buf_puts(&sql, "DROP VIEW IF EXISTS ");
+  tbl(&sql, ent, "_current");
+  dp_buf_puts(&sql, ";\nALTER TABLE ");
   tbl(&sql, ent, "");
   dp_buf_printf(&sql, " %s", what);
   int rc = dp_pg_exec(c, sql.data, 0, NULL, NULL, e);
@@ -247,9 +250,12 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
                       1, p, &cols, e);
   if (rc) return rc;
   int exists = PQntuples(cols) > 0;
-  /* The _current view is rebuilt after any evolution (a view pins its columns' types). All of
-   * this runs inside the merge transaction, so readers never see it missing. Tables made by
-   * the first version of the engine had an index under that name: it is replaced by "__cur". */
+  /* The _current view is made with the table and rebuilt when evolution dropped it (a view pins
+   * its columns' types); otherwise it is left alone, so readers of the view are not blocked by
+   * the merge. All of this runs inside the merge transaction, so readers never see it missing.
+   * Tables made by the first version of the engine had an index under that name: it is
+   * replaced by "__cur". */
+  int have_view = 0;
   {
     char cur[320];
     snprintf(cur, sizeof cur, "%s_current", name);
@@ -259,11 +265,12 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
                        "WHERE n.nspname = 'silver' AND c.relname = $1", 1, pc, &k, e);
     if (rc) { PQclear(cols); return rc; }
     const char *kind = PQntuples(k) == 1 ? PQgetvalue(k, 0, 0) : "";
-    if (kind[0] == 'i' || kind[0] == 'v') {
-      dp_buf_puts(&sql, kind[0] == 'i' ? "DROP INDEX " : "DROP VIEW ");
+    if (kind[0] == 'i') {
+      dp_buf_puts(&sql, "DROP INDEX ");
       tbl(&sql, ent, "_current");
       dp_buf_puts(&sql, ";\n");
     }
+    have_view = kind[0] == 'v';
     PQclear(k);
   }
   dp_buf_puts(&sql, "CREATE SCHEMA IF NOT EXISTS silver;\nCREATE TABLE IF NOT EXISTS ");
@@ -303,7 +310,16 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
     if (rc == 0) dp_log(DP_LOG_INFO, "silver.%s: created with %zu columns", name, ent->ncols);
   }
   if (rc == 0 && exists) rc = evolve(c, ent, run, cols, e);
-  if (rc == 0) {
+  if (rc == 0 && have_view) { /* still there, unless evolution dropped it */
+    char cur[320];
+    snprintf(cur, sizeof cur, "silver.\"%s_current\"", name);
+    const char *pc[] = {cur};
+    PGresult *k = NULL;
+    rc = dp_pg_exec(c, "SELECT to_regclass($1) IS NOT NULL", 1, pc, &k, e);
+    if (rc == 0) have_view = PQgetvalue(k, 0, 0)[0] == 't';
+    PQclear(k);
+  }
+  if (rc == 0 && !have_view) {
     dp_buf_reset(&sql);
     dp_buf_puts(&sql, "CREATE VIEW ");
     tbl(&sql, ent, "_current");
@@ -354,7 +370,6 @@ static void add_reject(stager *st, const dp_entity *ent, const dp_runinfo *run, 
   dp_buf_putc(b, '\n');
 }
 
-/* Reads the run's bronze documents and COPYs them into _dp_stage. */
 /* Appends one stage row: key, scd1 and scd2 hashes, deleted flag, then the typed values
  * (all NULL for a deletion). */
 static void stage_row(stager *st, const dp_entity *ent, const uint8_t key[16], const uint8_t *h1,
@@ -674,7 +689,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
                     const char *cursor, unsigned flags, dp_counts *out, dp_err *e) {
   stager st = {c, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
   dp_buf q = DP_BUF_INIT;
-  int rc, in_copy = 0;
+  int rc;
   memset(out, 0, sizeof *out);
   rc = dp_pg_begin(c, e);
   if (rc) return rc;
@@ -709,12 +724,10 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   if (rc) goto fail;
   rc = dp_pg_copy_begin(c, "COPY _dp_stage FROM STDIN", e);
   if (rc) goto fail;
-  in_copy = 1;
   struct timespec t0, t1, t2;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   rc = stage_rows(&st, cli, bronze_db, ent, run, since, out, e);
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  in_copy = 0;
   if (rc) {
     dp_err tmp;
     dp_pg_copy_end(c, "aborted by dp-engine", &tmp);
@@ -765,7 +778,6 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   if (rc) goto fail;
   goto cleanup;
 fail:
-  (void)in_copy;
   dp_pg_rollback(c);
   memset(out, 0, sizeof *out);
 cleanup:

@@ -161,6 +161,8 @@ describe("tables follow metadata", function()
     -- keeps its old values and is NULL in the new versions
     local c = silver_counts()
     assert.are.same({ "succeeded", "0", "3", "0" }, { c.status, c.ins, c.upd, c.same })
+    -- the _current view was rebuilt with the table: it shows the new column
+    assert.are.equal(3, #assert(pg:query("SELECT id, extra FROM silver.evo__items_current")))
     local legacy = assert(pg:query("SELECT id, legacy, _dp_is_current::text AS cur FROM silver.evo__items WHERE id = 1 ORDER BY _dp_id"))
     assert.are.same({ { id = "1", legacy = "L1", cur = "false" }, { id = "1", cur = "true" } }, legacy)
   end)
