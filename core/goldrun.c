@@ -136,7 +136,7 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
   else lua_pushnil(L);
   if ((rc = call_engine(L, "gold_plan", 3, 1, e)) != 0) {
     strip_traceback(e, "plan");
-    rc = dp_err_set(e, DP_EINVAL, "%s", e->msg);
+    e->code = rc = DP_EINVAL; /* an unknown model: a usage error */
     goto cleanup;
   }
   nplan = lua_objlen(L, -1);
