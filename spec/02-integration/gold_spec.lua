@@ -351,3 +351,28 @@ describe("example gold models", function()
     pg:close()
   end)
 end)
+
+describe("dp.core gold builder", function()
+  it("builds and swaps a table model; an aborted build leaves the previous table", function()
+    local env = H.fresh_env("gold_core")
+    local pg = H.pg(env)
+    local model = { name = "t", primary_key = { "k" }, columns = { { name = "k", type = "bigint", path = "k" },
+      { name = "v", type = "string", length = 3, path = "v" } } }
+    local run, ts = H.core.uuid_v7(), "2026-01-02T03:04:05Z"
+    local b = assert(H.core.gold_begin(pg, model, "table", run, ts))
+    assert(b:emit('{"k": 9223372036854775807, "v": "abc"}'))
+    assert(b:insert_select("SELECT 1 AS k, 'x' AS v"))
+    local n = assert(b:finish())
+    assert.are.same({ ["in"] = 2, inserted = 2, updated = 0, deleted = 0, unchanged = 0 }, n)
+    assert.are.same({ { k = "1", v = "x", r = run }, { k = "9223372036854775807", v = "abc", r = run } },
+      assert(pg:query("SELECT k::text, v, _dp_run_id::text AS r FROM gold.t ORDER BY k")))
+    b = assert(H.core.gold_begin(pg, model, "table", run, ts))
+    local ok, err = b:emit('{"k": 2, "v": "toolong"}')
+    assert.is_nil(ok)
+    assert.matches("row 1: column v", err, 1, true)
+    b:abort()
+    assert.has_error(function() b:emit('{"k": 3}') end, "the gold builder is finished or aborted")
+    assert.are.equal(2, #assert(pg:query("SELECT * FROM gold.t")))
+    pg:close()
+  end)
+end)
