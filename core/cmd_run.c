@@ -1,5 +1,6 @@
 /* cmd_run.c - dp-engine run. */
 #include "cli.h"
+#include "goldrun.h"
 #include "run.h"
 
 #include <stdio.h>
@@ -7,13 +8,14 @@
 #include <string.h>
 
 static const char *RUN_USAGE =
-    "usage: dp-engine run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh]\n"
+    "usage: dp-engine run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh] [--with-gold]\n"
     "\n"
     "Runs the system's enabled entities through raw, bronze and silver, audited in PostgreSQL.\n"
     "  --entity E     only this entity (repeatable; may name a disabled entity)\n"
     "  --layer L      only these layers; each layer reads what the one before wrote in this run,\n"
     "                 so the chosen layers must start at raw (raw | raw,bronze | all)\n"
     "  --full-refresh ignore the stored delta cursor and extract from the start\n"
+    "  --with-gold    after a succeeded run, build the gold models that depend on the system\n"
     "Exit codes: 0 every entity succeeded, 1 an entity failed, 2 usage or configuration error.\n";
 
 int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
@@ -21,6 +23,7 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   const char *system = NULL;
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
   dp_run_opts o = {ents, 0, 0, "manual", 0, DP_REPLAY_NONE, NULL};
+  int with_gold = 0;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--entity") == 0 && i + 1 < argc) {
       ents[o.nentities++] = argv[++i];
@@ -30,6 +33,8 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
       else if (strcmp(l, "bronze") == 0) o.layers |= DP_LAYER_BRONZE;
       else if (strcmp(l, "silver") == 0) o.layers |= DP_LAYER_SILVER;
       else { free(ents); return dp_cli_usage_error(RUN_USAGE, "unknown layer: %s (raw, bronze or silver)", l); }
+    } else if (strcmp(argv[i], "--with-gold") == 0) {
+      with_gold = 1;
     } else if (strcmp(argv[i], "--full-refresh") == 0) {
       o.full_refresh = 1;
     } else if (argv[i][0] == '-') {
@@ -51,11 +56,22 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
                        "layer before wrote in this run; rebuilding from stored data is "
                        "`dp-engine replay SYSTEM --from raw|bronze`");
   }
+  if (with_gold && o.layers != DP_LAYER_ALL) {
+    free(ents);
+    return dp_cli_usage_error(RUN_USAGE, "%s", "--with-gold needs the silver layer (gold reads silver)");
+  }
   dp_err e;
   dp_err_clear(&e);
   int failed = 0;
   int rc = dp_run_system(eng, system, &o, &failed, &e);
   free(ents);
+  if (with_gold && rc == 0) { /* gold only after a fully succeeded run (docs/gold.md) */
+    rc = dp_gold_run(eng, NULL, 0, system, &failed, &e);
+    if (rc == 0) return DP_EXIT_OK;
+    fprintf(stderr, "dp-engine run --with-gold: %s\n", e.msg);
+    return failed ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;
+  }
+  if (with_gold && failed) fprintf(stderr, "dp-engine run: gold models not run: the system run did not succeed\n");
   if (rc == 0) return DP_EXIT_OK;
   fprintf(stderr, "dp-engine run: %s\n", e.msg);
   return failed ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;

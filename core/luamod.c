@@ -3,6 +3,7 @@
  * registered once, with __gc. */
 #include "cast.h"
 #include "engine.h"
+#include "gold.h"
 #include "hash.h"
 #include "http.h"
 #include "inbox.h"
@@ -549,6 +550,7 @@ static const dp_lua_registrar registrars[] = {
     dp_secrets_lua_register, /* secretlookup.h: secret_get, redact, redact_register */
     dp_http_lua_register,    /* http.c: http_client, http_date, sleep, monotonic, time */
     dp_inbox_lua_register,   /* inbox.c: file_info, file_move */
+    dp_gold_lua_register,    /* gold.c: gold_begin (builders for specs) */
     NULL, /* keep last */
 };
 

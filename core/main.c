@@ -25,11 +25,11 @@ static const char *USAGE =
     "  metadata validate [--dir DIR]    check metadata (default ./metadata or DP_METADATA)\n"
     "  metadata push [--dir DIR]        store a validated folder in MongoDB, atomically\n"
     "  metadata show [NAME] [--json]    print the validated metadata (all or one item)\n"
-    "  run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh]\n"
+    "  run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh] [--with-gold]\n"
     "                                   run a system's enabled entities through the layers\n"
     "  replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]...\n"
     "                                   rebuild bronze and silver, or silver, from stored data\n"
-    "  gold run MODEL                   (not built yet: issue #6)\n"
+    "  gold run MODEL [MODEL]...        build gold models, their upstream gold models first\n"
     "  runs [list|show RUN_ID] [--system S] [--limit N] [--json]\n"
     "                                   the audited runs, newest first, or one run in detail\n"
     "  serve                            (not built yet)\n"
@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
       {"metadata", dp_cmd_metadata, NULL},
       {"run", dp_cmd_run, NULL},
       {"replay", dp_cmd_replay, NULL},
-      {"gold", NULL, "issue #6"},
+      {"gold", dp_cmd_gold, NULL},
       {"runs", dp_cmd_runs, NULL},
       {"serve", NULL, "a later issue"},
       {"secrets", dp_cmd_secrets, NULL},

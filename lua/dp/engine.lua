@@ -646,4 +646,37 @@ function M.show(meta, name, as_json)
   return table.concat(out, "\n") .. "\n"
 end
 
+---------------------------------------------------------------------------------------------
+-- Gold (issue #6, docs/gold.md): the C driver (core/goldrun.c) calls these.
+local gold = require "dp.gold"
+local gold_loader -- one per Lua state: a long-lived engine reloads changed scripts (hot reload)
+
+-- Names of the gold models to run, in order: the targets and their upstream models, or (system
+-- given) the models that depend on the system's entities.
+function M.gold_plan(meta, targets, system)
+  if system then return gold.plan_for_system(meta, system) end
+  return gold.plan(meta, targets)
+end
+
+-- The model as C reads it: { system = "gold", name, columns, primary_key, materialization }.
+function M.gold_model(meta, name)
+  local g = metadata.find_gold(meta, name)
+  if not g then error("no gold model named " .. quote(name), 0) end
+  return { system = "gold", name = g.name, columns = g.columns, primary_key = g.primary_key,
+    materialization = g.materialization }
+end
+
+-- Runs the model's script into builder; returns the row count or raises.
+function M.gold_build(meta, name, builder, run_id, run_ts, pg_url, log)
+  local g = metadata.find_gold(meta, name)
+  gold_loader = gold_loader or gold.loader { scripts_dir = configured().scripts_dir }
+  local script, err = gold_loader:get(g)
+  if not script then error(err, 0) end
+  if err then log("warn", err .. " (using the previous version)") end
+  return gold.build(g, script, builder, {
+    run_id = run_id, run_ts = run_ts, log = log,
+    open_reader = function() return require("dp.core").pg_connect(pg_url) end,
+  })
+end
+
 return M

@@ -97,6 +97,11 @@ psql -q "$DP_POSTGRES_URL" -c "SELECT 'fitness__activities' AS table, count(*) F
   UNION ALL SELECT 'listening__streams', count(*) FILTER (WHERE _dp_is_current), count(*) FROM silver.listening__streams
   UNION ALL SELECT 'listening__playlists', count(*) FILTER (WHERE _dp_is_current), count(*) FROM silver.listening__playlists"
 
+say "Gold (docs/gold.md): dp-engine gold run monthly_overview listening_daily"
+build/dp-engine gold run monthly_overview listening_daily
+psql -q "$DP_POSTGRES_URL" -c "SELECT month, spent, transactions, training_hours, workouts FROM gold.monthly_overview ORDER BY month"
+psql -q "$DP_POSTGRES_URL" -c "SELECT day, minutes, plays, streak_days FROM gold.listening_daily ORDER BY day"
+
 say "dp-engine metadata push, then a run that reads the pushed metadata (DP_METADATA=mongo)"
 build/dp-engine metadata push
 DP_METADATA=mongo build/dp-engine metadata show bank.accounts
@@ -109,7 +114,7 @@ cat <<EOT
 Done. To look around yourself:
   export DP_POSTGRES_URL=$DP_POSTGRES_URL DP_MONGO_URL=$DP_MONGO_URL DP_BRONZE_DB=bronze DP_DATA_DIR=$DP_DATA_DIR
   export DP_METADATA_DB=metadata_demo
-  psql "\$DP_POSTGRES_URL"          # audit.*, silver.*
+  psql "\$DP_POSTGRES_URL"          # audit.*, silver.*, gold.*
   ls -R $DP_DATA_DIR/raw            # raw JSON Lines files and their manifests
 Stop the services with: spec/services.sh stop
 EOT
