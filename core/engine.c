@@ -84,7 +84,13 @@ static void mongoc_log_to_dp(mongoc_log_level_t level, const char *domain, const
   else if (level <= MONGOC_LOG_LEVEL_INFO) dp_log(DP_LOG_DEBUG, "mongoc %s: %s", domain, message);
 }
 
-void dp_mongo_log_init(void) { mongoc_log_set_handler(mongoc_log_to_dp, NULL); }
+/* Also turns off libmongoc's shared-memory performance counters (/dev/shm/mongoc-<pid>): a
+ * process killed with SIGKILL leaves its file behind, a later process with the same pid then
+ * warns on stderr, and nothing here reads the counters. Call before mongoc_init. */
+void dp_mongo_log_init(void) {
+  setenv("MONGOC_DISABLE_SHM", "1", 0);
+  mongoc_log_set_handler(mongoc_log_to_dp, NULL);
+}
 
 int dp_engine_open_mongo(dp_engine *eng, dp_err *e) {
   if (eng->mongo) return 0;

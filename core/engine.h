@@ -34,7 +34,8 @@ void dp_config_free(dp_config *cfg);
 /* Opens what is not open yet. */
 int dp_engine_open_pg(dp_engine *eng, dp_err *e);
 int dp_engine_open_mongo(dp_engine *eng, dp_err *e);
-/* Routes libmongoc logging through dp_log (call once after mongoc_init). */
+/* Routes libmongoc logging through dp_log and turns off its shared-memory counters (call once,
+ * before mongoc_init). */
 void dp_mongo_log_init(void);
 /* Closes connections and the Lua state and frees the configuration. */
 void dp_engine_close(dp_engine *eng);

@@ -579,8 +579,8 @@ int luaopen_dp_core(lua_State *L) {
       {NULL, NULL},
   };
   if (sodium_init() < 0) return luaL_error(L, "libsodium failed to initialise");
-  mongoc_init();
   dp_mongo_log_init();
+  mongoc_init();
   new_mt(L, RAW_MT, raw_methods, l_raw_abort);
   new_mt(L, PG_MT, pg_methods, l_pg_close);
   new_mt(L, MONGO_MT, mongo_methods, l_mongo_close);

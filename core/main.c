@@ -93,8 +93,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "dp-engine: libsodium failed to initialise\n");
     return DP_EXIT_USAGE;
   }
-  mongoc_init();
   dp_mongo_log_init();
+  mongoc_init();
   dp_engine eng;
   memset(&eng, 0, sizeof eng);
   dp_err e;
