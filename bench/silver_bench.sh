@@ -26,6 +26,7 @@ export DP_BRONZE_DB=bronze_bench
 export DP_DATA_DIR=$ROOT/.dp/bench/data
 export DP_METADATA=$ROOT/bench/metadata
 export DP_HOME=$ROOT
+export MONGOC_DISABLE_SHM=1  # see spec/run.sh
 export DP_LOG_LEVEL=warn
 WORK=$ROOT/.dp/bench
 INBOX=$DP_DATA_DIR/inbox/bench

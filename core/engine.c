@@ -86,7 +86,9 @@ static void mongoc_log_to_dp(mongoc_log_level_t level, const char *domain, const
 
 /* Also turns off libmongoc's shared-memory performance counters (/dev/shm/mongoc-<pid>): a
  * process killed with SIGKILL leaves its file behind, a later process with the same pid then
- * warns on stderr, and nothing here reads the counters. Call before mongoc_init. */
+ * warns on stderr, and nothing here reads the counters. Call before mongoc_init. (Where the
+ * library initialises itself when loaded, only MONGOC_DISABLE_SHM in the environment of the
+ * process helps: spec/run.sh and the scripts export it.) */
 void dp_mongo_log_init(void) {
   setenv("MONGOC_DISABLE_SHM", "1", 0);
   mongoc_log_set_handler(mongoc_log_to_dp, NULL);

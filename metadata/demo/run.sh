@@ -30,6 +30,7 @@ export DP_METADATA_DB=metadata_demo
 export DP_DATA_DIR=$ROOT/.dp/demo/data
 export DP_METADATA=$ROOT/metadata
 export DP_HOME=$ROOT
+export MONGOC_DISABLE_SHM=1  # see spec/run.sh
 export DP_LOG_LEVEL=${DP_LOG_LEVEL:-warn}
 INBOX=$DP_DATA_DIR/inbox/bank
 
