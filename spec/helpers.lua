@@ -153,6 +153,19 @@ function H.engine_killed_at(env, point, ...)
   return out:match("killed") ~= nil
 end
 
+-- The demo bank's silver.bank__transactions, one line per version, without what differs
+-- between runs by nature (ids, run ids, times): for comparing a rebuilt silver with a clean one.
+function H.bank_history(pg)
+  local rows = assert(pg:query([[SELECT id, amount::text, category, description, _dp_is_current::text AS cur,
+      _dp_is_deleted::text AS del, _dp_key_hash::text AS kh, _dp_scd1_hash::text AS h1, _dp_scd2_hash::text AS h2,
+      (_dp_valid_to IS NULL)::text AS open FROM silver.bank__transactions ORDER BY id, _dp_valid_from, _dp_id]]))
+  local out = {}
+  for i, r in ipairs(rows) do
+    out[i] = table.concat({ r.id, r.amount, r.category, r.description, r.cur, r.del, r.kh, r.h1, r.h2, r.open }, "|")
+  end
+  return out
+end
+
 function H.pg(env)
   return assert(core.pg_connect(env.DP_POSTGRES_URL))
 end

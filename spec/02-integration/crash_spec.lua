@@ -4,16 +4,7 @@ local H = require "helpers"
 
 local DEMO = H.root .. "/metadata/demo/bank"
 
-local function history(pg)
-  local rows = assert(pg:query([[SELECT id, amount::text, category, description, _dp_is_current::text AS cur,
-      _dp_is_deleted::text AS del, _dp_key_hash::text AS kh, _dp_scd1_hash::text AS h1, _dp_scd2_hash::text AS h2,
-      (_dp_valid_to IS NULL)::text AS open FROM silver.bank__transactions ORDER BY id, _dp_valid_from, _dp_id]]))
-  local out = {}
-  for i, r in ipairs(rows) do
-    out[i] = table.concat({ r.id, r.amount, r.category, r.description, r.cur, r.del, r.kh, r.h1, r.h2, r.open }, "|")
-  end
-  return out
-end
+local history = H.bank_history
 
 local function two_exports(env, kill_point)
   local pg = H.pg(env)

@@ -4,17 +4,7 @@ local H = require "helpers"
 
 local DEMO = H.root .. "/metadata/demo/bank"
 
--- silver's content without what differs between runs by nature (ids, run ids, times)
-local function history(pg)
-  local rows = assert(pg:query([[SELECT id, amount::text, category, description, _dp_is_current::text AS cur,
-      _dp_is_deleted::text AS del, _dp_key_hash::text AS kh, _dp_scd1_hash::text AS h1, _dp_scd2_hash::text AS h2,
-      (_dp_valid_to IS NULL)::text AS open FROM silver.bank__transactions ORDER BY id, _dp_valid_from, _dp_id]]))
-  local out = {}
-  for i, r in ipairs(rows) do
-    out[i] = table.concat({ r.id, r.amount, r.category, r.description, r.cur, r.del, r.kh, r.h1, r.h2, r.open }, "|")
-  end
-  return out
-end
+local history = H.bank_history
 
 local function current(pg)
   local rows = assert(pg:query("SELECT to_jsonb(c) - '_dp_id' - '_dp_run_id' - '_dp_run_ts' - '_dp_valid_from' - '_dp_created_at' - '_dp_updated_at' AS j FROM silver.bank__transactions_current c ORDER BY id"))
