@@ -53,13 +53,22 @@ int dp_audit_system_start(PGconn *c, const dp_runinfo *run, const char *system, 
                     6, p, NULL, e);
 }
 
+/* Entities succeeded / failed / skipped as text parameters (system and layer rows share them). */
+typedef struct entity_counts {
+  char ok[16], failed[16], skipped[16];
+} entity_counts;
+
+static void format_counts(entity_counts *n, int ok, int failed, int skipped) {
+  snprintf(n->ok, sizeof n->ok, "%d", ok);
+  snprintf(n->failed, sizeof n->failed, "%d", failed);
+  snprintf(n->skipped, sizeof n->skipped, "%d", skipped);
+}
+
 int dp_audit_system_end(PGconn *c, const dp_runinfo *run, const char *status, int ok, int failed,
                         int skipped, const char *error, dp_err *e) {
-  char a[16], b[16], d[16];
-  snprintf(a, sizeof a, "%d", ok);
-  snprintf(b, sizeof b, "%d", failed);
-  snprintf(d, sizeof d, "%d", skipped);
-  const char *p[] = {run->id_str, status, a, b, d, error};
+  entity_counts n;
+  format_counts(&n, ok, failed, skipped);
+  const char *p[] = {run->id_str, status, n.ok, n.failed, n.skipped, error};
   return dp_pg_exec(c,
                     "UPDATE audit.system_run SET status = $2, ended_at = now(), entities_succeeded = $3,"
                     " entities_failed = $4, entities_skipped = $5, error = $6 WHERE run_id = $1",
@@ -76,11 +85,9 @@ int dp_audit_layer_start(PGconn *c, const dp_runinfo *run, const char *system, c
 
 int dp_audit_layer_end(PGconn *c, const dp_runinfo *run, const char *layer, const char *status, int ok,
                        int failed, int skipped, dp_err *e) {
-  char a[16], b[16], d[16];
-  snprintf(a, sizeof a, "%d", ok);
-  snprintf(b, sizeof b, "%d", failed);
-  snprintf(d, sizeof d, "%d", skipped);
-  const char *p[] = {run->id_str, layer, status, a, b, d};
+  entity_counts n;
+  format_counts(&n, ok, failed, skipped);
+  const char *p[] = {run->id_str, layer, status, n.ok, n.failed, n.skipped};
   return dp_pg_exec(c,
                     "UPDATE audit.system_layer_run SET status = $3, ended_at = now(), entities_succeeded = $4,"
                     " entities_failed = $5, entities_skipped = $6 WHERE run_id = $1 AND layer = $2",
