@@ -3,17 +3,20 @@
  * Written for what a MongoDB wire server must do well, and what FerretDB v1 (our test and
  * home-server peer) does not: it filters most queries in its own process after reading the
  * whole collection, and a multi-statement update command can stall it. So a load:
- *   1. reads the collection once (_id, content hash, deleted flag) into a sorted index in memory
- *      (36 bytes per stored key);
+ *   1. gets the stored keys (_id, content hash, deleted flag) as a sorted index in memory
+ *      (35 bytes per stored key): from the key file the entity's last successful load wrote, or
+ *      else by reading the collection once;
  *   2. streams the raw file: a new key is inserted (insert_many batches); a changed, or deleted
  *      and returned, key is replaced (delete_many + insert_many of the batch); an unchanged key
  *      is not written at all;
- *   3. on a full load, marks the keys this run did not see as deleted (one update_many per batch).
+ *   3. on a full load, marks the keys this run did not see as deleted (one update_many per batch);
+ *   4. leaves what it wrote in the run's change file (silver's input) and rewrites the key file.
  * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
- * is how silver finds what changed since its last committed run. */
+ * is how silver finds what changed when a change file is missing. */
 #include "bronze.h"
 #include "hash.h"
 #include "log.h"
+#include "rawfile.h"
 #include "record.h"
 #include "testhook.h"
 #include "uuid.h"
@@ -23,8 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
-#define BATCH 1000
+#define BATCH 1000    /* new documents per insert_many */
+#define RBATCH 10000  /* replaced or deleted ids per delete_many / update_many: each one costs
+                       * FerretDB v1 a read of the whole collection, so fewer and larger */
+#define KEYFILE_MAGIC "DPKEYS1\n"
+#define KEYFILE_HEADER 128 /* magic, run id, '\n', count as 16 hex digits, '\n', collection uuid, '\n', padding */
+#define KEYFILE_REC 33    /* key, content hash, deleted flag */
 
 typedef struct known {
   uint8_t key[16];
@@ -43,10 +52,10 @@ typedef struct key_index {
 } key_index;
 
 typedef struct pending {
-  bson_t *docs[BATCH];    /* owned until flushed */
-  uint8_t ids[BATCH][16]; /* keys to delete first (replacements) */
-  size_t n;
-  int replace;            /* 1: delete the ids before inserting */
+  bson_t *docs[RBATCH];    /* owned until flushed */
+  uint8_t ids[RBATCH][16]; /* keys to delete first (replacements) */
+  size_t n, limit;
+  int replace;             /* 1: delete the ids before inserting */
 } pending;
 
 typedef struct loader {
@@ -58,7 +67,14 @@ typedef struct loader {
   pending ins, rep;
   int64_t duplicates;
   dp_counts *out;
+  FILE *changes;    /* the change file being written, or NULL */
+  char coll_uuid[37]; /* the collection's uuid ("" when the server does not say): a dropped and
+                       * made again collection has another one, and the key file is not used */
 } loader;
+
+void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s/%s.bson", dir, run_id);
+}
 
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);
@@ -139,7 +155,125 @@ static int ensure_indexes(mongoc_collection_t *coll, dp_err *e) {
   return 0;
 }
 
-/* Step 1: the stored keys, their content hashes and deleted flags, sorted by key. */
+/* The collection's uuid from listCollections, or "". */
+static void collection_uuid(mongoc_client_t *cli, const char *db, const char *cname, char out[37]) {
+  out[0] = '\0';
+  mongoc_database_t *d = mongoc_client_get_database(cli, db);
+  bson_t opts = BSON_INITIALIZER, filter;
+  BSON_APPEND_DOCUMENT_BEGIN(&opts, "filter", &filter);
+  BSON_APPEND_UTF8(&filter, "name", cname);
+  bson_append_document_end(&opts, &filter);
+  mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(d, &opts);
+  const bson_t *doc;
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    const uint8_t *u = NULL;
+    uint32_t len = 0;
+    bson_subtype_t st;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "info.uuid", &it) && BSON_ITER_HOLDS_BINARY(&it))
+      bson_iter_binary(&it, &st, &len, &u);
+    if (u && len == 16) dp_uuid_format(u, out);
+  }
+  mongoc_cursor_destroy(cur);
+  bson_destroy(&opts);
+  mongoc_database_destroy(d);
+}
+
+/* Step 1, from the key file at path when it was written by the load trusted_run: 1 when it
+ * was used, 0 when not (missing, another load's, damaged: the caller reads the collection). */
+static int read_key_file(loader *L, const char *path, const char *trusted_run, dp_err *e) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  char h[KEYFILE_HEADER];
+  int used = 0;
+  unsigned long long n = 0;
+  if (fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, KEYFILE_MAGIC, 8) != 0 || h[44] != '\n' ||
+      sscanf(h + 45, "%16llx", &n) != 1) {
+    dp_log(DP_LOG_WARN, "bronze: %s is not a key file; reading the collection instead", path);
+    goto done;
+  }
+  if (!trusted_run || strlen(trusted_run) != 36 || memcmp(h + 8, trusted_run, 36) != 0) goto done;
+  if (strlen(L->coll_uuid) != 36 || memcmp(h + 62, L->coll_uuid, 36) != 0) {
+    dp_log(DP_LOG_INFO, "bronze: the collection is not the one %s describes (dropped?); reading it", path);
+    goto done;
+  }
+  if (fseek(f, 0, SEEK_END) != 0 || ftell(f) != (long)(KEYFILE_HEADER + n * KEYFILE_REC) ||
+      fseek(f, KEYFILE_HEADER, SEEK_SET) != 0) {
+    dp_log(DP_LOG_WARN, "bronze: %s has the wrong size; reading the collection instead", path);
+    goto done;
+  }
+  L->idx.cap = (size_t)n + 1024;
+  L->idx.v = malloc(L->idx.cap * sizeof *L->idx.v);
+  if (!L->idx.v) {
+    dp_err_set(e, DP_ENOMEM, "bronze: out of memory for the key index");
+    used = -1;
+    goto done;
+  }
+  uint8_t rec[KEYFILE_REC];
+  for (size_t i = 0; i < n; i++) {
+    if (fread(rec, 1, sizeof rec, f) != sizeof rec ||
+        (i > 0 && memcmp(rec, L->idx.v[i - 1].key, 16) <= 0)) {
+      dp_log(DP_LOG_WARN, "bronze: %s is damaged at key %zu; reading the collection instead", path, i);
+      L->idx.n = 0;
+      goto done;
+    }
+    known *k = &L->idx.v[i];
+    memcpy(k->key, rec, 16);
+    memcpy(k->content, rec + 16, 16);
+    k->deleted = rec[32];
+    k->seen = k->added = 0;
+    L->idx.n = i + 1;
+  }
+  L->idx.sorted = L->idx.n;
+  used = 1;
+done:
+  fclose(f);
+  return used;
+}
+
+/* Step 4: the index as it is now, sorted by key, to path (through a temporary file). */
+static int write_key_file(loader *L, const char *path, dp_err *e) {
+  key_index *ix = &L->idx;
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  qsort(ix->v + ix->sorted, ix->n - ix->sorted, sizeof *ix->v, cmp_known);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) return dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", tmp, strerror(errno));
+  char h[KEYFILE_HEADER];
+  memset(h, ' ', sizeof h);
+  memcpy(h, KEYFILE_MAGIC, 8);
+  memcpy(h + 8, L->run->id_str, 36);
+  h[44] = '\n';
+  char cnt[17];
+  snprintf(cnt, sizeof cnt, "%016llx", (unsigned long long)ix->n);
+  memcpy(h + 45, cnt, 16);
+  h[61] = '\n';
+  memcpy(h + 62, L->coll_uuid, strlen(L->coll_uuid));
+  h[98] = '\n';
+  h[KEYFILE_HEADER - 1] = '\n';
+  fwrite(h, 1, sizeof h, f);
+  /* merge the keys known before this run with those it added */
+  size_t a = 0, b = ix->sorted;
+  uint8_t rec[KEYFILE_REC];
+  while (a < ix->sorted || b < ix->n) {
+    known *k = b >= ix->n || (a < ix->sorted && memcmp(ix->v[a].key, ix->v[b].key, 16) < 0) ? &ix->v[a++]
+                                                                                              : &ix->v[b++];
+    memcpy(rec, k->key, 16);
+    memcpy(rec + 16, k->content, 16);
+    rec[32] = k->deleted;
+    fwrite(rec, 1, sizeof rec, f);
+  }
+  int bad = ferror(f) | fflush(f) | fsync(fileno(f));
+  bad |= fclose(f);
+  if (bad || rename(tmp, path) != 0) {
+    int err = errno;
+    unlink(tmp);
+    return dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", path, strerror(err));
+  }
+  return 0;
+}
+
+/* Step 1 otherwise: the stored keys, their content hashes and deleted flags, sorted by key. */
 static int load_index(loader *L, dp_err *e) {
   bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
   BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
@@ -235,6 +369,9 @@ static int flush(loader *L, pending *p, dp_err *e) {
       rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", be.message);
     bson_destroy(&opts);
   }
+  for (size_t i = 0; rc == 0 && L->changes && i < p->n; i++)
+    if (fwrite(bson_get_data(p->docs[i]), 1, p->docs[i]->len, L->changes) != p->docs[i]->len)
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
   for (size_t i = 0; i < p->n; i++) bson_destroy(p->docs[i]);
   p->n = 0;
   if (rc == 0) dp_test_pause("bronze"); /* crash tests: a batch is written, others are not */
@@ -244,7 +381,7 @@ static int flush(loader *L, pending *p, dp_err *e) {
 static int queue(loader *L, pending *p, bson_t *doc, const uint8_t key[16], dp_err *e) {
   memcpy(p->ids[p->n], key, 16);
   p->docs[p->n++] = doc;
-  return p->n == BATCH ? flush(L, p, e) : 0;
+  return p->n == p->limit ? flush(L, p, e) : 0;
 }
 
 /* Step 2, one record. */
@@ -286,7 +423,7 @@ static int take(loader *L, const bson_t *data, const uint8_t key[16], const uint
 
 /* Step 3 (full loads): keys this run did not deliver are marked deleted. */
 static int mark_deleted(loader *L, dp_err *e) {
-  uint8_t (*ids)[16] = malloc(BATCH * 16);
+  uint8_t (*ids)[16] = malloc(RBATCH * 16);
   size_t n = 0;
   int rc = 0;
   if (!ids) return dp_err_set(e, DP_ENOMEM, "out of memory");
@@ -296,9 +433,10 @@ static int mark_deleted(loader *L, dp_err *e) {
       known *k = &L->idx.v[i];
       if (k->seen || k->deleted) continue;
       memcpy(ids[n++], k->key, 16);
+      k->deleted = 1;
       L->out->deleted++;
     }
-    if (n == BATCH || (last && n > 0)) {
+    if (n == RBATCH || (last && n > 0)) {
       bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
       bson_error_t be;
       append_id_array(&sel, "$in", ids, n);
@@ -309,6 +447,19 @@ static int mark_deleted(loader *L, dp_err *e) {
       bson_append_document_end(&upd, &set);
       if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
         rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
+      /* the change file gets {_id, _dp: {deleted, deleted_run_id, deleted_at}} per key */
+      for (size_t j = 0; rc == 0 && L->changes && j < n; j++) {
+        bson_t d = BSON_INITIALIZER, dp;
+        BSON_APPEND_BINARY(&d, "_id", BSON_SUBTYPE_UUID, ids[j], 16);
+        BSON_APPEND_DOCUMENT_BEGIN(&d, "_dp", &dp);
+        BSON_APPEND_BOOL(&dp, "deleted", true);
+        BSON_APPEND_UTF8(&dp, "deleted_run_id", L->run->id_str);
+        BSON_APPEND_DATE_TIME(&dp, "deleted_at", L->run->ts_us / 1000);
+        bson_append_document_end(&d, &dp);
+        if (fwrite(bson_get_data(&d), 1, d.len, L->changes) != d.len)
+          rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
+        bson_destroy(&d);
+      }
       bson_destroy(&sel);
       bson_destroy(&upd);
       n = 0;
@@ -319,8 +470,8 @@ static int mark_deleted(loader *L, dp_err *e) {
 }
 
 int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
-                   const char *raw_path, const char *raw_ref, dp_counts *out, dp_err *e) {
-  char cname[256];
+                   const char *raw_path, const char *raw_ref, dp_bronze_io *io, dp_counts *out, dp_err *e) {
+  char cname[256], keyfile[4096] = "", changes[4096] = "", changes_part[4200] = "";
   int rc = 0;
   FILE *f = NULL;
   char *line = NULL;
@@ -328,21 +479,50 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   int64_t lineno = 0;
   dp_row row;
   memset(out, 0, sizeof *out);
+  io->duplicates = 0;
+  io->used_key_file = 0;
   dp_bronze_collection_name(ent, cname, sizeof cname);
-  loader L;
-  memset(&L, 0, sizeof L);
-  L.coll = mongoc_client_get_collection(cli, db, cname);
-  L.ent = ent;
-  L.run = run;
-  L.raw_ref = raw_ref;
-  L.out = out;
-  L.rep.replace = 1;
+  loader *L = calloc(1, sizeof *L);
+  if (!L) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  L->coll = mongoc_client_get_collection(cli, db, cname);
+  L->ent = ent;
+  L->run = run;
+  L->raw_ref = raw_ref;
+  L->out = out;
+  L->ins.limit = BATCH;
+  L->rep.limit = RBATCH;
+  L->rep.replace = 1;
   if (dp_row_init(&row, ent->ncols)) {
-    mongoc_collection_destroy(L.coll);
+    mongoc_collection_destroy(L->coll);
+    free(L);
     return dp_err_set(e, DP_ENOMEM, "out of memory");
   }
-  rc = ensure_indexes(L.coll, e);
-  if (rc == 0 && ent->npk > 0) rc = load_index(&L, e);
+  if (io->dir) {
+    rc = dp_mkdirs(io->dir, e);
+    if (rc) goto cleanup;
+    snprintf(keyfile, sizeof keyfile, "%s/keys.idx", io->dir);
+    dp_bronze_change_file(io->dir, run->id_str, changes, sizeof changes);
+    snprintf(changes_part, sizeof changes_part, "%s.part", changes);
+    L->changes = fopen(changes_part, "wb");
+    if (!L->changes) {
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot create %s: %s", changes_part, strerror(errno));
+      goto cleanup;
+    }
+  }
+  rc = ensure_indexes(L->coll, e);
+  if (rc == 0 && ent->npk > 0 && keyfile[0]) collection_uuid(cli, db, cname, L->coll_uuid);
+  if (rc == 0 && ent->npk > 0) {
+    int used = keyfile[0] ? read_key_file(L, keyfile, io->trusted_run, e) : 0;
+    if (used < 0) rc = DP_ENOMEM;
+    else if (used) io->used_key_file = 1;
+    else {
+      free(L->idx.v);
+      memset(&L->idx, 0, sizeof L->idx);
+      rc = load_index(L, e);
+    }
+    dp_log(DP_LOG_DEBUG, "bronze %s: %zu stored keys from %s", cname, L->idx.n,
+           io->used_key_file ? "the key file" : "the collection");
+  }
   if (rc) goto cleanup;
   f = fopen(raw_path, "r");
   if (!f) {
@@ -371,12 +551,12 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
         goto cleanup;
       }
       dp_row_hash(&row, ent, DP_HASH_KEY, key);
-      rc = take(&L, &data, key, content, lineno, e);
+      rc = take(L, &data, key, content, lineno, e);
     } else {
       /* no primary key: every record is appended under a new id */
       dp_uuid_v7(key);
       out->inserted++;
-      rc = queue(&L, &L.ins, make_doc(&L, key, content, &data, lineno), key, e);
+      rc = queue(L, &L->ins, make_doc(L, key, content, &data, lineno), key, e);
     }
     bson_destroy(&data);
     if (rc) goto cleanup;
@@ -385,20 +565,39 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     rc = dp_err_set(e, DP_EIO, "bronze: cannot read %s", raw_path);
     goto cleanup;
   }
-  rc = flush(&L, &L.ins, e);
-  if (rc == 0) rc = flush(&L, &L.rep, e);
-  if (rc == 0 && ent->full_load && ent->npk > 0) rc = mark_deleted(&L, e); /* whatever silver's delete_detection says */
-  if (rc == 0 && L.duplicates)
+  rc = flush(L, &L->ins, e);
+  if (rc == 0) rc = flush(L, &L->rep, e);
+  if (rc == 0 && ent->full_load && ent->npk > 0) rc = mark_deleted(L, e); /* whatever silver's delete_detection says */
+  if (rc == 0 && L->duplicates)
     dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the last one of each key was kept",
-           cname, (long long)L.duplicates);
+           cname, (long long)L->duplicates);
+  io->duplicates = L->duplicates;
+  if (rc == 0 && L->changes) {
+    /* the change file, complete: silver's input */
+    FILE *c = L->changes;
+    L->changes = NULL;
+    int bad = fflush(c) | fsync(fileno(c));
+    bad |= fclose(c);
+    if (bad || rename(changes_part, changes) != 0)
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", changes, strerror(errno));
+  }
+  if (rc == 0 && keyfile[0] && ent->npk > 0) {
+    if (L->coll_uuid[0]) rc = write_key_file(L, keyfile, e);
+    else unlink(keyfile); /* nothing to tell this collection from a new one by */
+  }
 cleanup:
-  for (size_t i = 0; i < L.ins.n; i++) bson_destroy(L.ins.docs[i]);
-  for (size_t i = 0; i < L.rep.n; i++) bson_destroy(L.rep.docs[i]);
-  free(L.idx.v);
-  free(L.idx.slots);
+  if (L->changes) { /* a failed load leaves no change file: silver reads the collection */
+    fclose(L->changes);
+    unlink(changes_part);
+  }
+  for (size_t i = 0; i < L->ins.n; i++) bson_destroy(L->ins.docs[i]);
+  for (size_t i = 0; i < L->rep.n; i++) bson_destroy(L->rep.docs[i]);
+  free(L->idx.v);
+  free(L->idx.slots);
   free(line);
   if (f) fclose(f);
   dp_row_free(&row);
-  mongoc_collection_destroy(L.coll);
+  mongoc_collection_destroy(L->coll);
+  free(L);
   return rc;
 }

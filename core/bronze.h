@@ -8,11 +8,29 @@
 #include "meta.h"
 #include "runinfo.h"
 
+/* The entity's bronze state folder and what a load tells about itself. */
+typedef struct dp_bronze_io {
+  /* in: DP_DATA_DIR/bronze/<system>/<entity>, holding the key file keys.idx and the change files
+   * <run_id>.bson (NULL: neither is read nor written) */
+  const char *dir;
+  /* in: the entity's last bronze load when it succeeded (per the audit), else NULL or "": the
+   * key file is used only when it was written by that load; otherwise the collection is read */
+  const char *trusted_run;
+  int64_t duplicates;  /* out: records that repeated a key of this run */
+  int used_key_file;   /* out: 1 when the key file stood in for reading the collection */
+} dp_bronze_io;
+
 /* Loads raw_path (JSON Lines) into bronze (database db, normally "bronze"). raw_ref is the file name recorded in
  * _dp.raw.file. Counts: in = records read, inserted / updated / unchanged per key,
- * deleted = keys not seen in a full load (marked _dp.deleted). */
+ * deleted = keys not seen in a full load (marked _dp.deleted). With io->dir, every document
+ * written (and a {_id, _dp.deleted} document per deletion) goes, in order, to the change file
+ * <dir>/<run_id>.bson, which gets that name only when the load succeeded; then the key file is
+ * rewritten. */
 int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
-                   const char *raw_path, const char *raw_ref, dp_counts *out, dp_err *e);
+                   const char *raw_path, const char *raw_ref, dp_bronze_io *io, dp_counts *out, dp_err *e);
+
+/* "<dir>/<run_id>.bson" (cap >= strlen(dir) + 43) */
+void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_t cap);
 
 /* Appends the collection name "<system>__<entity>" to buf (max 255 bytes). */
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap);

@@ -239,6 +239,45 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   return rc;
 }
 
+/* The bronze state folder of an entity: DP_DATA_DIR/bronze/<system>/<entity>. */
+static void bronze_dir(dp_engine *eng, const dp_entity *ent, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s/bronze/%s/%s", eng->cfg.data_dir, ent->system, ent->name);
+}
+
+/* The bronze step: the key file may stand in for reading the collection only when the entity's
+ * last bronze load (before this run; skipped ones wrote nothing) succeeded, since a failed or
+ * crashed load may have written part of its batches; --full-refresh reads the collection too. */
+static int bronze_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o, ent_state *s, dp_counts *n,
+                       dp_buf *details, dp_err *e) {
+  char dir[4096], trusted[40] = "";
+  bronze_dir(eng, &s->ent, dir, sizeof dir);
+  const char *p[] = {s->ent.system, s->ent.name, run->id_str};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->audit,
+                      "SELECT run_id::text, status FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
+                      "AND layer = 'bronze' AND status <> 'skipped' AND run_id <> $3::uuid "
+                      "ORDER BY run_id DESC LIMIT 1",
+                      3, p, &r, e);
+  if (rc) return rc;
+  if (!o->full_refresh && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "succeeded") == 0)
+    snprintf(trusted, sizeof trusted, "%s", PQgetvalue(r, 0, 0));
+  PQclear(r);
+  dp_bronze_io io = {dir, trusted, 0, 0};
+  rc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s->ent, run, s->raw_path, s->raw_ref, &io, n, e);
+  if (rc) return rc;
+  /* details: what a replay already put there, plus the file, repeated keys, the key source */
+  if (details->len < 2 || strcmp(details->data, "{}") == 0) {
+    dp_buf_reset(details);
+    dp_buf_puts(details, "{\"file\":");
+    put_json_str_or_null(details, s->raw_ref);
+  } else {
+    details->data[--details->len] = '\0'; /* reopen the object */
+  }
+  dp_buf_printf(details, ",\"duplicates\":%" PRId64 ",\"stored_keys_from\":\"%s\"}", io.duplicates,
+                io.used_key_file ? "key file" : "collection");
+  return 0;
+}
+
 /* Calls engine.<fn>(system, entity) (the ctx.on_commit hooks of issue #4): after_commit runs the
  * entity's registered functions once its silver merge committed; discard_pending (entity NULL)
  * drops what is left at the end of a run. Their failures are warnings: the data is committed. */
@@ -444,10 +483,11 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
         lrc = raw_step(eng, &run, o, meta_idx, s, n, &details, &le);
       } else if (l == 1) {
         lrc = o->replay == DP_REPLAY_RAW ? find_raw_file(eng, o, s, &details, &le) : 0;
-        if (lrc == 0)
-          lrc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->raw_path, s->raw_ref, n, &le);
+        if (lrc == 0) lrc = bronze_step(eng, &run, o, s, n, &details, &le);
       } else {
-        lrc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, &s->ent, &run, s->cursor_after,
+        char dir[4096];
+        bronze_dir(eng, &s->ent, dir, sizeof dir);
+        lrc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, dir, &s->ent, &run, s->cursor_after,
                               o->replay == DP_REPLAY_BRONZE ? DP_SILVER_FULL_READ : 0, n, &le);
       }
       double dt = now_s() - t0;

@@ -10,11 +10,13 @@
 #include "testhook.h"
 #include "uuid.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define COPY_CHUNK (1 << 20)
 
@@ -333,9 +335,93 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
   return rc;
 }
 
+/* Where silver's input comes from: a bronze query, or the change files of the bronze loads
+ * since silver's last commit (in load order). */
+typedef struct doc_source {
+  mongoc_collection_t *coll;
+  mongoc_cursor_t *cur;
+  char **files;            /* owned, NULL-terminated */
+  size_t fi;
+  bson_reader_t *reader;
+  char cname[256];
+} doc_source;
+
+static int source_next(doc_source *src, const bson_t **doc, dp_err *e) {
+  if (src->cur) {
+    if (mongoc_cursor_next(src->cur, doc)) return 1;
+    bson_error_t be;
+    if (mongoc_cursor_error(src->cur, &be))
+      return dp_err_set(e, DP_EMONGO, "silver: cannot read bronze %s: %s", src->cname, be.message);
+    return 0;
+  }
+  for (;;) {
+    if (!src->reader) {
+      if (!src->files || !src->files[src->fi]) return 0;
+      bson_error_t be;
+      src->reader = bson_reader_new_from_file(src->files[src->fi], &be);
+      if (!src->reader) return dp_err_set(e, DP_EIO, "silver: cannot open %s: %s", src->files[src->fi], be.message);
+    }
+    bool eof = false;
+    *doc = bson_reader_read(src->reader, &eof);
+    if (*doc) return 1;
+    if (!eof) return dp_err_set(e, DP_EIO, "silver: %s is damaged near byte %lld", src->files[src->fi],
+                                (long long)bson_reader_tell(src->reader));
+    bson_reader_destroy(src->reader);
+    src->reader = NULL;
+    src->fi++;
+  }
+}
+
+static void source_close(doc_source *src) {
+  if (src->cur) mongoc_cursor_destroy(src->cur);
+  if (src->coll) mongoc_collection_destroy(src->coll);
+  if (src->reader) bson_reader_destroy(src->reader);
+  for (size_t i = 0; src->files && src->files[i]; i++) free(src->files[i]);
+  free(src->files);
+  memset(src, 0, sizeof *src);
+}
+
+/* The bronze documents written since the run `since` ("" for all; UUID v7 run ids sort by time). */
+static void source_query(doc_source *src, mongoc_client_t *cli, const char *db, const dp_entity *ent,
+                         const char *since) {
+  dp_bronze_collection_name(ent, src->cname, sizeof src->cname);
+  src->coll = mongoc_client_get_collection(cli, db, src->cname);
+  bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
+  if (since[0]) {
+    bson_t or, a, b, ga, gb;
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&a, "_dp.run_id", &ga);
+    BSON_APPEND_UTF8(&ga, "$gt", since);
+    bson_append_document_end(&a, &ga);
+    bson_append_document_end(&or, &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
+    BSON_APPEND_DOCUMENT_BEGIN(&b, "_dp.deleted_run_id", &gb);
+    BSON_APPEND_UTF8(&gb, "$gt", since);
+    bson_append_document_end(&b, &gb);
+    bson_append_document_end(&or, &b);
+    bson_append_array_end(&filter, &or);
+  }
+  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+  BSON_APPEND_INT32(&proj, "data", 1);
+  BSON_APPEND_INT32(&proj, "_dp.raw", 1);
+  BSON_APPEND_INT32(&proj, "_dp.deleted", 1);
+  bson_append_document_end(&opts, &proj);
+  src->cur = mongoc_collection_find_with_opts(src->coll, &filter, &opts, NULL);
+  bson_destroy(&filter);
+  bson_destroy(&opts);
+}
+
+/* How rows leave stage_rows. */
+enum { TO_STAGE, TO_STAGE_DEDUPE, TO_TABLE };
+
 typedef struct stager {
   PGconn *c;
-  dp_buf copy;     /* COPY text for the stage table */
+  int mode;        /* TO_STAGE: one row per key; TO_STAGE_DEDUPE: the same key may come again
+                    * (several change files), rows carry their order and rejections stay as rows;
+                    * TO_TABLE: new current versions straight into the (empty) silver table */
+  int64_t seq;
+  dp_buf copy;     /* COPY text for the stage or silver table */
   dp_buf rejects;  /* COPY text for the __rejected table (sent after the stage COPY) */
   dp_buf scratch;
 } stager;
@@ -346,51 +432,99 @@ static void put_uuid(dp_buf *b, const uint8_t h[16]) {
   dp_buf_append(b, s, 36);
 }
 
-static void add_reject(stager *st, const dp_entity *ent, const dp_runinfo *run, const uint8_t *key,
-                       const dp_row *row, const char *reason, const char *raw_file, int64_t line,
-                       const bson_t *data) {
+/* Why a record was rejected, and where it came from. */
+typedef struct reject {
+  const char *column, *value, *reason, *raw_file;
+  int64_t line;
+  const bson_t *data;
+} reject;
+
+/* column, value, reason, raw file, raw line, record: COPY text fields, tab-separated */
+static void put_reject(stager *st, dp_buf *b, const reject *rj) {
+  dp_pg_copy_escape(b, rj->column, strlen(rj->column));
+  dp_buf_putc(b, '\t');
+  dp_pg_copy_escape(b, rj->value, strlen(rj->value));
+  dp_buf_putc(b, '\t');
+  dp_pg_copy_escape(b, rj->reason, strlen(rj->reason));
+  dp_buf_putc(b, '\t');
+  if (rj->raw_file) dp_pg_copy_escape(b, rj->raw_file, strlen(rj->raw_file));
+  else dp_buf_puts(b, "\\N");
+  dp_buf_printf(b, "\t%" PRId64 "\t", rj->line);
+  dp_buf_reset(&st->scratch);
+  dp_bson_to_json(rj->data, &st->scratch);
+  dp_pg_copy_escape(b, st->scratch.data, st->scratch.len);
+}
+
+/* A row of the __rejected table, for TO_TABLE (staged modes stage their rejections). */
+static void add_reject(stager *st, const dp_runinfo *run, const uint8_t *key, const reject *rj) {
   dp_buf *b = &st->rejects;
   dp_buf_printf(b, "%s\t%s\t", run->id_str, run->ts_str);
   if (key) put_uuid(b, key);
   else dp_buf_puts(b, "\\N");
   dp_buf_putc(b, '\t');
-  const char *col = ent->cols[row->bad_col].name;
-  dp_pg_copy_escape(b, col, strlen(col));
-  dp_buf_putc(b, '\t');
-  dp_pg_copy_escape(b, row->bad_value, strlen(row->bad_value));
-  dp_buf_putc(b, '\t');
-  dp_pg_copy_escape(b, reason, strlen(reason));
-  dp_buf_putc(b, '\t');
-  if (raw_file) dp_pg_copy_escape(b, raw_file, strlen(raw_file));
-  else dp_buf_puts(b, "\\N");
-  dp_buf_printf(b, "\t%" PRId64 "\t", line);
-  dp_buf_reset(&st->scratch);
-  dp_bson_to_json(data, &st->scratch);
-  dp_pg_copy_escape(b, st->scratch.data, st->scratch.len);
+  put_reject(st, b, rj);
   dp_buf_putc(b, '\n');
 }
 
-/* Appends one stage row: key, scd1 and scd2 hashes, deleted flag, then the typed values
- * (all NULL for a deletion). */
+static void put_values(dp_buf *b, const dp_entity *ent, const dp_row *row) {
+  for (size_t i = 0; i < ent->ncols; i++) {
+    if (i) dp_buf_putc(b, '\t');
+    if (!row || row->null[i]) dp_buf_puts(b, "\\N");
+    else dp_pg_copy_escape(b, row->text.data + row->off[i], row->len[i]);
+  }
+}
+
+/* Appends one stage row: key, scd1 and scd2 hashes, op ('u' upsert, 'd' deletion, 'r' rejected),
+ * order, the rejection (for 'r'), then the typed values (all NULL unless 'u'). */
 static void stage_row(stager *st, const dp_entity *ent, const uint8_t key[16], const uint8_t *h1,
-                      const uint8_t *h2, const dp_row *row) {
+                      const uint8_t *h2, char op, const dp_row *row, const reject *rj) {
   dp_buf *b = &st->copy;
   put_uuid(b, key);
-  if (row) {
+  if (op == 'u') {
     dp_buf_putc(b, '\t');
     put_uuid(b, h1);
     dp_buf_putc(b, '\t');
     put_uuid(b, h2);
-    dp_buf_puts(b, "\tf");
   } else {
-    dp_buf_puts(b, "\t\\N\t\\N\tt");
+    dp_buf_puts(b, "\t\\N\t\\N");
   }
-  for (size_t i = 0; i < ent->ncols; i++) {
-    dp_buf_putc(b, '\t');
-    if (!row || row->null[i]) dp_buf_puts(b, "\\N");
-    else dp_pg_copy_escape(b, row->text.data + row->off[i], row->len[i]);
-  }
+  dp_buf_printf(b, "\t%c\t%" PRId64 "\t", op, st->seq++);
+  if (rj) put_reject(st, b, rj);
+  else dp_buf_puts(b, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
+  dp_buf_putc(b, '\t');
+  put_values(b, ent, op == 'u' ? row : NULL);
   dp_buf_putc(b, '\n');
+}
+
+/* The columns TO_TABLE rows fill, in their order. */
+static void table_copy_columns(dp_buf *q, const dp_entity *ent) {
+  dp_buf_puts(q, "COPY ");
+  tbl(q, ent, "");
+  dp_buf_puts(q, " (");
+  for (size_t i = 0; i < ent->ncols; i++) {
+    dp_pg_ident(q, ent->cols[i].name);
+    dp_buf_puts(q, ", ");
+  }
+  dp_buf_puts(q, "_dp_key_hash, _dp_scd1_hash, _dp_scd2_hash, _dp_valid_from, _dp_valid_to, _dp_is_current, "
+                 "_dp_is_deleted, _dp_run_id, _dp_run_ts, _dp_created_at, _dp_updated_at) FROM STDIN");
+}
+
+/* Appends one new current version (the row insert_versions would make from a stage row). */
+static void table_row(stager *st, const dp_entity *ent, const dp_runinfo *run, const uint8_t key[16],
+                      const uint8_t h1[16], const uint8_t h2[16], const dp_row *row) {
+  dp_buf *b = &st->copy;
+  put_values(b, ent, row);
+  dp_buf_putc(b, '\t');
+  put_uuid(b, key);
+  dp_buf_putc(b, '\t');
+  put_uuid(b, h1);
+  dp_buf_putc(b, '\t');
+  put_uuid(b, h2);
+  dp_buf_putc(b, '\t');
+  int vf = ent->valid_from_col;
+  if (vf >= 0 && !row->null[vf]) dp_pg_copy_escape(b, row->text.data + row->off[vf], row->len[vf]);
+  else dp_buf_puts(b, run->ts_str);
+  dp_buf_printf(b, "\t\\N\tt\tf\t%s\t%s\t%s\t%s\n", run->id_str, run->ts_str, run->ts_str, run->ts_str);
 }
 
 /* The delete marker's value cast with its column's type, so it compares with cast cells. */
@@ -413,47 +547,19 @@ static int marker_text(const dp_entity *ent, dp_buf *out, dp_err *e) {
   return rc;
 }
 
-/* Reads the bronze documents written since silver's last committed run of the entity (since:
- * a run id, or "" for everything; UUID v7 run ids sort by time) and COPYs them into _dp_stage:
- * changed and new records typed, deleted keys as deletion rows. */
-static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp_entity *ent,
-                      const dp_runinfo *run, const char *since, dp_counts *out, dp_err *e) {
-  char cname[256];
-  dp_bronze_collection_name(ent, cname, sizeof cname);
-  mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
-  bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
-  if (since[0]) {
-    bson_t or, a, b, ga, gb;
-    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
-    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
-    BSON_APPEND_DOCUMENT_BEGIN(&a, "_dp.run_id", &ga);
-    BSON_APPEND_UTF8(&ga, "$gt", since);
-    bson_append_document_end(&a, &ga);
-    bson_append_document_end(&or, &a);
-    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
-    BSON_APPEND_DOCUMENT_BEGIN(&b, "_dp.deleted_run_id", &gb);
-    BSON_APPEND_UTF8(&gb, "$gt", since);
-    bson_append_document_end(&b, &gb);
-    bson_append_document_end(&or, &b);
-    bson_append_array_end(&filter, &or);
-  }
-  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-  BSON_APPEND_INT32(&proj, "data", 1);
-  BSON_APPEND_INT32(&proj, "_dp.raw", 1);
-  BSON_APPEND_INT32(&proj, "_dp.deleted", 1);
-  bson_append_document_end(&opts, &proj);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+/* Reads the source's documents and COPYs them (COPY already begun on st->c): changed and new
+ * records typed, deleted keys as deletion rows (TO_TABLE: new keys only). */
+static int stage_rows(stager *st, doc_source *src, const dp_entity *ent, const dp_runinfo *run, dp_counts *out,
+                      dp_err *e) {
   dp_row row;
   int rc = dp_row_init(&row, ent->ncols);
-  if (rc) {
-    rc = dp_err_set(e, DP_ENOMEM, "out of memory");
-    goto cleanup;
-  }
+  if (rc) return dp_err_set(e, DP_ENOMEM, "out of memory");
   const bson_t *doc;
   uint8_t key[16], h1[16], h2[16];
   dp_buf marker = DP_BUF_INIT; /* the delete marker's value as canonical text of its column */
-  if (ent->marker_col >= 0 && (rc = marker_text(ent, &marker, e)) != 0) goto cleanup_row;
-  while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
+  if (ent->marker_col >= 0 && (rc = marker_text(ent, &marker, e)) != 0) goto cleanup;
+  int more;
+  while (rc == 0 && (more = source_next(src, &doc, e)) == 1) {
     bson_iter_t it;
     const uint8_t *dbuf;
     uint32_t dlen;
@@ -467,7 +573,7 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
     if (!id || idlen != 16) continue;
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted", &it) && BSON_ITER_HOLDS_BOOL(&it) &&
         bson_iter_bool(&it)) {
-      stage_row(st, ent, id, NULL, NULL, NULL);
+      if (st->mode != TO_TABLE) stage_row(st, ent, id, NULL, NULL, 'd', NULL, NULL);
       continue;
     }
     if (!bson_iter_init_find(&it, doc, "data") || !BSON_ITER_HOLDS_DOCUMENT(&it)) continue;
@@ -483,43 +589,54 @@ static int stage_rows(stager *st, mongoc_client_t *cli, const char *db, const dp
     dp_err ce;
     dp_err_clear(&ce);
     if (dp_row_cast(&row, ent, &data, 0, &ce) != 0) {
+      char failmsg[sizeof ce.msg + 1200];
+      snprintf(failmsg, sizeof failmsg, "%s (value %s; raw file %s line %" PRId64 ")", ce.msg,
+               row.bad_value[0] ? row.bad_value : "missing", raw_file ? raw_file : "?", raw_line);
+      reject rj = {ent->cols[row.bad_col].name, row.bad_value, ent->fail_on_type_error ? failmsg : ce.msg,
+                   raw_file, raw_line, &data};
+      if (st->mode == TO_STAGE_DEDUPE) {
+        /* a later record of the key may replace this one: decided after the stage is complete */
+        stage_row(st, ent, id, NULL, NULL, 'r', NULL, &rj);
+        continue;
+      }
       if (ent->fail_on_type_error) {
-        rc = dp_err_set(e, DP_ECAST, "%s (value %s; raw file %s line %" PRId64 ")", ce.msg,
-                        row.bad_value[0] ? row.bad_value : "missing", raw_file ? raw_file : "?", raw_line);
+        rc = dp_err_set(e, DP_ECAST, "%s", failmsg);
         break;
       }
       /* Rejected: recorded with its reason; the key keeps its current version. */
-      out->rejected++;
-      add_reject(st, ent, run, ent->npk > 0 ? id : NULL, &row, ce.msg, raw_file, raw_line, &data);
+      if (st->mode == TO_TABLE) {
+        out->rejected++;
+        add_reject(st, run, ent->npk > 0 ? id : NULL, &rj);
+      } else {
+        stage_row(st, ent, id, NULL, NULL, 'r', NULL, &rj);
+      }
       continue;
     }
     memcpy(key, id, 16);
     if (ent->npk > 0) dp_row_hash(&row, ent, DP_HASH_KEY, key);
     if (marker.data && !row.null[ent->marker_col] && row.len[ent->marker_col] == marker.len &&
         memcmp(row.text.data + row.off[ent->marker_col], marker.data, marker.len) == 0) {
-      stage_row(st, ent, key, NULL, NULL, NULL); /* the source says: deleted */
+      if (st->mode != TO_TABLE) stage_row(st, ent, key, NULL, NULL, 'd', NULL, NULL); /* the source says: deleted */
       continue;
     }
     dp_row_hash(&row, ent, DP_HASH_SCD1, h1);
     dp_row_hash(&row, ent, DP_HASH_SCD2, h2);
-    stage_row(st, ent, key, h1, h2, &row);
+    if (st->mode == TO_TABLE) {
+      table_row(st, ent, run, key, h1, h2, &row);
+      out->inserted++;
+    } else {
+      stage_row(st, ent, key, h1, h2, 'u', &row, NULL);
+    }
     if (st->copy.len >= COPY_CHUNK) {
       rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e);
       dp_buf_reset(&st->copy);
     }
   }
-  bson_error_t be;
-  if (rc == 0 && mongoc_cursor_error(cur, &be))
-    rc = dp_err_set(e, DP_EMONGO, "silver: cannot read bronze %s: %s", cname, be.message);
+  if (rc == 0 && more < 0) rc = more;
   if (rc == 0) rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e);
-cleanup_row:
+cleanup:
   dp_buf_free(&marker);
   dp_row_free(&row);
-cleanup:
-  mongoc_cursor_destroy(cur);
-  mongoc_collection_destroy(coll);
-  bson_destroy(&filter);
-  bson_destroy(&opts);
   return rc;
 }
 
@@ -576,7 +693,7 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
                   "c._dp_scd1_hash AS _cur1, c._dp_scd2_hash AS _cur2, c._dp_is_deleted AS _cur_del "
                   "FROM _dp_stage s LEFT JOIN ");
   tbl(&q, ent, "");
-  dp_buf_puts(&q, " c ON c._dp_key_hash = s._dp_key_hash AND c._dp_is_current WHERE NOT s._dp_deleted");
+  dp_buf_puts(&q, " c ON c._dp_key_hash = s._dp_key_hash AND c._dp_is_current WHERE s._dp_op = 'u'");
   rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
   if (rc) goto cleanup;
   rc = dp_pg_exec(c,
@@ -648,7 +765,7 @@ static int merge(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_coun
     tbl(&q, ent, "");
     dp_buf_printf(&q, " t SET _dp_valid_to = %s, _dp_is_current = false, _dp_updated_at = %s "
                       "WHERE t._dp_is_current AND NOT t._dp_is_deleted AND t._dp_key_hash IN "
-                      "(SELECT _dp_key_hash FROM _dp_stage WHERE _dp_deleted) RETURNING t.*)",
+                      "(SELECT _dp_key_hash FROM _dp_stage WHERE _dp_op = 'd') RETURNING t.*)",
                   ts, ts);
     if (tomb) {
       dp_buf_puts(&q, ", ins AS (");
@@ -685,9 +802,110 @@ static void definition_hash(const dp_entity *ent, char out[37]) {
   dp_buf_free(&b);
 }
 
-int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const dp_entity *ent, const dp_runinfo *run,
-                    const char *cursor, unsigned flags, dp_counts *out, dp_err *e) {
-  stager st = {c, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
+/* After the stage COPY: with repeated keys, keeps the last row of each key (and counts what is
+ * left as the input); then the rejected rows left either fail the entity (on_type_error: fail)
+ * or go to the __rejected table. */
+static int settle_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, int mode, dp_counts *out,
+                        dp_err *e) {
+  PGresult *r = NULL;
+  int rc = 0;
+  if (mode == TO_STAGE_DEDUPE) {
+    rc = dp_pg_exec(c, "WITH d AS (DELETE FROM _dp_stage a USING _dp_stage b WHERE a._dp_key_hash = b._dp_key_hash "
+                       "AND a._dp_seq < b._dp_seq RETURNING 1) SELECT count(*) FROM d", 0, NULL, &r, e);
+    if (rc) return rc;
+    out->in -= count_of(r, 0);
+    PQclear(r);
+    r = NULL;
+  }
+  if (ent->fail_on_type_error) {
+    rc = dp_pg_exec(c, "SELECT _dp_rej_reason FROM _dp_stage WHERE _dp_op = 'r' ORDER BY _dp_seq LIMIT 1", 0,
+                    NULL, &r, e);
+    if (rc == 0 && PQntuples(r) == 1) rc = dp_err_set(e, DP_ECAST, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+  }
+  dp_buf q = DP_BUF_INIT;
+  dp_buf_puts(&q, "WITH i AS (INSERT INTO ");
+  tbl(&q, ent, "__rejected");
+  dp_buf_printf(&q, " (_dp_run_id, _dp_run_ts, _dp_key_hash, column_name, value, reason, raw_file, raw_line, record) "
+                    "SELECT $1::uuid, $2::timestamptz, %s, _dp_rej_column, _dp_rej_value, _dp_rej_reason, "
+                    "_dp_rej_file, _dp_rej_line, _dp_rej_record FROM _dp_stage WHERE _dp_op = 'r' ORDER BY _dp_seq "
+                    "RETURNING 1) SELECT count(*) FROM i",
+                ent->npk > 0 ? "_dp_key_hash" : "NULL::uuid");
+  const char *p[] = {run->id_str, run->ts_str};
+  rc = dp_pg_exec(c, q.data, 2, p, &r, e);
+  dp_buf_free(&q);
+  if (rc) return rc;
+  out->rejected = count_of(r, 0);
+  PQclear(r);
+  return 0;
+}
+
+/* The change files of the bronze loads of the entity after run `since` ("": all), in load order,
+ * when every such load succeeded and its file is there: 1 (files and *dups filled), 0 when silver
+ * must ask bronze instead. */
+static int change_files(PGconn *c, const dp_entity *ent, const char *dir, const char *since, char ***files,
+                        int64_t *dups, dp_err *e) {
+  const char *p[] = {ent->system, ent->name, since};
+  PGresult *r = NULL;
+  *files = NULL;
+  *dups = 0;
+  int rc = dp_pg_exec(c,
+                      "SELECT run_id::text, status, coalesce((details->>'duplicates')::bigint, 0) "
+                      "FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
+                      "AND status <> 'skipped' AND ($3 = '' OR run_id > $3::uuid) ORDER BY run_id",
+                      3, p, &r, e);
+  if (rc) return rc;
+  int n = PQntuples(r), ok = 1;
+  char **v = calloc((size_t)n + 1, sizeof *v);
+  if (!v) { PQclear(r); return dp_err_set(e, DP_ENOMEM, "out of memory"); }
+  for (int i = 0; i < n && ok; i++) {
+    char path[4200];
+    dp_bronze_change_file(dir, PQgetvalue(r, i, 0), path, sizeof path);
+    ok = strcmp(PQgetvalue(r, i, 1), "succeeded") == 0 && access(path, R_OK) == 0;
+    if (ok) {
+      if (!(v[i] = strdup(path))) ok = 0;
+      *dups += strtoll(PQgetvalue(r, i, 2), NULL, 10);
+    } else {
+      dp_log(DP_LOG_INFO, "silver %s.%s: bronze load %s %s; reading bronze itself", ent->system, ent->name,
+             PQgetvalue(r, i, 0), strcmp(PQgetvalue(r, i, 1), "succeeded") ? PQgetvalue(r, i, 1) : "left no change file");
+    }
+  }
+  PQclear(r);
+  if (!ok) {
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+    return 0;
+  }
+  *files = v;
+  return 1;
+}
+
+/* After a commit: the change files of loads up to run_id are consumed (a failed removal is harmless:
+ * later runs only read files after their own last commit). */
+static void remove_consumed(const char *dir, const char *run_id) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t len = strlen(de->d_name);
+    int full = len == 41 && strcmp(de->d_name + 36, ".bson") == 0;
+    int part = len == 46 && strcmp(de->d_name + 36, ".bson.part") == 0;
+    if ((full || part) && strncmp(de->d_name, run_id, 36) <= 0) {
+      char path[4400];
+      snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+      unlink(path);
+    }
+  }
+  closedir(d);
+}
+
+int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const char *bronze_dir,
+                    const dp_entity *ent, const dp_runinfo *run, const char *cursor, unsigned flags, dp_counts *out,
+                    dp_err *e) {
+  stager st = {c, TO_STAGE, 0, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
+  doc_source src;
+  memset(&src, 0, sizeof src);
   dp_buf q = DP_BUF_INIT;
   int rc;
   memset(out, 0, sizeof *out);
@@ -698,6 +916,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   /* where silver's last committed run left off (locked until this transaction ends); a changed
    * definition (columns, types, paths, history, keys) means every document is read again */
   char since[40] = "", defhash[37];
+  int full = (flags & DP_SILVER_FULL_READ) != 0;
   definition_hash(ent, defhash);
   {
     const char *p[] = {ent->system, ent->name};
@@ -705,28 +924,69 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     rc = dp_pg_exec(c, "SELECT silver_run_id, definition_hash FROM dp.entity_state "
                        "WHERE system = $1 AND entity = $2 FOR UPDATE", 2, p, &r, e);
     if (rc) goto fail;
-    if (!(flags & DP_SILVER_FULL_READ) && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && !PQgetisnull(r, 0, 1) &&
-        strcmp(PQgetvalue(r, 0, 1), defhash) == 0)
-      snprintf(since, sizeof since, "%s", PQgetvalue(r, 0, 0));
+    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+      if (PQgetisnull(r, 0, 1) || strcmp(PQgetvalue(r, 0, 1), defhash) != 0) full = 1;
+      else snprintf(since, sizeof since, "%s", PQgetvalue(r, 0, 0));
+    }
     PQclear(r);
   }
+  if (full) since[0] = '\0';
 
-  dp_buf_puts(&q, "CREATE TEMP TABLE _dp_stage (_dp_key_hash uuid, _dp_scd1_hash uuid, "
-                  "_dp_scd2_hash uuid, _dp_deleted boolean");
-  for (size_t i = 0; i < ent->ncols; i++) {
-    dp_buf_puts(&q, ", ");
-    dp_pg_ident(&q, ent->cols[i].name);
-    dp_buf_putc(&q, ' ');
-    dp_column_sql_type(&ent->cols[i], &q);
+  /* the input: the change files when they are complete, else a bronze query */
+  int64_t dups = 0;
+  int from_files = 0;
+  if (!full && bronze_dir) {
+    rc = change_files(c, ent, bronze_dir, since, &src.files, &dups, e);
+    if (rc < 0) goto fail;
+    from_files = rc;
+    rc = 0;
   }
-  dp_buf_puts(&q, ") ON COMMIT DROP");
-  rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
-  if (rc) goto fail;
-  rc = dp_pg_copy_begin(c, "COPY _dp_stage FROM STDIN", e);
+  size_t nfiles = 0;
+  while (src.files && src.files[nfiles]) nfiles++;
+  if (!from_files) source_query(&src, cli, bronze_db, ent, since);
+  /* repeated keys are possible only across change files, or within one that says so */
+  int may_repeat = from_files && (nfiles > 1 || dups > 0);
+  {
+    /* an empty table and each key once: new versions go straight in */
+    dp_buf_puts(&q, "SELECT NOT EXISTS (SELECT 1 FROM ");
+    tbl(&q, ent, "");
+    dp_buf_puts(&q, ")");
+    PGresult *r = NULL;
+    rc = dp_pg_exec(c, q.data, 0, NULL, &r, e);
+    if (rc) goto fail;
+    int empty = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    st.mode = empty && !may_repeat ? TO_TABLE : may_repeat ? TO_STAGE_DEDUPE : TO_STAGE;
+  }
+  dp_log(DP_LOG_DEBUG, "silver %s.%s: input from %s%s, %s", ent->system, ent->name,
+         from_files ? "change files" : "bronze", full ? " (everything)" : "",
+         st.mode == TO_TABLE ? "straight into the empty table" : "staged and merged");
+
+  dp_buf_reset(&q);
+  if (st.mode == TO_TABLE) {
+    table_copy_columns(&q, ent);
+  } else {
+    dp_buf_puts(&q, "CREATE TEMP TABLE _dp_stage (_dp_key_hash uuid, _dp_scd1_hash uuid, "
+                    "_dp_scd2_hash uuid, _dp_op \"char\", _dp_seq bigint, _dp_rej_column text, "
+                    "_dp_rej_value text, _dp_rej_reason text, _dp_rej_file text, _dp_rej_line bigint, "
+                    "_dp_rej_record jsonb");
+    for (size_t i = 0; i < ent->ncols; i++) {
+      dp_buf_puts(&q, ", ");
+      dp_pg_ident(&q, ent->cols[i].name);
+      dp_buf_putc(&q, ' ');
+      dp_column_sql_type(&ent->cols[i], &q);
+    }
+    dp_buf_puts(&q, ") ON COMMIT DROP");
+    rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
+    if (rc) goto fail;
+    dp_buf_reset(&q);
+    dp_buf_puts(&q, "COPY _dp_stage FROM STDIN");
+  }
+  rc = dp_pg_copy_begin(c, q.data, e);
   if (rc) goto fail;
   struct timespec t0, t1, t2;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  rc = stage_rows(&st, cli, bronze_db, ent, run, since, out, e);
+  rc = stage_rows(&st, &src, ent, run, out, e);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   if (rc) {
     dp_err tmp;
@@ -748,11 +1008,14 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     if (rc) goto fail;
   }
   dp_test_pause("silver"); /* crash tests: staged, not merged, transaction open */
-  rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
-  if (rc == 0) rc = merge(c, ent, run, out, e);
+  if (st.mode != TO_TABLE) rc = settle_stage(c, ent, run, st.mode, out, e);
+  if (rc == 0 && st.mode != TO_TABLE) {
+    rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
+    if (rc == 0) rc = merge(c, ent, run, out, e);
+  }
   if (rc) goto fail;
   clock_gettime(CLOCK_MONOTONIC, &t2);
-  /* where the time goes (docs/performance.md): reading bronze vs the PostgreSQL merge */
+  /* where the time goes (docs/performance.md): reading the input vs the PostgreSQL merge */
   dp_log(DP_LOG_DEBUG, "silver %s.%s: read, cast and COPY %.3f s; merge %.3f s", ent->system, ent->name,
          (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
          (double)(t2.tv_sec - t1.tv_sec) + (t2.tv_nsec - t1.tv_nsec) / 1e9);
@@ -776,11 +1039,13 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   }
   rc = dp_pg_commit(c, e);
   if (rc) goto fail;
+  if (bronze_dir) remove_consumed(bronze_dir, run->id_str);
   goto cleanup;
 fail:
   dp_pg_rollback(c);
   memset(out, 0, sizeof *out);
 cleanup:
+  source_close(&src);
   dp_buf_free(&st.copy);
   dp_buf_free(&st.rejects);
   dp_buf_free(&st.scratch);

@@ -18,11 +18,15 @@
  * caller's transaction makes a change and its audit row commit or roll back together. */
 int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_err *e);
 
-/* Merges the bronze documents of this run into silver in one transaction on c. For delta
- * entities, cursor (may be NULL: unchanged) is stored in dp.entity_cursor in the same
- * transaction. Nothing is written when it fails. */
-int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const dp_entity *ent, const dp_runinfo *run,
-                    const char *cursor, unsigned flags, dp_counts *out, dp_err *e);
+/* Merges what bronze changed since silver's last committed run of the entity into silver, in one
+ * transaction on c: from the change files in bronze_dir (DP_DATA_DIR/bronze/<system>/<entity>)
+ * when the audit shows every bronze load since then succeeded and left one, else from bronze
+ * itself. Consumed change files are removed after the commit. For delta entities, cursor (may be
+ * NULL: unchanged) is stored in dp.entity_cursor in the same transaction. Nothing is written
+ * when it fails. */
+int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const char *bronze_dir,
+                    const dp_entity *ent, const dp_runinfo *run, const char *cursor, unsigned flags, dp_counts *out,
+                    dp_err *e);
 /* flags: read every bronze document, not only those written since the last commit (replay) */
 #define DP_SILVER_FULL_READ 1u
 
