@@ -1,0 +1,221 @@
+-- Bronze's state folder (DP_DATA_DIR/bronze/<system>/<entity>): the key file that stands in for
+-- reading the collection, and the change files silver reads instead of asking bronze. Every
+-- shortcut must give exactly what the slow path gives, and fall back whenever it cannot be sure.
+local H = require "helpers"
+
+local DEMO = H.root .. "/metadata/demo/bank"
+local SHOP = H.root .. "/spec/fixtures/pipelines/shop"
+
+local function state_dir(env, system, entity)
+  return env.DP_DATA_DIR .. "/bronze/" .. system .. "/" .. entity
+end
+
+local function listing(dir)
+  local _, out = H.sh("ls -1 " .. H.sh_quote(dir) .. " 2>/dev/null")
+  local t = {}
+  for name in out:gmatch("[^\n]+") do t[#t + 1] = name:gsub("^%x+%-%x+%-%x+%-%x+%-%x+", "<run>") end
+  return t
+end
+
+local function bronze_details(pg, entity)
+  return assert(pg:query([[SELECT details->>'stored_keys_from' AS src, details->>'duplicates' AS dups
+    FROM audit.entity_layer_run WHERE layer = 'bronze' AND entity = $1 ORDER BY started_at DESC LIMIT 1]], entity))[1]
+end
+
+local function silver_counts(pg, entity)
+  local r = assert(pg:query([[SELECT records_in, records_inserted, records_updated, records_deleted,
+    records_unchanged, records_rejected FROM audit.entity_layer_run WHERE layer = 'silver' AND entity = $1
+    ORDER BY started_at DESC LIMIT 1]], entity))[1]
+  return { tonumber(r.records_in), tonumber(r.records_inserted), tonumber(r.records_updated),
+    tonumber(r.records_deleted), tonumber(r.records_unchanged), tonumber(r.records_rejected) }
+end
+
+-- The demo bank: export 1 in a whole run, then export 2 and export 1 again in raw + bronze only
+-- runs, then a whole run of export 1 once more, whose silver catches up from what bronze left: TX-1002 and TX-1005 changed twice,
+-- TX-1004 deleted and back, TX-1007 and TX-1008 new and deleted. before_silver(env) may tamper
+-- with the state folder first. Returns silver's history and the silver counts.
+local function catch_up(name, before_silver)
+  local env = H.fresh_env(name)
+  local pg = H.pg(env)
+  H.fill_inbox(env, "inbox/bank", DEMO .. "/export-1")
+  assert.are.equal(0, (H.engine(env, "run", "bank", "--entity", "transactions")))
+  local rc, err, _
+  for _, export in ipairs({ "export-2", "export-1" }) do
+    H.fill_inbox(env, "inbox/bank", DEMO .. "/" .. export)
+    rc, _, err = H.engine(env, "run", "bank", "--entity", "transactions", "--layer", "raw", "--layer", "bronze")
+    assert.are.equal(0, rc, err)
+  end
+  if before_silver then before_silver(env, pg) end
+  rc, _, err = H.engine(env, "run", "bank", "--entity", "transactions")
+  assert.are.equal(0, rc, err)
+  local h, c = H.bank_history(pg), silver_counts(pg, "transactions")
+  pg:close()
+  return h, c, env
+end
+
+describe("bronze state", function()
+  describe("the demo bank", function()
+    local env, pg
+
+    setup(function()
+      env = H.fresh_env("bronze_state")
+      pg = H.pg(env)
+    end)
+    teardown(function() if pg then pg:close() end end)
+
+    it("keeps a key file, and silver consumes the change files", function()
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-1")
+      assert.are.equal(0, (H.engine(env, "run", "bank", "--entity", "transactions")))
+      assert.are.same({ src = "collection", dups = "0" }, bronze_details(pg, "transactions"))
+      -- the change file was silver's input and is gone once silver committed
+      assert.are.same({ "keys.idx" }, listing(state_dir(env, "bank", "transactions")))
+
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
+      local rc, _, err = H.engine(H.with(env, { DP_LOG_LEVEL = "debug" }), "run", "bank", "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.are.same({ src = "key file", dups = "0" }, bronze_details(pg, "transactions"))
+      assert.matches("input from change files, staged and merged", err, 1, true)
+      -- export 2: TX-1002 scd1 change, TX-1005 scd2 change, TX-1004 gone, TX-1007 and TX-1008 new
+      assert.are.same({ 5, 2, 2, 1, 0, 0 }, silver_counts(pg, "transactions"))
+    end)
+
+    it("reads the collection when the key file is damaged, and says why", function()
+      local keys = state_dir(env, "bank", "transactions") .. "/keys.idx"
+      local f = assert(io.open(keys, "r+b"))
+      f:seek("set", 200)
+      f:write("garbage that breaks the key order")
+      f:close()
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
+      local rc, _, err = H.engine(env, "run", "bank", "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.matches("is damaged at key", err, 1, true)
+      assert.are.same({ src = "collection", dups = "0" }, bronze_details(pg, "transactions"))
+      -- the same export again: nothing changed, whatever the key file said
+      assert.are.same({ 0, 0, 0, 0, 0, 0 }, silver_counts(pg, "transactions"))
+    end)
+
+    it("reads the collection when it was dropped since the key file was written", function()
+      local m = H.mongo()
+      assert(m:command(env.DP_BRONZE_DB, '{"drop": "bank__transactions"}'))
+      m:close()
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
+      local rc, _, err = H.engine(env, "run", "bank", "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.are.same({ src = "collection", dups = "0" }, bronze_details(pg, "transactions"))
+      local n = assert(pg:query([[SELECT records_inserted FROM audit.entity_layer_run WHERE layer = 'bronze'
+        AND entity = 'transactions' ORDER BY started_at DESC LIMIT 1]]))[1].records_inserted
+      assert.are.equal("7", n) -- every key of export 2 written again
+    end)
+
+    it("reads the collection after a failed bronze load, since it may have written part", function()
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
+      assert.are.equal(0, (H.engine(env, "run", "bank", "--entity", "transactions", "--layer", "raw")))
+      -- what the key file's trust rests on: the audit says the last bronze load failed
+      assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at)
+        SELECT run_id, run_ts, system, entity, 'bronze', 'failed', now() FROM audit.entity_layer_run
+        WHERE layer = 'raw' AND entity = 'transactions' ORDER BY started_at DESC LIMIT 1]]))
+      local rc, _, err = H.engine(env, "run", "bank", "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.are.same({ src = "collection", dups = "0" }, bronze_details(pg, "transactions"))
+      -- and --full-refresh reads it too
+      rc, _, err = H.engine(env, "run", "bank", "--entity", "transactions", "--full-refresh")
+      assert.are.equal(0, rc, err)
+      assert.are.same({ src = "collection", dups = "0" }, bronze_details(pg, "transactions"))
+    end)
+  end)
+
+  describe("silver catching up over several bronze loads", function()
+    local want, want_counts
+
+    setup(function()
+      -- the reference: the change files removed, so silver asks bronze itself
+      want, want_counts = catch_up("catchup_query", function(env)
+        H.sh("rm -f " .. H.sh_quote(state_dir(env, "bank", "transactions")) .. "/*.bson")
+      end)
+    end)
+
+    it("gives from the change files what asking bronze gives", function()
+      local files
+      local got, counts = catch_up("catchup_files", function(env)
+        files = listing(state_dir(env, "bank", "transactions"))
+      end)
+      assert.are.same({ "<run>.bson", "<run>.bson", "keys.idx" }, files)
+      assert.are.same(want, got)
+      assert.are.same({ 5, 0, 0, 0, 3, 0 }, counts)
+      -- the same counts too: the keys changed in both loads are taken in once
+      assert.are.same(want_counts, counts)
+    end)
+
+    it("asks bronze when a change file of the chain is missing", function()
+      local got = catch_up("catchup_gap", function(env)
+        local _, first = H.sh("ls " .. H.sh_quote(state_dir(env, "bank", "transactions")) .. "/*.bson | head -1")
+        os.remove((first:gsub("%s+$", "")))
+      end)
+      assert.are.same(want, got)
+    end)
+  end)
+
+  describe("a record replaced by a later load before silver ran", function()
+    local env, pg
+
+    setup(function()
+      env = H.fresh_env("bronze_state_rej", { metadata = SHOP })
+      pg = H.pg(env)
+    end)
+    teardown(function() if pg then pg:close() end end)
+
+    local function put(name, lines)
+      H.sh("rm -f " .. H.sh_quote(env.DP_DATA_DIR .. "/inbox/shop") .. "/*")
+      H.write_export(env.DP_DATA_DIR .. "/inbox/shop/" .. name, table.concat(lines, "\n") .. "\n")
+    end
+
+    it("is not rejected when its key's last record is fine (on_type_error: reject)", function()
+      put("orders-1.jsonl", { '{"order_id": 1, "total": "ten", "status": "paid"}' })
+      assert.are.equal(0, (H.engine(env, "run", "shop", "--entity", "orders", "--layer", "raw", "--layer", "bronze")))
+      put("orders-1.jsonl", { '{"order_id": 1, "total": "10.00", "status": "paid"}' })
+      assert.are.equal(0, (H.engine(env, "run", "shop", "--entity", "orders", "--layer", "raw", "--layer", "bronze")))
+      local rc, _, err = H.engine(env, "run", "shop", "--entity", "orders")
+      assert.are.equal(0, rc, err)
+      assert.are.same({ 1, 1, 0, 0, 0, 0 }, silver_counts(pg, "orders"))
+      assert.are.same({}, assert(pg:query("SELECT * FROM silver.shop__orders__rejected")))
+      assert.are.same({ { total = "10.00" } }, assert(pg:query("SELECT total::text FROM silver.shop__orders")))
+    end)
+
+    it("is rejected, once, when it is its key's last record", function()
+      put("orders-1.jsonl", { '{"order_id": 1, "total": "10.00", "status": "paid"}', '{"order_id": 2, "total": "2", "status": "x"}' })
+      assert.are.equal(0, (H.engine(env, "run", "shop", "--entity", "orders", "--layer", "raw", "--layer", "bronze")))
+      put("orders-1.jsonl", { '{"order_id": 1, "total": "eleven", "status": "paid"}', '{"order_id": 2, "total": "2", "status": "x"}' })
+      assert.are.equal(0, (H.engine(env, "run", "shop", "--entity", "orders", "--layer", "raw", "--layer", "bronze")))
+      local rc, _, err = H.engine(env, "run", "shop", "--entity", "orders")
+      assert.are.equal(0, rc, err)
+      -- order 1: its last record is rejected, it keeps its current version; order 2 is new
+      assert.are.same({ 2, 1, 0, 0, 0, 1 }, silver_counts(pg, "orders"))
+      assert.are.same({ { column_name = "total", value = '"eleven"' } },
+        assert(pg:query("SELECT column_name, value FROM silver.shop__orders__rejected")))
+    end)
+  end)
+
+  describe("straight into an empty table", function()
+    it("gives the rows the staged merge gives", function()
+      local env = H.fresh_env("bronze_state_direct")
+      local pg = H.pg(env)
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-1")
+      local rc, _, err = H.engine(H.with(env, { DP_LOG_LEVEL = "debug" }), "run", "bank", "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.matches("input from change files, straight into the empty table", err, 1, true)
+      local direct = H.bank_history(pg)
+      -- a stranger's row makes the table non-empty: the replay stages and merges
+      assert(pg:query([[CREATE TEMP TABLE one AS SELECT * FROM silver.bank__transactions LIMIT 1;
+        UPDATE one SET id = 'STRANGER', _dp_key_hash = gen_random_uuid();
+        DELETE FROM silver.bank__transactions;
+        INSERT INTO silver.bank__transactions OVERRIDING SYSTEM VALUE SELECT * FROM one;]]))
+      rc, _, err = H.engine(H.with(env, { DP_LOG_LEVEL = "debug" }), "replay", "bank", "--from", "bronze",
+        "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.matches("staged and merged", err, 1, true)
+      assert(pg:query("DELETE FROM silver.bank__transactions WHERE id = 'STRANGER'"))
+      assert.are.same(direct, H.bank_history(pg))
+      pg:close()
+    end)
+  end)
+end)
