@@ -26,8 +26,6 @@ int dp_buf_append(dp_buf *b, const void *p, size_t n) {
   return 0;
 }
 
-int dp_buf_putc(dp_buf *b, char c) { return dp_buf_append(b, &c, 1); }
-
 int dp_buf_puts(dp_buf *b, const char *s) { return dp_buf_append(b, s, strlen(s)); }
 
 int dp_buf_printf(dp_buf *b, const char *fmt, ...) {

@@ -16,7 +16,14 @@ typedef struct dp_buf {
 /* Ensures room for n more bytes (plus the NUL); returns 0 or DP_ENOMEM. */
 int dp_buf_reserve(dp_buf *b, size_t n);
 int dp_buf_append(dp_buf *b, const void *p, size_t n);
-int dp_buf_putc(dp_buf *b, char c);
+/* one byte; inline, since COPY text is built a byte at a time in places */
+static inline int dp_buf_putc(dp_buf *b, char c) {
+  int rc;
+  if (b->len + 2 > b->cap && (rc = dp_buf_reserve(b, 1)) != 0) return rc;
+  b->data[b->len++] = c;
+  b->data[b->len] = '\0';
+  return 0;
+}
 int dp_buf_puts(dp_buf *b, const char *s);
 int dp_buf_printf(dp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dp_buf_reset(dp_buf *b);

@@ -77,11 +77,26 @@ static int parse_date(const char *s, size_t n, int64_t *out) {
   return 0;
 }
 
+/* n digits of v, zero-padded, at p */
+static void digits(char *p, int n, uint64_t v) {
+  for (int i = n - 1; i >= 0; i--) { p[i] = (char)('0' + v % 10); v /= 10; }
+}
+
 static void format_date(int64_t days, dp_buf *out) {
   int64_t y;
   unsigned m, d;
   civil_from_days(days, &y, &m, &d);
-  dp_buf_printf(out, "%04" PRId64 "-%02u-%02u", y, m, d);
+  if (y < 0 || y > 9999) { /* not from a parsed date: keep printf's rendering */
+    dp_buf_printf(out, "%04" PRId64 "-%02u-%02u", y, m, d);
+    return;
+  }
+  char b[10];
+  digits(b, 4, (uint64_t)y);
+  b[4] = '-';
+  digits(b + 5, 2, m);
+  b[7] = '-';
+  digits(b + 8, 2, d);
+  dp_buf_append(out, b, sizeof b);
 }
 
 /* Microseconds since the epoch -> "YYYY-MM-DDTHH:MM:SS.ffffffZ". */
@@ -94,9 +109,22 @@ static int format_ts(int64_t us, dp_buf *out) {
   unsigned m, d;
   civil_from_days(days, &y, &m, &d);
   if (y < 1 || y > 9999) return -1;
-  dp_buf_printf(out, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d.%06" PRId64 "Z", y, m, d,
-                (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), frac);
-  return 0;
+  char b[27]; /* YYYY-MM-DDTHH:MM:SS.ffffffZ */
+  digits(b, 4, (uint64_t)y);
+  b[4] = '-';
+  digits(b + 5, 2, m);
+  b[7] = '-';
+  digits(b + 8, 2, d);
+  b[10] = 'T';
+  digits(b + 11, 2, (uint64_t)(sod / 3600));
+  b[13] = ':';
+  digits(b + 14, 2, (uint64_t)(sod / 60 % 60));
+  b[16] = ':';
+  digits(b + 17, 2, (uint64_t)(sod % 60));
+  b[19] = '.';
+  digits(b + 20, 6, (uint64_t)frac);
+  b[26] = 'Z';
+  return dp_buf_append(out, b, sizeof b);
 }
 
 /* ISO 8601: YYYY-MM-DD, or YYYY-MM-DD[T ]HH:MM[:SS[.fff...]][Z|+HH[:MM]|-HH[:MM]].
@@ -160,8 +188,10 @@ static int parse_ts(const char *s, size_t n, int64_t *us) {
 /* Rounds the decimal text s to col's scale (half away from zero) and checks precision. */
 static int cast_decimal_text(const dp_column *col, const char *s, size_t n, dp_buf *out,
                              dp_err *e) {
-  char sh[MAX_SHOWN + 8];
-  shown(sh, sizeof sh, s, n);
+  char sh[MAX_SHOWN + 8]; /* the value as shown in messages: made only when one is needed */
+#define sh (shown(sh, sizeof sh, s0, n0), sh)
+  const char *s0 = s;
+  size_t n0 = n;
   size_t i = 0;
   int neg = 0;
   if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
@@ -235,6 +265,7 @@ static int cast_decimal_text(const dp_column *col, const char *s, size_t n, dp_b
     dp_buf_append(out, fp, (size_t)scale);
   }
   return 0;
+#undef sh
 }
 
 /* ---------- per-type casts from the source's representations ---------- */
@@ -267,17 +298,32 @@ static size_t utf8_chars(const char *s, size_t n) {
   return c;
 }
 
+/* v in decimal into buf (at least 21 bytes, NUL-terminated); returns the length */
+static size_t i64_text(int64_t v, char *buf) {
+  char tmp[24];
+  size_t n = 0;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+  size_t k = 0;
+  if (v < 0) buf[k++] = '-';
+  while (n) buf[k++] = tmp[--n];
+  buf[k] = '\0';
+  return k;
+}
+
 static int put_int(const dp_column *col, int64_t v, const char *sh, dp_buf *out, dp_err *e) {
   if (col->type == DP_T_INTEGER && (v < INT32_MIN || v > INT32_MAX))
     return dp_err_set(e, DP_ECAST, "%s is out of range for integer", sh);
-  dp_buf_printf(out, "%" PRId64, v);
-  return 0;
+  char b[24];
+  return dp_buf_append(out, b, i64_text(v, b));
 }
 
 static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_buf *out,
                             dp_err *e) {
-  char sh[MAX_SHOWN + 8];
-  shown(sh, sizeof sh, s, n);
+  char sh[MAX_SHOWN + 8]; /* the value as shown in messages: made only when one is needed */
+#define sh (shown(sh, sizeof sh, s0, n0), sh)
+  const char *s0 = s;
+  size_t n0 = n;
   if (col->type == DP_T_STRING || col->type == DP_T_TEXT) {
     if (col->type == DP_T_STRING && col->length > 0) {
       size_t chars = utf8_chars(s, n);
@@ -343,15 +389,16 @@ static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_bu
       tmp[n] = '\0';
       if (dp_uuid_parse(tmp, u)) return dp_err_set(e, DP_ECAST, "%s is not a UUID", sh);
       dp_uuid_format(u, tmp);
-      return dp_buf_puts(out, tmp);
+      return dp_buf_append(out, tmp, 36);
     }
     default: return dp_err_set(e, DP_EINVAL, "unknown column type");
   }
+#undef sh
 }
 
 static int cast_from_int(const dp_column *col, int64_t v, dp_buf *out, dp_err *e) {
   char sh[48];
-  snprintf(sh, sizeof sh, "%" PRId64, v);
+  i64_text(v, sh);
   switch (col->type) {
     case DP_T_STRING:
     case DP_T_TEXT:

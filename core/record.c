@@ -12,7 +12,10 @@ int dp_row_init(dp_row *r, size_t ncols) {
   r->off = calloc(ncols ? ncols : 1, sizeof *r->off);
   r->len = calloc(ncols ? ncols : 1, sizeof *r->len);
   r->null = calloc(ncols ? ncols : 1, 1);
-  if (!r->off || !r->len || !r->null || dp_buf_reserve(&r->text, 256) != 0) {
+  r->at = calloc(ncols ? ncols : 1, sizeof *r->at);
+  r->has = calloc(ncols ? ncols : 1, 1);
+  r->plen = calloc(ncols ? ncols : 1, sizeof *r->plen);
+  if (!r->off || !r->len || !r->null || !r->at || !r->has || !r->plen || dp_buf_reserve(&r->text, 256) != 0) {
     dp_row_free(r);
     return DP_ENOMEM;
   }
@@ -25,12 +28,49 @@ void dp_row_free(dp_row *r) {
   free(r->off);
   free(r->len);
   free(r->null);
+  free(r->at);
+  free(r->has);
+  free(r->plen);
+  r->plen = NULL;
+  r->plen_of = NULL;
   r->off = r->len = NULL;
-  r->null = NULL;
+  r->null = r->has = NULL;
+  r->at = NULL;
+}
+
+/* Finds every column's top-level field in one pass over the record: the first field of that
+ * name counts (as bson_iter_find would), whatever the order of fields and columns. */
+static void find_top_level(dp_row *r, const dp_entity *ent, const bson_t *record, int key_only) {
+  size_t nc = ent->ncols;
+  memset(r->has, 0, nc);
+  if (r->plen_of != ent) {
+    r->shared_paths = 0;
+    for (size_t i = 0; i < nc; i++) {
+      r->plen[i] = strchr(ent->cols[i].path, '.') ? UINT32_MAX : (uint32_t)strlen(ent->cols[i].path);
+      for (size_t j = 0; j < i; j++) r->shared_paths |= strcmp(ent->cols[i].path, ent->cols[j].path) == 0;
+    }
+    r->plen_of = ent;
+  }
+  bson_iter_t it;
+  if (nc == 0 || !bson_iter_init(&it, record)) return;
+  size_t hint = 0; /* fields usually come in column order: try the next column first */
+  while (bson_iter_next(&it)) {
+    uint32_t klen = bson_iter_key_len(&it);
+    const char *key = bson_iter_key(&it);
+    for (size_t n = 0, i = hint; n < nc; n++, i = i + 1 == nc ? 0 : i + 1) {
+      const dp_column *c = &ent->cols[i];
+      if (r->has[i] || r->plen[i] != klen || (key_only && !c->key) || memcmp(c->path, key, klen) != 0) continue;
+      r->at[i] = it;
+      r->has[i] = 1;
+      hint = i + 1 == nc ? 0 : i + 1;
+      if (!r->shared_paths) break; /* else other columns may read the same field */
+    }
+  }
 }
 
 int dp_row_cast(dp_row *r, const dp_entity *ent, const bson_t *record, int flags, dp_err *e) {
   dp_buf_reset(&r->text);
+  find_top_level(r, ent, record, (flags & DP_ROW_KEY_ONLY) != 0);
   for (size_t i = 0; i < ent->ncols; i++) {
     const dp_column *c = &ent->cols[i];
     r->null[i] = 1;
@@ -38,10 +78,10 @@ int dp_row_cast(dp_row *r, const dp_entity *ent, const bson_t *record, int flags
     if ((flags & DP_ROW_KEY_ONLY) && !c->key) continue;
     bson_iter_t it, child;
     const bson_iter_t *src = NULL;
-    if (bson_iter_init(&it, record)) {
-      if (strchr(c->path, '.') ? bson_iter_find_descendant(&it, c->path, &child)
-                               : bson_iter_find(&it, c->path))
-        src = strchr(c->path, '.') ? &child : &it;
+    if (r->plen[i] != UINT32_MAX) {
+      if (r->has[i]) src = &r->at[i];
+    } else if (bson_iter_init(&it, record) && bson_iter_find_descendant(&it, c->path, &child)) {
+      src = &child;
     }
     int is_null = 0;
     size_t start = r->text.len;

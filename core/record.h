@@ -16,6 +16,11 @@ typedef struct dp_row {
   size_t *len;        /* per column: length (owned) */
   unsigned char *null;/* per column: 1 when NULL (owned) */
   size_t ncols;
+  bson_iter_t *at;    /* per column: where its top-level field was found (owned, scratch) */
+  unsigned char *has; /* per column: 1 when found (owned, scratch) */
+  uint32_t *plen;     /* per column: length of its path, UINT32_MAX when dotted (owned) ... */
+  const dp_entity *plen_of; /* ... for this entity */
+  int shared_paths;   /* two columns of that entity read the same top-level field */
   dp_hasher h;        /* scratch */
   /* set when a cast fails */
   size_t bad_col;

@@ -238,6 +238,29 @@ cleanup:
   return rc;
 }
 
+/* The two indexes on the key hash: unique over the current versions ("__cur": one current
+ * version per key), and over all versions ("_key": scd1 updates every version of a key). what:
+ * "CREATE" (if missing) or "DROP". Each statement ends with ";\n". */
+static void key_indexes(dp_buf *sql, const dp_entity *ent, const char *what) {
+  if (strcmp(what, "DROP") == 0) {
+    dp_buf_puts(sql, "DROP INDEX IF EXISTS silver.");
+    ident_suffixed(sql, ent, "__cur");
+    dp_buf_puts(sql, ", silver.");
+    ident_suffixed(sql, ent, "_key");
+    dp_buf_puts(sql, ";\n");
+    return;
+  }
+  dp_buf_puts(sql, "CREATE UNIQUE INDEX IF NOT EXISTS ");
+  ident_suffixed(sql, ent, "__cur");
+  dp_buf_puts(sql, " ON ");
+  tbl(sql, ent, "");
+  dp_buf_puts(sql, " (_dp_key_hash) WHERE _dp_is_current;\nCREATE INDEX IF NOT EXISTS ");
+  ident_suffixed(sql, ent, "_key");
+  dp_buf_puts(sql, " ON ");
+  tbl(sql, ent, "");
+  dp_buf_puts(sql, " (_dp_key_hash);\n");
+}
+
 int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_err *e) {
   char name[300];
   dp_silver_table_name(ent, name, sizeof name);
@@ -292,15 +315,8 @@ int dp_silver_ensure_table(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
               ",\n  _dp_is_current boolean NOT NULL, _dp_is_deleted boolean NOT NULL DEFAULT false"
               ",\n  _dp_run_id uuid NOT NULL, _dp_run_ts timestamptz NOT NULL"
               ",\n  _dp_created_at timestamptz NOT NULL, _dp_updated_at timestamptz NOT NULL);\n");
-  dp_buf_puts(&sql, "CREATE UNIQUE INDEX IF NOT EXISTS ");
-  ident_suffixed(&sql, ent, "__cur");
-  dp_buf_puts(&sql, " ON ");
-  tbl(&sql, ent, "");
-  dp_buf_puts(&sql, " (_dp_key_hash) WHERE _dp_is_current;\nCREATE INDEX IF NOT EXISTS ");
-  ident_suffixed(&sql, ent, "_key");
-  dp_buf_puts(&sql, " ON ");
-  tbl(&sql, ent, "");
-  dp_buf_puts(&sql, " (_dp_key_hash);\nCREATE TABLE IF NOT EXISTS ");
+  key_indexes(&sql, ent, "CREATE");
+  dp_buf_puts(&sql, "CREATE TABLE IF NOT EXISTS ");
   tbl(&sql, ent, "__rejected");
   dp_buf_puts(&sql,
               " (\n  _dp_run_id uuid NOT NULL, _dp_run_ts timestamptz NOT NULL, _dp_key_hash uuid,"
@@ -964,6 +980,12 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
 
   dp_buf_reset(&q);
   if (st.mode == TO_TABLE) {
+    /* an index built once after the load is much cheaper than one kept up row by row (random
+     * key hashes); the table is empty, and the lock this takes ends with the transaction */
+    key_indexes(&q, ent, "DROP");
+    rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
+    if (rc) goto fail;
+    dp_buf_reset(&q);
     table_copy_columns(&q, ent);
   } else {
     dp_buf_puts(&q, "CREATE TEMP TABLE _dp_stage (_dp_key_hash uuid, _dp_scd1_hash uuid, "
@@ -1008,7 +1030,14 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     if (rc) goto fail;
   }
   dp_test_pause("silver"); /* crash tests: staged, not merged, transaction open */
-  if (st.mode != TO_TABLE) rc = settle_stage(c, ent, run, st.mode, out, e);
+  if (st.mode != TO_TABLE) {
+    rc = settle_stage(c, ent, run, st.mode, out, e);
+  } else {
+    /* the key indexes again; the unique one also proves each key came once */
+    dp_buf_reset(&q);
+    key_indexes(&q, ent, "CREATE");
+    rc = dp_pg_exec(c, q.data, 0, NULL, NULL, e);
+  }
   if (rc == 0 && st.mode != TO_TABLE) {
     rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
     if (rc == 0) rc = merge(c, ent, run, out, e);
