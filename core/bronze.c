@@ -4,7 +4,7 @@
  * home-server peer) does not: it filters most queries in its own process after reading the
  * whole collection, and a multi-statement update command can stall it. So a load:
  *   1. gets the stored keys (_id, content hash, deleted flag) as a sorted index in memory
- *      (35 bytes per stored key): from the key file the entity's last successful load wrote, or
+ *      (25 bytes per stored key, plus 4-5 per key this run adds): from the key file the entity's last successful load wrote, or
  *      else by reading the collection once;
  *   2. streams the raw file: a new key is inserted (insert_many batches); a changed, or deleted
  *      and returned, key is replaced (delete_many + insert_many of the batch); an unchanged key
@@ -26,28 +26,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BATCH 1000    /* new documents per insert_many */
 #define RBATCH 10000  /* replaced or deleted ids per delete_many / update_many: each one costs
                        * FerretDB v1 a read of the whole collection, so fewer and larger */
-#define KEYFILE_MAGIC "DPKEYS1\n"
+#define KEYFILE_MAGIC "DPKEYS2\n"
 #define KEYFILE_HEADER 128 /* magic, run id, '\n', count as 16 hex digits, '\n', collection uuid, '\n', padding */
-#define KEYFILE_REC 33    /* key, content hash, deleted flag */
+#define CHASH 8           /* bytes of the content hash kept per key (of 16): a change goes
+                           * unnoticed with probability 2^-64, and 5,000,000 keys fit in 125 MB */
+#define KEYFILE_REC (16 + CHASH + 1) /* key, content hash, deleted flag */
 
-typedef struct known {
+typedef struct known {  /* 25 bytes */
   uint8_t key[16];
-  uint8_t content[16];
-  uint8_t deleted;
-  uint8_t seen;     /* this run delivered the key */
-  uint8_t added;    /* inserted by this run (not in the index before) */
+  uint8_t content[CHASH];
+  uint8_t deleted : 1;
+  uint8_t seen : 1;       /* this run delivered the key */
 } known;
+_Static_assert(sizeof(known) == 16 + CHASH + 1, "a key index entry is 25 bytes");
 
 typedef struct key_index {
   known *v;         /* owned */
   size_t n, cap;
   size_t sorted;    /* v[0..sorted) is in key order; later entries were added this run */
-  size_t *slots;    /* hash table over the added entries: index + 1, 0 = empty (owned) */
+  uint32_t *slots;  /* hash table over the added entries: index + 1, 0 = empty (owned) */
   size_t nslots;    /* a power of two */
 } key_index;
 
@@ -80,6 +83,12 @@ void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);
 }
 
+static double mono_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
 static int64_t now_ms(void) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
@@ -87,6 +96,35 @@ static int64_t now_ms(void) {
 }
 
 static int cmp_known(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+static void swap_known(known *a, known *b) {
+  known t = *a;
+  *a = *b;
+  *b = t;
+}
+
+/* Sorts v[0..n) by key in place: glibc's qsort would allocate a second copy of the index (the
+ * memory this index is built to keep small). The keys are hashes, so a middle pivot is as good as
+ * any; the smaller side is sorted first by recursion, the larger one by the loop (depth log n). */
+static void sort_known(known *v, size_t n) {
+  while (n > 16) {
+    swap_known(&v[n / 2], &v[n - 1]);
+    size_t lo = 0;
+    for (size_t i = 0; i + 1 < n; i++)
+      if (memcmp(v[i].key, v[n - 1].key, 16) < 0) swap_known(&v[i], &v[lo++]);
+    swap_known(&v[lo], &v[n - 1]);
+    if (lo < n - lo - 1) {
+      sort_known(v, lo);
+      v += lo + 1;
+      n -= lo + 1;
+    } else {
+      sort_known(v + lo + 1, n - lo - 1);
+      n = lo;
+    }
+  }
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && memcmp(v[j - 1].key, v[j].key, 16) > 0; j--) swap_known(&v[j - 1], &v[j]);
+}
 
 static size_t slot_of(const uint8_t key[16], size_t nslots) {
   uint64_t h;
@@ -102,17 +140,18 @@ static known *find_known(key_index *ix, const uint8_t key[16]) {
   return NULL;
 }
 
-/* Puts the entry v[i] (added this run, key set) in the hash table, growing it at half load. */
+/* Puts the entry v[i] (added this run, key set) in the hash table, growing it at 3/4 load. */
 static int hash_added(key_index *ix, size_t i, dp_err *e) {
   size_t added = i - ix->sorted + 1;
-  if (added * 2 > ix->nslots) {
+  if (i + 1 >= UINT32_MAX) return dp_err_set(e, DP_ENOMEM, "bronze: more than 4 billion keys");
+  if (added * 4 > ix->nslots * 3) {
     size_t n = ix->nslots ? ix->nslots * 2 : 4096;
-    size_t *slots = calloc(n, sizeof *slots);
+    uint32_t *slots = calloc(n, sizeof *slots);
     if (!slots) return dp_err_set(e, DP_ENOMEM, "bronze: out of memory for the key index");
     for (size_t j = ix->sorted; j < i; j++) {
       size_t s = slot_of(ix->v[j].key, n);
       while (slots[s]) s = (s + 1) & (n - 1);
-      slots[s] = j + 1;
+      slots[s] = (uint32_t)(j + 1);
     }
     free(ix->slots);
     ix->slots = slots;
@@ -120,7 +159,7 @@ static int hash_added(key_index *ix, size_t i, dp_err *e) {
   }
   size_t s = slot_of(ix->v[i].key, ix->nslots);
   while (ix->slots[s]) s = (s + 1) & (ix->nslots - 1);
-  ix->slots[s] = i + 1;
+  ix->slots[s] = (uint32_t)(i + 1);
   return 0;
 }
 
@@ -187,8 +226,12 @@ static int read_key_file(loader *L, const char *path, const char *trusted_run, d
   char h[KEYFILE_HEADER];
   int used = 0;
   unsigned long long n = 0;
-  if (fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, KEYFILE_MAGIC, 8) != 0 || h[44] != '\n' ||
-      sscanf(h + 45, "%16llx", &n) != 1) {
+  size_t got = fread(h, 1, sizeof h, f);
+  if (got >= 8 && memcmp(h, "DPKEYS", 6) == 0 && memcmp(h, KEYFILE_MAGIC, 8) != 0) {
+    dp_log(DP_LOG_INFO, "bronze: %s is of another format version; reading the collection instead", path);
+    goto done;
+  }
+  if (got != sizeof h || memcmp(h, KEYFILE_MAGIC, 8) != 0 || h[44] != '\n' || sscanf(h + 45, "%16llx", &n) != 1) {
     dp_log(DP_LOG_WARN, "bronze: %s is not a key file; reading the collection instead", path);
     goto done;
   }
@@ -219,9 +262,9 @@ static int read_key_file(loader *L, const char *path, const char *trusted_run, d
     }
     known *k = &L->idx.v[i];
     memcpy(k->key, rec, 16);
-    memcpy(k->content, rec + 16, 16);
-    k->deleted = rec[32];
-    k->seen = k->added = 0;
+    memcpy(k->content, rec + 16, CHASH);
+    k->deleted = rec[16 + CHASH] & 1;
+    k->seen = 0;
     L->idx.n = i + 1;
   }
   L->idx.sorted = L->idx.n;
@@ -236,7 +279,7 @@ static int write_key_file(loader *L, const char *path, dp_err *e) {
   key_index *ix = &L->idx;
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  qsort(ix->v + ix->sorted, ix->n - ix->sorted, sizeof *ix->v, cmp_known);
+  sort_known(ix->v + ix->sorted, ix->n - ix->sorted);
   FILE *f = fopen(tmp, "wb");
   if (!f) return dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", tmp, strerror(errno));
   char h[KEYFILE_HEADER];
@@ -259,8 +302,8 @@ static int write_key_file(loader *L, const char *path, dp_err *e) {
     known *k = b >= ix->n || (a < ix->sorted && memcmp(ix->v[a].key, ix->v[b].key, 16) < 0) ? &ix->v[a++]
                                                                                               : &ix->v[b++];
     memcpy(rec, k->key, 16);
-    memcpy(rec + 16, k->content, 16);
-    rec[32] = k->deleted;
+    memcpy(rec + 16, k->content, CHASH);
+    rec[16 + CHASH] = k->deleted;
     fwrite(rec, 1, sizeof rec, f);
   }
   int bad = ferror(f) | fflush(f) | fsync(fileno(f));
@@ -298,7 +341,7 @@ static int load_index(loader *L, dp_err *e) {
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &ch) &&
         BSON_ITER_HOLDS_BINARY(&ch)) {
       bson_iter_binary(&ch, &st, &len, &h);
-      if (h && len == 16) memcpy(k->content, h, 16);
+      if (h && len == 16) memcpy(k->content, h, CHASH);
     }
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted", &ch) && BSON_ITER_HOLDS_BOOL(&ch))
       k->deleted = bson_iter_bool(&ch);
@@ -310,7 +353,7 @@ static int load_index(loader *L, dp_err *e) {
   bson_destroy(&filter);
   bson_destroy(&opts);
   if (rc == 0) {
-    qsort(L->idx.v, L->idx.n, sizeof *L->idx.v, cmp_known);
+    sort_known(L->idx.v, L->idx.n);
     L->idx.sorted = L->idx.n;
   }
   return rc;
@@ -355,12 +398,14 @@ static int flush(loader *L, pending *p, dp_err *e) {
   int rc = 0;
   bson_error_t be;
   if (p->n == 0) return 0;
+  double t0 = mono_s(), t1 = t0;
   if (p->replace) {
     bson_t sel = BSON_INITIALIZER;
     append_id_array(&sel, "$in", p->ids, p->n);
     if (!mongoc_collection_delete_many(L->coll, &sel, NULL, NULL, &be))
       rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", be.message);
     bson_destroy(&sel);
+    t1 = mono_s();
   }
   if (rc == 0) {
     bson_t opts = BSON_INITIALIZER;
@@ -369,6 +414,8 @@ static int flush(loader *L, pending *p, dp_err *e) {
       rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", be.message);
     bson_destroy(&opts);
   }
+  /* where a load's time goes (docs/performance.md) */
+  if (p->replace) dp_log(DP_LOG_DEBUG, "bronze: %zu replacements: delete %.3f s, insert %.3f s", p->n, t1 - t0, mono_s() - t1);
   for (size_t i = 0; rc == 0 && L->changes && i < p->n; i++)
     if (fwrite(bson_get_data(p->docs[i]), 1, p->docs[i]->len, L->changes) != p->docs[i]->len)
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
@@ -392,30 +439,30 @@ static int take(loader *L, const bson_t *data, const uint8_t key[16], const uint
     /* The same key twice in one run: the last record wins. Write what is queued first, so the
      * later record replaces the earlier one in order. */
     L->duplicates++;
-    if (memcmp(k->content, content, 16) == 0) return 0;
+    if (memcmp(k->content, content, CHASH) == 0) return 0;
     int rc = flush(L, &L->ins, e);
     if (rc == 0) rc = flush(L, &L->rep, e);
     if (rc) return rc;
-    memcpy(k->content, content, 16);
+    memcpy(k->content, content, CHASH);
     return queue(L, &L->rep, make_doc(L, key, content, data, line), key, e);
   }
   if (!k) {
     k = add_known(&L->idx, e);
     if (!k) return DP_ENOMEM;
     memcpy(k->key, key, 16);
-    memcpy(k->content, content, 16);
-    k->seen = k->added = 1;
+    memcpy(k->content, content, CHASH);
+    k->seen = 1;
     int rc = hash_added(&L->idx, (size_t)(k - L->idx.v), e);
     if (rc) return rc;
     L->out->inserted++;
     return queue(L, &L->ins, make_doc(L, key, content, data, line), key, e);
   }
   k->seen = 1;
-  if (!k->deleted && memcmp(k->content, content, 16) == 0) {
+  if (!k->deleted && memcmp(k->content, content, CHASH) == 0) {
     L->out->unchanged++;
     return 0;
   }
-  memcpy(k->content, content, 16);
+  memcpy(k->content, content, CHASH);
   k->deleted = 0;
   L->out->updated++;
   return queue(L, &L->rep, make_doc(L, key, content, data, line), key, e);
@@ -445,8 +492,10 @@ static int mark_deleted(loader *L, dp_err *e) {
       BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
       BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
       bson_append_document_end(&upd, &set);
+      double t0 = mono_s();
       if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
         rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
+      dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", n, mono_s() - t0);
       /* the change file gets {_id, _dp: {deleted, deleted_run_id, deleted_at}} per key */
       for (size_t j = 0; rc == 0 && L->changes && j < n; j++) {
         bson_t d = BSON_INITIALIZER, dp;

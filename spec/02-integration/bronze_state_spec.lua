@@ -82,8 +82,8 @@ describe("bronze state", function()
     it("reads the collection when the key file is damaged, and says why", function()
       local keys = state_dir(env, "bank", "transactions") .. "/keys.idx"
       local f = assert(io.open(keys, "r+b"))
-      f:seek("set", 200)
-      f:write("garbage that breaks the key order")
+      f:seek("set", 128) -- the first key: now greater than the second
+      f:write(string.rep("\255", 16))
       f:close()
       H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
       local rc, _, err = H.engine(env, "run", "bank", "--entity", "transactions")
@@ -193,6 +193,36 @@ describe("bronze state", function()
       assert.are.same({ { column_name = "total", value = '"eleven"' } },
         assert(pg:query("SELECT column_name, value FROM silver.shop__orders__rejected")))
     end)
+  end)
+
+  describe("a key file of many keys", function()
+    local env, pg
+
+    setup(function()
+      env = H.fresh_env("bronze_state_sort", { metadata = SHOP })
+      pg = H.pg(env)
+    end)
+    teardown(function() if pg then pg:close() end end)
+
+    it("keeps a larger key file in order (sorted in place)", function()
+      local lines = {}
+      for i = 1, 500 do lines[i] = string.format('{"order_id": %d, "total": "%d.00", "status": "paid"}', i * 7919 % 1000, i) end
+      H.write_export(env.DP_DATA_DIR .. "/inbox/shop/orders-1.jsonl", table.concat(lines, "\n") .. "\n")
+      assert.are.equal(0, (H.engine(env, "run", "shop", "--entity", "orders")))
+      local rc, _, err = H.engine(env, "run", "shop", "--entity", "orders")
+      assert.are.equal(0, rc, err)
+      assert.are.equal("", err) -- no word of a damaged key file
+      assert.are.same({ src = "key file", dups = "0" }, bronze_details(pg, "orders"))
+      local keys = assert(io.open(state_dir(env, "shop", "orders") .. "/keys.idx", "rb")):read("*a")
+      assert.are.equal(128 + 500 * 25, #keys)
+      local prev = ""
+      for i = 0, 499 do
+        local k = keys:sub(129 + i * 25, 128 + i * 25 + 16)
+        assert.is_true(k > prev, "key " .. i .. " out of order")
+        prev = k
+      end
+    end)
+
   end)
 
   describe("straight into an empty table", function()
