@@ -30,6 +30,17 @@ local function silver_counts(pg, entity)
     tonumber(r.records_deleted), tonumber(r.records_unchanged), tonumber(r.records_rejected) }
 end
 
+-- A fresh environment on the shop fixture for the tests of a describe block: f.env, f.pg.
+local function shop_fixture(name)
+  local f = {}
+  setup(function()
+    f.env = H.fresh_env(name, { metadata = SHOP })
+    f.pg = H.pg(f.env)
+  end)
+  teardown(function() if f.pg then f.pg:close() end end)
+  return f
+end
+
 -- The demo bank: export 1 in a whole run, then export 2 and export 1 again in raw + bronze only
 -- runs, then a whole run of export 1 once more, whose silver catches up from what bronze left: TX-1002 and TX-1005 changed twice,
 -- TX-1004 deleted and back, TX-1007 and TX-1008 new and deleted. before_silver(env) may tamper
@@ -156,13 +167,9 @@ describe("bronze state", function()
   end)
 
   describe("a record replaced by a later load before silver ran", function()
+    local f = shop_fixture("bronze_state_rej")
     local env, pg
-
-    setup(function()
-      env = H.fresh_env("bronze_state_rej", { metadata = SHOP })
-      pg = H.pg(env)
-    end)
-    teardown(function() if pg then pg:close() end end)
+    before_each(function() env, pg = f.env, f.pg end)
 
     local function put(name, lines)
       H.sh("rm -f " .. H.sh_quote(env.DP_DATA_DIR .. "/inbox/shop") .. "/*")
@@ -196,13 +203,9 @@ describe("bronze state", function()
   end)
 
   describe("a key file of many keys", function()
+    local f = shop_fixture("bronze_state_sort")
     local env, pg
-
-    setup(function()
-      env = H.fresh_env("bronze_state_sort", { metadata = SHOP })
-      pg = H.pg(env)
-    end)
-    teardown(function() if pg then pg:close() end end)
+    before_each(function() env, pg = f.env, f.pg end)
 
     it("keeps a larger key file in order (sorted in place)", function()
       local lines = {}
