@@ -156,9 +156,11 @@ find_go() {
 # copy the module source out of the (read-only) module cache, write the missing version.txt, and
 # build from the copy. Once the modules are cached this takes a few seconds.
 install_ferretdb() {
-  if [[ -x $FERRETDB_BIN ]] && "$FERRETDB_BIN" --version 2>/dev/null | grep -qx "version: $FERRETDB_VERSION"; then
-    return 0
-  fi
+  # (the output is captured first: with pipefail, `ferretdb --version | grep -q` fails whenever
+  # grep exits before ferretdb finished writing, and the cache would be rebuilt for nothing)
+  local have=""
+  [[ -x $FERRETDB_BIN ]] && have=$("$FERRETDB_BIN" --version 2>/dev/null)
+  [[ ${have%%$'\n'*} == "version: $FERRETDB_VERSION" ]] && return 0
   local go
   go=$(find_go)
   log "building FerretDB $FERRETDB_VERSION with $go (once; cached in ${FERRETDB_BIN%/*})"
@@ -178,7 +180,8 @@ install_ferretdb() {
   printf '%s\n' "$FERRETDB_VERSION" >"$tmp/src/build/version/version.txt"
   (cd "$tmp/src" && "$go" build -o "$tmp/ferretdb" ./cmd/ferretdb) >&2 ||
     die "go build of FerretDB $FERRETDB_VERSION failed"
-  "$tmp/ferretdb" --version | grep -qx "version: $FERRETDB_VERSION" ||
+  have=$("$tmp/ferretdb" --version 2>/dev/null)
+  [[ ${have%%$'\n'*} == "version: $FERRETDB_VERSION" ]] ||
     die "the FerretDB just built does not report version $FERRETDB_VERSION"
   mkdir -p "${FERRETDB_BIN%/*}"
   mv -f "$tmp/ferretdb" "$FERRETDB_BIN"   # atomic: a half-built binary is never cached
