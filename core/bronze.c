@@ -2,18 +2,25 @@
  *
  * Written for what a MongoDB wire server must do well, and what FerretDB v1 (our test and
  * home-server peer) does not: it filters most queries in its own process after reading the
- * whole collection, and a multi-statement update command can stall it. So a load:
- *   1. gets the stored keys (_id, content hash, deleted flag) as a sorted index in memory
- *      (25 bytes per stored key, plus 4-5 per key this run adds): from the key file the entity's last successful load wrote, or
- *      else by reading the collection once;
- *   2. streams the raw file: a new key is inserted (insert_many batches); a changed, or deleted
- *      and returned, key is replaced (delete_many + insert_many of the batch); an unchanged key
- *      is not written at all;
- *   3. on a full load, marks the keys this run did not see as deleted (one update_many per batch);
- *   4. leaves what it wrote in the run's change file (silver's input) and rewrites the key file.
+ * whole collection, and a multi-statement update command can stall it. And written to keep
+ * memory flat however large an entity grows. So a load
+ *   1. reads the run's raw file once and sorts its records by key hash (key, then valid_from,
+ *      then line: the last record of a key wins), in memory or in sorted runs on disk;
+ *   2. reads the stored keys (_id, content hash, deleted flag) in key order: from the key file
+ *      the entity's last successful load wrote, or else from one read of the collection (sorted
+ *      the same way);
+ *   3. walks both in step, as two sorted streams: a new key is inserted (insert_many batches); a
+ *      changed, or deleted and returned, key is replaced (delete_many + insert_many of the batch);
+ *      an unchanged key is not written at all; on a full load, a stored key the run did not
+ *      deliver is marked deleted (update_many per batch). The record of a written key is read
+ *      again from the raw file at its offset;
+ *   4. leaves what it wrote in the run's change file (silver's input) and writes the new key file
+ *      along the way.
  * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
  * is how silver finds what changed when a change file is missing. */
 #include "bronze.h"
+#include "cast.h"
+#include "extsort.h"
 #include "hash.h"
 #include "log.h"
 #include "rawfile.h"
@@ -32,27 +39,39 @@
 #define BATCH 1000    /* new documents per insert_many */
 #define RBATCH 10000  /* replaced or deleted ids per delete_many / update_many: each one costs
                        * FerretDB v1 a read of the whole collection, so fewer and larger */
+#define SORT_MEM (16u << 20) /* bytes of records sorted in memory at a time (DP_SORT_MEM) */
 #define KEYFILE_MAGIC "DPKEYS2\n"
 #define KEYFILE_HEADER 128 /* magic, run id, '\n', count as 16 hex digits, '\n', collection uuid, '\n', padding */
 #define CHASH 8           /* bytes of the content hash kept per key (of 16): a change goes
-                           * unnoticed with probability 2^-64, and 5,000,000 keys fit in 125 MB */
-#define KEYFILE_REC (16 + CHASH + 1) /* key, content hash, deleted flag */
+                           * unnoticed with probability 2^-64 */
+#define VF_TEXT 28        /* room for a valid_from value as canonical text (NUL-padded) */
 
-typedef struct known {  /* 25 bytes */
+/* A stored key, as in the key file: 25 bytes. */
+typedef struct stored {
   uint8_t key[16];
   uint8_t content[CHASH];
-  uint8_t deleted : 1;
-  uint8_t seen : 1;       /* this run delivered the key */
-} known;
-_Static_assert(sizeof(known) == 16 + CHASH + 1, "a key index entry is 25 bytes");
+  uint8_t deleted;
+} stored;
+_Static_assert(sizeof(stored) == 16 + CHASH + 1, "a key file record is 25 bytes");
 
-typedef struct key_index {
-  known *v;         /* owned */
-  size_t n, cap;
-  size_t sorted;    /* v[0..sorted) is in key order; later entries were added this run */
-  uint32_t *slots;  /* hash table over the added entries: index + 1, 0 = empty (owned) */
-  size_t nslots;    /* a power of two */
-} key_index;
+/* A record of the run, sorted by key, then valid_from, then line. */
+typedef struct incoming {
+  uint8_t key[16];
+  uint8_t content[CHASH];
+  char vf[VF_TEXT];   /* canonical text of the valid_from column; all zero when none */
+  int64_t line;       /* 1-based */
+  int64_t offset;     /* of the line in the raw file */
+} incoming;
+
+static int cmp_stored(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+static int cmp_incoming(const void *a, const void *b) {
+  const incoming *x = a, *y = b;
+  int c = memcmp(x->key, y->key, 16);
+  if (c == 0) c = memcmp(x->vf, y->vf, VF_TEXT);
+  if (c == 0) c = (x->line > y->line) - (x->line < y->line);
+  return c;
+}
 
 typedef struct pending {
   bson_t *docs[RBATCH];    /* owned until flushed */
@@ -66,21 +85,37 @@ typedef struct loader {
   const dp_entity *ent;
   const dp_runinfo *run;
   const char *raw_ref;
-  key_index idx;
   pending ins, rep;
-  int64_t duplicates;
+  uint8_t (*dels)[16];     /* keys to mark deleted (RBATCH, owned) */
+  size_t ndels;
   dp_counts *out;
-  FILE *changes;    /* the change file being written, or NULL */
-  char coll_uuid[37]; /* the collection's uuid ("" when the server does not say): a dropped and
-                       * made again collection has another one, and the key file is not used */
+  FILE *changes;           /* the change file being written, or NULL */
+  FILE *keys_out;          /* the new key file being written, or NULL */
+  uint64_t nkeys_out;
+  char coll_uuid[37];      /* the collection's uuid ("" when the server does not say): a dropped and
+                            * made again collection has another one, and the key file is not used */
+  FILE *raw;               /* the run's raw file, read again for the records written */
+  char *line;              /* the current line, without its newline */
+  size_t linecap, linelen;
+  int64_t lineno;          /* its number (1-based) ... */
+  off_t linestart, at;     /* ... and offset; where the next one starts */
+  dp_row row;
 } loader;
+
+void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s__%s", ent->system, ent->name);
+}
 
 void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_t cap) {
   snprintf(buf, cap, "%s/%s.bson", dir, run_id);
 }
 
-void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
-  snprintf(buf, cap, "%s__%s", ent->system, ent->name);
+/* DP_SORT_MEM (bytes) or the default: memory for sorting; more records go to sorted runs on disk. */
+static size_t sort_mem(void) {
+  const char *v = getenv("DP_SORT_MEM");
+  char *end;
+  unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
+  return n > 0 && *end == '\0' ? (size_t)n : SORT_MEM;
 }
 
 static double mono_s(void) {
@@ -93,87 +128,6 @@ static int64_t now_ms(void) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
   return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-static int cmp_known(const void *a, const void *b) { return memcmp(a, b, 16); }
-
-static void swap_known(known *a, known *b) {
-  known t = *a;
-  *a = *b;
-  *b = t;
-}
-
-/* Sorts v[0..n) by key in place: glibc's qsort would allocate a second copy of the index (the
- * memory this index is built to keep small). The keys are hashes, so a middle pivot is as good as
- * any; the smaller side is sorted first by recursion, the larger one by the loop (depth log n). */
-static void sort_known(known *v, size_t n) {
-  while (n > 16) {
-    swap_known(&v[n / 2], &v[n - 1]);
-    size_t lo = 0;
-    for (size_t i = 0; i + 1 < n; i++)
-      if (memcmp(v[i].key, v[n - 1].key, 16) < 0) swap_known(&v[i], &v[lo++]);
-    swap_known(&v[lo], &v[n - 1]);
-    if (lo < n - lo - 1) {
-      sort_known(v, lo);
-      v += lo + 1;
-      n -= lo + 1;
-    } else {
-      sort_known(v + lo + 1, n - lo - 1);
-      n = lo;
-    }
-  }
-  for (size_t i = 1; i < n; i++)
-    for (size_t j = i; j > 0 && memcmp(v[j - 1].key, v[j].key, 16) > 0; j--) swap_known(&v[j - 1], &v[j]);
-}
-
-static size_t slot_of(const uint8_t key[16], size_t nslots) {
-  uint64_t h;
-  memcpy(&h, key, 8); /* the key is already a hash */
-  return (size_t)h & (nslots - 1);
-}
-
-static known *find_known(key_index *ix, const uint8_t key[16]) {
-  known *k = bsearch(key, ix->v, ix->sorted, sizeof *ix->v, cmp_known);
-  if (k || !ix->nslots) return k;
-  for (size_t s = slot_of(key, ix->nslots); ix->slots[s]; s = (s + 1) & (ix->nslots - 1))
-    if (memcmp(ix->v[ix->slots[s] - 1].key, key, 16) == 0) return &ix->v[ix->slots[s] - 1];
-  return NULL;
-}
-
-/* Puts the entry v[i] (added this run, key set) in the hash table, growing it at 3/4 load. */
-static int hash_added(key_index *ix, size_t i, dp_err *e) {
-  size_t added = i - ix->sorted + 1;
-  if (i + 1 >= UINT32_MAX) return dp_err_set(e, DP_ENOMEM, "bronze: more than 4 billion keys");
-  if (added * 4 > ix->nslots * 3) {
-    size_t n = ix->nslots ? ix->nslots * 2 : 4096;
-    uint32_t *slots = calloc(n, sizeof *slots);
-    if (!slots) return dp_err_set(e, DP_ENOMEM, "bronze: out of memory for the key index");
-    for (size_t j = ix->sorted; j < i; j++) {
-      size_t s = slot_of(ix->v[j].key, n);
-      while (slots[s]) s = (s + 1) & (n - 1);
-      slots[s] = (uint32_t)(j + 1);
-    }
-    free(ix->slots);
-    ix->slots = slots;
-    ix->nslots = n;
-  }
-  size_t s = slot_of(ix->v[i].key, ix->nslots);
-  while (ix->slots[s]) s = (s + 1) & (ix->nslots - 1);
-  ix->slots[s] = (uint32_t)(i + 1);
-  return 0;
-}
-
-static known *add_known(key_index *ix, dp_err *e) {
-  if (ix->n == ix->cap) {
-    size_t cap = ix->cap ? ix->cap * 2 : 1024;
-    known *p = realloc(ix->v, cap * sizeof *p);
-    if (!p) { dp_err_set(e, DP_ENOMEM, "bronze: out of memory for the key index"); return NULL; }
-    ix->v = p;
-    ix->cap = cap;
-  }
-  known *k = &ix->v[ix->n++];
-  memset(k, 0, sizeof *k);
-  return k;
 }
 
 static int ensure_indexes(mongoc_collection_t *coll, dp_err *e) {
@@ -216,147 +170,6 @@ static void collection_uuid(mongoc_client_t *cli, const char *db, const char *cn
   mongoc_cursor_destroy(cur);
   bson_destroy(&opts);
   mongoc_database_destroy(d);
-}
-
-/* Step 1, from the key file at path when it was written by the load trusted_run: 1 when it
- * was used, 0 when not (missing, another load's, damaged: the caller reads the collection). */
-static int read_key_file(loader *L, const char *path, const char *trusted_run, dp_err *e) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return 0;
-  char h[KEYFILE_HEADER];
-  int used = 0;
-  unsigned long long n = 0;
-  size_t got = fread(h, 1, sizeof h, f);
-  if (got >= 8 && memcmp(h, "DPKEYS", 6) == 0 && memcmp(h, KEYFILE_MAGIC, 8) != 0) {
-    dp_log(DP_LOG_INFO, "bronze: %s is of another format version; reading the collection instead", path);
-    goto done;
-  }
-  if (got != sizeof h || memcmp(h, KEYFILE_MAGIC, 8) != 0 || h[44] != '\n' || sscanf(h + 45, "%16llx", &n) != 1) {
-    dp_log(DP_LOG_WARN, "bronze: %s is not a key file; reading the collection instead", path);
-    goto done;
-  }
-  if (!trusted_run || strlen(trusted_run) != 36 || memcmp(h + 8, trusted_run, 36) != 0) goto done;
-  if (strlen(L->coll_uuid) != 36 || memcmp(h + 62, L->coll_uuid, 36) != 0) {
-    dp_log(DP_LOG_INFO, "bronze: the collection is not the one %s describes (dropped?); reading it", path);
-    goto done;
-  }
-  if (fseek(f, 0, SEEK_END) != 0 || ftell(f) != (long)(KEYFILE_HEADER + n * KEYFILE_REC) ||
-      fseek(f, KEYFILE_HEADER, SEEK_SET) != 0) {
-    dp_log(DP_LOG_WARN, "bronze: %s has the wrong size; reading the collection instead", path);
-    goto done;
-  }
-  L->idx.cap = (size_t)n + 1024;
-  L->idx.v = malloc(L->idx.cap * sizeof *L->idx.v);
-  if (!L->idx.v) {
-    dp_err_set(e, DP_ENOMEM, "bronze: out of memory for the key index");
-    used = -1;
-    goto done;
-  }
-  uint8_t rec[KEYFILE_REC];
-  for (size_t i = 0; i < n; i++) {
-    if (fread(rec, 1, sizeof rec, f) != sizeof rec ||
-        (i > 0 && memcmp(rec, L->idx.v[i - 1].key, 16) <= 0)) {
-      dp_log(DP_LOG_WARN, "bronze: %s is damaged at key %zu; reading the collection instead", path, i);
-      L->idx.n = 0;
-      goto done;
-    }
-    known *k = &L->idx.v[i];
-    memcpy(k->key, rec, 16);
-    memcpy(k->content, rec + 16, CHASH);
-    k->deleted = rec[16 + CHASH] & 1;
-    k->seen = 0;
-    L->idx.n = i + 1;
-  }
-  L->idx.sorted = L->idx.n;
-  used = 1;
-done:
-  fclose(f);
-  return used;
-}
-
-/* Step 4: the index as it is now, sorted by key, to path (through a temporary file). */
-static int write_key_file(loader *L, const char *path, dp_err *e) {
-  key_index *ix = &L->idx;
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  sort_known(ix->v + ix->sorted, ix->n - ix->sorted);
-  FILE *f = fopen(tmp, "wb");
-  if (!f) return dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", tmp, strerror(errno));
-  char h[KEYFILE_HEADER];
-  memset(h, ' ', sizeof h);
-  memcpy(h, KEYFILE_MAGIC, 8);
-  memcpy(h + 8, L->run->id_str, 36);
-  h[44] = '\n';
-  char cnt[17];
-  snprintf(cnt, sizeof cnt, "%016llx", (unsigned long long)ix->n);
-  memcpy(h + 45, cnt, 16);
-  h[61] = '\n';
-  memcpy(h + 62, L->coll_uuid, strlen(L->coll_uuid));
-  h[98] = '\n';
-  h[KEYFILE_HEADER - 1] = '\n';
-  fwrite(h, 1, sizeof h, f);
-  /* merge the keys known before this run with those it added */
-  size_t a = 0, b = ix->sorted;
-  uint8_t rec[KEYFILE_REC];
-  while (a < ix->sorted || b < ix->n) {
-    known *k = b >= ix->n || (a < ix->sorted && memcmp(ix->v[a].key, ix->v[b].key, 16) < 0) ? &ix->v[a++]
-                                                                                              : &ix->v[b++];
-    memcpy(rec, k->key, 16);
-    memcpy(rec + 16, k->content, CHASH);
-    rec[16 + CHASH] = k->deleted;
-    fwrite(rec, 1, sizeof rec, f);
-  }
-  int bad = ferror(f) | fflush(f) | fsync(fileno(f));
-  bad |= fclose(f);
-  if (bad || rename(tmp, path) != 0) {
-    int err = errno;
-    unlink(tmp);
-    return dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", path, strerror(err));
-  }
-  return 0;
-}
-
-/* Step 1 otherwise: the stored keys, their content hashes and deleted flags, sorted by key. */
-static int load_index(loader *L, dp_err *e) {
-  bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
-  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-  BSON_APPEND_INT32(&proj, "_id", 1);
-  BSON_APPEND_INT32(&proj, "_dp.content_hash", 1);
-  BSON_APPEND_INT32(&proj, "_dp.deleted", 1);
-  bson_append_document_end(&opts, &proj);
-  BSON_APPEND_INT32(&opts, "batchSize", 10000);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(L->coll, &filter, &opts, NULL);
-  const bson_t *doc;
-  int rc = 0;
-  while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
-    bson_iter_t it, ch;
-    bson_subtype_t st;
-    uint32_t len = 0;
-    const uint8_t *id = NULL, *h = NULL;
-    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) bson_iter_binary(&it, &st, &len, &id);
-    if (!id || len != 16) continue; /* not one of ours */
-    known *k = add_known(&L->idx, e);
-    if (!k) { rc = DP_ENOMEM; break; }
-    memcpy(k->key, id, 16);
-    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &ch) &&
-        BSON_ITER_HOLDS_BINARY(&ch)) {
-      bson_iter_binary(&ch, &st, &len, &h);
-      if (h && len == 16) memcpy(k->content, h, CHASH);
-    }
-    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted", &ch) && BSON_ITER_HOLDS_BOOL(&ch))
-      k->deleted = bson_iter_bool(&ch);
-  }
-  bson_error_t be;
-  if (rc == 0 && mongoc_cursor_error(cur, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot read %s: %s", mongoc_collection_get_name(L->coll), be.message);
-  mongoc_cursor_destroy(cur);
-  bson_destroy(&filter);
-  bson_destroy(&opts);
-  if (rc == 0) {
-    sort_known(L->idx.v, L->idx.n);
-    L->idx.sorted = L->idx.n;
-  }
-  return rc;
 }
 
 static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[16], const bson_t *data,
@@ -425,112 +238,288 @@ static int flush(loader *L, pending *p, dp_err *e) {
   return rc;
 }
 
+/* ---------- the stored keys, in key order ---------- */
+
+typedef struct old_keys {
+  FILE *f;         /* the key file, or */
+  dp_extsort es;   /* the collection's keys, sorted */
+  int sorted;
+} old_keys;
+
+static int old_next(old_keys *o, stored *out, dp_err *e) {
+  if (o->f) {
+    size_t got = fread(out, sizeof *out, 1, o->f);
+    if (got == 1) return 1;
+    return ferror(o->f) ? dp_err_set(e, DP_EIO, "bronze: cannot read the key file") : 0;
+  }
+  return o->sorted ? dp_extsort_next(&o->es, out, e) : 0;
+}
+
+/* Opens the key file at path when it was written by the load trusted_run for this very
+ * collection and is whole and in order: 1 (o->f positioned at the first key), 0 when not (the
+ * caller reads the collection), or an error. */
+static int open_key_file(loader *L, old_keys *o, const char *path, const char *trusted_run, dp_err *e) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  char h[KEYFILE_HEADER];
+  int used = 0;
+  unsigned long long n = 0;
+  size_t got = fread(h, 1, sizeof h, f);
+  if (got >= 8 && memcmp(h, "DPKEYS", 6) == 0 && memcmp(h, KEYFILE_MAGIC, 8) != 0) {
+    dp_log(DP_LOG_INFO, "bronze: %s is of another format version; reading the collection instead", path);
+    goto done;
+  }
+  if (got != sizeof h || memcmp(h, KEYFILE_MAGIC, 8) != 0 || h[44] != '\n' || sscanf(h + 45, "%16llx", &n) != 1) {
+    dp_log(DP_LOG_WARN, "bronze: %s is not a key file; reading the collection instead", path);
+    goto done;
+  }
+  if (!trusted_run || strlen(trusted_run) != 36 || memcmp(h + 8, trusted_run, 36) != 0) goto done;
+  if (strlen(L->coll_uuid) != 36 || memcmp(h + 62, L->coll_uuid, 36) != 0) {
+    dp_log(DP_LOG_INFO, "bronze: the collection is not the one %s describes (dropped?); reading it", path);
+    goto done;
+  }
+  if (fseeko(f, 0, SEEK_END) != 0 || ftello(f) != (off_t)(KEYFILE_HEADER + n * sizeof(stored)) ||
+      fseeko(f, KEYFILE_HEADER, SEEK_SET) != 0) {
+    dp_log(DP_LOG_WARN, "bronze: %s has the wrong size; reading the collection instead", path);
+    goto done;
+  }
+  /* one pass to prove the order before trusting it: the merge relies on it */
+  stored prev, cur;
+  for (unsigned long long i = 0; i < n; i++) {
+    if (fread(&cur, sizeof cur, 1, f) != 1 || (i > 0 && memcmp(cur.key, prev.key, 16) <= 0)) {
+      dp_log(DP_LOG_WARN, "bronze: %s is damaged at key %llu; reading the collection instead", path, i);
+      goto done;
+    }
+    prev = cur;
+  }
+  if (fseeko(f, KEYFILE_HEADER, SEEK_SET) != 0) goto done;
+  setvbuf(f, NULL, _IOFBF, 1 << 16);
+  o->f = f;
+  f = NULL;
+  used = 1;
+done:
+  if (f) fclose(f);
+  (void)e;
+  return used;
+}
+
+/* Otherwise: the collection's keys, content hashes and deleted flags, sorted by key. */
+static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_err *e) {
+  int rc = dp_extsort_init(&o->es, sizeof(stored), cmp_stored, sort_mem(), tmpdir, e);
+  if (rc) return rc;
+  o->sorted = 1;
+  bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
+  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+  BSON_APPEND_INT32(&proj, "_id", 1);
+  BSON_APPEND_INT32(&proj, "_dp.content_hash", 1);
+  BSON_APPEND_INT32(&proj, "_dp.deleted", 1);
+  bson_append_document_end(&opts, &proj);
+  BSON_APPEND_INT32(&opts, "batchSize", 10000);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(L->coll, &filter, &opts, NULL);
+  const bson_t *doc;
+  while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it, ch;
+    bson_subtype_t st;
+    uint32_t len = 0;
+    const uint8_t *id = NULL, *h = NULL;
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) bson_iter_binary(&it, &st, &len, &id);
+    if (!id || len != 16) continue; /* not one of ours */
+    stored k;
+    memset(&k, 0, sizeof k);
+    memcpy(k.key, id, 16);
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &ch) &&
+        BSON_ITER_HOLDS_BINARY(&ch)) {
+      bson_iter_binary(&ch, &st, &len, &h);
+      if (h && len == 16) memcpy(k.content, h, CHASH);
+    }
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted", &ch) && BSON_ITER_HOLDS_BOOL(&ch))
+      k.deleted = bson_iter_bool(&ch);
+    rc = dp_extsort_add(&o->es, &k, e);
+  }
+  bson_error_t be;
+  if (rc == 0 && mongoc_cursor_error(cur, &be))
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot read %s: %s", mongoc_collection_get_name(L->coll), be.message);
+  mongoc_cursor_destroy(cur);
+  bson_destroy(&filter);
+  bson_destroy(&opts);
+  return rc ? rc : dp_extsort_finish(&o->es, e);
+}
+
+static void old_close(old_keys *o) {
+  if (o->f) fclose(o->f);
+  if (o->sorted) dp_extsort_free(&o->es);
+  memset(o, 0, sizeof *o);
+}
+
+/* The new key file: the header now (the count is filled in at the end), records as they come. */
+static int key_file_begin(loader *L, const char *tmp, dp_err *e) {
+  L->keys_out = fopen(tmp, "wb");
+  if (!L->keys_out) return dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", tmp, strerror(errno));
+  setvbuf(L->keys_out, NULL, _IOFBF, 1 << 16);
+  char h[KEYFILE_HEADER];
+  memset(h, ' ', sizeof h);
+  fwrite(h, 1, sizeof h, L->keys_out);
+  return 0;
+}
+
+static void key_file_put(loader *L, const uint8_t key[16], const uint8_t content[CHASH], int deleted) {
+  if (!L->keys_out) return;
+  stored k;
+  memcpy(k.key, key, 16);
+  memcpy(k.content, content, CHASH);
+  k.deleted = (uint8_t)(deleted != 0);
+  fwrite(&k, sizeof k, 1, L->keys_out);
+  L->nkeys_out++;
+}
+
+static int key_file_end(loader *L, const char *tmp, const char *path, dp_err *e) {
+  FILE *f = L->keys_out;
+  L->keys_out = NULL;
+  char h[KEYFILE_HEADER];
+  memset(h, ' ', sizeof h);
+  memcpy(h, KEYFILE_MAGIC, 8);
+  memcpy(h + 8, L->run->id_str, 36);
+  h[44] = '\n';
+  char cnt[17];
+  snprintf(cnt, sizeof cnt, "%016llx", (unsigned long long)L->nkeys_out);
+  memcpy(h + 45, cnt, 16);
+  h[61] = '\n';
+  memcpy(h + 62, L->coll_uuid, strlen(L->coll_uuid));
+  h[98] = '\n';
+  h[KEYFILE_HEADER - 1] = '\n';
+  int bad = ferror(f) | fflush(f);
+  bad |= fseeko(f, 0, SEEK_SET) != 0 || fwrite(h, 1, sizeof h, f) != sizeof h;
+  bad |= fflush(f) | fsync(fileno(f));
+  bad |= fclose(f);
+  if (bad || rename(tmp, path) != 0) {
+    int err = errno;
+    unlink(tmp);
+    return dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", path, strerror(err));
+  }
+  return 0;
+}
+
 static int queue(loader *L, pending *p, bson_t *doc, const uint8_t key[16], dp_err *e) {
   memcpy(p->ids[p->n], key, 16);
   p->docs[p->n++] = doc;
   return p->n == p->limit ? flush(L, p, e) : 0;
 }
 
-/* Step 2, one record. */
-static int take(loader *L, const bson_t *data, const uint8_t key[16], const uint8_t content[16], int64_t line,
-                dp_err *e) {
-  known *k = find_known(&L->idx, key);
-  if (k && k->seen) {
-    /* The same key twice in one run: the last record wins. Write what is queued first, so the
-     * later record replaces the earlier one in order. */
-    L->duplicates++;
-    if (memcmp(k->content, content, CHASH) == 0) return 0;
-    int rc = flush(L, &L->ins, e);
-    if (rc == 0) rc = flush(L, &L->rep, e);
-    if (rc) return rc;
-    memcpy(k->content, content, CHASH);
-    return queue(L, &L->rep, make_doc(L, key, content, data, line), key, e);
+/* Keys a full load did not deliver: marked deleted (one update_many per batch), and a
+ * {_id, _dp: {deleted, deleted_run_id, deleted_at}} document each in the change file. */
+static int flush_deletions(loader *L, dp_err *e) {
+  if (L->ndels == 0) return 0;
+  bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+  bson_error_t be;
+  int rc = 0;
+  append_id_array(&sel, "$in", L->dels, L->ndels);
+  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+  BSON_APPEND_BOOL(&set, "_dp.deleted", true);
+  BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
+  BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
+  bson_append_document_end(&upd, &set);
+  double t0 = mono_s();
+  if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
+  dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, mono_s() - t0);
+  for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
+    bson_t d = BSON_INITIALIZER, dp;
+    BSON_APPEND_BINARY(&d, "_id", BSON_SUBTYPE_UUID, L->dels[j], 16);
+    BSON_APPEND_DOCUMENT_BEGIN(&d, "_dp", &dp);
+    BSON_APPEND_BOOL(&dp, "deleted", true);
+    BSON_APPEND_UTF8(&dp, "deleted_run_id", L->run->id_str);
+    BSON_APPEND_DATE_TIME(&dp, "deleted_at", L->run->ts_us / 1000);
+    bson_append_document_end(&d, &dp);
+    if (fwrite(bson_get_data(&d), 1, d.len, L->changes) != d.len)
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
+    bson_destroy(&d);
   }
-  if (!k) {
-    k = add_known(&L->idx, e);
-    if (!k) return DP_ENOMEM;
-    memcpy(k->key, key, 16);
-    memcpy(k->content, content, CHASH);
-    k->seen = 1;
-    int rc = hash_added(&L->idx, (size_t)(k - L->idx.v), e);
-    if (rc) return rc;
-    L->out->inserted++;
-    return queue(L, &L->ins, make_doc(L, key, content, data, line), key, e);
-  }
-  k->seen = 1;
-  if (!k->deleted && memcmp(k->content, content, CHASH) == 0) {
-    L->out->unchanged++;
-    return 0;
-  }
-  memcpy(k->content, content, CHASH);
-  k->deleted = 0;
-  L->out->updated++;
-  return queue(L, &L->rep, make_doc(L, key, content, data, line), key, e);
+  bson_destroy(&sel);
+  bson_destroy(&upd);
+  L->ndels = 0;
+  return rc;
 }
 
-/* Step 3 (full loads): keys this run did not deliver are marked deleted. */
-static int mark_deleted(loader *L, dp_err *e) {
-  uint8_t (*ids)[16] = malloc(RBATCH * 16);
-  size_t n = 0;
-  int rc = 0;
-  if (!ids) return dp_err_set(e, DP_ENOMEM, "out of memory");
-  for (size_t i = 0; i <= L->idx.sorted && rc == 0; i++) {
-    int last = i == L->idx.sorted;
-    if (!last) {
-      known *k = &L->idx.v[i];
-      if (k->seen || k->deleted) continue;
-      memcpy(ids[n++], k->key, 16);
-      k->deleted = 1;
-      L->out->deleted++;
-    }
-    if (n == RBATCH || (last && n > 0)) {
-      bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
-      bson_error_t be;
-      append_id_array(&sel, "$in", ids, n);
-      BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
-      BSON_APPEND_BOOL(&set, "_dp.deleted", true);
-      BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
-      BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
-      bson_append_document_end(&upd, &set);
-      double t0 = mono_s();
-      if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
-        rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
-      dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", n, mono_s() - t0);
-      /* the change file gets {_id, _dp: {deleted, deleted_run_id, deleted_at}} per key */
-      for (size_t j = 0; rc == 0 && L->changes && j < n; j++) {
-        bson_t d = BSON_INITIALIZER, dp;
-        BSON_APPEND_BINARY(&d, "_id", BSON_SUBTYPE_UUID, ids[j], 16);
-        BSON_APPEND_DOCUMENT_BEGIN(&d, "_dp", &dp);
-        BSON_APPEND_BOOL(&dp, "deleted", true);
-        BSON_APPEND_UTF8(&dp, "deleted_run_id", L->run->id_str);
-        BSON_APPEND_DATE_TIME(&dp, "deleted_at", L->run->ts_us / 1000);
-        bson_append_document_end(&d, &dp);
-        if (fwrite(bson_get_data(&d), 1, d.len, L->changes) != d.len)
-          rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
-        bson_destroy(&d);
-      }
-      bson_destroy(&sel);
-      bson_destroy(&upd);
-      n = 0;
-    }
+/* The document of key for the record at `offset` of the raw file (line number `line`), read again. */
+static int doc_at(loader *L, const uint8_t key[16], int64_t offset, int64_t line, bson_t **out, dp_err *e) {
+  uint8_t content[16];
+  if (fseeko(L->raw, offset, SEEK_SET) != 0)
+    return dp_err_set(e, DP_EIO, "bronze: cannot read %s again: %s", L->raw_ref, strerror(errno));
+  ssize_t len = getline(&L->line, &L->linecap, L->raw);
+  if (len <= 0) return dp_err_set(e, DP_EIO, "bronze: %s changed while it was read", L->raw_ref);
+  if (L->line[len - 1] == '\n') L->line[--len] = '\0';
+  bson_t data;
+  bson_error_t be;
+  if (!bson_init_from_json(&data, L->line, len, &be))
+    return dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", L->raw_ref, (long long)line, be.message);
+  dp_hash_bytes(L->line, (size_t)len, content);
+  *out = make_doc(L, key, content, &data, line);
+  bson_destroy(&data);
+  return 0;
+}
+
+/* The next non-empty line of the raw file, parsed into data: 1, 0 at the end, or an error. */
+static int next_line(loader *L, bson_t *data, dp_err *e) {
+  ssize_t len;
+  while ((len = getline(&L->line, &L->linecap, L->raw)) >= 0) {
+    L->linestart = L->at;
+    L->at += len;
+    L->lineno++;
+    if (len > 0 && L->line[len - 1] == '\n') L->line[--len] = '\0';
+    if (len == 0) continue;
+    L->linelen = (size_t)len;
+    bson_error_t be;
+    if (!bson_init_from_json(data, L->line, len, &be))
+      return dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", L->raw_ref, (long long)L->lineno, be.message);
+    return 1;
   }
-  free(ids);
-  return rc;
+  return ferror(L->raw) ? dp_err_set(e, DP_EIO, "bronze: cannot read %s", L->raw_ref) : 0;
+}
+
+/* The key, content hash and valid_from text of one raw line (data parsed from it). */
+static int read_record(loader *L, const bson_t *data, incoming *in, int64_t lineno, dp_err *e) {
+  const dp_entity *ent = L->ent;
+  if (dp_row_cast(&L->row, ent, data, DP_ROW_KEY_ONLY, e)) {
+    dp_err_prefix(e, "bronze: %s line %lld: primary key ", L->raw_ref, (long long)lineno);
+    return DP_ECAST;
+  }
+  dp_row_hash(&L->row, ent, DP_HASH_KEY, in->key);
+  memset(in->vf, 0, sizeof in->vf);
+  int vc = ent->valid_from_col;
+  if (vc >= 0) {
+    /* the event time orders the records of a key; one that cannot be cast counts as oldest (silver
+     * rejects it anyway) */
+    const dp_column *c = &ent->cols[vc];
+    bson_iter_t it, child;
+    const bson_iter_t *src = NULL;
+    if (bson_iter_init(&it, data)) {
+      if (strchr(c->path, '.') ? bson_iter_find_descendant(&it, c->path, &child) : bson_iter_find(&it, c->path))
+        src = strchr(c->path, '.') ? &child : &it;
+    }
+    dp_buf t = DP_BUF_INIT;
+    int is_null = 0;
+    dp_err ce;
+    if (src && dp_cast_bson(c, src, &t, &is_null, &ce) == 0 && !is_null && t.data)
+      memcpy(in->vf, t.data, t.len < VF_TEXT - 1 ? t.len : VF_TEXT - 1);
+    dp_buf_free(&t);
+  }
+  return 0;
 }
 
 int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
                    const char *raw_path, const char *raw_ref, dp_bronze_io *io, dp_counts *out, dp_err *e) {
-  char cname[256], keyfile[4096] = "", changes[4096] = "", changes_part[4200] = "";
+  char cname[256], keyfile[4096] = "", keytmp[4200] = "", changes[4096] = "", changes_part[4200] = "",
+       tmpdir[4200];
   int rc = 0;
-  FILE *f = NULL;
-  char *line = NULL;
-  size_t cap = 0;
-  int64_t lineno = 0;
-  dp_row row;
+  old_keys old;
+  dp_extsort news;
+  int have_news = 0;
+  memset(&old, 0, sizeof old);
   memset(out, 0, sizeof *out);
   io->duplicates = 0;
   io->used_key_file = 0;
   dp_bronze_collection_name(ent, cname, sizeof cname);
+  snprintf(tmpdir, sizeof tmpdir, "%s", io->dir ? io->dir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"));
   loader *L = calloc(1, sizeof *L);
   if (!L) return dp_err_set(e, DP_ENOMEM, "out of memory");
   L->coll = mongoc_client_get_collection(cli, db, cname);
@@ -541,15 +530,21 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   L->ins.limit = BATCH;
   L->rep.limit = RBATCH;
   L->rep.replace = 1;
-  if (dp_row_init(&row, ent->ncols)) {
-    mongoc_collection_destroy(L->coll);
-    free(L);
-    return dp_err_set(e, DP_ENOMEM, "out of memory");
+  L->dels = malloc(RBATCH * sizeof *L->dels);
+  if (!L->dels || dp_row_init(&L->row, ent->ncols)) {
+    rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+    goto cleanup;
+  }
+  L->raw = fopen(raw_path, "r");
+  if (!L->raw) {
+    rc = dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
+    goto cleanup;
   }
   if (io->dir) {
     rc = dp_mkdirs(io->dir, e);
     if (rc) goto cleanup;
     snprintf(keyfile, sizeof keyfile, "%s/keys.idx", io->dir);
+    snprintf(keytmp, sizeof keytmp, "%s.tmp", keyfile);
     dp_bronze_change_file(io->dir, run->id_str, changes, sizeof changes);
     snprintf(changes_part, sizeof changes_part, "%s.part", changes);
     L->changes = fopen(changes_part, "wb");
@@ -559,68 +554,118 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     }
   }
   rc = ensure_indexes(L->coll, e);
-  if (rc == 0 && ent->npk > 0 && keyfile[0]) collection_uuid(cli, db, cname, L->coll_uuid);
-  if (rc == 0 && ent->npk > 0) {
-    int used = keyfile[0] ? read_key_file(L, keyfile, io->trusted_run, e) : 0;
-    if (used < 0) rc = DP_ENOMEM;
-    else if (used) io->used_key_file = 1;
-    else {
-      free(L->idx.v);
-      memset(&L->idx, 0, sizeof L->idx);
-      rc = load_index(L, e);
-    }
-    dp_log(DP_LOG_DEBUG, "bronze %s: %zu stored keys from %s", cname, L->idx.n,
-           io->used_key_file ? "the key file" : "the collection");
-  }
   if (rc) goto cleanup;
-  f = fopen(raw_path, "r");
-  if (!f) {
-    rc = dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
-    goto cleanup;
-  }
-  ssize_t len;
-  while ((len = getline(&line, &cap, f)) >= 0) {
-    lineno++;
-    if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
-    if (len == 0) continue;
+
+  if (ent->npk == 0) {
+    /* no primary key: every record is appended under a new id, in file order */
     bson_t data;
-    bson_error_t be;
-    if (!bson_init_from_json(&data, line, len, &be)) {
-      rc = dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", raw_ref, (long long)lineno, be.message);
+    int more;
+    while ((more = next_line(L, &data, e)) == 1) {
+      uint8_t key[16], content[16];
+      dp_hash_bytes(L->line, L->linelen, content);
+      dp_uuid_v7(key);
+      out->in++;
+      out->inserted++;
+      rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), key, e);
+      bson_destroy(&data);
+      if (rc) goto cleanup;
+    }
+    rc = more < 0 ? more : flush(L, &L->ins, e);
+    goto finish;
+  }
+
+  /* 1. the run's records, sorted by key (then valid_from, then line) */
+  rc = dp_extsort_init(&news, sizeof(incoming), cmp_incoming, sort_mem(), tmpdir, e);
+  if (rc) goto cleanup;
+  have_news = 1;
+  {
+    bson_t data;
+    int more;
+    while ((more = next_line(L, &data, e)) == 1) {
+      out->in++;
+      incoming in;
+      uint8_t content[16];
+      dp_hash_bytes(L->line, L->linelen, content);
+      memcpy(in.content, content, CHASH);
+      in.line = L->lineno;
+      in.offset = L->linestart;
+      rc = read_record(L, &data, &in, L->lineno, e);
+      bson_destroy(&data);
+      if (rc == 0) rc = dp_extsort_add(&news, &in, e);
+      if (rc) goto cleanup;
+    }
+    if (more < 0) {
+      rc = more;
       goto cleanup;
     }
-    out->in++;
-    uint8_t key[16], content[16];
-    dp_hash_bytes(line, (size_t)len, content);
-    if (ent->npk > 0) {
-      if (dp_row_cast(&row, ent, &data, DP_ROW_KEY_ONLY, e)) {
-        bson_destroy(&data);
-        dp_err_prefix(e, "bronze: %s line %lld: primary key ", raw_ref, (long long)lineno);
-        rc = DP_ECAST;
-        goto cleanup;
-      }
-      dp_row_hash(&row, ent, DP_HASH_KEY, key);
-      rc = take(L, &data, key, content, lineno, e);
-    } else {
-      /* no primary key: every record is appended under a new id */
-      dp_uuid_v7(key);
-      out->inserted++;
-      rc = queue(L, &L->ins, make_doc(L, key, content, &data, lineno), key, e);
-    }
-    bson_destroy(&data);
+    rc = dp_extsort_finish(&news, e);
     if (rc) goto cleanup;
   }
-  if (ferror(f)) {
-    rc = dp_err_set(e, DP_EIO, "bronze: cannot read %s", raw_path);
-    goto cleanup;
+
+  /* 2. the stored keys, in key order */
+  if (keyfile[0]) collection_uuid(cli, db, cname, L->coll_uuid);
+  rc = keyfile[0] ? open_key_file(L, &old, keyfile, io->trusted_run, e) : 0;
+  if (rc < 0) goto cleanup;
+  io->used_key_file = rc == 1;
+  if (!io->used_key_file) rc = read_collection_keys(L, &old, tmpdir, e);
+  if (rc < 0) goto cleanup;
+  rc = 0;
+  dp_log(DP_LOG_DEBUG, "bronze %s: stored keys from %s", cname, io->used_key_file ? "the key file" : "the collection");
+  if (keyfile[0] && L->coll_uuid[0] && (rc = key_file_begin(L, keytmp, e)) != 0) goto cleanup;
+
+  /* 3. both in step */
+  {
+    stored o;
+    incoming n, peek;
+    int ho = old_next(&old, &o, e), hp = dp_extsort_next(&news, &peek, e), hn = 0;
+    if (ho < 0 || hp < 0) { rc = ho < 0 ? ho : hp; goto cleanup; }
+    for (;;) {
+      if (!hn && hp == 1) { /* the next key of the run: its last record wins */
+        n = peek;
+        while ((hp = dp_extsort_next(&news, &peek, e)) == 1 && memcmp(peek.key, n.key, 16) == 0) {
+          n = peek;
+          io->duplicates++;
+        }
+        if (hp < 0) { rc = hp; break; }
+        hn = 1;
+      }
+      if (!ho && !hn) break;
+      int c = !ho ? 1 : !hn ? -1 : memcmp(o.key, n.key, 16);
+      if (c < 0) { /* stored, not in the run: deleted by a full load */
+        if (ent->full_load && !o.deleted) {
+          memcpy(L->dels[L->ndels++], o.key, 16);
+          out->deleted++;
+          o.deleted = 1;
+          if (L->ndels == RBATCH && (rc = flush_deletions(L, e)) != 0) break;
+        }
+        key_file_put(L, o.key, o.content, o.deleted);
+        if ((ho = old_next(&old, &o, e)) < 0) { rc = ho; break; }
+        continue;
+      }
+      if (c == 0 && !o.deleted && memcmp(o.content, n.content, CHASH) == 0) {
+        out->unchanged++;
+        key_file_put(L, o.key, o.content, 0);
+      } else { /* new (c > 0), or changed or back from deleted (c == 0) */
+        bson_t *doc = NULL;
+        if ((rc = doc_at(L, n.key, n.offset, n.line, &doc, e)) != 0) break;
+        if (c == 0) out->updated++;
+        else out->inserted++;
+        key_file_put(L, n.key, n.content, 0);
+        if ((rc = queue(L, c == 0 ? &L->rep : &L->ins, doc, n.key, e)) != 0) break;
+      }
+      if (c == 0 && (ho = old_next(&old, &o, e)) < 0) { rc = ho; break; }
+      hn = 0;
+    }
   }
+  if (rc) goto cleanup;
   rc = flush(L, &L->ins, e);
   if (rc == 0) rc = flush(L, &L->rep, e);
-  if (rc == 0 && ent->full_load && ent->npk > 0) rc = mark_deleted(L, e); /* whatever silver's delete_detection says */
-  if (rc == 0 && L->duplicates)
-    dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the last one of each key was kept",
-           cname, (long long)L->duplicates);
-  io->duplicates = L->duplicates;
+  if (rc == 0) rc = flush_deletions(L, e);
+  if (rc == 0 && io->duplicates)
+    dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the %s of each key was kept", cname,
+           (long long)io->duplicates, ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
+
+finish:
   if (rc == 0 && L->changes) {
     /* the change file, complete: silver's input */
     FILE *c = L->changes;
@@ -630,22 +675,25 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     if (bad || rename(changes_part, changes) != 0)
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", changes, strerror(errno));
   }
-  if (rc == 0 && keyfile[0] && ent->npk > 0) {
-    if (L->coll_uuid[0]) rc = write_key_file(L, keyfile, e);
-    else unlink(keyfile); /* nothing to tell this collection from a new one by */
-  }
+  if (rc == 0 && L->keys_out) rc = key_file_end(L, keytmp, keyfile, e);
+  else if (rc == 0 && keyfile[0] && ent->npk > 0) unlink(keyfile); /* no uuid to tell the collection by */
 cleanup:
   if (L->changes) { /* a failed load leaves no change file: silver reads the collection */
     fclose(L->changes);
     unlink(changes_part);
   }
+  if (L->keys_out) {
+    fclose(L->keys_out);
+    unlink(keytmp);
+  }
   for (size_t i = 0; i < L->ins.n; i++) bson_destroy(L->ins.docs[i]);
   for (size_t i = 0; i < L->rep.n; i++) bson_destroy(L->rep.docs[i]);
-  free(L->idx.v);
-  free(L->idx.slots);
-  free(line);
-  if (f) fclose(f);
-  dp_row_free(&row);
+  old_close(&old);
+  if (have_news) dp_extsort_free(&news);
+  if (L->raw) fclose(L->raw);
+  free(L->line);
+  free(L->dels);
+  dp_row_free(&L->row);
   mongoc_collection_destroy(L->coll);
   free(L);
   return rc;

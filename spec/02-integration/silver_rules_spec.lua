@@ -167,14 +167,16 @@ describe("silver rules", function()
     assert.are.same({ "succeeded", 0, 0, 0, 0, 0, 0 }, (layer_counts(pg, r.run_id, "events", "raw")))
 
     -- --full-refresh reads from the start again: 4 records, 3 keys. Event 2 comes twice ("b"
-    -- then "b2"): the last one wins, so bronze rewrites it (counted once as updated) and silver
-    -- finds its typed values unchanged
+    -- then "b2"): the last one wins, and that is what bronze holds already, so nothing is
+    -- written and silver has nothing to read
     rc = run("--entity", "events", "--full-refresh")
     assert.are.equal(0, rc)
     r = last_run(pg)
     assert.are.same({ "succeeded", 4, 4, 0, 0, 0, 0 }, (layer_counts(pg, r.run_id, "events", "raw")))
-    assert.are.same({ "succeeded", 4, 0, 1, 0, 2, 0 }, (layer_counts(pg, r.run_id, "events", "bronze")))
-    assert.are.same({ "succeeded", 1, 0, 0, 0, 1, 0 }, (layer_counts(pg, r.run_id, "events", "silver")))
+    assert.are.same({ "succeeded", 4, 0, 0, 0, 3, 0 }, (layer_counts(pg, r.run_id, "events", "bronze")))
+    assert.are.equal("1", assert(pg:query([[SELECT details->>'duplicates' AS d FROM audit.entity_layer_run
+      WHERE run_id = $1 AND entity = 'events' AND layer = 'bronze']], r.run_id))[1].d)
+    assert.are.same({ "succeeded", 0, 0, 0, 0, 0, 0 }, (layer_counts(pg, r.run_id, "events", "silver")))
     local cur2 = assert(pg:query("SELECT event_id, kind FROM silver.shop__events WHERE _dp_is_current ORDER BY event_id"))
     assert.are.same({ { event_id = "1", kind = "a" }, { event_id = "2", kind = "b2" }, { event_id = "3", kind = "c" } }, cur2)
   end)
@@ -201,6 +203,29 @@ describe("silver rules", function()
       { entry_id = "2", amount = "20.00", vf = "2026-01-02 10:00:00+00", vt = r.run_ts, cur = "false" },
     }, rows)
     assert.are.same({ { entry_id = "1" } }, assert(pg:query("SELECT entry_id FROM silver.shop__ledger_current")))
+  end)
+
+  it("resolves a key repeated in one run by valid_from, then by the last line", function()
+    put(env, "ledger-003.jsonl", {
+      -- entry 3: the update carries the later event time, though the file has it first
+      '{"entry_id": 3, "amount": "31.00", "op": "U", "at": "2026-02-02T10:00:00Z"}',
+      '{"entry_id": 3, "amount": "30.00", "op": "I", "at": "2026-02-01T10:00:00Z"}',
+      -- entry 4: the same event time twice: the later line wins; a missing time counts as oldest
+      '{"entry_id": 4, "amount": "40.00", "op": "I", "at": "2026-02-03T10:00:00Z"}',
+      '{"entry_id": 4, "amount": "41.00", "op": "U", "at": "2026-02-03T10:00:00Z"}',
+      '{"entry_id": 4, "amount": "49.00", "op": "U"}' })
+    local rc, _, err = run("--entity", "ledger")
+    assert.are.equal(0, rc, err)
+    local r = last_run(pg)
+    assert.are.same({ "succeeded", 5, 2, 0, 0, 0, 0 }, (layer_counts(pg, r.run_id, "ledger", "bronze")))
+    assert.are.equal("3", assert(pg:query([[SELECT details->>'duplicates' AS d FROM audit.entity_layer_run
+      WHERE run_id = $1 AND entity = 'ledger' AND layer = 'bronze']], r.run_id))[1].d)
+    local rows = assert(pg:query([[SELECT entry_id, amount::text, _dp_valid_from::text AS vf FROM silver.shop__ledger
+      WHERE entry_id IN (3, 4) ORDER BY entry_id, _dp_valid_from]]))
+    assert.are.same({
+      { entry_id = "3", amount = "31.00", vf = "2026-02-02 10:00:00+00" },
+      { entry_id = "4", amount = "41.00", vf = "2026-02-03 10:00:00+00" },
+    }, rows)
   end)
 
   it("does not advance the cursor when the run fails", function()
