@@ -8,12 +8,13 @@
 #                           20 typed columns and the system columns) into an unindexed table
 #                           / the silver step of the first run            (target >= 0.7); also
 #                           shown against a COPY of the 20 typed columns alone
-#   FerretDB scan         = one read of the whole bronze collection: what any bronze write with
+#   FerretDB read         = one read of the whole bronze collection: what any bronze write with
 #                           a filter costs on FerretDB v1 (docs/performance.md)
 #   rerun, 1% changed and 0.1% removed = whole second run / whole first run (target <= 0.3)
 #   peak RSS of dp-engine during the first run                          (target <= 150 MB at 5M)
-#   bronze load           = plain libmongoc insert_many of the same records
-#                           / the bronze step of the first run            (target >= 0.7)
+#   bronze load           = plain libmongoc insert_many (unordered, 1000 per batch) of the same
+#                           documents bronze wrote in the first run (exported from the
+#                           collection first) / the bronze step of the first run (target >= 0.7)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -81,19 +82,19 @@ COPY_S=$(echo "$T1 - $T0" | bc -l)
 
 SCAN_S=0 INSERT_S=0
 if [ "$SKIP_RERUN" != 1 ]; then
-echo "bench: one read of the whole bronze collection" >&2
+echo "bench: one read of the whole bronze collection (exported for the next baseline)" >&2
 T0=$(now)
 luajit -e "package.cpath='build/?.so;'..package.cpath
   local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
-  assert(m:find('bronze_bench', 'bench__wide', '{\"_dp.deleted\": true}', '{\"projection\": {\"_id\": 1}}'))"
+  assert(m:export_bson('bronze_bench', 'bench__wide', '$WORK/bronze.bson'))"
 T1=$(now)
 SCAN_S=$(echo "$T1 - $T0" | bc -l)
 
-echo "bench: baseline libmongoc insert_many of the same records" >&2
+echo "bench: baseline libmongoc insert_many of the same documents" >&2
 T0=$(now)
 luajit -e "package.cpath='build/?.so;'..package.cpath
   local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
-  assert(m:insert_jsonl('bronze_bench', 'insert_baseline', '$WORK/export-1.jsonl'))"
+  assert(m:insert_bson('bronze_bench', 'insert_baseline', '$WORK/bronze.bson'))"
 T1=$(now)
 INSERT_S=$(echo "$T1 - $T0" | bc -l)
 fi

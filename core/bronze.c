@@ -100,6 +100,7 @@ typedef struct loader {
   int64_t lineno;          /* its number (1-based) ... */
   off_t linestart, at;     /* ... and offset; where the next one starts */
   dp_row row;
+  double write_s;          /* time spent in MongoDB writes (debug log) */
 } loader;
 
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
@@ -228,7 +229,9 @@ static int flush(loader *L, pending *p, dp_err *e) {
     bson_destroy(&opts);
   }
   /* where a load's time goes (docs/performance.md) */
-  if (p->replace) dp_log(DP_LOG_DEBUG, "bronze: %zu replacements: delete %.3f s, insert %.3f s", p->n, t1 - t0, mono_s() - t1);
+  double t2 = mono_s();
+  L->write_s += t2 - t0;
+  if (p->replace) dp_log(DP_LOG_DEBUG, "bronze: %zu replacements: delete %.3f s, insert %.3f s", p->n, t1 - t0, t2 - t1);
   for (size_t i = 0; rc == 0 && L->changes && i < p->n; i++)
     if (fwrite(bson_get_data(p->docs[i]), 1, p->docs[i]->len, L->changes) != p->docs[i]->len)
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
@@ -421,6 +424,7 @@ static int flush_deletions(loader *L, dp_err *e) {
   double t0 = mono_s();
   if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
     rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
+  L->write_s += mono_s() - t0;
   dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, mono_s() - t0);
   for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
     bson_t d = BSON_INITIALIZER, dp;
@@ -514,6 +518,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   old_keys old;
   dp_extsort news;
   int have_news = 0;
+  double t_start = mono_s();
   memset(&old, 0, sizeof old);
   memset(out, 0, sizeof *out);
   io->duplicates = 0;
@@ -666,6 +671,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
            (long long)io->duplicates, ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
 
 finish:
+  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", cname, L->write_s, mono_s() - t_start);
   if (rc == 0 && L->changes) {
     /* the change file, complete: silver's input */
     FILE *c = L->changes;

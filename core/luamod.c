@@ -480,46 +480,71 @@ static int l_mongo_command(lua_State *L) {
   return 1;
 }
 
-/* client:insert_jsonl(db, coll, path) -> count: a plain libmongoc insert_many of the file's records
- * as {_id: new UUID, data: record}, 1000 per batch. The baseline of the bronze benchmark. */
-static int l_mongo_insert_jsonl(lua_State *L) {
+/* client:export_bson(db, coll, path) -> count: every document of the collection, as it is, to a
+ * file of concatenated BSON (what mongodump writes; bronze's change files have this format). */
+static int l_mongo_export_bson(lua_State *L) {
   lmongo *m = check_mongo(L);
   const char *db = luaL_checkstring(L, 2), *cn = luaL_checkstring(L, 3), *path = luaL_checkstring(L, 4);
-  FILE *f = fopen(path, "r");
-  if (!f) return push_err(L, "cannot open file");
+  FILE *f = fopen(path, "wb");
+  if (!f) return push_err(L, "cannot create file");
+  mongoc_collection_t *coll = mongoc_client_get_collection(m->c, db, cn);
+  bson_t filter = BSON_INITIALIZER;
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, NULL, NULL);
+  const bson_t *doc;
+  size_t total = 0;
+  int bad = 0;
+  while (!bad && mongoc_cursor_next(cur, &doc)) {
+    bad = fwrite(bson_get_data(doc), 1, doc->len, f) != doc->len;
+    total++;
+  }
+  bson_error_t be;
+  const char *why = bad ? "cannot write file" : mongoc_cursor_error(cur, &be) ? be.message : NULL;
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s", why ? why : "");
+  mongoc_cursor_destroy(cur);
+  bson_destroy(&filter);
+  mongoc_collection_destroy(coll);
+  if (fclose(f) != 0 && !why) snprintf(msg, sizeof msg, "cannot write file"), why = msg;
+  if (why) return push_err(L, msg);
+  lua_pushnumber(L, (lua_Number)total);
+  return 1;
+}
+
+/* client:insert_bson(db, coll, path) -> count: a plain libmongoc insert_many (unordered, 1000 per
+ * batch) of the documents of a concatenated-BSON file, as they are. The baseline of the bronze
+ * benchmark: the same documents bronze wrote, inserted without any of its work. */
+static int l_mongo_insert_bson(lua_State *L) {
+  lmongo *m = check_mongo(L);
+  const char *db = luaL_checkstring(L, 2), *cn = luaL_checkstring(L, 3), *path = luaL_checkstring(L, 4);
+  bson_error_t be;
+  bson_reader_t *r = bson_reader_new_from_file(path, &be);
+  if (!r) return push_err(L, be.message);
   mongoc_collection_t *coll = mongoc_client_get_collection(m->c, db, cn);
   bson_t *docs[1000];
-  size_t n = 0, total = 0, cap = 0;
-  char *line = NULL;
-  ssize_t len;
-  bson_error_t be;
+  size_t n = 0, total = 0;
   int bad = 0;
+  bool eof = false;
+  const bson_t *doc;
   bson_t opts = BSON_INITIALIZER;
   BSON_APPEND_BOOL(&opts, "ordered", false);
-  while (!bad && (len = getline(&line, &cap, f)) >= 0) {
-    if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
-    if (len == 0) continue;
-    bson_t data;
-    if (!bson_init_from_json(&data, line, len, &be)) { bad = 1; break; }
-    uint8_t id[16];
-    dp_uuid_v7(id);
-    docs[n] = bson_new();
-    BSON_APPEND_BINARY(docs[n], "_id", BSON_SUBTYPE_UUID, id, 16);
-    BSON_APPEND_DOCUMENT(docs[n], "data", &data);
-    bson_destroy(&data);
-    if (++n == 1000) {
+  while (!bad && (doc = bson_reader_read(r, &eof)) != NULL) {
+    docs[n++] = bson_copy(doc);
+    if (n == 1000) {
       bad = !mongoc_collection_insert_many(coll, (const bson_t **)docs, n, &opts, NULL, &be);
       for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
       total += n;
       n = 0;
     }
   }
+  if (!bad && (!eof || !dp_bson_file_whole(path, (long long)bson_reader_tell(r)))) {
+    bad = 1;
+    snprintf(be.message, sizeof be.message, "%s is not a whole BSON file", path);
+  }
   if (!bad && n) bad = !mongoc_collection_insert_many(coll, (const bson_t **)docs, n, &opts, NULL, &be);
   total += n;
   for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
   bson_destroy(&opts);
-  free(line);
-  fclose(f);
+  bson_reader_destroy(r);
   mongoc_collection_destroy(coll);
   if (bad) return push_err(L, be.message);
   lua_pushnumber(L, (lua_Number)total);
@@ -560,7 +585,8 @@ int luaopen_dp_core(lua_State *L) {
                                          {NULL, NULL}};
   static const luaL_Reg pg_methods[] = {{"query", l_pg_query}, {"close", l_pg_close}, {NULL, NULL}};
   static const luaL_Reg mongo_methods[] = {{"find", l_mongo_find}, {"command", l_mongo_command},
-                                           {"insert_jsonl", l_mongo_insert_jsonl},
+                                           {"export_bson", l_mongo_export_bson},
+                                           {"insert_bson", l_mongo_insert_bson},
                                            {"close", l_mongo_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"sha256", l_sha256},

@@ -12,6 +12,11 @@
 
 #define RAW_BUFSZ (256 * 1024)
 
+int dp_bson_file_whole(const char *path, long long told) {
+  struct stat st;
+  return stat(path, &st) == 0 && (long long)st.st_size == told;
+}
+
 int dp_mkdirs(const char *path, dp_err *e) {
   char tmp[4096];
   size_t n = strlen(path);

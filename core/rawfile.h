@@ -38,6 +38,10 @@ int dp_write_file_atomic(const char *path, const char *data, size_t len, dp_err 
 int dp_write_file_atomic_mode(const char *path, const char *data, size_t len, unsigned mode, dp_err *e);
 /* mkdir -p */
 int dp_mkdirs(const char *path, dp_err *e);
+
+/* 1 when a bson_reader that reached the end of the file at path read all of it (libbson's file
+ * reader reports the end also when a torn document is left over), 0 when bytes are left. */
+int dp_bson_file_whole(const char *path, long long told);
 /* Reads a whole file into a heap buffer (caller frees); *len set. */
 int dp_read_file(const char *path, char **out, size_t *len, dp_err *e);
 /* sha256 hex (65 bytes with NUL) of a byte string. */

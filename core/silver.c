@@ -6,6 +6,7 @@
 #include "hash.h"
 #include "log.h"
 #include "pg.h"
+#include "rawfile.h"
 #include "record.h"
 #include "testhook.h"
 #include "uuid.h"
@@ -380,8 +381,11 @@ static int source_next(doc_source *src, const bson_t **doc, dp_err *e) {
     bool eof = false;
     *doc = bson_reader_read(src->reader, &eof);
     if (*doc) return 1;
-    if (!eof) return dp_err_set(e, DP_EIO, "silver: %s is damaged near byte %lld", src->files[src->fi],
-                                (long long)bson_reader_tell(src->reader));
+    if (!eof || !dp_bson_file_whole(src->files[src->fi], (long long)bson_reader_tell(src->reader)))
+      return dp_err_set(e, DP_EIO,
+                        "silver: change file %s is damaged near byte %lld; remove it and run again "
+                        "(silver then reads bronze itself)",
+                        src->files[src->fi], (long long)bson_reader_tell(src->reader));
     bson_reader_destroy(src->reader);
     src->reader = NULL;
     src->fi++;

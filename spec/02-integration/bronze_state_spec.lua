@@ -157,6 +157,32 @@ describe("bronze state", function()
       assert.are.same(want_counts, counts)
     end)
 
+    it("stops at a damaged change file, saying which and what to do", function()
+      local env2
+      local ok = pcall(catch_up, "catchup_torn", function(env)
+        env2 = env
+        local _, first = H.sh("ls " .. H.sh_quote(state_dir(env, "bank", "transactions")) .. "/*.bson | head -1")
+        local f = assert(io.open((first:gsub("%s+$", "")), "ab"))
+        f:write("\100\0\0\0\2x\0")
+        f:close()
+      end)
+      assert.is_false(ok) -- the silver step failed
+      local pg = H.pg(env2)
+      local r = assert(pg:query([[SELECT status, error FROM audit.entity_layer_run WHERE layer = 'silver'
+        ORDER BY started_at DESC LIMIT 1]]))[1]
+      pg:close()
+      assert.are.equal("failed", r.status)
+      assert.matches("change file .*%.bson is damaged near byte %d+; remove it and run again", r.error)
+      -- as it says: without the file, silver asks bronze, and the history is the reference's
+      H.sh("rm -f " .. H.sh_quote(state_dir(env2, "bank", "transactions")) .. "/*.bson")
+      H.fill_inbox(env2, "inbox/bank", DEMO .. "/export-1")
+      assert.are.equal(0, (H.engine(env2, "run", "bank", "--entity", "transactions")))
+      pg = H.pg(env2)
+      local got = H.bank_history(pg)
+      pg:close()
+      assert.are.same(want, got)
+    end)
+
     it("asks bronze when a change file of the chain is missing", function()
       local got = catch_up("catchup_gap", function(env)
         local _, first = H.sh("ls " .. H.sh_quote(state_dir(env, "bank", "transactions")) .. "/*.bson | head -1")
@@ -236,6 +262,30 @@ describe("bronze state", function()
       end
     end)
 
+  end)
+
+  describe("the bench's bronze baseline (dp.core)", function()
+    it("exports a collection as BSON and inserts the same documents elsewhere", function()
+      local env = H.fresh_env("bronze_state_bson")
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-1")
+      assert.are.equal(0, (H.engine(env, "run", "bank", "--entity", "transactions")))
+      local file = H.tmpdir("bson") .. "/t.bson"
+      local m = H.mongo()
+      assert.are.equal(6, assert(m:export_bson(env.DP_BRONZE_DB, "bank__transactions", file)))
+      assert.are.equal(6, assert(m:insert_bson(env.DP_BRONZE_DB, "copy", file)))
+      local a = assert(m:find(env.DP_BRONZE_DB, "bank__transactions", "{}"))
+      local b = assert(m:find(env.DP_BRONZE_DB, "copy", "{}"))
+      table.sort(a)
+      table.sort(b)
+      assert.are.same(a, b)
+      local f = assert(io.open(file, "ab"))
+      f:write("\100\0\0\0\2x\0") -- a torn document at the end: 100 bytes announced, 7 there
+      f:close()
+      local ok, err = m:insert_bson(env.DP_BRONZE_DB, "copy2", file)
+      assert.is_nil(ok)
+      assert.matches("not a whole BSON file", err)
+      m:close()
+    end)
   end)
 
   describe("straight into an empty table", function()
