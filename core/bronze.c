@@ -23,6 +23,7 @@
 #include "extsort.h"
 #include "hash.h"
 #include "log.h"
+#include "progress.h"
 #include "rawfile.h"
 #include "record.h"
 #include "testhook.h"
@@ -571,6 +572,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
       dp_uuid_v7(key);
       out->in++;
       out->inserted++;
+      dp_progress_add(1, "records");
       rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), key, e);
       bson_destroy(&data);
       if (rc) goto cleanup;
@@ -598,6 +600,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
       bson_destroy(&data);
       if (rc == 0) rc = dp_extsort_add(&news, &in, e);
       if (rc) goto cleanup;
+      dp_progress_add(1, "records read");
     }
     if (more < 0) {
       rc = more;
@@ -635,6 +638,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
         hn = 1;
       }
       if (!ho && !hn) break;
+      dp_progress_add(1, "keys compared");
       int c = !ho ? 1 : !hn ? -1 : memcmp(o.key, n.key, 16);
       if (c < 0) { /* stored, not in the run: deleted by a full load */
         if (ent->full_load && !o.deleted) {

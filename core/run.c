@@ -9,6 +9,7 @@
 #include "meta.h"
 #include "metastore.h"
 #include "pg.h"
+#include "progress.h"
 #include "rawfile.h"
 #include "silver.h"
 
@@ -67,6 +68,7 @@ static int l_emit(lua_State *L) {
       return luaL_error(L, "emit: %s", e.msg);
     lua_pop(L, 1);
   }
+  dp_progress_add((int64_t)n, "records");
   return 0;
 }
 
@@ -479,6 +481,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       double t0 = now_s();
       int lrc;
       dp_buf_puts(&details, "{}");
+      dp_progress_begin(layer_names[l], system, s->ent.name);
       if (l == 0) {
         lrc = raw_step(eng, &run, o, meta_idx, s, n, &details, &le);
       } else if (l == 1) {
@@ -490,6 +493,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
         lrc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, dir, &s->ent, &run, s->cursor_after,
                               o->replay == DP_REPLAY_BRONZE ? DP_SILVER_FULL_READ : 0, n, &le);
       }
+      dp_progress_end();
       double dt = now_s() - t0;
       if (lrc) {
         /* The audit row and the summary get the message; the Lua traceback goes to the debug log. */

@@ -6,6 +6,7 @@
 #include "hash.h"
 #include "log.h"
 #include "pg.h"
+#include "progress.h"
 #include "rawfile.h"
 #include "record.h"
 #include "testhook.h"
@@ -585,6 +586,7 @@ static int stage_rows(stager *st, doc_source *src, const dp_entity *ent, const d
     uint32_t dlen;
     bson_t data;
     out->in++;
+    dp_progress_add(1, "records");
     /* the bronze _id is the key hash (or, without a primary key, the row's own id) */
     const uint8_t *id = NULL;
     uint32_t idlen = 0;

@@ -264,6 +264,25 @@ describe("bronze state", function()
 
   end)
 
+  describe("progress", function()
+    it("logs records per second per entity and layer while a step runs (not a terminal)", function()
+      local env = H.fresh_env("bronze_state_progress")
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-1")
+      local rc, _, err = H.engine(H.with(env, { DP_LOG_LEVEL = "info", DP_PROGRESS_SECONDS = "0" }),
+        "run", "bank", "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.matches("raw bank%.transactions: 6 records so far %([%d,]+/s%)", err)
+      assert.matches("bronze bank%.transactions: 6 records read so far %([%d,]+/s%)", err)
+      assert.matches("bronze bank%.transactions: 6 keys compared so far", err)
+      assert.matches("silver bank%.transactions: 6 records so far", err)
+      -- the default interval (30 s) says nothing about a run this short
+      H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
+      rc, _, err = H.engine(H.with(env, { DP_LOG_LEVEL = "info" }), "run", "bank", "--entity", "transactions")
+      assert.are.equal(0, rc, err)
+      assert.is_nil(err:find("so far", 1, true))
+    end)
+  end)
+
   describe("the bench's bronze baseline (dp.core)", function()
     it("exports a collection as BSON and inserts the same documents elsewhere", function()
       local env = H.fresh_env("bronze_state_bson")

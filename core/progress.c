@@ -1,0 +1,83 @@
+/* progress.c - see progress.h. */
+#include "progress.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct progress {
+  int active, tty, drawn;
+  char label[300];
+  const char *what;
+  int64_t n;
+  double t0, next, every;
+} progress;
+
+static _Thread_local progress cur;
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+void dp_progress_begin(const char *layer, const char *system, const char *entity) {
+  memset(&cur, 0, sizeof cur);
+  cur.active = 1;
+  const char *fmt = getenv("DP_LOG_FORMAT");
+  cur.tty = isatty(2) && !(fmt && strcmp(fmt, "json") == 0);
+  const char *every = getenv("DP_PROGRESS_SECONDS");
+  cur.every = every && *every ? atof(every) : 30.0;
+  if (cur.tty) cur.every = 0.5;
+  snprintf(cur.label, sizeof cur.label, "%s %s.%s", layer, system, entity);
+  cur.what = "records";
+  cur.t0 = now();
+  cur.next = cur.t0 + cur.every;
+}
+
+/* 1234567 -> "1,234,567" */
+static void grouped(int64_t v, char *out, size_t cap) {
+  char d[32];
+  int n = snprintf(d, sizeof d, "%lld", (long long)(v < 0 ? -v : v));
+  size_t k = 0;
+  if (v < 0 && k + 1 < cap) out[k++] = '-';
+  for (int i = 0; i < n && k + 2 < cap; i++) {
+    out[k++] = d[i];
+    if ((n - i - 1) % 3 == 0 && i + 1 < n) out[k++] = ',';
+  }
+  out[k] = '\0';
+}
+
+void dp_progress_add(int64_t n, const char *what) {
+  if (!cur.active) return;
+  if (what != cur.what) { /* a new phase counts from zero */
+    cur.what = what;
+    cur.n = 0;
+    cur.t0 = now();
+  }
+  cur.n += n;
+  double t = now();
+  if (t < cur.next) return;
+  cur.next = t + cur.every;
+  char a[40], b[40];
+  grouped(cur.n, a, sizeof a);
+  grouped((int64_t)(cur.n / (t - cur.t0 > 1e-6 ? t - cur.t0 : 1e-6)), b, sizeof b);
+  if (cur.tty) {
+    fprintf(stderr, "\r\033[K%s: %s %s (%s/s)", cur.label, a, cur.what, b);
+    fflush(stderr);
+    cur.drawn = 1;
+  } else {
+    dp_log(DP_LOG_INFO, "%s: %s %s so far (%s/s)", cur.label, a, cur.what, b);
+  }
+}
+
+void dp_progress_end(void) {
+  if (cur.active && cur.drawn) {
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+  }
+  cur.active = 0;
+}
