@@ -867,14 +867,12 @@ static int settle_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, 
  * when every such load succeeded and its file is there: 1 (files and *dups filled), 0 when silver
  * must ask bronze instead. */
 static int change_files(PGconn *c, const dp_entity *ent, const char *dir, const char *since, char ***files,
-                        int64_t *dups, dp_err *e) {
+                        dp_err *e) {
   const char *p[] = {ent->system, ent->name, since};
   PGresult *r = NULL;
   *files = NULL;
-  *dups = 0;
   int rc = dp_pg_exec(c,
-                      "SELECT run_id::text, status, coalesce((details->>'duplicates')::bigint, 0) "
-                      "FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
+                      "SELECT run_id::text, status FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
                       "AND status <> 'skipped' AND ($3 = '' OR run_id > $3::uuid) ORDER BY run_id",
                       3, p, &r, e);
   if (rc) return rc;
@@ -887,7 +885,6 @@ static int change_files(PGconn *c, const dp_entity *ent, const char *dir, const 
     ok = strcmp(PQgetvalue(r, i, 1), "succeeded") == 0 && access(path, R_OK) == 0;
     if (ok) {
       if (!(v[i] = strdup(path))) ok = 0;
-      *dups += strtoll(PQgetvalue(r, i, 2), NULL, 10);
     } else {
       dp_log(DP_LOG_INFO, "silver %s.%s: bronze load %s %s; reading bronze itself", ent->system, ent->name,
              PQgetvalue(r, i, 0), strcmp(PQgetvalue(r, i, 1), "succeeded") ? PQgetvalue(r, i, 1) : "left no change file");
@@ -955,10 +952,9 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   if (full) since[0] = '\0';
 
   /* the input: the change files when they are complete, else a bronze query */
-  int64_t dups = 0;
   int from_files = 0;
   if (!full && bronze_dir) {
-    rc = change_files(c, ent, bronze_dir, since, &src.files, &dups, e);
+    rc = change_files(c, ent, bronze_dir, since, &src.files, e);
     if (rc < 0) goto fail;
     from_files = rc;
     rc = 0;
@@ -966,8 +962,9 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   size_t nfiles = 0;
   while (src.files && src.files[nfiles]) nfiles++;
   if (!from_files) source_query(&src, cli, bronze_db, ent, since);
-  /* repeated keys are possible only across change files, or within one that says so */
-  int may_repeat = from_files && (nfiles > 1 || dups > 0);
+  /* a change file holds each key once (bronze resolves repeats), so a key comes more than once
+   * only across change files; bronze itself holds one document per key */
+  int may_repeat = from_files && nfiles > 1;
   {
     /* an empty table and each key once: new versions go straight in */
     dp_buf_puts(&q, "SELECT NOT EXISTS (SELECT 1 FROM ");
