@@ -13,6 +13,7 @@
 #include "uuid.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #define COPY_CHUNK (1 << 20)
+#define REJECTS_MEM (4 << 20) /* bytes of rejected rows kept in memory on a first load */
 
 void dp_silver_table_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);
@@ -443,7 +445,8 @@ typedef struct stager {
                     * TO_TABLE: new current versions straight into the (empty) silver table */
   int64_t seq;
   dp_buf copy;     /* COPY text for the stage or silver table */
-  dp_buf rejects;  /* COPY text for the __rejected table (sent after the stage COPY) */
+  dp_buf rejects;  /* COPY text for the __rejected table (sent after the stage COPY) ... */
+  FILE *spill;     /* ... beyond REJECTS_MEM, kept in this temporary file (owned) */
   dp_buf scratch;
 } stager;
 
@@ -477,7 +480,7 @@ static void put_reject(stager *st, dp_buf *b, const reject *rj) {
 }
 
 /* A row of the __rejected table, for TO_TABLE (staged modes stage their rejections). */
-static void add_reject(stager *st, const dp_runinfo *run, const uint8_t *key, const reject *rj) {
+static int add_reject(stager *st, const dp_runinfo *run, const uint8_t *key, const reject *rj, dp_err *e) {
   dp_buf *b = &st->rejects;
   dp_buf_printf(b, "%s\t%s\t", run->id_str, run->ts_str);
   if (key) put_uuid(b, key);
@@ -485,6 +488,39 @@ static void add_reject(stager *st, const dp_runinfo *run, const uint8_t *key, co
   dp_buf_putc(b, '\t');
   put_reject(st, b, rj);
   dp_buf_putc(b, '\n');
+  if (b->len < REJECTS_MEM) return 0;
+  /* memory stays flat: the rest waits in a temporary file (gone with the process) */
+  if (!st->spill && !(st->spill = tmpfile()))
+    return dp_err_set(e, DP_EIO, "silver: cannot create a temporary file for rejected rows: %s", strerror(errno));
+  if (fwrite(b->data, 1, b->len, st->spill) != b->len)
+    return dp_err_set(e, DP_EIO, "silver: cannot write rejected rows to a temporary file: %s", strerror(errno));
+  dp_buf_reset(b);
+  return 0;
+}
+
+/* COPYs the rejected rows (temporary file, then memory) into the __rejected table. */
+static int copy_rejects(stager *st, const dp_entity *ent, dp_err *e) {
+  if (!st->spill && st->rejects.len == 0) return 0;
+  dp_buf q = DP_BUF_INIT;
+  dp_buf_puts(&q, "COPY ");
+  tbl(&q, ent, "__rejected");
+  dp_buf_puts(&q, " (_dp_run_id, _dp_run_ts, _dp_key_hash, column_name, value, reason, raw_file, "
+                  "raw_line, record) FROM STDIN");
+  int rc = dp_pg_copy_begin(st->c, q.data, e);
+  dp_buf_free(&q);
+  if (rc) return rc;
+  if (st->spill) {
+    char chunk[1 << 16];
+    size_t n;
+    rewind(st->spill);
+    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, st->spill)) > 0) rc = dp_pg_copy_put(st->c, chunk, n, e);
+    if (rc == 0 && ferror(st->spill)) rc = dp_err_set(e, DP_EIO, "silver: cannot read rejected rows back");
+  }
+  if (rc == 0) rc = dp_pg_copy_put(st->c, st->rejects.data, st->rejects.len, e);
+  if (rc == 0) return dp_pg_copy_end(st->c, NULL, e);
+  dp_err tmp;
+  dp_pg_copy_end(st->c, "aborted", &tmp);
+  return rc;
 }
 
 static void put_values(dp_buf *b, const dp_entity *ent, const dp_row *row) {
@@ -628,7 +664,7 @@ static int stage_rows(stager *st, doc_source *src, const dp_entity *ent, const d
       /* Rejected: recorded with its reason; the key keeps its current version. */
       if (st->mode == TO_TABLE) {
         out->rejected++;
-        add_reject(st, run, ent->npk > 0 ? id : NULL, &rj);
+        if ((rc = add_reject(st, run, ent->npk > 0 ? id : NULL, &rj, e)) != 0) break;
       } else {
         stage_row(st, ent, id, NULL, NULL, 'r', NULL, &rj);
       }
@@ -922,7 +958,7 @@ static void remove_consumed(const char *dir, const char *run_id) {
 int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const char *bronze_dir,
                     const dp_entity *ent, const dp_runinfo *run, const char *cursor, unsigned flags, dp_counts *out,
                     dp_err *e) {
-  stager st = {c, TO_STAGE, 0, DP_BUF_INIT, DP_BUF_INIT, DP_BUF_INIT};
+  stager st = {c, TO_STAGE, 0, DP_BUF_INIT, DP_BUF_INIT, NULL, DP_BUF_INIT};
   doc_source src;
   memset(&src, 0, sizeof src);
   dp_buf q = DP_BUF_INIT;
@@ -1020,18 +1056,8 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   }
   rc = dp_pg_copy_end(c, NULL, e);
   if (rc) goto fail;
-  if (st.rejects.len > 0) {
-    dp_buf_reset(&q);
-    dp_buf_puts(&q, "COPY ");
-    tbl(&q, ent, "__rejected");
-    dp_buf_puts(&q, " (_dp_run_id, _dp_run_ts, _dp_key_hash, column_name, value, reason, raw_file, "
-                    "raw_line, record) FROM STDIN");
-    rc = dp_pg_copy_begin(c, q.data, e);
-    if (rc == 0) rc = dp_pg_copy_put(c, st.rejects.data, st.rejects.len, e);
-    if (rc == 0) rc = dp_pg_copy_end(c, NULL, e);
-    else { dp_err tmp; dp_pg_copy_end(c, "aborted", &tmp); }
-    if (rc) goto fail;
-  }
+  rc = copy_rejects(&st, ent, e);
+  if (rc) goto fail;
   dp_test_pause("silver"); /* crash tests: staged, not merged, transaction open */
   if (st.mode != TO_TABLE) {
     rc = settle_stage(c, ent, run, st.mode, out, e);
@@ -1080,6 +1106,7 @@ cleanup:
   source_close(&src);
   dp_buf_free(&st.copy);
   dp_buf_free(&st.rejects);
+  if (st.spill) fclose(st.spill);
   dp_buf_free(&st.scratch);
   dp_buf_free(&q);
   return rc;

@@ -307,6 +307,26 @@ describe("bronze state", function()
     end)
   end)
 
+  describe("a first load that rejects many rows", function()
+    local f = shop_fixture("bronze_state_rejects")
+
+    it("keeps them all (more than fit the 4 MB kept in memory), in order", function()
+      local lines = {}
+      for i = 1, 20000 do
+        lines[i] = string.format('{"order_id": %d, "total": "about %d euros", "status": "paid", "note": "%s"}', i, i,
+          string.rep("n", 120))
+      end
+      H.write_export(f.env.DP_DATA_DIR .. "/inbox/shop/orders-1.jsonl", table.concat(lines, "\n") .. "\n")
+      local rc, _, err = H.engine(f.env, "run", "shop", "--entity", "orders")
+      assert.are.equal(0, rc, err)
+      assert.are.same({ 20000, 0, 0, 0, 0, 20000 }, silver_counts(f.pg, "orders"))
+      local r = assert(f.pg:query([[SELECT count(*) AS n, min(raw_line) AS lo, max(raw_line) AS hi,
+        count(DISTINCT _dp_key_hash) AS keys FROM silver.shop__orders__rejected]]))[1]
+      assert.are.same({ n = "20000", lo = "1", hi = "20000", keys = "20000" }, r)
+      assert.are.equal("0", assert(f.pg:query("SELECT count(*) AS n FROM silver.shop__orders"))[1].n)
+    end)
+  end)
+
   describe("straight into an empty table", function()
     it("gives the rows the staged merge gives", function()
       local env = H.fresh_env("bronze_state_direct")
