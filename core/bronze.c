@@ -273,7 +273,12 @@ static int open_key_file(loader *L, old_keys *o, const char *path, const char *t
     dp_log(DP_LOG_INFO, "bronze: %s is of another format version; reading the collection instead", path);
     goto done;
   }
-  if (got != sizeof h || memcmp(h, KEYFILE_MAGIC, 8) != 0 || h[44] != '\n' || sscanf(h + 45, "%16llx", &n) != 1) {
+  char hex[17] = "", *end = hex;
+  if (got == sizeof h) {
+    memcpy(hex, h + 45, 16); /* the header is not a C string: parse a copy */
+    n = strtoull(hex, &end, 16);
+  }
+  if (got != sizeof h || memcmp(h, KEYFILE_MAGIC, 8) != 0 || h[44] != '\n' || end != hex + 16) {
     dp_log(DP_LOG_WARN, "bronze: %s is not a key file; reading the collection instead", path);
     goto done;
   }
@@ -591,6 +596,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     while ((more = next_line(L, &data, e)) == 1) {
       out->in++;
       incoming in;
+      memset(&in, 0, sizeof in); /* padding too: records go to disk whole */
       uint8_t content[16];
       dp_hash_bytes(L->line, L->linelen, content);
       memcpy(in.content, content, CHASH);
