@@ -258,7 +258,7 @@ static int bronze_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts 
   int rc = dp_pg_exec(eng->audit,
                       "SELECT run_id::text, status FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
                       "AND layer = 'bronze' AND status <> 'skipped' AND run_id <> $3::uuid "
-                      "ORDER BY run_id DESC LIMIT 1",
+                      "ORDER BY started_at DESC LIMIT 1",
                       3, p, &r, e);
   if (rc) return rc;
   if (!o->full_refresh && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "succeeded") == 0)
