@@ -45,6 +45,11 @@ export DP_HOME="$PWD"
 # (LuaJIT), leaves its file behind, and a later process with the same pid then warns on stderr.
 # Nothing here reads the counters: turn them off for every process started from here.
 export MONGOC_DISABLE_SHM=1
+# and remove the files such processes left earlier (ours only: /dev/shm is sticky), whose pid a
+# process started without that variable could meet again
+for f in /dev/shm/mongoc-*; do
+  if [[ -O $f && ! -d /proc/${f##*-} ]]; then rm -f "$f"; fi
+done
 mkdir -p "${TAP_FILE%/*}"
 
 # Busted writes TAP to stdout; its own crashes go to stderr, which passes through.

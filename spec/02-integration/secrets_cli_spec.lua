@@ -8,7 +8,8 @@ describe("dp-engine secrets", function()
 
   -- Runs `dp-engine secrets ...` with env (DP_* only) and stdin text; returns rc, stdout, stderr.
   local function secrets(e, stdin, ...)
-    local parts = { "env -i PATH=\"$PATH\"" }
+    -- (MONGOC_DISABLE_SHM survives the clean environment: see spec/run.sh)
+    local parts = { "env -i PATH=\"$PATH\" MONGOC_DISABLE_SHM=1" }
     for k, v in pairs(e) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
     parts[#parts + 1] = sh_quote(H.bin) .. " secrets"
     for _, a in ipairs({ ... }) do parts[#parts + 1] = sh_quote(a) end
