@@ -102,6 +102,7 @@ typedef struct loader {
   off_t linestart, at;     /* ... and offset; where the next one starts */
   dp_row row;
   double write_s;          /* time spent in MongoDB writes (debug log) */
+  int wrote;               /* something was written to MongoDB */
 } loader;
 
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
@@ -213,6 +214,7 @@ static int flush(loader *L, pending *p, dp_err *e) {
   int rc = 0;
   bson_error_t be;
   if (p->n == 0) return 0;
+  L->wrote = 1;
   double t0 = mono_s(), t1 = t0;
   if (p->replace) {
     bson_t sel = BSON_INITIALIZER;
@@ -418,6 +420,7 @@ static int queue(loader *L, pending *p, bson_t *doc, const uint8_t key[16], dp_e
  * {_id, _dp: {deleted, deleted_run_id, deleted_at}} document each in the change file. */
 static int flush_deletions(loader *L, dp_err *e) {
   if (L->ndels == 0) return 0;
+  L->wrote = 1;
   bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
   bson_error_t be;
   int rc = 0;
@@ -450,8 +453,41 @@ static int flush_deletions(loader *L, dp_err *e) {
   return rc;
 }
 
-/* The document of key for the record at `offset` of the raw file (line number `line`), read again. */
-static int doc_at(loader *L, const uint8_t key[16], int64_t offset, int64_t line, bson_t **out, dp_err *e) {
+/* Before the key file and the change file vouch for this load: its writes must be durable. With
+ * the default write concern a server may acknowledge writes it then loses in a crash (a
+ * standalone mongod's journal, a replica set's rollback), and a key file would then hide the gap
+ * for good. One small journaled, majority write after them settles it: the journal and the oplog
+ * are ordered, so everything before it is durable too. (FerretDB writes through PostgreSQL.) */
+static int make_durable(loader *L, mongoc_client_t *cli, const char *db, const char *cname, dp_err *e) {
+  if (!L->wrote) return 0;
+  mongoc_collection_t *sync = mongoc_client_get_collection(cli, db, "_dp_sync");
+  bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, opts = BSON_INITIALIZER;
+  BSON_APPEND_UTF8(&sel, "_id", cname);
+  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+  BSON_APPEND_UTF8(&set, "run_id", L->run->id_str);
+  BSON_APPEND_DATE_TIME(&set, "at", now_ms());
+  bson_append_document_end(&upd, &set);
+  BSON_APPEND_BOOL(&opts, "upsert", true);
+  mongoc_write_concern_t *wc = mongoc_write_concern_new();
+  mongoc_write_concern_set_wmajority(wc, 0);
+  mongoc_write_concern_set_journal(wc, true);
+  mongoc_write_concern_append(wc, &opts);
+  bson_error_t be;
+  int rc = 0;
+  if (!mongoc_collection_update_one(sync, &sel, &upd, &opts, NULL, &be))
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot make the writes of %s durable: %s", cname, be.message);
+  mongoc_write_concern_destroy(wc);
+  bson_destroy(&sel);
+  bson_destroy(&upd);
+  bson_destroy(&opts);
+  mongoc_collection_destroy(sync);
+  return rc;
+}
+
+/* The document of key for the record at `offset` of the raw file (line number `line`), read again;
+ * expect: the content hash (prefix) the first reading saw. */
+static int doc_at(loader *L, const uint8_t key[16], const uint8_t expect[CHASH], int64_t offset, int64_t line,
+                  bson_t **out, dp_err *e) {
   uint8_t content[16];
   if (fseeko(L->raw, offset, SEEK_SET) != 0)
     return dp_err_set(e, DP_EIO, "bronze: cannot read %s again: %s", L->raw_ref, strerror(errno));
@@ -463,6 +499,10 @@ static int doc_at(loader *L, const uint8_t key[16], int64_t offset, int64_t line
   if (!bson_init_from_json(&data, L->line, len, &be))
     return dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", L->raw_ref, (long long)line, be.message);
   dp_hash_bytes(L->line, (size_t)len, content);
+  if (memcmp(content, expect, CHASH) != 0) {
+    bson_destroy(&data);
+    return dp_err_set(e, DP_EIO, "bronze: %s line %lld changed while it was read", L->raw_ref, (long long)line);
+  }
   *out = make_doc(L, key, content, &data, line);
   bson_destroy(&data);
   return 0;
@@ -662,7 +702,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
         key_file_put(L, o.key, o.content, 0);
       } else { /* new (c > 0), or changed or back from deleted (c == 0) */
         bson_t *doc = NULL;
-        if ((rc = doc_at(L, n.key, n.offset, n.line, &doc, e)) != 0) break;
+        if ((rc = doc_at(L, n.key, n.content, n.offset, n.line, &doc, e)) != 0) break;
         if (c == 0) out->updated++;
         else out->inserted++;
         key_file_put(L, n.key, n.content, 0);
@@ -682,17 +722,23 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
 
 finish:
   dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", cname, L->write_s, mono_s() - t_start);
+  if (rc == 0) rc = make_durable(L, cli, db, cname, e);
+  /* then the key file, then the change file: each gets its final name only when all before it
+   * worked (and the audit, written after this, is what makes either trusted) */
+  if (rc == 0 && L->keys_out) rc = key_file_end(L, keytmp, keyfile, e);
+  else if (rc == 0 && keyfile[0] && ent->npk > 0) unlink(keyfile); /* no uuid to tell the collection by */
   if (rc == 0 && L->changes) {
     /* the change file, complete: silver's input */
     FILE *c = L->changes;
     L->changes = NULL;
     int bad = fflush(c) | fsync(fileno(c));
     bad |= fclose(c);
-    if (bad || rename(changes_part, changes) != 0)
+    if (bad || rename(changes_part, changes) != 0) {
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", changes, strerror(errno));
+      unlink(changes_part);
+    }
   }
-  if (rc == 0 && L->keys_out) rc = key_file_end(L, keytmp, keyfile, e);
-  else if (rc == 0 && keyfile[0] && ent->npk > 0) unlink(keyfile); /* no uuid to tell the collection by */
+  if (rc == 0 && io->dir) rc = dp_fsync_dir_of(changes[0] ? changes : keyfile, e);
 cleanup:
   if (L->changes) { /* a failed load leaves no change file: silver reads the collection */
     fclose(L->changes);

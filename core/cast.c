@@ -311,11 +311,12 @@ static size_t i64_text(int64_t v, char *buf) {
   return k;
 }
 
-static int put_int(const dp_column *col, int64_t v, const char *sh, dp_buf *out, dp_err *e) {
-  if (col->type == DP_T_INTEGER && (v < INT32_MIN || v > INT32_MAX))
-    return dp_err_set(e, DP_ECAST, "%s is out of range for integer", sh);
+/* v as the column's canonical text; 1 when it does not fit an `integer` (the caller says so) */
+static int put_int(const dp_column *col, int64_t v, dp_buf *out) {
+  if (col->type == DP_T_INTEGER && (v < INT32_MIN || v > INT32_MAX)) return 1;
   char b[24];
-  return dp_buf_append(out, b, i64_text(v, b));
+  dp_buf_append(out, b, i64_text(v, b));
+  return 0;
 }
 
 static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_buf *out,
@@ -343,7 +344,8 @@ static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_bu
       int r = parse_int_text(s, n, &v);
       if (r == -2) return dp_err_set(e, DP_ECAST, "%s is out of range for %s", sh, dp_type_name(col->type));
       if (r) return dp_err_set(e, DP_ECAST, "%s is not an integer", sh);
-      return put_int(col, v, sh, out, e);
+      if (put_int(col, v, out)) return dp_err_set(e, DP_ECAST, "%s is out of range for integer", sh);
+      return 0;
     }
     case DP_T_DECIMAL: return cast_decimal_text(col, s, n, out, e);
     case DP_T_DOUBLE: {
@@ -404,7 +406,9 @@ static int cast_from_int(const dp_column *col, int64_t v, dp_buf *out, dp_err *e
     case DP_T_TEXT:
     case DP_T_DECIMAL: return cast_from_string(col, sh, strlen(sh), out, e);
     case DP_T_INTEGER:
-    case DP_T_BIGINT: return put_int(col, v, sh, out, e);
+    case DP_T_BIGINT:
+      if (put_int(col, v, out)) return dp_err_set(e, DP_ECAST, "%s is out of range for integer", sh);
+      return 0;
     case DP_T_DOUBLE: {
       char b[40];
       dp_format_double((double)v, b);
@@ -437,7 +441,8 @@ static int cast_from_double(const dp_column *col, double d, dp_buf *out, dp_err 
       if (d != floor(d)) return dp_err_set(e, DP_ECAST, "%s is not an integer", b);
       if (d < -9223372036854775808.0 || d >= 9223372036854775808.0)
         return dp_err_set(e, DP_ECAST, "%s is out of range for %s", b, dp_type_name(col->type));
-      return put_int(col, (int64_t)d, b, out, e);
+      if (put_int(col, (int64_t)d, out)) return dp_err_set(e, DP_ECAST, "%s is out of range for integer", b);
+      return 0;
     case DP_T_TIMESTAMP: {
       double us = floor(d * 1e6 + 0.5);
       if (d > 253402300799.0 || d < -62135596800.0 || format_ts((int64_t)us, out))

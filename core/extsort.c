@@ -1,5 +1,6 @@
-/* extsort.c - external sort of fixed-size records (see extsort.h). The number of runs is small
- * (records / buffer size), so the merge picks the least head by a linear scan. */
+/* extsort.c - external sort of fixed-size records (see extsort.h). At most MAX_RUNS runs are kept
+ * (more are merged into one first: open files stay few whatever the input size), so the merge
+ * picks the least head by a linear scan. */
 #include "extsort.h"
 #include "rawfile.h"
 
@@ -7,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define MAX_RUNS 64
 
 int dp_extsort_init(dp_extsort *s, size_t recsize, dp_extsort_cmp cmp, size_t mem_bytes, const char *dir,
                     dp_err *e) {
@@ -24,9 +27,8 @@ int dp_extsort_init(dp_extsort *s, size_t recsize, dp_extsort_cmp cmp, size_t me
   return 0;
 }
 
-/* Sorts the buffer and writes it to a new (already unlinked) temporary file. */
-static int spill(dp_extsort *s, dp_err *e) {
-  qsort(s->buf, s->n, s->recsize, s->cmp);
+/* A new temporary file in the sorter's folder, already unlinked (a crash leaves nothing). */
+static int temp_file(dp_extsort *s, FILE **out, dp_err *e) {
   int rc = dp_mkdirs(s->dir, e);
   if (rc) return rc;
   size_t len = strlen(s->dir) + 32;
@@ -41,11 +43,54 @@ static int spill(dp_extsort *s, dp_err *e) {
   }
   unlink(path);
   free(path);
-  FILE *f = fdopen(fd, "w+b");
-  FILE **runs = f ? realloc(s->runs, (s->nruns + 1) * sizeof *runs) : NULL;
+  *out = fdopen(fd, "w+b");
+  if (!*out) {
+    close(fd);
+    return dp_err_set(e, DP_EIO, "cannot open a temporary file: %s", strerror(errno));
+  }
+  setvbuf(*out, NULL, _IOFBF, 1 << 16);
+  return 0;
+}
+
+static int read_head(dp_extsort *s, size_t r, dp_err *e);
+static int start_merge(dp_extsort *s, dp_err *e);
+static int merge_next(dp_extsort *s, void *out, dp_err *e);
+
+/* Merges all runs into one (when there are MAX_RUNS of them). */
+static int compact(dp_extsort *s, dp_err *e) {
+  FILE *f = NULL;
+  int rc = temp_file(s, &f, e);
+  if (rc) return rc;
+  char *rec = malloc(s->recsize);
+  if (!rec) rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+  if (rc == 0) rc = start_merge(s, e);
+  int got;
+  while (rc == 0 && (got = merge_next(s, rec, e)) != 0) {
+    if (got < 0) rc = got;
+    else if (fwrite(rec, s->recsize, 1, f) != 1)
+      rc = dp_err_set(e, DP_EIO, "cannot write a temporary file in %s: %s", s->dir, strerror(errno));
+  }
+  if (rc == 0 && fflush(f) != 0) rc = dp_err_set(e, DP_EIO, "cannot write a temporary file in %s", s->dir);
+  free(rec);
+  for (size_t r = 0; r < s->nruns; r++) fclose(s->runs[r]);
+  free(s->heads);
+  free(s->live);
+  s->heads = NULL;
+  s->live = NULL;
+  s->runs[0] = f;
+  s->nruns = 1;
+  return rc;
+}
+
+/* Sorts the buffer and writes it to a new run. */
+static int spill(dp_extsort *s, dp_err *e) {
+  qsort(s->buf, s->n, s->recsize, s->cmp);
+  FILE *f = NULL;
+  int rc = temp_file(s, &f, e);
+  if (rc) return rc;
+  FILE **runs = realloc(s->runs, (s->nruns + 1) * sizeof *runs);
   if (!runs) {
-    if (f) fclose(f);
-    else close(fd);
+    fclose(f);
     return dp_err_set(e, DP_ENOMEM, "out of memory");
   }
   s->runs = runs;
@@ -53,7 +98,7 @@ static int spill(dp_extsort *s, dp_err *e) {
   if (fwrite(s->buf, s->recsize, s->n, f) != s->n || fflush(f) != 0)
     return dp_err_set(e, DP_EIO, "cannot write a temporary file in %s: %s", s->dir, strerror(errno));
   s->n = 0;
-  return 0;
+  return s->nruns == MAX_RUNS ? compact(s, e) : 0;
 }
 
 int dp_extsort_add(dp_extsort *s, const void *rec, dp_err *e) {
@@ -78,6 +123,19 @@ static int read_head(dp_extsort *s, size_t r, dp_err *e) {
   return 0;
 }
 
+/* Rewinds every run and reads its first record. */
+static int start_merge(dp_extsort *s, dp_err *e) {
+  s->heads = malloc(s->nruns * s->recsize);
+  s->live = calloc(s->nruns, 1);
+  if (!s->heads || !s->live) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  for (size_t r = 0; r < s->nruns; r++) {
+    if (fseek(s->runs[r], 0, SEEK_SET) != 0) return dp_err_set(e, DP_EIO, "cannot read a temporary file");
+    int rc = read_head(s, r, e);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
 int dp_extsort_finish(dp_extsort *s, dp_err *e) {
   s->merging = 1;
   s->pos = 0;
@@ -87,18 +145,10 @@ int dp_extsort_finish(dp_extsort *s, dp_err *e) {
   }
   int rc = s->n ? spill(s, e) : 0;
   if (rc) return rc;
-  s->heads = malloc(s->nruns * s->recsize);
-  s->live = calloc(s->nruns, 1);
-  if (!s->heads || !s->live) return dp_err_set(e, DP_ENOMEM, "out of memory");
   /* the buffer is not needed any more: give its memory back before the merge */
   free(s->buf);
   s->buf = NULL;
-  for (size_t r = 0; r < s->nruns; r++) {
-    if (fseek(s->runs[r], 0, SEEK_SET) != 0) return dp_err_set(e, DP_EIO, "cannot read a temporary file");
-    setvbuf(s->runs[r], NULL, _IOFBF, 1 << 16);
-    if ((rc = read_head(s, r, e)) != 0) return rc;
-  }
-  return 0;
+  return start_merge(s, e);
 }
 
 int dp_extsort_next(dp_extsort *s, void *out, dp_err *e) {
@@ -107,6 +157,11 @@ int dp_extsort_next(dp_extsort *s, void *out, dp_err *e) {
     memcpy(out, s->buf + s->pos++ * s->recsize, s->recsize);
     return 1;
   }
+  return merge_next(s, out, e);
+}
+
+/* The least head of the runs (1), or 0 when all are done. */
+static int merge_next(dp_extsort *s, void *out, dp_err *e) {
   size_t best = s->nruns;
   for (size_t r = 0; r < s->nruns; r++) {
     if (!s->live[r]) continue;

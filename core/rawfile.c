@@ -34,7 +34,7 @@ int dp_mkdirs(const char *path, dp_err *e) {
   return 0;
 }
 
-static int fsync_dir_of(const char *path, dp_err *e) {
+int dp_fsync_dir_of(const char *path, dp_err *e) {
   char *copy = strdup(path);
   if (!copy) return dp_err_set(e, DP_ENOMEM, "out of memory");
   const char *dir = dirname(copy);
@@ -148,7 +148,7 @@ int dp_raw_commit(dp_raw_writer *w, dp_err *e) {
     rc = dp_err_set(e, DP_EIO, "cannot rename %s to %s: %s", w->tmp_path, w->path, strerror(errno));
     goto fail;
   }
-  rc = fsync_dir_of(w->path, e);
+  rc = dp_fsync_dir_of(w->path, e);
   if (rc) goto fail;
   unsigned char digest[crypto_hash_sha256_BYTES];
   crypto_hash_sha256_final(&w->sha, digest);
@@ -194,7 +194,7 @@ int dp_write_file_atomic_mode(const char *path, const char *data, size_t len, un
     rc = dp_err_set(e, DP_EIO, "cannot rename %s: %s", tmp, strerror(errno));
     goto cleanup;
   }
-  rc = fsync_dir_of(path, e);
+  rc = dp_fsync_dir_of(path, e);
 cleanup:
   if (fd >= 0) close(fd);
   if (rc) unlink(tmp);

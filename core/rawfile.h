@@ -39,6 +39,9 @@ int dp_write_file_atomic_mode(const char *path, const char *data, size_t len, un
 /* mkdir -p */
 int dp_mkdirs(const char *path, dp_err *e);
 
+/* fsync of the folder holding path (after a rename into it) */
+int dp_fsync_dir_of(const char *path, dp_err *e);
+
 /* 1 when a bson_reader that reached the end of the file at path read all of it (libbson's file
  * reader reports the end also when a torn document is left over), 0 when bytes are left. */
 int dp_bson_file_whole(const char *path, long long told);

@@ -617,6 +617,10 @@ static int stage_rows(stager *st, doc_source *src, const dp_entity *ent, const d
   if (ent->marker_col >= 0 && (rc = marker_text(ent, &marker, e)) != 0) goto cleanup;
   int more;
   while (rc == 0 && (more = source_next(src, &doc, e)) == 1) {
+    if (st->copy.len >= COPY_CHUNK) { /* whatever the rows before were (deletions and rejections too) */
+      if ((rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e)) != 0) break;
+      dp_buf_reset(&st->copy);
+    }
     bson_iter_t it;
     const uint8_t *dbuf;
     uint32_t dlen;
@@ -684,10 +688,6 @@ static int stage_rows(stager *st, doc_source *src, const dp_entity *ent, const d
       out->inserted++;
     } else {
       stage_row(st, ent, key, h1, h2, 'u', &row, NULL);
-    }
-    if (st->copy.len >= COPY_CHUNK) {
-      rc = dp_pg_copy_put(st->c, st->copy.data, st->copy.len, e);
-      dp_buf_reset(&st->copy);
     }
   }
   if (rc == 0 && more < 0) rc = more;

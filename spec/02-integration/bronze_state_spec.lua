@@ -235,27 +235,27 @@ describe("bronze state", function()
 
     it("keeps a larger key file in order, also when sorting goes through disk", function()
       local lines = {}
-      for i = 1, 500 do lines[i] = string.format('{"order_id": %d, "total": "%d.00", "status": "paid"}', i * 7919 % 1000, i) end
+      for i = 1, 1200 do lines[i] = string.format('{"order_id": %d, "total": "%d.00", "status": "paid"}', i * 7919 % 1201, i) end
       H.write_export(env.DP_DATA_DIR .. "/inbox/shop/orders-1.jsonl", table.concat(lines, "\n") .. "\n")
       -- sorting memory for 16 records: the run's records and the collection's keys go through
-      -- sorted runs on disk and their merge
+      -- 75 sorted runs on disk (the first 64 merged into one on the way) and their merge
       local small = H.with(env, { DP_SORT_MEM = "1" })
       assert.are.equal(0, (H.engine(small, "run", "shop", "--entity", "orders")))
       assert.are.same({ src = "collection", dups = "0" }, bronze_details(pg, "orders"))
       local rc, _, err = H.engine(small, "run", "shop", "--entity", "orders", "--full-refresh")
       assert.are.equal(0, rc, err)
       assert.are.same({ src = "collection", dups = "0" }, bronze_details(pg, "orders"))
-      assert.are.equal("500", assert(pg:query([[SELECT records_unchanged FROM audit.entity_layer_run
+      assert.are.equal("1200", assert(pg:query([[SELECT records_unchanged FROM audit.entity_layer_run
         WHERE layer = 'bronze' AND entity = 'orders' ORDER BY started_at DESC LIMIT 1]]))[1].records_unchanged)
-      assert.are.equal("500", assert(pg:query("SELECT count(*) AS n FROM silver.shop__orders"))[1].n)
+      assert.are.equal("1200", assert(pg:query("SELECT count(*) AS n FROM silver.shop__orders"))[1].n)
       rc, _, err = H.engine(env, "run", "shop", "--entity", "orders")
       assert.are.equal(0, rc, err)
       assert.are.equal("", err) -- no word of a damaged key file
       assert.are.same({ src = "key file", dups = "0" }, bronze_details(pg, "orders"))
       local keys = assert(io.open(state_dir(env, "shop", "orders") .. "/keys.idx", "rb")):read("*a")
-      assert.are.equal(128 + 500 * 25, #keys)
+      assert.are.equal(128 + 1200 * 25, #keys)
       local prev = ""
-      for i = 0, 499 do
+      for i = 0, 1199 do
         local k = keys:sub(129 + i * 25, 128 + i * 25 + 16)
         assert.is_true(k > prev, "key " .. i .. " out of order")
         prev = k
