@@ -34,7 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #define BATCH 1000    /* new documents per insert_many */
@@ -119,12 +118,6 @@ static size_t sort_mem(void) {
   char *end;
   unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
   return n > 0 && *end == '\0' ? (size_t)n : SORT_MEM;
-}
-
-static double mono_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + t.tv_nsec / 1e9;
 }
 
 static int64_t now_ms(void) {
@@ -215,14 +208,14 @@ static int flush(loader *L, pending *p, dp_err *e) {
   bson_error_t be;
   if (p->n == 0) return 0;
   L->wrote = 1;
-  double t0 = mono_s(), t1 = t0;
+  double t0 = dp_monotonic(), t1 = t0;
   if (p->replace) {
     bson_t sel = BSON_INITIALIZER;
     append_id_array(&sel, "$in", p->ids, p->n);
     if (!mongoc_collection_delete_many(L->coll, &sel, NULL, NULL, &be))
       rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", be.message);
     bson_destroy(&sel);
-    t1 = mono_s();
+    t1 = dp_monotonic();
   }
   if (rc == 0) {
     bson_t opts = BSON_INITIALIZER;
@@ -232,7 +225,7 @@ static int flush(loader *L, pending *p, dp_err *e) {
     bson_destroy(&opts);
   }
   /* where a load's time goes (docs/performance.md) */
-  double t2 = mono_s();
+  double t2 = dp_monotonic();
   L->write_s += t2 - t0;
   if (p->replace) dp_log(DP_LOG_DEBUG, "bronze: %zu replacements: delete %.3f s, insert %.3f s", p->n, t1 - t0, t2 - t1);
   for (size_t i = 0; rc == 0 && L->changes && i < p->n; i++)
@@ -430,11 +423,11 @@ static int flush_deletions(loader *L, dp_err *e) {
   BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
   BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
   bson_append_document_end(&upd, &set);
-  double t0 = mono_s();
+  double t0 = dp_monotonic();
   if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
     rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
-  L->write_s += mono_s() - t0;
-  dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, mono_s() - t0);
+  L->write_s += dp_monotonic() - t0;
+  dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, dp_monotonic() - t0);
   for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
     bson_t d = BSON_INITIALIZER, dp;
     BSON_APPEND_BINARY(&d, "_id", BSON_SUBTYPE_UUID, L->dels[j], 16);
@@ -564,7 +557,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   old_keys old;
   dp_extsort news;
   int have_news = 0;
-  double t_start = mono_s();
+  double t_start = dp_monotonic();
   memset(&old, 0, sizeof old);
   memset(out, 0, sizeof *out);
   io->duplicates = 0;
@@ -721,7 +714,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
            (long long)io->duplicates, ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
 
 finish:
-  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", cname, L->write_s, mono_s() - t_start);
+  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", cname, L->write_s, dp_monotonic() - t_start);
   if (rc == 0) rc = make_durable(L, cli, db, cname, e);
   /* then the key file, then the change file: each gets its final name only when all before it
    * worked (and the audit, written after this, is what makes either trusted) */

@@ -1,5 +1,6 @@
 /* http.c - one HTTP request through libcurl, and its dp.core binding. */
 #include "http.h"
+#include "log.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -398,9 +399,7 @@ static int l_sleep(lua_State *L) {
 
 /* monotonic() -> seconds of a monotonic clock (for intervals). */
 static int l_monotonic(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (double)ts.tv_sec + ts.tv_nsec / 1e9);
+  lua_pushnumber(L, dp_monotonic());
   return 1;
 }
 

@@ -81,3 +81,9 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
     fprintf(stderr, "%s %-5s %s\n", ts, level_names[level], msg);
   }
 }
+
+double dp_monotonic(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + t.tv_nsec / 1e9;
+}

@@ -10,4 +10,7 @@ int dp_log_configure(const char *level, const char *format);
 int dp_log_level_parse(const char *s, dp_log_level *out);
 void dp_log(dp_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Seconds of a monotonic clock, for durations (what logs, audit and progress report). */
+double dp_monotonic(void);
+
 #endif

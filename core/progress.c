@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct progress {
@@ -18,12 +17,6 @@ typedef struct progress {
 
 static _Thread_local progress cur;
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + t.tv_nsec / 1e9;
-}
-
 void dp_progress_begin(const char *layer, const char *system, const char *entity) {
   memset(&cur, 0, sizeof cur);
   cur.active = 1;
@@ -34,7 +27,7 @@ void dp_progress_begin(const char *layer, const char *system, const char *entity
   if (cur.tty) cur.every = 0.5;
   snprintf(cur.label, sizeof cur.label, "%s %s.%s", layer, system, entity);
   cur.what = "records";
-  cur.t0 = now();
+  cur.t0 = dp_monotonic();
   cur.next = cur.t0 + cur.every;
 }
 
@@ -56,10 +49,10 @@ void dp_progress_add(int64_t n, const char *what) {
   if (what != cur.what) { /* a new phase counts from zero */
     cur.what = what;
     cur.n = 0;
-    cur.t0 = now();
+    cur.t0 = dp_monotonic();
   }
   cur.n += n;
-  double t = now();
+  double t = dp_monotonic();
   if (t < cur.next) return;
   cur.next = t + cur.every;
   char a[40], b[40];

@@ -39,12 +39,6 @@ typedef struct emit_ctx {
   dp_buf scratch;
 } emit_ctx;
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* emit(batch): batch is an array of JSON object texts; each is validated, compacted and
  * appended to the raw file. Raises a Lua error naming the record on bad input. */
 static int l_emit(lua_State *L) {
@@ -478,7 +472,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       if (rc) goto cleanup;
       dp_err le;
       dp_err_clear(&le);
-      double t0 = now_s();
+      double t0 = dp_monotonic();
       int lrc;
       dp_buf_puts(&details, "{}");
       dp_progress_begin(layer_names[l], system, s->ent.name);
@@ -494,7 +488,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
                               o->replay == DP_REPLAY_BRONZE ? DP_SILVER_FULL_READ : 0, n, &le);
       }
       dp_progress_end();
-      double dt = now_s() - t0;
+      double dt = dp_monotonic() - t0;
       if (lrc) {
         /* The audit row and the summary get the message; the Lua traceback goes to the debug log. */
         char *tb = strstr(le.msg, "\nstack traceback:");

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define COPY_CHUNK (1 << 20)
@@ -1045,10 +1044,9 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   }
   rc = dp_pg_copy_begin(c, q.data, e);
   if (rc) goto fail;
-  struct timespec t0, t1, t2;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = dp_monotonic();
   rc = stage_rows(&st, &src, ent, run, out, e);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double t1 = dp_monotonic();
   if (rc) {
     dp_err tmp;
     dp_pg_copy_end(c, "aborted by dp-engine", &tmp);
@@ -1072,11 +1070,10 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     if (rc == 0) rc = merge(c, ent, run, out, e);
   }
   if (rc) goto fail;
-  clock_gettime(CLOCK_MONOTONIC, &t2);
+  double t2 = dp_monotonic();
   /* where the time goes (docs/performance.md): reading the input vs the PostgreSQL merge */
   dp_log(DP_LOG_DEBUG, "silver %s.%s: read, cast and COPY %.3f s; merge %.3f s", ent->system, ent->name,
-         (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
-         (double)(t2.tv_sec - t1.tv_sec) + (t2.tv_nsec - t1.tv_nsec) / 1e9);
+         t1 - t0, t2 - t1);
   {
     const char *p[] = {ent->system, ent->name, run->id_str, defhash};
     rc = dp_pg_exec(c,
