@@ -39,10 +39,14 @@ export DP_LOG_LEVEL=warn
 WORK=$ROOT/.dp/bench
 INBOX=$DP_DATA_DIR/inbox/bench
 
+# core_mongo 'LUA CALL': one call on a dp.core MongoDB client (m), asserted
+core_mongo() {
+  luajit -e "package.cpath='build/?.so;'..package.cpath
+    local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
+    assert($1)"
+}
 psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS dp_bench WITH (FORCE)" -c "CREATE DATABASE dp_bench"
-luajit -e "package.cpath='build/?.so;'..package.cpath
-  local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
-  assert(m:command('bronze_bench', '{\"dropDatabase\": 1}'))"
+core_mongo "m:command('bronze_bench', '{\"dropDatabase\": 1}')"
 rm -rf "$WORK"
 mkdir -p "$INBOX"
 build/dp-engine migrate >/dev/null
@@ -84,17 +88,13 @@ SCAN_S=0 INSERT_S=0
 if [ "$SKIP_RERUN" != 1 ]; then
 echo "bench: one read of the whole bronze collection (exported for the next baseline)" >&2
 T0=$(now)
-luajit -e "package.cpath='build/?.so;'..package.cpath
-  local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
-  assert(m:export_bson('bronze_bench', 'bench__wide', '$WORK/bronze.bson'))"
+core_mongo "m:export_bson('bronze_bench', 'bench__wide', '$WORK/bronze.bson')"
 T1=$(now)
 SCAN_S=$(echo "$T1 - $T0" | bc -l)
 
 echo "bench: baseline libmongoc insert_many of the same documents" >&2
 T0=$(now)
-luajit -e "package.cpath='build/?.so;'..package.cpath
-  local m = assert(require('dp.core').mongo_connect(os.getenv('DP_MONGO_URL')))
-  assert(m:insert_bson('bronze_bench', 'insert_baseline', '$WORK/bronze.bson'))"
+core_mongo "m:insert_bson('bronze_bench', 'insert_baseline', '$WORK/bronze.bson')"
 T1=$(now)
 INSERT_S=$(echo "$T1 - $T0" | bc -l)
 fi

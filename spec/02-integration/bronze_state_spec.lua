@@ -30,11 +30,12 @@ local function silver_counts(pg, entity)
     tonumber(r.records_deleted), tonumber(r.records_unchanged), tonumber(r.records_rejected) }
 end
 
--- A fresh environment on the shop fixture for the tests of a describe block: f.env, f.pg.
-local function shop_fixture(name)
+-- A fresh environment (metadata: a folder, default the project's) for the tests of a describe
+-- block: f.env, f.pg.
+local function fixture(name, metadata)
   local f = {}
   setup(function()
-    f.env = H.fresh_env(name, { metadata = SHOP })
+    f.env = H.fresh_env(name, { metadata = metadata })
     f.pg = H.pg(f.env)
   end)
   teardown(function() if f.pg then f.pg:close() end end)
@@ -66,13 +67,9 @@ end
 
 describe("bronze state", function()
   describe("the demo bank", function()
+    local f = fixture("bronze_state")
     local env, pg
-
-    setup(function()
-      env = H.fresh_env("bronze_state")
-      pg = H.pg(env)
-    end)
-    teardown(function() if pg then pg:close() end end)
+    before_each(function() env, pg = f.env, f.pg end)
 
     it("keeps a key file, and silver consumes the change files", function()
       H.fill_inbox(env, "inbox/bank", DEMO .. "/export-1")
@@ -193,7 +190,7 @@ describe("bronze state", function()
   end)
 
   describe("a record replaced by a later load before silver ran", function()
-    local f = shop_fixture("bronze_state_rej")
+    local f = fixture("bronze_state_rej", SHOP)
     local env, pg
     before_each(function() env, pg = f.env, f.pg end)
 
@@ -229,7 +226,7 @@ describe("bronze state", function()
   end)
 
   describe("a key file of many keys", function()
-    local f = shop_fixture("bronze_state_sort")
+    local f = fixture("bronze_state_sort", SHOP)
     local env, pg
     before_each(function() env, pg = f.env, f.pg end)
 
@@ -308,7 +305,7 @@ describe("bronze state", function()
   end)
 
   describe("a first load that rejects many rows", function()
-    local f = shop_fixture("bronze_state_rejects")
+    local f = fixture("bronze_state_rejects", SHOP)
 
     it("keeps them all (more than fit the 4 MB kept in memory), in order", function()
       local lines = {}
