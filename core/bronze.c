@@ -533,16 +533,12 @@ static int read_record(loader *L, const bson_t *data, incoming *in, int64_t line
     /* the event time orders the records of a key; one that cannot be cast counts as oldest (silver
      * rejects it anyway) */
     const dp_column *c = &ent->cols[vc];
-    bson_iter_t it, child;
-    const bson_iter_t *src = NULL;
-    if (bson_iter_init(&it, data)) {
-      if (strchr(c->path, '.') ? bson_iter_find_descendant(&it, c->path, &child) : bson_iter_find(&it, c->path))
-        src = strchr(c->path, '.') ? &child : &it;
-    }
+    bson_iter_t it, field; /* find_descendant takes plain and dotted paths alike */
+    int found = bson_iter_init(&it, data) && bson_iter_find_descendant(&it, c->path, &field);
     dp_buf t = DP_BUF_INIT;
     int is_null = 0;
     dp_err ce;
-    if (src && dp_cast_bson(c, src, &t, &is_null, &ce) == 0 && !is_null && t.data)
+    if (found && dp_cast_bson(c, &field, &t, &is_null, &ce) == 0 && !is_null && t.data)
       memcpy(in->vf, t.data, t.len < VF_TEXT - 1 ? t.len : VF_TEXT - 1);
     dp_buf_free(&t);
   }
