@@ -443,6 +443,7 @@ typedef struct stager {
                     * (several change files), rows carry their order and rejections stay as rows;
                     * TO_TABLE: new current versions straight into the (empty) silver table */
   int64_t seq;
+  int64_t staged_rejects; /* 'r' rows staged (nothing to settle when none) */
   dp_buf copy;     /* COPY text for the stage or silver table */
   dp_buf rejects;  /* COPY text for the __rejected table (sent after the stage COPY) ... */
   FILE *spill;     /* ... beyond REJECTS_MEM, kept in this temporary file (owned) */
@@ -545,6 +546,7 @@ static void stage_row(stager *st, const dp_entity *ent, const uint8_t key[16], c
     dp_buf_puts(b, "\t\\N\t\\N");
   }
   dp_buf_printf(b, "\t%c\t%" PRId64 "\t", op, st->seq++);
+  if (op == 'r') st->staged_rejects++;
   if (rj) put_reject(st, b, rj);
   else dp_buf_puts(b, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N");
   dp_buf_putc(b, '\t');
@@ -860,10 +862,10 @@ static void definition_hash(const dp_entity *ent, char out[37]) {
 }
 
 /* After the stage COPY: with repeated keys, keeps the last row of each key (and counts what is
- * left as the input); then the rejected rows left either fail the entity (on_type_error: fail)
- * or go to the __rejected table. */
-static int settle_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, int mode, dp_counts *out,
-                        dp_err *e) {
+ * left as the input); then the rejected rows left, if any were staged, either fail the entity
+ * (on_type_error: fail) or go to the __rejected table. */
+static int settle_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, int mode,
+                        int64_t staged_rejects, dp_counts *out, dp_err *e) {
   PGresult *r = NULL;
   int rc = 0;
   if (mode == TO_STAGE_DEDUPE) {
@@ -874,6 +876,7 @@ static int settle_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, 
     PQclear(r);
     r = NULL;
   }
+  if (staged_rejects == 0) return 0;
   if (ent->fail_on_type_error) {
     rc = dp_pg_exec(c, "SELECT _dp_rej_reason FROM _dp_stage WHERE _dp_op = 'r' ORDER BY _dp_seq LIMIT 1", 0,
                     NULL, &r, e);
@@ -957,7 +960,7 @@ static void remove_consumed(const char *dir, const char *run_id) {
 int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const char *bronze_dir,
                     const dp_entity *ent, const dp_runinfo *run, const char *cursor, unsigned flags, dp_counts *out,
                     dp_err *e) {
-  stager st = {c, TO_STAGE, 0, DP_BUF_INIT, DP_BUF_INIT, NULL, DP_BUF_INIT};
+  stager st = {c, TO_STAGE, 0, 0, DP_BUF_INIT, DP_BUF_INIT, NULL, DP_BUF_INIT};
   doc_source src;
   memset(&src, 0, sizeof src);
   dp_buf q = DP_BUF_INIT;
@@ -1058,7 +1061,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   if (rc) goto fail;
   dp_test_pause("silver"); /* crash tests: staged, not merged, transaction open */
   if (st.mode != TO_TABLE) {
-    rc = settle_stage(c, ent, run, st.mode, out, e);
+    rc = settle_stage(c, ent, run, st.mode, st.staged_rejects, out, e);
   } else {
     /* the key indexes again; the unique one also proves each key came once */
     dp_buf_reset(&q);
