@@ -21,7 +21,7 @@ cd "$ROOT"
 N=${1:-1000000}
 # BENCH_FIRST_RUN_ONLY=1: only the first run and the COPY baselines, not the FerretDB baselines
 # nor the rerun (for the memory figure at large N, where each FerretDB read takes minutes)
-SKIP_RERUN=${BENCH_FIRST_RUN_ONLY:-0}
+FIRST_RUN_ONLY=${BENCH_FIRST_RUN_ONLY:-0}
 
 command -v /usr/bin/time >/dev/null || { echo "bench: installing GNU time" >&2; apt-get install -y -qq time >/dev/null; }
 eval "$(spec/services.sh start)"
@@ -85,7 +85,7 @@ T1=$(now)
 COPY_S=$(echo "$T1 - $T0" | bc -l)
 
 SCAN_S=0 INSERT_S=0
-if [ "$SKIP_RERUN" != 1 ]; then
+if [ "$FIRST_RUN_ONLY" != 1 ]; then
 echo "bench: one read of the whole bronze collection (exported for the next baseline)" >&2
 T0=$(now)
 core_mongo "m:export_bson('bronze_bench', 'bench__wide', '$WORK/bronze.bson')"
@@ -102,7 +102,7 @@ fi
 SILVER1=$(layer_s "$RUN1" silver); BRONZE1=$(layer_s "$RUN1" bronze); RAW1=$(layer_s "$RUN1" raw)
 TOTAL1=$(run_s "$RUN1")
 r() { printf '%.2f' "$(echo "$1" | bc -l)"; }
-if [ "$SKIP_RERUN" != 1 ]; then
+if [ "$FIRST_RUN_ONLY" != 1 ]; then
   echo "bench: run 2 (1% changed, 0.1% removed)" >&2
   cp "$WORK/export-2.jsonl" "$INBOX/wide-1.jsonl"
   /usr/bin/time -v -o "$WORK/time-2.txt" build/dp-engine run bench >/dev/null
@@ -116,14 +116,14 @@ cat <<EOT
 dp-engine benchmark, N = $N rows x 20 columns, $(nproc) cores, $(uname -m), PostgreSQL $(q "SHOW server_version"), FerretDB v1.24.2
 run 1 (initial): raw ${RAW1}s, bronze ${BRONZE1}s, silver ${SILVER1}s, whole run ${TOTAL1}s, peak RSS $((RSS1_KB / 1024)) MB
 baselines: COPY of the rows silver writes into an unindexed table ${ROWS_S}s (of the 20 typed columns alone ${COPY_S}s);
-$([ "$SKIP_RERUN" = 1 ] && echo "  FerretDB baselines not measured (BENCH_FIRST_RUN_ONLY)" ||
+$([ "$FIRST_RUN_ONLY" = 1 ] && echo "  FerretDB baselines not measured (BENCH_FIRST_RUN_ONLY)" ||
   echo "  libmongoc insert_many ${INSERT_S}s; one read of the whole bronze collection (FerretDB) ${SCAN_S}s")
 
 silver initial load vs plain COPY      $(r "$ROWS_S / $SILVER1")   (target >= 0.7; vs the 20 typed columns alone $(r "$COPY_S / $SILVER1"))
-bronze load vs plain insert_many       $([ "$SKIP_RERUN" = 1 ] && echo "not measured" || r "$INSERT_S / $BRONZE1")   (target >= 0.7)
+bronze load vs plain insert_many       $([ "$FIRST_RUN_ONLY" = 1 ] && echo "not measured" || r "$INSERT_S / $BRONZE1")   (target >= 0.7)
 peak RSS (first run)                   $((RSS1_KB / 1024)) MB   (target <= 150 MB at N = 5,000,000)
 EOT
-if [ "$SKIP_RERUN" != 1 ]; then
+if [ "$FIRST_RUN_ONLY" != 1 ]; then
 cat <<EOT
 run 2 (1% changed, 0.1% removed): raw ${RAW2}s, bronze ${BRONZE2}s, silver ${SILVER2}s, whole run ${TOTAL2}s
 $(echo "$COUNTS2" | sed 's/^/  /')
