@@ -108,7 +108,6 @@ int dp_extsort_add(dp_extsort *s, const void *rec, dp_err *e) {
   }
   memcpy(s->buf + s->n * s->recsize, rec, s->recsize);
   s->n++;
-  s->total++;
   return 0;
 }
 
@@ -137,7 +136,6 @@ static int start_merge(dp_extsort *s, dp_err *e) {
 }
 
 int dp_extsort_finish(dp_extsort *s, dp_err *e) {
-  s->merging = 1;
   s->pos = 0;
   if (s->nruns == 0) { /* everything fits: sort in memory */
     qsort(s->buf, s->n, s->recsize, s->cmp);

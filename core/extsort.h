@@ -24,8 +24,6 @@ typedef struct dp_extsort {
   char *heads;             /* one current record per run (owned) */
   unsigned char *live;     /* per run: 1 while it has a current record */
   size_t pos;              /* next record of the buffer */
-  int merging;
-  uint64_t total;          /* records added */
 } dp_extsort;
 
 /* A sorter of records of recsize bytes, holding at most mem_bytes of them in memory; runs go
