@@ -6,6 +6,7 @@
 #include "gold.h"
 #include "hash.h"
 #include "http.h"
+#include "cron.h"
 #include "inbox.h"
 #include "json.h"
 #include "luabridge.h"
@@ -576,6 +577,7 @@ static const dp_lua_registrar registrars[] = {
     dp_http_lua_register,    /* http.c: http_client, http_date, sleep, monotonic, time */
     dp_inbox_lua_register,   /* inbox.c: file_info, file_move */
     dp_gold_lua_register,    /* gold.c: gold_begin (builders for specs) */
+    dp_cron_lua_register,    /* cron.c: cron_check, cron_next, cron_prev, tz_check, tz_offset */
     NULL, /* keep last */
 };
 
