@@ -8,6 +8,7 @@
 #include "error.h"
 
 typedef struct lua_State lua_State;
+typedef struct dp_meta_texts dp_meta_texts;
 
 typedef struct dp_config {
   char *home;         /* DP_HOME: holds lua/ and migrations/ */
@@ -26,6 +27,8 @@ typedef struct dp_engine {
   PGconn *data;             /* silver merges, one transaction per entity */
   mongoc_client_t *mongo;   /* bronze, pushed metadata */
   lua_State *L;             /* the run's Lua state (trusted engine library) */
+  const dp_meta_texts *meta; /* borrowed: the metadata texts to use (a serve snapshot's), or NULL to
+                                read DP_METADATA afresh (metaload.c) */
 } dp_engine;
 
 /* Reads the environment into cfg (strings owned by cfg). Returns 0 or DP_ECONFIG. */

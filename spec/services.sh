@@ -50,7 +50,7 @@ readonly DEBIAN_PACKAGES=(
   build-essential cmake pkg-config
   luajit libluajit-5.1-dev lua-cjson lua-busted
   libmongoc-dev libbson-dev libpq-dev libcurl4-openssl-dev libuv1-dev
-  libsodium-dev libxxhash-dev zlib1g-dev
+  libsodium-dev libxxhash-dev zlib1g-dev libhttp-parser-dev
   postgresql postgresql-contrib
   # The HTTP test server of the connector specs (spec/http_server.py; standard library only).
   python3

@@ -1,0 +1,120 @@
+/* metaload.c - see metaload.h. */
+#include "metaload.h"
+#include "buf.h"
+#include "luabridge.h"
+#include "rawfile.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void dp_meta_texts_free(dp_meta_texts *t) {
+  for (int i = 0; i < DP_META_NFILES; i++) free(t->texts[i]);
+  free(t->source);
+  free(t->pushed_hash);
+  memset(t, 0, sizeof *t);
+}
+
+int dp_meta_texts_read(dp_engine *eng, dp_meta_texts *out, dp_err *e) {
+  memset(out, 0, sizeof *out);
+  char source[1024];
+  if (strcmp(eng->cfg.metadata, "mongo") == 0) {
+    dp_metastore_current cur;
+    memset(&cur, 0, sizeof cur);
+    int rc = dp_engine_open_mongo(eng, e);
+    if (rc == 0) rc = dp_metastore_read(eng->mongo, eng->cfg.metadata_db, &cur, e);
+    if (rc) return rc;
+    snprintf(source, sizeof source, "MongoDB database %s, push %s", eng->cfg.metadata_db, cur.push_id);
+    for (int i = 0; i < DP_META_NFILES; i++) {
+      out->texts[i] = cur.texts[i]; /* taken over */
+      out->lens[i] = cur.lens[i];
+      cur.texts[i] = NULL;
+    }
+    out->pushed_hash = strdup(cur.hash);
+    dp_metastore_current_free(&cur);
+  } else {
+    snprintf(source, sizeof source, "%s", eng->cfg.metadata);
+    dp_buf missing = DP_BUF_INIT;
+    for (int i = 0; i < DP_META_NFILES; i++) {
+      char path[4200];
+      snprintf(path, sizeof path, "%s/%s", eng->cfg.metadata, dp_metastore_file(i));
+      dp_err re;
+      if (dp_read_file(path, &out->texts[i], &out->lens[i], &re) != 0) {
+        out->texts[i] = NULL;
+        if (i != DP_META_GOLD) dp_buf_printf(&missing, "\n  %s: cannot read %s", dp_metastore_file(i), path);
+      }
+    }
+    if (missing.len) {
+      int rc = dp_err_set(e, DP_EMETA, "invalid metadata in %s:%s", source, missing.data);
+      dp_buf_free(&missing);
+      dp_meta_texts_free(out);
+      return rc;
+    }
+  }
+  out->source = strdup(source);
+  return 0;
+}
+
+int dp_meta_validate(lua_State *L, const dp_meta_texts *t, dp_err *e) {
+  lua_getglobal(L, "__dp_engine");
+  lua_getfield(L, -1, "load_metadata_texts");
+  lua_remove(L, -2);
+  lua_createtable(L, 0, DP_META_NFILES);
+  for (int i = 0; i < DP_META_NFILES; i++) {
+    if (!t->texts[i]) continue;
+    lua_pushlstring(L, t->texts[i], t->lens[i]);
+    lua_setfield(L, -2, dp_metastore_file(i));
+  }
+  int rc = dp_lua_pcall(L, 1, 2, e);
+  if (rc) return rc;
+  if (lua_isnil(L, -2)) {
+    dp_buf b = DP_BUF_INIT;
+    dp_buf_printf(&b, "invalid metadata in %s:", t->source);
+    if (lua_istable(L, -1)) {
+      size_t n = lua_objlen(L, -1);
+      for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_pop(L, 1);
+      }
+    } else if (lua_isstring(L, -1)) {
+      dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1));
+    }
+    lua_pop(L, 2);
+    rc = dp_err_set(e, DP_EMETA, "%s", b.data);
+    dp_buf_free(&b);
+    return rc;
+  }
+  lua_pop(L, 1); /* leave meta */
+  if (t->pushed_hash) {
+    char *hash = dp_lua_strfield(L, -1, "hash");
+    if (!hash || strcmp(hash, t->pushed_hash) != 0)
+      rc = dp_err_set(e, DP_EMETA, "metadata in %s: the stored files hash to %.12s, not to the hash %.12s "
+                      "recorded when they were pushed; push the metadata again", t->source, hash ? hash : "?",
+                      t->pushed_hash);
+    free(hash);
+    if (rc) {
+      lua_pop(L, 1);
+      return rc;
+    }
+  }
+  lua_pushstring(L, t->source);
+  lua_setfield(L, -2, "source");
+  return 0;
+}
+
+/* Metadata comes from eng->meta (a serve snapshot's texts) when set, else from the folder
+ * DP_METADATA or, when DP_METADATA is "mongo", from the set pushed to MongoDB (metastore.c); all go
+ * through the same Lua validation, and the meta table gets a "source" field saying where it came
+ * from. */
+int dp_load_metadata(dp_engine *eng, dp_err *e) {
+  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, e))) return e->code;
+  if (eng->meta) return dp_meta_validate(eng->L, eng->meta, e);
+  dp_meta_texts t;
+  int rc = dp_meta_texts_read(eng, &t, e);
+  if (rc) return rc;
+  rc = dp_meta_validate(eng->L, &t, e);
+  dp_meta_texts_free(&t);
+  return rc;
+}

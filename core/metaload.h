@@ -1,0 +1,27 @@
+/* metaload.h - reading the metadata texts (a folder, or the set pushed to MongoDB) and
+ * validating them in a Lua state. Runs, commands and serve's snapshots all go through here, so
+ * "the metadata a run used" is always a set of exact texts and their hash. */
+#ifndef DP_METALOAD_H
+#define DP_METALOAD_H
+
+#include <stddef.h>
+#include "engine.h"
+#include "metastore.h"
+
+typedef struct dp_meta_texts {
+  char *texts[DP_META_NFILES]; /* exact file texts; NULL = the file is absent */
+  size_t lens[DP_META_NFILES];
+  char *source;                /* the folder, or "MongoDB database D, push P" */
+  char *pushed_hash;           /* MongoDB: the hash recorded at push time (checked); else NULL */
+} dp_meta_texts;
+
+/* Reads the texts named by eng->cfg.metadata (opening MongoDB when it is "mongo"). Returns 0
+ * and *out (owned by the caller: dp_meta_texts_free), or an error with e. */
+int dp_meta_texts_read(dp_engine *eng, dp_meta_texts *out, dp_err *e);
+void dp_meta_texts_free(dp_meta_texts *t);
+
+/* Validates t in L (the engine's Lua state) and leaves the validated meta table on the stack,
+ * with meta.source set. Errors: DP_EMETA with every validation error in e->msg (nothing pushed). */
+int dp_meta_validate(lua_State *L, const dp_meta_texts *t, dp_err *e);
+
+#endif
