@@ -43,14 +43,14 @@ int dp_audit_mark_crashed(PGconn *c, const char *system, int *n, dp_err *e) {
   return 0;
 }
 
-int dp_audit_system_start(PGconn *c, const dp_runinfo *run, const char *system, const char *trigger,
+int dp_audit_system_start(PGconn *c, const dp_runinfo *run, const char *system, const char *trigger, const char *detail,
                           const char *metadata_hash, const char *version, dp_err *e) {
-  const char *p[] = {run->id_str, run->ts_str, system, trigger, metadata_hash, version};
+  const char *p[] = {run->id_str, run->ts_str, system, trigger, metadata_hash, version, detail};
   return dp_pg_exec(c,
                     "INSERT INTO audit.system_run (run_id, run_ts, system, trigger_kind, status,"
-                    " started_at, metadata_hash, engine_version)"
-                    " VALUES ($1, $2, $3, $4, 'running', now(), $5, $6)",
-                    6, p, NULL, e);
+                    " started_at, metadata_hash, engine_version, trigger_detail)"
+                    " VALUES ($1, $2, $3, $4, 'running', now(), $5, $6, $7)",
+                    7, p, NULL, e);
 }
 
 /* Entities succeeded / failed / skipped as text parameters (system and layer rows share them). */

@@ -15,7 +15,7 @@ void dp_audit_unlock_system(PGconn *c, const char *system);
 /* With the lock held: runs of this system still 'running' were left by a crash. *n gets how many. */
 int dp_audit_mark_crashed(PGconn *c, const char *system, int *n, dp_err *e);
 
-int dp_audit_system_start(PGconn *c, const dp_runinfo *run, const char *system, const char *trigger,
+int dp_audit_system_start(PGconn *c, const dp_runinfo *run, const char *system, const char *trigger, const char *detail,
                           const char *metadata_hash, const char *version, dp_err *e);
 int dp_audit_system_end(PGconn *c, const dp_runinfo *run, const char *status, int ok, int failed,
                         int skipped, const char *error, dp_err *e);

@@ -22,7 +22,7 @@ int dp_cmd_replay(dp_engine *eng, int argc, char **argv) {
   if (dp_cli_wants_help(argc, argv)) { fputs(REPLAY_USAGE, stdout); return DP_EXIT_OK; }
   const char *system = NULL;
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
-  dp_run_opts o = {ents, 0, 0, "replay", 0, DP_REPLAY_NONE, NULL};
+  dp_run_opts o = {.entities = ents, .trigger = "replay", .replay = DP_REPLAY_NONE};
   int rc = DP_EXIT_USAGE;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {

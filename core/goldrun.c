@@ -176,7 +176,7 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     int skip = upstream_failed(L, meta_idx, name, failed, nfailed, &up);
     if ((rc = dp_audit_mark_crashed(eng->audit, name, &crashed, e)) != 0) goto unlock;
     dp_runinfo_new(&run);
-    if ((rc = dp_audit_system_start(eng->audit, &run, name, trigger, meta_hash, DP_VERSION, e)) != 0) goto unlock;
+    if ((rc = dp_audit_system_start(eng->audit, &run, name, trigger, NULL, meta_hash, DP_VERSION, e)) != 0) goto unlock;
     if ((rc = dp_audit_layer_start(eng->audit, &run, name, "gold", e)) != 0) goto unlock;
     const char *status;
     int lrc = 0;

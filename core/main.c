@@ -32,7 +32,7 @@ static const char *USAGE =
     "  gold run MODEL [MODEL]...        build gold models, their upstream gold models first\n"
     "  runs [list|show RUN_ID] [--system S] [--limit N] [--json]\n"
     "                                   the audited runs, newest first, or one run in detail\n"
-    "  serve                            (not built yet)\n"
+    "  serve                            the service: triggers, HTTP API (docs/triggers.md)\n"
     "  secrets set|get|list|rm NAME     the encrypted secret store (values from stdin, never argv);\n"
     "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
     "  retention [--dry-run]            (not built yet)\n"
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
       {"replay", dp_cmd_replay, NULL},
       {"gold", dp_cmd_gold, NULL},
       {"runs", dp_cmd_runs, NULL},
-      {"serve", NULL, "a later issue"},
+      {"serve", dp_cmd_serve, NULL},
       {"secrets", dp_cmd_secrets, NULL},
       {"retention", NULL, "a later issue"},
   };

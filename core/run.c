@@ -127,7 +127,9 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   lua_pushcclosure(L, l_emit, 1);
   lua_pushfstring(L, "%s.%s", s->ent.system, s->ent.name);
   lua_pushcclosure(L, l_log, 1);
-  rc = dp_lua_pcall(L, 6, 1, e);
+  if (o->event) lua_pushstring(L, o->event);
+  else lua_pushnil(L);
+  rc = dp_lua_pcall(L, 7, 1, e);
   dp_buf_free(&ctx.scratch);
   if (rc) {
     dp_raw_abort(&w);
@@ -376,9 +378,11 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   rc = dp_audit_mark_crashed(eng->audit, system, &crashed, e);
   if (rc) goto cleanup;
   if (crashed) dp_log(DP_LOG_WARN, "%s: marked %d earlier run(s) left running as crashed", system, crashed);
-  dp_runinfo_new(&run);
-  rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", meta_hash,
-                             DP_VERSION, e);
+  if (o->run_id) rc = dp_runinfo_from_id(&run, o->run_id, e);
+  else dp_runinfo_new(&run);
+  if (rc) goto cleanup;
+  rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", o->trigger_detail,
+                             meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;
   started = 1;
   dp_log(DP_LOG_INFO, "run %s of %s started (%zu entities)", run.id_str, system, nent);

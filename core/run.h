@@ -17,6 +17,9 @@ typedef struct dp_run_opts {
   int full_refresh;       /* ignore the stored delta cursor */
   int replay;             /* DP_REPLAY_*: rebuild the next layers from stored data */
   const char *replay_run; /* replay from raw: that run's raw files (NULL: the latest) */
+  const char *trigger_detail; /* what fired it: a cron slot, a file name, an upstream run (audit) */
+  const char *event;      /* a callback's JSON body, handed to the connector as ctx.event */
+  const char *run_id;     /* the run id to use (serve hands out ids when it queues), or NULL */
 } dp_run_opts;
 
 /* Loads metadata into eng->L (creating the state when needed) and leaves the validated

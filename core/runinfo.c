@@ -1,20 +1,32 @@
 /* runinfo.c - run identity. */
 #include "runinfo.h"
 #include "uuid.h"
+#include "error.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <sys/time.h>
 #include <time.h>
 
-void dp_runinfo_new(dp_runinfo *r) {
+static void stamp_now(dp_runinfo *r) {
   struct timeval tv;
-  dp_uuid_v7(r->id);
-  dp_uuid_format(r->id, r->id_str);
   gettimeofday(&tv, NULL);
   r->ts_us = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
   struct tm tm;
   gmtime_r(&tv.tv_sec, &tm);
   snprintf(r->ts_str, sizeof r->ts_str, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec);
+}
+
+void dp_runinfo_new(dp_runinfo *r) {
+  dp_uuid_v7(r->id);
+  dp_uuid_format(r->id, r->id_str);
+  stamp_now(r);
+}
+
+int dp_runinfo_from_id(dp_runinfo *r, const char *id, dp_err *e) {
+  if (dp_uuid_parse(id, r->id) != 0) return dp_err_set(e, DP_EINVAL, "%s is not a run id (a UUID)", id);
+  dp_uuid_format(r->id, r->id_str);
+  stamp_now(r);
+  return 0;
 }

@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+struct dp_err;
+
 typedef struct dp_runinfo {
   uint8_t id[16];
   char id_str[37];
@@ -17,5 +19,7 @@ typedef struct dp_counts {
 
 /* Fills a new run identity (UUID v7, now). */
 void dp_runinfo_new(dp_runinfo *r);
+/* The same with a given id (text UUID) and now; 0, or DP_EINVAL with e. */
+int dp_runinfo_from_id(dp_runinfo *r, const char *id, struct dp_err *e);
 
 #endif

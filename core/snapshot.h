@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 #include "engine.h"
-#include "metastore.h"
+#include "metaload.h"
 
 enum { DP_TRIG_SCHEDULE, DP_TRIG_FILE, DP_TRIG_AFTER, DP_TRIG_CALLBACK };
 
@@ -36,9 +36,7 @@ typedef struct dp_snap_target {
 typedef struct dp_snapshot {
   int refs;
   char *hash;               /* the metadata hash the audit records */
-  char *source;             /* where it came from: the folder, or "MongoDB database ..., push ..." */
-  char *texts[DP_META_NFILES];
-  size_t lens[DP_META_NFILES];
+  dp_meta_texts meta;       /* the exact texts it was validated from (a run is handed these) */
   dp_snap_target *targets;  /* systems first, then gold models */
   size_t ntargets;
 } dp_snapshot;
