@@ -637,7 +637,7 @@ static void on_settled(uv_timer_t *t) {
 
 static void file_event(armed *a, const char *name) {
   if (fnmatch(a->trig->pattern ? a->trig->pattern : "*", name, FNM_PERIOD) != 0) return;
-  snprintf(a->last_file, sizeof a->last_file, "%s", name);
+  if (name != a->last_file) snprintf(a->last_file, sizeof a->last_file, "%s", name);
   uv_timer_start(&a->timer, on_settled, (uint64_t)a->srv->settle_ms, 0);
 }
 

@@ -188,9 +188,26 @@ install_ferretdb() {
   log "FerretDB $FERRETDB_VERSION cached at $FERRETDB_BIN"
 }
 
+# promtool (the metrics specs check `GET /metrics` with it) comes in Debian's `prometheus` package,
+# whose installation would also start a Prometheus server; so the package is only downloaded and
+# promtool extracted from it, once, into the cache.
+readonly PROMTOOL_BIN=${XDG_CACHE_HOME:-$HOME/.cache}/dp-engine/promtool/promtool
+install_promtool() {
+  [[ -x $PROMTOOL_BIN ]] && return 0
+  log "extracting promtool from Debian's prometheus package (once)"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download prometheus >&2) || { as_root apt-get update -qq >&2 && (cd "$tmp" && apt-get download prometheus >&2); }
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p "${PROMTOOL_BIN%/*}"
+  mv -f "$tmp/x/usr/bin/promtool" "$PROMTOOL_BIN"
+  rm -rf "$tmp"
+}
+
 cmd_install() {
   install_debian_packages
   install_ferretdb
+  install_promtool
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +479,7 @@ lock_services() {
 cmd_env() {
   printf 'export DP_POSTGRES_URL=%q\n' "postgresql://dp@127.0.0.1:$PG_PORT/dp"
   printf 'export DP_MONGO_URL=%q\n' "mongodb://127.0.0.1:$MONGO_PORT/"
+  printf 'export DP_PROMTOOL=%q\n' "$PROMTOOL_BIN"
 }
 
 cmd_start() {

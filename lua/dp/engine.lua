@@ -411,7 +411,8 @@ end
 
 -- Runs connector.extract(ctx) for one entity. emit(array_of_json_strings) and log(level, msg)
 -- are C functions. Returns the new cursor (a string) or nil.
-function M.extract(meta, system_name, entity_name, cursor, emit, log)
+-- event: the JSON body of a callback (serve), or nil; the connector gets it decoded as ctx.event.
+function M.extract(meta, system_name, entity_name, cursor, emit, log, event)
   local cfg = configured()
   local system = metadata.find_system(meta, system_name)
   if not system then error("engine.extract: no system " .. quote(system_name) .. " in the metadata", 2) end
@@ -429,6 +430,7 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
     system = substitute_secrets(schema.deep_copy(system), secrets),
     entity = substitute_secrets(schema.deep_copy(entity), secrets),
     cursor = cursor,
+    event = event and cjson.decode(event) or nil, -- a fresh table per call
     log = make_log(log),
     emit = make_emit(emit, scrub, log),
     secret = make_secret(system, secrets),
