@@ -326,7 +326,7 @@ function M.build(model, script, builder, opts)
     local sql, err = M.render_sql(model, script)
     if not sql then error(err, 0) end
     local n, ierr = builder:insert_select(sql)
-    if not n then error(prefixed(model, ierr), 0) end
+    if not n then error(prefixed(model, script.path .. ": " .. tostring(ierr)), 0) end
     return n
   end
   local cjson = require("cjson").new()
