@@ -583,7 +583,10 @@ static int l_reader_declare(lua_State *L) {
   dp_err e;
   dp_pg_sandbox sb;
   dp_buf stmt = DP_BUF_INIT;
-  int rc = dp_pg_sandbox_prepare(&sb, rd->c, sql, NULL, 0, n, vals, &e);
+  /* again before every statement: a query may have changed it (set_config) for the transaction */
+  int rc = dp_pg_set_statement_timeout(rd->c, rd->timeout_ms, &e);
+  if (rc == 0) rc = dp_pg_sandbox_prepare(&sb, rd->c, sql, NULL, 0, n, vals, &e);
+  else memset(&sb, 0, sizeof sb);
   free(vals);
   if (rc == 0) {
     dp_buf_puts(&stmt, "DECLARE ");
@@ -611,7 +614,8 @@ static int l_reader_fetch(lua_State *L) {
   dp_pg_ident(&stmt, cursor);
   PGresult *r = NULL;
   dp_err e;
-  int rc = dp_pg_sandbox_run(rd->c, stmt.data, rd->timeout_ms, &r, &e);
+  int rc = dp_pg_set_statement_timeout(rd->c, rd->timeout_ms, &e);
+  if (rc == 0) rc = dp_pg_sandbox_run(rd->c, stmt.data, rd->timeout_ms, &r, &e);
   dp_buf_free(&stmt);
   if (rc) return push_fail(L, e.msg);
   int rows = PQntuples(r), cols = PQnfields(r);

@@ -199,7 +199,14 @@ end }]])
 end }]], "table", slow)
     assert.are.equal(1, rc, out)
     assert.matches("gold model m: [^\n]*m%.lua:2: ctx:query: the query ran longer than the gold statement timeout of 0.5 s", out)
-    -- two queries of 5 s each: stopped after 0.5 s each, they take far less than 10 s
+    -- a query cannot lift the timeout for the queries after it
+    rc, out = run_model([[return { rows = function(ctx)
+  for r in ctx:query("SELECT set_config('statement_timeout', '0', true) || set_config('statement_timeout', '0', false) AS x") do end
+  for r in ctx:query("SELECT pg_sleep(5)::text AS x") do end
+end }]], "table", slow)
+    assert.are.equal(1, rc, out)
+    assert.matches("m%.lua:3: ctx:query: the query ran longer than the gold statement timeout of 0.5 s", out)
+    -- three queries of 5 s each: stopped after 0.5 s each, they take far less than 15 s
     assert.is_true(os.time() - t0 < 8, "the timeout did not stop the queries")
     -- a bad value is a configuration error
     rc, out = run_model("return { sql = function(ref) return 'SELECT 1::text AS x' end }", "table",
