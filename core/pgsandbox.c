@@ -209,6 +209,12 @@ static int untrusted_error(dp_err *e, PGconn *c, PGresult *r, long timeout_ms, c
     while (e && n && (e->msg[n - 1] == '\n' || e->msg[n - 1] == ' ')) e->msg[--n] = '\0';
     return DP_EPG;
   }
+  /* "near "'x\n) q"": the end of the engine's wrapper is no part of the script's query */
+  char pm[1024];
+  snprintf(pm, sizeof pm, "%s", prim);
+  char *w = strstr(pm, "\n) q\"");
+  if (w) memmove(w, w + 4, strlen(w + 4) + 1);
+  prim = pm;
   int line = (pos && user) ? user_line(user, user_len, prefix_chars, strtol(pos, NULL, 10)) : 0;
   char where[48] = "";
   if (line) snprintf(where, sizeof where, " (line %d of the query)", line);
@@ -309,8 +315,8 @@ int dp_pg_sandbox_prepare(dp_pg_sandbox *s, PGconn *c, const char *sql, const ch
     if (names && np > 0)
       rc = dp_err_set(e, DP_EINVAL, "the query of an SQL model takes no parameters, but it uses $%d", np);
     else
-      rc = dp_err_set(e, DP_EINVAL, "the query uses %d parameter%s ($1..$%d) but %d value%s given", np,
-                      np == 1 ? "" : "s", np, nvals, nvals == 1 ? " was" : "s were");
+      rc = dp_err_set(e, DP_EINVAL, "the query uses %d parameter%s (%s$%d) but %d value%s given", np,
+                      np == 1 ? "" : "s", np == 1 ? "" : "$1..", np, nvals, nvals == 1 ? " was" : "s were");
     goto cleanup;
   }
   if (nf == 0) { rc = dp_err_set(e, DP_EINVAL, "the query returns no columns"); goto cleanup; }
