@@ -136,6 +136,30 @@ end }]], "m%.lua:2: ctx:query: WITH clause containing a data%-modifying statemen
     -- functions that write: large objects are found and the build is rolled back
     refused("return { sql = function(ref) return \"SELECT lo_from_bytea(0, 'x')::text AS x\" end }",
       "the query created large objects")
+    -- the role itself, should a statement ever get past the engine's one-query check: every
+    -- write, also in a data-modifying WITH at the top level, is refused by its privileges
+    local before = state()
+    for stmt, why in pairs({
+      ["DELETE FROM audit.entity_layer_run RETURNING 1"] = "permission denied for schema audit",
+      ["WITH d AS (DELETE FROM audit.system_run RETURNING 1) SELECT count(*)::int FROM d"] = "permission denied for schema audit",
+      ["UPDATE dp.entity_cursor SET cursor = 'x' RETURNING 1"] = "permission denied for schema dp",
+      ["WITH d AS (DELETE FROM silver.\"bank__transactions_current\" RETURNING 1) SELECT count(*)::int FROM d"] =
+        "permission denied for table bank__transactions_current",
+      ["INSERT INTO silver.\"bank__transactions_current\" (id) VALUES ('X') RETURNING 1"] =
+        "permission denied for table bank__transactions_current",
+      ["SELECT 1; DELETE FROM gold.m RETURNING 1"] = "permission denied for table m",
+      ["SELECT 1; COMMIT"] = "COMMIT query does not return tuples",
+      ["SELECT 1; RESET ROLE"] = "RESET query does not return tuples",
+    }) do
+      local ok, err = pg:query("SELECT * FROM gold_sandbox.query($1, '{}') AS r(x int)", stmt)
+      assert.is_nil(ok, stmt)
+      assert.matches(why, err, 1, true)
+    end
+    assert.are.same(before, state())
+    -- and only the engine's user may call the function
+    assert.are.equal("false", rows([[SELECT (has_function_privilege('dp_gold', 'gold_sandbox.query(text, text[])', 'EXECUTE')
+      AND has_schema_privilege('dp_gold', 'gold_sandbox', 'USAGE'))::text AS x]])[1].x)
+    assert.are.equal("false", rows([[SELECT has_function_privilege('public', 'gold_sandbox.query(text, text[])', 'EXECUTE')::text AS x]])[1].x)
     -- what the role may do, from the catalog (the engine's user here is a superuser, the role is not)
     local p = rows([[SELECT
       has_schema_privilege('dp_gold', 'audit', 'USAGE')::text AS audit_usage,
