@@ -11,7 +11,9 @@ static const char *GOLD_USAGE =
     "Builds gold models (metadata/gold.json, scripts in gold/): first every gold model they depend\n"
     "on, directly or not, upstream first, then the models named. Each model is its own audited\n"
     "run (dp-engine runs --system MODEL). A `table` model is rebuilt and swapped in atomically; an\n"
-    "`incremental` model is merged by primary key. See docs/gold.md.\n"
+    "`incremental` model is merged by primary key. A script's SQL runs as the role dp_gold (read\n"
+    "silver and gold only), one query at a time, stopped after DP_GOLD_STATEMENT_TIMEOUT seconds\n"
+    "(default 300). See docs/gold.md.\n"
     "Exit codes: 0 every model succeeded, 1 a model failed, 2 usage or configuration error.\n";
 
 int dp_cmd_gold(dp_engine *eng, int argc, char **argv) {

@@ -2,6 +2,7 @@
 #include "gold.h"
 #include "luabridge.h"
 #include "pg.h"
+#include "pgsandbox.h"
 
 #include <bson/bson.h>
 #include <inttypes.h>
@@ -13,6 +14,7 @@
 #define STAGE "_dp_gold_stage"
 #define GOLD_MT "dp.core.gold_builder"
 #define PG_MT "dp.core.pg"
+#define READER_MT "dp.core.gold_reader"
 
 /* Appends gold."<model><suffix>". */
 static void gold_table(dp_buf *b, const dp_entity *m, const char *suffix) {
@@ -66,11 +68,13 @@ static void create_table(dp_buf *b, const dp_entity *m, const char *suffix, int 
 static int exec(PGconn *c, const dp_buf *sql, dp_err *e) { return dp_pg_exec(c, sql->data, 0, NULL, NULL, e); }
 
 int dp_gold_begin(dp_gold_builder *b, PGconn *c, const dp_entity *model, const char *materialization,
-                  const char *run_id, const char *run_ts, dp_err *e) {
+                  const char *run_id, const char *run_ts, long timeout_ms, dp_err *e) {
   int rc = 0;
   dp_buf sql = DP_BUF_INIT;
+  PGresult *r = NULL;
   memset(b, 0, sizeof *b);
   b->c = c;
+  b->timeout_ms = timeout_ms;
   b->model = model;
   b->incremental = strcmp(materialization, "incremental") == 0;
   snprintf(b->run_id, sizeof b->run_id, "%s", run_id);
@@ -90,6 +94,10 @@ int dp_gold_begin(dp_gold_builder *b, PGconn *c, const dp_entity *model, const c
   }
   if ((rc = dp_pg_begin(c, e)) != 0) goto cleanup;
   b->in_txn = 1;
+  if ((rc = dp_pg_sandbox_verify(c, e)) != 0) goto cleanup;
+  if ((rc = dp_pg_exec(c, "SELECT pg_catalog.current_setting('statement_timeout')", 0, NULL, &r, e)) != 0)
+    goto cleanup;
+  snprintf(b->prev_timeout, sizeof b->prev_timeout, "%s", PQgetvalue(r, 0, 0));
   dp_buf_puts(&sql, "CREATE SCHEMA IF NOT EXISTS gold");
   if ((rc = exec(c, &sql, e)) != 0) goto cleanup;
   dp_buf_reset(&sql);
@@ -123,6 +131,7 @@ int dp_gold_begin(dp_gold_builder *b, PGconn *c, const dp_entity *model, const c
     if ((rc = exec(c, &sql, e)) != 0) goto cleanup;
   }
 cleanup:
+  PQclear(r);
   dp_buf_free(&sql);
   if (rc) {
     dp_err_prefix(e, "gold model %s: ", model->name);
@@ -141,28 +150,40 @@ int dp_gold_insert_select(dp_gold_builder *b, const char *select_sql, int64_t *n
   if (!b->in_txn) return dp_err_set(e, DP_EINVAL, "gold builder is not building");
   int rc = end_copy(b, e);
   if (rc) return rc;
+  const dp_entity *m = b->model;
   dp_buf sql = DP_BUF_INIT;
+  dp_pg_sandbox sb;
   PGresult *r = NULL;
+  const char **names = calloc(m->ncols ? m->ncols : 1, sizeof *names);
+  if (!names) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  for (size_t i = 0; i < m->ncols; i++) names[i] = m->cols[i].name;
+  rc = dp_pg_sandbox_prepare(&sb, b->c, select_sql, names, (int)m->ncols, 0, NULL, e);
+  free(names);
+  if (rc) goto cleanup;
+  /* the INSERT is the engine's; the query inside gold_sandbox.query runs as dp_gold */
   dp_buf_puts(&sql, "INSERT INTO ");
   if (b->incremental) dp_buf_puts(&sql, STAGE);
-  else gold_table(&sql, b->model, BUILD_SUFFIX);
+  else gold_table(&sql, m, BUILD_SUFFIX);
   dp_buf_puts(&sql, " (");
-  column_list(&sql, b->model, "");
+  column_list(&sql, m, "");
   if (!b->incremental) dp_buf_puts(&sql, ", _dp_run_id, _dp_run_ts");
   dp_buf_puts(&sql, ") SELECT ");
-  column_list(&sql, b->model, "q.");
-  if (!b->incremental) dp_buf_puts(&sql, ", $1::uuid, $2::timestamptz");
-  dp_buf_puts(&sql, " FROM (\n");
-  dp_buf_puts(&sql, select_sql);
-  dp_buf_puts(&sql, "\n) q");
+  dp_buf_puts(&sql, sb.columns.data);
+  if (!b->incremental) dp_buf_puts(&sql, ", $3::uuid, $4::timestamptz");
+  dp_buf_puts(&sql, " FROM ");
+  dp_buf_puts(&sql, sb.from.data);
   const char *p[] = {b->run_id, b->run_ts};
-  rc = dp_pg_exec(b->c, sql.data, b->incremental ? 0 : 2, p, &r, e);
-  if (rc == 0) {
-    int64_t k = strtoll(PQcmdTuples(r), NULL, 10);
-    b->rows += k;
-    if (n) *n = k;
-    PQclear(r);
-  }
+  if ((rc = dp_pg_set_statement_timeout(b->c, b->timeout_ms, e)) != 0) goto cleanup;
+  if ((rc = dp_pg_sandbox_exec(b->c, &sb, sql.data, b->incremental ? 0 : 2, p, b->timeout_ms, &r, e)) != 0)
+    goto cleanup;
+  int64_t k = strtoll(PQcmdTuples(r), NULL, 10);
+  b->rows += k;
+  if (n) *n = k;
+  const char *prev[] = {b->prev_timeout};
+  rc = dp_pg_exec(b->c, "SELECT pg_catalog.set_config('statement_timeout', $1, true)", 1, prev, NULL, e);
+cleanup:
+  PQclear(r);
+  dp_pg_sandbox_free(&sb);
   dp_buf_free(&sql);
   return rc;
 }
@@ -330,6 +351,7 @@ int dp_gold_finish(dp_gold_builder *b, dp_counts *counts, dp_err *e) {
   if (!b->in_txn) return dp_err_set(e, DP_EINVAL, "gold builder is not building");
   memset(counts, 0, sizeof *counts);
   int rc = end_copy(b, e);
+  if (rc == 0) rc = dp_pg_sandbox_check_writes(b->c, e);
   if (rc == 0) rc = b->incremental ? merge(b, counts, e) : swap(b, counts, e);
   if (rc == 0) rc = dp_pg_commit(b->c, e);
   if (rc) {
@@ -394,6 +416,13 @@ static int l_insert_select(lua_State *L) {
     return 2;
   }
   lua_pushnumber(L, (lua_Number)n);
+  return 1;
+}
+
+/* b:statement_timeout() -> milliseconds (0: none), for the reader of ctx:query */
+static int l_statement_timeout(lua_State *L) {
+  dp_gold_builder *b = check_builder(L);
+  lua_pushnumber(L, (lua_Number)b->timeout_ms);
   return 1;
 }
 
@@ -462,6 +491,7 @@ static int l_gold_begin(lua_State *L) {
   const char *mat = luaL_checkstring(L, 3);
   const char *run_id = luaL_checkstring(L, 4);
   const char *run_ts = luaL_checkstring(L, 5);
+  long timeout_ms = (long)luaL_optnumber(L, 6, 0);
   dp_gold_builder *b = calloc(1, sizeof *b);
   if (!b) return luaL_error(L, "out of memory");
   push_obj(L, b, 1);
@@ -484,12 +514,151 @@ static int l_gold_begin(lua_State *L) {
   int rc = dp_entity_from_lua(L, -1, &g->model, &e);
   lua_pop(L, 1);
   if (rc) { free(b); g->b = NULL; g->own = 0; return luaL_error(L, "gold_begin: %s", e.msg); }
-  if (dp_gold_begin(b, *pc, &g->model, mat, run_id, run_ts, &e) != 0) {
+  if (dp_gold_begin(b, *pc, &g->model, mat, run_id, run_ts, timeout_ms, &e) != 0) {
     release(g);
     lua_pushnil(L);
     lua_pushstring(L, e.msg);
     return 2;
   }
+  return 1;
+}
+
+
+/* ---------- the reader of ctx:query ---------- */
+
+typedef struct lreader {
+  PGconn **pc;     /* the dp.core pg object's connection slot (the object is kept in the
+                    * uservalue; its close sets the slot to NULL) */
+  PGconn *c;       /* *pc while reading; NULL once finished */
+  long timeout_ms;
+} lreader;
+
+static lreader *check_reader(lua_State *L) {
+  lreader *r = luaL_checkudata(L, 1, READER_MT);
+  if (!r->c || *r->pc != r->c) luaL_error(L, "the gold reader is finished");
+  return r;
+}
+
+static int push_fail(lua_State *L, const char *msg) {
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  return 2;
+}
+
+/* gold_reader(pg, timeout_ms) -> reader | nil, err: a REPEATABLE READ READ ONLY transaction on
+ * pg (a dp.core connection of its own) in which every statement has the timeout. */
+static int l_gold_reader(lua_State *L) {
+  PGconn **pc = luaL_checkudata(L, 1, PG_MT);
+  if (!*pc) return luaL_error(L, "connection is closed");
+  long timeout_ms = (long)luaL_optnumber(L, 2, 0);
+  dp_err e;
+  if (dp_pg_exec(*pc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, &e) != 0 ||
+      dp_pg_sandbox_verify(*pc, &e) != 0 || dp_pg_set_statement_timeout(*pc, timeout_ms, &e) != 0) {
+    dp_pg_rollback(*pc);
+    return push_fail(L, e.msg);
+  }
+  lreader *r = lua_newuserdata(L, sizeof *r);
+  r->pc = pc;
+  r->c = *pc;
+  r->timeout_ms = timeout_ms;
+  luaL_getmetatable(L, READER_MT);
+  lua_setmetatable(L, -2);
+  lua_newtable(L);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "pg");
+  lua_setfenv(L, -2);
+  return 1;
+}
+
+/* reader:declare(cursor, sql, values...) -> true | nil, err: a cursor over the script's query,
+ * run in the SQL sandbox; values bind $1, $2, ... (nil is NULL). */
+static int l_reader_declare(lua_State *L) {
+  lreader *rd = check_reader(L);
+  const char *cursor = luaL_checkstring(L, 2);
+  const char *sql = luaL_checkstring(L, 3);
+  int n = lua_gettop(L) - 3;
+  const char **vals = calloc(n > 0 ? (size_t)n : 1, sizeof *vals);
+  if (!vals) return luaL_error(L, "out of memory");
+  for (int i = 0; i < n; i++) vals[i] = lua_isnil(L, 4 + i) ? NULL : lua_tostring(L, 4 + i);
+  dp_err e;
+  dp_pg_sandbox sb;
+  dp_buf stmt = DP_BUF_INIT;
+  /* again before every statement: a query may have changed it (set_config) for the transaction */
+  int rc = dp_pg_set_statement_timeout(rd->c, rd->timeout_ms, &e);
+  if (rc == 0) rc = dp_pg_sandbox_prepare(&sb, rd->c, sql, NULL, 0, n, vals, &e);
+  else memset(&sb, 0, sizeof sb);
+  free(vals);
+  if (rc == 0) {
+    dp_buf_puts(&stmt, "DECLARE ");
+    dp_pg_ident(&stmt, cursor);
+    dp_buf_puts(&stmt, " NO SCROLL CURSOR FOR SELECT ");
+    dp_buf_puts(&stmt, sb.columns.data);
+    dp_buf_puts(&stmt, " FROM ");
+    dp_buf_puts(&stmt, sb.from.data);
+    rc = dp_pg_sandbox_exec(rd->c, &sb, stmt.data, 0, NULL, rd->timeout_ms, NULL, &e);
+  }
+  dp_pg_sandbox_free(&sb);
+  dp_buf_free(&stmt);
+  if (rc) return push_fail(L, e.msg);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* reader:fetch(cursor, n) -> rows (array of {column = text}; NULL is absent) | nil, err */
+static int l_reader_fetch(lua_State *L) {
+  lreader *rd = check_reader(L);
+  const char *cursor = luaL_checkstring(L, 2);
+  int count = (int)luaL_checkinteger(L, 3);
+  dp_buf stmt = DP_BUF_INIT;
+  dp_buf_printf(&stmt, "FETCH %d FROM ", count > 0 ? count : 1);
+  dp_pg_ident(&stmt, cursor);
+  PGresult *r = NULL;
+  dp_err e;
+  int rc = dp_pg_set_statement_timeout(rd->c, rd->timeout_ms, &e);
+  if (rc == 0) rc = dp_pg_sandbox_run(rd->c, stmt.data, rd->timeout_ms, &r, &e);
+  dp_buf_free(&stmt);
+  if (rc) return push_fail(L, e.msg);
+  int rows = PQntuples(r), cols = PQnfields(r);
+  lua_createtable(L, rows, 0);
+  for (int i = 0; i < rows; i++) {
+    lua_createtable(L, 0, cols);
+    for (int k = 0; k < cols; k++) {
+      if (PQgetisnull(r, i, k)) continue;
+      lua_pushlstring(L, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
+      lua_setfield(L, -2, PQfname(r, k));
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+  PQclear(r);
+  return 1;
+}
+
+static int l_reader_close_cursor(lua_State *L) {
+  lreader *rd = check_reader(L);
+  dp_buf stmt = DP_BUF_INIT;
+  dp_buf_puts(&stmt, "CLOSE ");
+  dp_pg_ident(&stmt, luaL_checkstring(L, 2));
+  dp_err e;
+  int rc = dp_pg_exec(rd->c, stmt.data, 0, NULL, NULL, &e);
+  dp_buf_free(&stmt);
+  if (rc) return push_fail(L, e.msg);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* reader:finish(): rolls the read-only transaction back (the caller closes the connection). */
+static int l_reader_finish(lua_State *L) {
+  lreader *rd = luaL_checkudata(L, 1, READER_MT);
+  if (rd->c && *rd->pc == rd->c) dp_pg_rollback(rd->c);
+  rd->c = NULL;
+  return 0;
+}
+
+/* gold_sql_check(sql) -> true | nil, reason (one query? see pgsandbox.h) */
+static int l_gold_sql_check(lua_State *L) {
+  dp_err e;
+  if (dp_pg_sandbox_check(luaL_checkstring(L, 1), &e) != 0) return push_fail(L, e.msg);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -501,7 +670,7 @@ static int l_gc(lua_State *L) {
 
 void dp_gold_lua_register(lua_State *L) {
   static const luaL_Reg methods[] = {{"emit", l_emit}, {"insert_select", l_insert_select},
-                                     {"finish", l_finish}, {"abort", l_abort}, {NULL, NULL}};
+                                     {"statement_timeout", l_statement_timeout}, {"finish", l_finish}, {"abort", l_abort}, {NULL, NULL}};
   if (luaL_newmetatable(L, GOLD_MT)) {
     lua_newtable(L);
     luaL_register(L, NULL, methods);
@@ -510,6 +679,21 @@ void dp_gold_lua_register(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  static const luaL_Reg rmethods[] = {{"declare", l_reader_declare}, {"fetch", l_reader_fetch},
+                                      {"close_cursor", l_reader_close_cursor}, {"finish", l_reader_finish},
+                                      {NULL, NULL}};
+  if (luaL_newmetatable(L, READER_MT)) {
+    lua_newtable(L);
+    luaL_register(L, NULL, rmethods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_reader_finish);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   lua_pushcfunction(L, l_gold_begin);
   lua_setfield(L, -2, "gold_begin");
+  lua_pushcfunction(L, l_gold_reader);
+  lua_setfield(L, -2, "gold_reader");
+  lua_pushcfunction(L, l_gold_sql_check);
+  lua_setfield(L, -2, "gold_sql_check");
 }

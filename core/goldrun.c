@@ -4,6 +4,7 @@
 #include "gold.h"
 #include "log.h"
 #include "luabridge.h"
+#include "pg.h"
 #include "run.h"
 
 #include <inttypes.h>
@@ -11,6 +12,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The statement timeout of gold scripts' queries when DP_GOLD_STATEMENT_TIMEOUT is not set. */
+#define GOLD_TIMEOUT_DEFAULT_MS 300000L
+
+/* DP_GOLD_STATEMENT_TIMEOUT: seconds (a decimal number, e.g. 300 or 0.5; 0 turns the timeout
+ * off). Returns 0 with *ms set, or DP_ECONFIG naming the variable. */
+static int gold_timeout_from_env(long *ms, dp_err *e) {
+  const char *v = getenv("DP_GOLD_STATEMENT_TIMEOUT");
+  *ms = GOLD_TIMEOUT_DEFAULT_MS;
+  if (!v || !*v) return 0;
+  char *end = NULL;
+  double s = strtod(v, &end);
+  if (end == v || *end != '\0' || !(s >= 0) || s > 86400.0 * 24)
+    return dp_err_set(e, DP_ECONFIG,
+                      "DP_GOLD_STATEMENT_TIMEOUT: expected a number of seconds between 0 (no timeout) and "
+                      "2073600, got \"%.40s\"", v);
+  *ms = (long)(s * 1000.0 + 0.5);
+  if (s > 0 && *ms == 0) *ms = 1;
+  return 0;
+}
 
 #ifndef DP_VERSION
 #define DP_VERSION "0.0.0"
@@ -45,14 +66,16 @@ static void strip_traceback(dp_err *e, const char *model) {
 }
 
 /* Builds one model inside its audited run. Returns 0 or the build error in le (not audit errors). */
-static int build_model(dp_engine *eng, int meta_idx, const char *name, const dp_runinfo *run, dp_counts *n,
-                       dp_err *le) {
+static int build_model(dp_engine *eng, int meta_idx, const char *name, const dp_runinfo *run, long timeout_ms,
+                       dp_counts *n, dp_err *le) {
   lua_State *L = eng->L;
   int top = lua_gettop(L);
   dp_entity ent;
   dp_gold_builder b;
   int have_ent = 0, rc;
   char *mat = NULL;
+  PGconn *gc = NULL; /* owned: the build's own connection, so that nothing a script's query
+                      * changes in its session outlives the build */
   memset(&b, 0, sizeof b);
   lua_pushvalue(L, meta_idx);
   lua_pushstring(L, name);
@@ -61,7 +84,8 @@ static int build_model(dp_engine *eng, int meta_idx, const char *name, const dp_
   if ((rc = dp_entity_from_lua(L, -1, &ent, le)) != 0) goto cleanup;
   have_ent = 1;
   lua_pop(L, 1);
-  if ((rc = dp_gold_begin(&b, eng->data, &ent, mat ? mat : "table", run->id_str, run->ts_str, le)) != 0)
+  if (!(gc = dp_pg_connect(eng->cfg.postgres_url, le))) { rc = le->code; goto cleanup; }
+  if ((rc = dp_gold_begin(&b, gc, &ent, mat ? mat : "table", run->id_str, run->ts_str, timeout_ms, le)) != 0)
     goto cleanup;
   dp_gold_lua_push(L, &b);
   int ud = lua_gettop(L);
@@ -81,6 +105,7 @@ static int build_model(dp_engine *eng, int meta_idx, const char *name, const dp_
   rc = dp_gold_finish(&b, n, le);
 cleanup:
   if (rc) dp_gold_abort(&b);
+  if (gc) PQfinish(gc);
   if (have_ent) dp_entity_free(&ent);
   free(mat);
   lua_settop(L, top);
@@ -117,8 +142,10 @@ static int upstream_failed(lua_State *L, int meta_idx, const char *name, char **
 int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const char *system, int *run_failed,
                 dp_err *e) {
   *run_failed = 0;
-  int rc = dp_load_metadata(eng, e);
+  long timeout_ms;
+  int rc = gold_timeout_from_env(&timeout_ms, e);
   if (rc) return rc;
+  if ((rc = dp_load_metadata(eng, e)) != 0) return rc;
   lua_State *L = eng->L;
   int meta_idx = lua_gettop(L);
   char **plan = NULL, **failed = NULL;
@@ -186,7 +213,7 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
       rc = dp_audit_entity_start(eng->audit, &run, name, name, "gold", "skipped", le.msg, e);
     } else {
       if ((rc = dp_audit_entity_start(eng->audit, &run, name, name, "gold", "running", NULL, e)) != 0) goto unlock;
-      lrc = build_model(eng, meta_idx, name, &run, &n, &le);
+      lrc = build_model(eng, meta_idx, name, &run, timeout_ms, &n, &le);
       if (lrc) strip_traceback(&le, name);
       status = lrc ? "failed" : "succeeded";
       rc = dp_audit_entity_end(eng->audit, &run, name, "gold", status, &n, lrc ? le.msg : NULL, "{}", e);

@@ -1,5 +1,7 @@
 /* pg.h - thin helpers over libpq: connect, execute with parameters, quote identifiers,
- * and COPY FROM STDIN in text format. Values always travel as parameters or COPY data. */
+ * and COPY FROM STDIN in text format. Values always travel as parameters or COPY data.
+ * These run the engine's own SQL (dp_pg_exec takes several statements when it has no
+ * parameters); SQL that a script wrote goes through pgsandbox.h only. */
 #ifndef DP_PG_H
 #define DP_PG_H
 

@@ -101,7 +101,9 @@ local function prefixed(model, err)
   return p .. err
 end
 
--- The query of an SQL model. Returns sql or nil, err.
+-- The query of an SQL model. Returns sql or nil, err. It must be one query (SELECT, WITH,
+-- VALUES or TABLE; no second statement): checked here, so a script that returns anything else
+-- fails when it is loaded (docs/gold.md#the-sql-sandbox).
 function M.render_sql(model, script)
   local ok, sql = pcall(script.sql, M.make_ref(model, 2))
   if not ok then return nil, prefixed(model, sql) end
@@ -109,6 +111,8 @@ function M.render_sql(model, script)
     return nil, prefixed(model, script.path .. ": sql(ref) must return the query as a string, got "
       .. schema.describe(sql))
   end
+  local one, why = require("dp.core").gold_sql_check(sql)
+  if not one then return nil, prefixed(model, script.path .. ": sql(ref): " .. why) end
   return sql
 end
 
@@ -271,34 +275,40 @@ function M.row_json(model, row, cols, cjson)
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
--- ctx:query over the read-only connection: an iterator over rows, fetched batch rows at a time.
+-- ctx:query over the reader (core/gold.c: a REPEATABLE READ READ ONLY transaction; every query
+-- runs in the SQL sandbox as dp_gold, under the statement timeout): an iterator over rows,
+-- fetched batch rows at a time.
 local function make_query(reader, batch, counter)
+  local core = require "dp.core"
   return function(_, sql, params)
     if type(sql) ~= "string" then error("ctx:query: expected the SQL text, got " .. schema.describe(sql), 2) end
     if params ~= nil and type(params) ~= "table" then
       error("ctx:query: params must be an array, got " .. schema.describe(params), 2)
     end
+    local one, why = core.gold_sql_check(sql)
+    if not one then error("ctx:query: " .. why, 2) end
     local r = reader()
     counter.n = counter.n + 1
     local cur = "_dp_gold_q" .. counter.n
     local args = {}
-    for i = 1, (params and (params.n or #params) or 0) do
+    local nargs = params and (params.n or #params) or 0
+    for i = 1, nargs do
       local v = params[i]
       if v ~= nil and type(v) ~= "string" then v = type(v) == "number" and number_text(v) or tostring(v) end
       args[i] = v
     end
-    local ok, err = r:query("DECLARE " .. cur .. " NO SCROLL CURSOR FOR " .. sql, unpack(args, 1, #args))
+    local ok, err = r:declare(cur, sql, unpack(args, 1, nargs))
     if not ok then error("ctx:query: " .. tostring(err), 2) end
     local rows, i, done = {}, 0, false
     return function()
       i = i + 1
       if rows[i] == nil and not done then
-        local got, ferr = r:query("FETCH " .. batch .. " FROM " .. cur)
+        local got, ferr = r:fetch(cur, batch)
         if not got then error("ctx:query: " .. tostring(ferr), 2) end
         rows, i = got, 1
         if #got < batch then
           done = true
-          r:query("CLOSE " .. cur)
+          r:close_cursor(cur)
         end
       end
       return rows[i]
@@ -308,27 +318,31 @@ end
 
 -- Runs a model's script into builder (core/gold.c: builder:emit(json), builder:insert_select(sql)).
 -- opts: run_id, run_ts, log(level, msg), open_reader() -> a dp.core pg connection for ctx:query
--- (rows models; gold.build begins a REPEATABLE READ READ ONLY transaction on it and closes it).
+-- (rows models; gold.build makes it a gold reader, core.gold_reader, with the builder's
+-- statement timeout, and closes it).
 -- Returns the number of rows; raises "gold model <name>: <file>:<line>: ..." on failure.
 function M.build(model, script, builder, opts)
   if script.style == "sql" then
     local sql, err = M.render_sql(model, script)
     if not sql then error(err, 0) end
     local n, ierr = builder:insert_select(sql)
-    if not n then error(prefixed(model, ierr), 0) end
+    if not n then error(prefixed(model, script.path .. ": " .. tostring(ierr)), 0) end
     return n
   end
   local cjson = require("cjson").new()
   local cols = {}
   for _, c in ipairs(model.columns) do cols[c.name] = true end
-  local conn
+  local conn, rd
   local function reader()
-    if not conn then
-      conn = assert(opts.open_reader())
-      local ok, err = conn:query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-      if not ok then error("ctx:query: " .. tostring(err), 0) end
+    if not rd then
+      local cerr
+      conn, cerr = opts.open_reader()
+      if not conn then error("ctx:query: " .. tostring(cerr), 0) end
+      local err
+      rd, err = require("dp.core").gold_reader(conn, builder:statement_timeout())
+      if not rd then error("ctx:query: " .. tostring(err), 0) end
     end
-    return conn
+    return rd
   end
   local emitted = 0
   local log = opts.log or function() end
@@ -356,10 +370,8 @@ function M.build(model, script, builder, opts)
     end
   end
   local ok, err = pcall(script.rows, ctx)
-  if conn then
-    conn:query("ROLLBACK")
-    conn:close()
-  end
+  if rd then rd:finish() end
+  if conn then conn:close() end
   if not ok then error(prefixed(model, err), 0) end
   return emitted
 end

@@ -22,6 +22,33 @@ describe("dp.gold", function()
     H.sh("touch -d '@" .. (1700000000 + n) .. "' " .. H.sh_quote(path))
   end
 
+  it("one query only: the check knows PostgreSQL's strings, quoted names, dollar quotes and comments", function()
+    local check = H.core.gold_sql_check
+    for _, ok in ipairs({
+      "SELECT 1", "  with a AS (SELECT 1) SELECT * FROM a", "VALUES (1)", "TABLE silver.x", "(SELECT 1) UNION (SELECT 2)",
+      "SELECT ';' AS x", "SELECT 'it''s; fine'", "SELECT E'\\'; still a string'", [[SELECT "a;b" FROM t]],
+      "SELECT $$ ; $$", "SELECT $tag$ ; $$ ; $tag$", "SELECT 1 -- ; comment", "SELECT /* ; /* nested ; */ ; */ 1",
+      "SELECT 1;", "SELECT 1 ; -- trailing\n ;  ", "-- comment first\nSELECT 1", "select a$b FROM t",
+    }) do
+      assert.is_true(check(ok), ok)
+    end
+    for sql, why in pairs({
+      ["SELECT 1; DELETE FROM audit.x"] = "the SQL holds a second statement after the ';' on line 1",
+      ["SELECT 'a'\n;\nCOMMIT"] = "the SQL holds a second statement after the ';' on line 2",
+      ["SELECT E'\\''; DROP TABLE t"] = "the SQL holds a second statement",
+      ["SELECT $$x$$; SET ROLE dp"] = "the SQL holds a second statement",
+      ["COMMIT"] = "only a query can run here (SELECT, WITH, VALUES or TABLE), not COMMIT (line 1)",
+      ["\n  reset role"] = "not RESET (line 2)",
+      ["/* x */ DO $$ BEGIN END $$"] = "not DO",
+      ["  "] = "the SQL is empty",
+      ["-- only a comment"] = "the SQL is empty",
+    }) do
+      local ok, err = check(sql)
+      assert.is_nil(ok, sql)
+      assert.matches(why, err, 1, true)
+    end
+  end)
+
   it("ref names the current silver view or a gold table, only for declared inputs", function()
     local ref = gold.make_ref(MODEL, 1)
     assert.are.equal('silver."bank__transactions_current"', ref("bank.transactions"))

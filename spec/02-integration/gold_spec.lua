@@ -270,12 +270,18 @@ return {
 
   it("ctx:query is read-only", function()
     silver("CREATE SEQUENCE silver.seq")
-    expect_failure([[
+    local script = [[
 return {
   rows = function(ctx)
     for r in ctx:query("SELECT nextval('silver.seq') AS n") do end
   end,
-}]], "overview%.lua:3: ctx:query: .*read%-only transaction")
+}]]
+    -- the gold role may not use the sequence (docs/gold.md#the-sql-sandbox) ...
+    expect_failure(script, "overview%.lua:3: ctx:query: permission denied for sequence seq")
+    -- ... and where a deployer granted it, the read-only transaction still refuses the write
+    silver("GRANT USAGE ON SEQUENCE silver.seq TO dp_gold")
+    expect_failure(script, "overview%.lua:3: ctx:query: .*read%-only transaction")
+    silver("REVOKE USAGE ON SEQUENCE silver.seq FROM dp_gold")
     assert.are.equal("1", rows("SELECT nextval('silver.seq') AS n")[1].n)
     assert.are.equal("5", rows([[SELECT count(*) AS n FROM silver."bank__transactions_current"]])[1].n)
   end)
