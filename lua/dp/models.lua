@@ -10,6 +10,8 @@ local quote, hint = schema.quote, schema.hint
 M.COLUMN_TYPES = { "string", "text", "integer", "bigint", "decimal", "double", "boolean", "date",
   "timestamp", "json", "uuid" }
 M.PG_IDENTIFIER_MAX = 63
+-- PostgreSQL's system columns: every table has them, so no column may take their names.
+M.PG_SYSTEM_COLUMNS = { "oid", "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid" }
 
 ---------------------------------------------------------------------------------------------
 -- Validators (true | nil, err)
@@ -77,13 +79,46 @@ function M.cron(v)
   return true
 end
 
-function M.timezone(v)
-  for seg in (v .. "/"):gmatch("([^/]*)/") do
-    if not seg:match("^[%a][%w_+%-]*$") then
-      return nil, quote(v) .. " is not a time zone name (e.g. UTC, Europe/Berlin)"
+-- Column names: identifiers that are not PostgreSQL system columns.
+function M.column_name(v)
+  local ok, err = M.identifier(v)
+  if not ok then return nil, err end
+  for _, sys in ipairs(M.PG_SYSTEM_COLUMNS) do
+    if v == sys then
+      return nil, quote(v) .. " is reserved: PostgreSQL gives every table a system column of that name ("
+        .. table.concat(M.PG_SYSTEM_COLUMNS, ", ") .. "); use another name and set path to " .. quote(v)
     end
   end
   return true
+end
+
+-- Where the IANA time zone database is: $TZDIR, else /usr/share/zoneinfo.
+function M.zoneinfo_dir()
+  local d = os.getenv("TZDIR")
+  if d == nil or d == "" then d = "/usr/share/zoneinfo" end
+  return d
+end
+
+-- An IANA time zone name that names a zone file of the time zone database (a file starting
+-- with the TZif magic: not a folder such as Europe, not zone.tab). UTC is always known.
+function M.timezone(v)
+  local bad = quote(v) .. " is not a time zone name (e.g. UTC, Europe/Berlin)"
+  for seg in (v .. "/"):gmatch("([^/]*)/") do
+    if not seg:match("^[%a][%w_+%-]*$") then return nil, bad end -- also refuses "", ".", ".."
+  end
+  if v == "UTC" then return true end
+  local dir = M.zoneinfo_dir()
+  local f = io.open(dir .. "/" .. v, "rb")
+  local magic = f and f:read(4)
+  if f then f:close() end
+  if magic == "TZif" then return true end
+  local probe = io.open(dir .. "/UTC", "rb")
+  if probe then probe:close() else
+    return nil, quote(v) .. " cannot be checked: no time zone database in " .. dir
+      .. " (install tzdata, or set TZDIR)"
+  end
+  return nil, quote(v) .. " is not a time zone in the time zone database (" .. dir
+    .. "): give an IANA name such as UTC or Europe/Berlin"
 end
 
 -- A glob matched against file names in one folder.
@@ -130,7 +165,7 @@ end
 
 M.typedefs = {
   name = { type = "string", required = true, custom_validator = M.identifier },
-  description = { type = "string" },
+  description = { type = "string", multiline = true },
   enabled = { type = "boolean", default = true },
 }
 local T = M.typedefs
@@ -189,7 +224,7 @@ end
 M.Column = schema.define {
   type = "record",
   fields = {
-    { name = T.name },
+    { name = { type = "string", required = true, custom_validator = M.column_name } },
     { type = { type = "string", required = true, one_of = M.COLUMN_TYPES } },
     { length = { type = "integer", between = { 1, 10485760 } } },
     { precision = { type = "integer", between = { 1, 1000 } } },
@@ -220,6 +255,24 @@ M.Column = schema.define {
   },
 }
 
+-- A delete marker's value is cast with its column's type at run time (docs/data-types.md), the
+-- way a source value is; one that cannot be cast would fail every silver run, and one that casts
+-- to NULL could never match. Checked here with the same cast (dp.core.cast). Returns nil or
+-- { "delete_marker.value", message }.
+function M.check_marker_value(col, value)
+  local ok_core, core = pcall(require, "dp.core")
+  if not ok_core or type(core.cast) ~= "function" then return nil end
+  local ok, cast_ok, canonical = pcall(core.cast, col, schema.encode(value))
+  if not ok then return nil end -- the column itself is invalid: reported at its own path
+  local what = schema.describe(value) .. " can never match column " .. quote(col.name) .. " ("
+    .. col.type .. ")"
+  if not cast_ok then
+    local why = tostring(canonical):gsub("^column [^:]*: ", "")
+    return { "delete_marker.value", what .. ": " .. why }
+  end
+  if canonical == nil then return { "delete_marker.value", what .. ": it reads as NULL" } end
+end
+
 -- Shared checks of entities and gold models: unique column names; primary key (and cursor)
 -- name existing, non-json columns.
 local function check_columns(rec)
@@ -249,6 +302,8 @@ local function check_columns(rec)
   if marker ~= nil then
     if not index[marker.column] then
       errs[#errs + 1] = { "delete_marker.column", quote(marker.column) .. " is not a column" .. hint(marker.column, names) }
+    else
+      errs[#errs + 1] = M.check_marker_value(rec.columns[index[marker.column]], marker.value)
     end
     if #rec.primary_key == 0 then
       errs[#errs + 1] = { "delete_marker", "needs a primary key: only a keyed row can be marked deleted" }
