@@ -240,14 +240,26 @@ local function enter(st, pos, path, depth)
   end
 end
 
+-- At the end of the text inside an object or array that starts at `open`: say so (a truncated
+-- file), instead of naming the token that was expected.
+local function check_eof(st, pos, open, what, path)
+  if pos > #st.text then
+    local l, c = line_col(st.text, open)
+    fail(st, pos, "the file ends inside the " .. what .. " that starts at line " .. l .. ", column " .. c
+      .. " (is the file cut short?)", path)
+  end
+end
+
 local function parse_object(st, pos, path, depth)
   enter(st, pos, path, depth)
   local text = st.text
   local obj, seen = {}, {}
   KIND[obj] = "object"
+  local open = pos
   pos = skip_ws(st, pos + 1)
   if sub(text, pos, pos) == "}" then return obj, pos + 1 end
   while true do
+    check_eof(st, pos, open, "object", path)
     if sub(text, pos, pos) ~= '"' then
       if sub(text, pos, pos) == "}" then fail(st, pos, 'a comma before "}": remove the trailing comma', path) end
       fail(st, pos, "expected a member name (a string in double quotes), found " .. found(st, pos), path)
@@ -263,13 +275,17 @@ local function parse_object(st, pos, path, depth)
     end
     seen[key] = kpos
     pos = skip_ws(st, pos)
+    check_eof(st, pos, open, "object", path)
     if sub(text, pos, pos) ~= ":" then
       fail(st, pos, 'expected ":" after the member name ' .. schema.quote(key) .. ", found " .. found(st, pos), path)
     end
     local v
-    v, pos = parse_value(st, skip_ws(st, pos + 1), kpath, depth)
+    pos = skip_ws(st, pos + 1)
+    check_eof(st, pos, open, "object", path)
+    v, pos = parse_value(st, pos, kpath, depth)
     obj[key] = v
     pos = skip_ws(st, pos)
+    check_eof(st, pos, open, "object", path)
     local c = sub(text, pos, pos)
     if c == "}" then return obj, pos + 1 end
     if c ~= "," then fail(st, pos, 'expected "," or "}" after the value of ' .. schema.quote(key) .. ", found " .. found(st, pos), path) end
@@ -282,15 +298,18 @@ local function parse_array(st, pos, path, depth)
   local text = st.text
   local arr, n = {}, 0
   KIND[arr] = "array"
+  local open = pos
   pos = skip_ws(st, pos + 1)
   if sub(text, pos, pos) == "]" then return arr, pos + 1 end
   while true do
+    check_eof(st, pos, open, "array", path)
     if sub(text, pos, pos) == "]" then fail(st, pos, 'a comma before "]": remove the trailing comma', path) end
     local v
     v, pos = parse_value(st, pos, (path or "") .. "[" .. n .. "]", depth)
     n = n + 1
     arr[n] = v
     pos = skip_ws(st, pos)
+    check_eof(st, pos, open, "array", path)
     local c = sub(text, pos, pos)
     if c == "]" then return arr, pos + 1 end
     if c ~= "," then fail(st, pos, 'expected "," or "]" after element [' .. (n - 1) .. "], found " .. found(st, pos), path) end

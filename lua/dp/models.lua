@@ -117,8 +117,8 @@ function M.timezone(v)
     return nil, quote(v) .. " cannot be checked: no time zone database in " .. dir
       .. " (install tzdata, or set TZDIR)"
   end
-  return nil, quote(v) .. " is not a time zone in the time zone database (" .. dir
-    .. "): give an IANA name such as UTC or Europe/Berlin"
+  return nil, quote(v) .. " is not a time zone of the IANA time zone database: give a name such as UTC"
+    .. " or Europe/Berlin"
 end
 
 -- A glob matched against file names in one folder.

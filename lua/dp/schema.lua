@@ -20,7 +20,8 @@
 -- len = {min, max}, match (Lua pattern), multiline (strings), unique (lists), custom_validator,
 -- description; records take checks / entity_checks. Paths are jq-like with 0-based indexes.
 -- cjson.null counts as absent. A string holding a control character (U+0000-U+001F, U+007F) is
--- refused, except tab, line feed and carriage return in a `multiline = true` field (NUL never).
+-- refused, except tab, and line feed and carriage return in a `multiline = true` field (NUL
+-- never).
 -- Validation never mutates its input and collects every error.
 local M = {}
 
@@ -383,12 +384,12 @@ function validate_present(def, v, path, errs)
   local out = v
   if t == "string" then
     if k ~= "string" then expected(errs, path, "a string", v); return nil end
-    local cc = v:find(def.multiline and "[%z\1-\8\11\12\14-\31\127]" or "[%z\1-\31\127]")
+    local cc = v:find(def.multiline and "[%z\1-\8\11\12\14-\31\127]" or "[%z\1-\8\10-\31\127]")
     if cc then
       local b = v:byte(cc)
       add(errs, path, M.describe(v) .. " holds a control character (" .. string.format("U+%04X", b) .. ")"
-        .. (b == 0 and "" or def.multiline and "; only tab and line breaks are allowed here"
-          or "; this field must be one line of printable text"))
+        .. (b == 0 and "" or def.multiline and ": only tabs and line breaks are allowed here"
+          or ": this field must be a single line (tabs are allowed)"))
       return nil
     end
     if check_one_of(errs, path, def, v) and check_len(errs, path, def, #v, "character") and def.match
