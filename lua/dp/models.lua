@@ -10,6 +10,8 @@ local quote, hint = schema.quote, schema.hint
 M.COLUMN_TYPES = { "string", "text", "integer", "bigint", "decimal", "double", "boolean", "date",
   "timestamp", "json", "uuid" }
 M.PG_IDENTIFIER_MAX = 63
+-- core/gold.c builds a table model as gold."<name>__build" and swaps it in.
+M.GOLD_BUILD_SUFFIX = "__build"
 -- PostgreSQL's system columns: every table has them, so no column may take their names.
 M.PG_SYSTEM_COLUMNS = { "oid", "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid" }
 
@@ -213,7 +215,24 @@ M.Trigger = schema.define {
   },
 }
 
-local triggers = { type = "list", elements = M.Trigger, default = {} }
+-- Callback triggers are addressed by name (POST /api/v1/hooks/{system}/{name}): one name, one
+-- trigger.
+local function unique_callbacks(list)
+  local seen = {}
+  for i, t in ipairs(list) do
+    if t.type == "callback" then
+      local n = t.name or ""
+      if seen[n] then
+        return nil, "two callback triggers named " .. quote(n) .. " ([" .. seen[n] .. "] and [" .. (i - 1)
+          .. "]): a callback is addressed by its name"
+      end
+      seen[n] = i - 1
+    end
+  end
+  return true
+end
+
+local triggers = { type = "list", elements = M.Trigger, default = {}, custom_validator = unique_callbacks }
 
 local function only_when(col, field, col_type)
   if col[field] ~= nil and col.type ~= col_type then
@@ -397,6 +416,15 @@ M.GoldModel = schema.define {
     function(m)
       if m.materialization == "incremental" and #m.primary_key == 0 then
         return nil, { { "primary_key", 'required when materialization is "incremental"' } }
+      end
+      return true
+    end,
+    function(m) -- the model is built as gold."<name>__build" (with an index "<name>__build_pkey")
+      local longest = m.name .. M.GOLD_BUILD_SUFFIX .. (#m.primary_key > 0 and "_pkey" or "")
+      if #longest > M.PG_IDENTIFIER_MAX then
+        return nil, { { "name", string.format("%s is %d bytes: the model's build %s %s would be %d bytes, over"
+          .. " PostgreSQL's 63-byte limit", quote(m.name), #m.name, #m.primary_key > 0 and "index" or "table",
+          quote(longest), #longest) } }
       end
       return true
     end,
