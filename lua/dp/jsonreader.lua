@@ -227,6 +227,9 @@ local function parse_number(st, pos, path)
   if v == math.huge or v == -math.huge then
     fail(st, pos, lit .. " is too large for a number", path)
   end
+  if v == 0 and lit:match("^-?[0-9.]*[1-9]") then
+    fail(st, pos, lit .. " is too small for a number (it would read as 0)", path)
+  end
   if v > M.MAX_EXACT or v < -M.MAX_EXACT then
     fail(st, pos, lit .. " cannot be kept exactly: metadata numbers must lie within"
       .. " -9007199254740991 and 9007199254740991 (2^53-1); write a larger value as a string", path)

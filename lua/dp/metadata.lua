@@ -125,7 +125,7 @@ local function load_connectors(systems, opts, errs)
   local connectors, failed = {}, {}
   for i, s in ipairs(systems) do
     local t = type(s) == "table" and s.type
-    if type(t) == "string" and t:match("^[a-z][a-z0-9_]*$") then
+    if type(t) == "string" and models.connector_type(t) then -- (else: reported by the model)
       if not connectors[t] and not failed[t] then
         local path = (opts.scripts_dir or ".") .. "/connectors/" .. t .. ".lua"
         local f = io.open(path, "rb")
@@ -245,6 +245,23 @@ function M.load_texts(texts, opts)
     end
   end
 
+  -- Silver makes more than a table per entity, in the same PostgreSQL namespace: the view
+  -- "<system>__<entity>_current" and the index "<system>__<entity>_key". An entity named like
+  -- one of them would collide with it.
+  for i, e in ipairs(entities) do
+    if e then
+      for _, suffix in ipairs({ "_current", "_key" }) do
+        local base = e.name:sub(1, -#suffix - 1)
+        local other = e.name:sub(-#suffix) == suffix and entity_at[e.system .. "." .. base]
+        if other then
+          errs.add("entities.json", i - 1, string.format('entities.json[%d].name: %s clashes with the %s silver.%s'
+            .. ' of entity %s (entities.json[%d]): choose another name', i - 1, quote(e.name),
+            suffix == "_current" and "view" or "index", quote(e.system .. "__" .. e.name), quote(e.system .. "." .. base), other))
+        end
+      end
+    end
+  end
+
   local gold, gold_at, gold_names = {}, {}, {}
   for i, g in ipairs(gold_raw) do
     local p = "gold.json[" .. (i - 1) .. "]"
@@ -269,6 +286,17 @@ function M.load_texts(texts, opts)
       if f then f:close() else
         errs.add("gold.json", i - 1, p .. ".script: no gold script " .. quote(v.script) .. " (" .. path .. " does not exist)")
       end
+    end
+  end
+
+  -- a keyed gold model has the index gold."<name>_pkey": no model may take that name
+  for i, g in ipairs(gold) do
+    local base = g and g.name:match("^(.+)_pkey$")
+    local other = base and gold_at[base]
+    if other and gold[other + 1] and #gold[other + 1].primary_key > 0 then
+      errs.add("gold.json", i - 1, string.format('gold.json[%d].name: %s clashes with the primary key index'
+        .. ' gold.%s of gold model %s (gold.json[%d]): choose another name', i - 1, quote(g.name), quote(g.name),
+        quote(base), other))
     end
   end
 

@@ -42,6 +42,8 @@ local DAYS = { sun = 0, mon = 1, tue = 2, wed = 3, thu = 4, fri = 5, sat = 6 }
 local CRON_FIELDS = { { "minute", 0, 59 }, { "hour", 0, 23 }, { "day of month", 1, 31 },
   { "month", 1, 12, MONTHS }, { "day of week", 0, 7, DAYS } }
 
+local function short(x) return #x > 20 and x:sub(1, 17) .. "..." or x end
+
 local function cron_field(part, f)
   local name, lo, hi, names = f[1], f[2], f[3], f[4]
   for item in (part .. ","):gmatch("([^,]*),") do
@@ -55,12 +57,12 @@ local function cron_field(part, f)
       for _, x in ipairs(a and { a, b } or { range }) do
         local n = x:match("^%d+$") and tonumber(x) or (names and names[x:lower()])
         if not n then return name .. " " .. quote(x) .. " is not a number" .. (names and " or a name" or "") end
-        if n < lo or n > hi then return name .. " " .. x .. " is out of range " .. lo .. "-" .. hi end
+        if n < lo or n > hi then return name .. " " .. short(x) .. " is out of range " .. lo .. "-" .. hi end
       end
       if a then
         local na = tonumber(a) or names[a:lower()]
         local nb = tonumber(b) or names[b:lower()]
-        if na > nb then return name .. " range " .. range .. " is reversed" end
+        if na > nb then return name .. " range " .. short(range) .. " is reversed" end
       end
     end
   end
@@ -131,6 +133,7 @@ end
 
 -- Path of a gold script relative to the gold/ folder.
 function M.script_path(v)
+  if #v > 255 then return nil, quote(v) .. " is " .. #v .. " bytes: a script path has at most 255" end
   if v:sub(1, 1) == "/" or not v:match("^[%w_%-%./]+%.lua$") then
     return nil, quote(v) .. " is not a script path: give a .lua file relative to gold/, e.g. daily_spend.lua"
   end
@@ -159,8 +162,12 @@ local function connector_type(v)
   if not v:match("^[a-z][a-z0-9_]*$") then
     return nil, quote(v) .. " is not a connector type: use lowercase letters, digits and _"
   end
+  if #v > M.PG_IDENTIFIER_MAX then
+    return nil, quote(v) .. " is " .. #v .. " bytes: a connector type has at most 63"
+  end
   return true
 end
+M.connector_type = connector_type
 
 ---------------------------------------------------------------------------------------------
 -- Typedefs

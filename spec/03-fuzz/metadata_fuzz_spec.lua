@@ -25,7 +25,7 @@ local null = schema.null
 local FILES = metadata.FILES
 
 local SEEDS = { 11, 2024, 31337 }
-if os.getenv("DP_FUZZ_SEED") then SEEDS = { assert(tonumber(os.getenv("DP_FUZZ_SEED")), "DP_FUZZ_SEED: a number") } end
+if os.getenv("DP_FUZZ_SEED") then SEEDS = { (assert(tonumber(os.getenv("DP_FUZZ_SEED")), "DP_FUZZ_SEED must be a number")) } end
 local ITER = tonumber(os.getenv("DP_FUZZ_ITER") or "") or 400
 
 -- The corpora: metadata folders and the scripts folder (connectors/, gold/) each validates with.
