@@ -183,8 +183,10 @@ M.SecretRef = schema.define {
   type = "record",
   fields = {
     { secret = { type = "string", required = true, custom_validator = function(v)
-      if v:match("^[A-Za-z0-9_.-]+$") then return true end
-      return nil, quote(v) .. " is not a secret name: use letters, digits, _, . and -"
+      -- the engine's rule for secret names (core/secrets.c): so that a name that validates can
+      -- be looked up (it is a file name under DP_SECRETS_DIR too: never "." or "..")
+      if v:match("^[A-Za-z0-9_.-]+$") and v ~= "." and v ~= ".." and #v <= 128 then return true end
+      return nil, quote(v) .. " is not a secret name: use 1 to 128 letters, digits, _, . and -"
     end } },
   },
 }

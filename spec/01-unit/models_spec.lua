@@ -57,7 +57,7 @@ describe("models", function()
 
     it("rejects other keys, bad names and other kinds", function()
       assert.same({ 'x.name: unknown field' }, errors(field, { secret = "a", name = "b" }))
-      assert.same({ 'x.secret: "a b" is not a secret name: use letters, digits, _, . and -' }, errors(field, { secret = "a b" }))
+      assert.same({ 'x.secret: "a b" is not a secret name: use 1 to 128 letters, digits, _, . and -' }, errors(field, { secret = "a b" }))
       assert.same({ "x: expected a string or an object, got 5" }, errors(field, 5))
       assert.same({ "x: must have at least 1 character, got 0" }, errors(field, ""))
       assert.same({ "x: required field missing" }, errors(field, nil))
@@ -308,6 +308,18 @@ describe("models", function()
       assert.same({ 'x.delete_marker.value: "x" can never match column "id" (bigint): "x" is not an integer' },
         errors(models.Entity, marker("id", "x")))
       ok(models.Entity, marker("id", 9007199254740991))
+    end)
+
+    it("secret names follow the engine's rule, so that a valid reference can be looked up", function()
+      local field = models.string_or_secret { required = true }
+      for _, bad in ipairs({ ".", "..", string.rep("s", 129) }) do
+        assert.same({ 'x.secret: ' .. schema.quote(bad) .. ' is not a secret name: use 1 to 128 letters, digits, _, . and -' },
+          errors(field, { secret = bad }))
+        -- the engine's lookup refuses the same names, with the same words
+        assert.matches("is not a secret name: use 1 to 128 letters", select(2, require("dp.core").secret_get(bad)), 1, true)
+      end
+      ok(field, { secret = string.rep("s", 128) })
+      assert.not_matches("is not a secret name", select(2, require("dp.core").secret_get(string.rep("s", 128))))
     end)
 
     it("callback triggers have unique names", function()
