@@ -224,14 +224,15 @@ local function parse_number(st, pos, path)
     fail(st, pos, schema.quote(word) .. " is not a JSON number", path)
   end
   local v = tonumber(lit)
+  local shown = #lit > 40 and (sub(lit, 1, 37) .. "...") or lit
   if v == math.huge or v == -math.huge then
-    fail(st, pos, lit .. " is too large for a number", path)
+    fail(st, pos, shown .. " is too large for a number", path)
   end
   if v == 0 and lit:match("^-?[0-9.]*[1-9]") then
-    fail(st, pos, lit .. " is too small for a number (it would read as 0)", path)
+    fail(st, pos, shown .. " is too small for a number (it would read as 0)", path)
   end
   if v > M.MAX_EXACT or v < -M.MAX_EXACT then
-    fail(st, pos, lit .. " cannot be kept exactly: metadata numbers must lie within"
+    fail(st, pos, shown .. " cannot be kept exactly: metadata numbers must lie within"
       .. " -9007199254740991 and 9007199254740991 (2^53-1); write a larger value as a string", path)
   end
   return v, after

@@ -34,7 +34,7 @@ local function collector()
   local c = {}
   function c.add(file, index, text)
     seq = seq + 1
-    list[#list + 1] = { RANK[file] or 9, index or -1, seq, text }
+    list[#list + 1] = { RANK[file] or 9, index or -1, seq, schema.one_line(text) }
   end
   function c.add_all(file, index, texts)
     for _, t in ipairs(texts) do c.add(file, index, t) end

@@ -350,8 +350,25 @@ end
 ---------------------------------------------------------------------------------------------
 -- Validation
 
+-- Messages are one line of bounded length, whatever a validator (a connector's, say) put in
+-- them: control characters are escaped and a message over MAX_MESSAGE bytes is cut (at a
+-- character boundary) with "...".
+M.MAX_MESSAGE = 500
+
+local function one_line(msg)
+  msg = tostring(msg):gsub("[%z\1-\31\127]", function(c) return string.format("\\u%04x", c:byte()) end)
+  if #msg > M.MAX_MESSAGE then
+    local cut = M.MAX_MESSAGE - 3
+    while cut > 1 and msg:byte(cut + 1) and msg:byte(cut + 1) >= 0x80 and msg:byte(cut + 1) < 0xC0 do cut = cut - 1 end
+    msg = msg:sub(1, cut) .. "..."
+  end
+  return msg
+end
+
+M.one_line = one_line
+
 local function add(errs, path, msg)
-  errs[#errs + 1] = (path ~= "" and (path .. ": ") or "") .. msg
+  errs[#errs + 1] = one_line((path ~= "" and (path .. ": ") or "") .. msg)
 end
 
 local function expected(errs, path, what, v)

@@ -334,6 +334,14 @@ describe("schema DSL", function()
       assert.equal("[9007199254740991,123456789012345.5,0.1,-2]", schema.encode(setmetatable({ 9007199254740991, 123456789012345.5, 0.1, -2 }, schema.ARRAY)))
     end)
 
+    it("keeps every message one line of bounded length, whatever a validator returns", function()
+      local def = { type = "string", custom_validator = function(v) return nil, "bad:\n" .. v end }
+      local errs = errors_of(def, string.rep("é", 1000), "p")
+      assert.equal(schema.MAX_MESSAGE, #errs[1])
+      assert.matches("^p: bad:\\u000aé", errs[1])
+      assert.matches("é%.%.%.$", errs[1])
+    end)
+
     it("checks multiline in definitions", function()
       assert.has_error(function() schema.define({ type = "string", multiline = "yes" }) end, "schema.define: multiline must be a boolean")
     end)

@@ -119,7 +119,8 @@ end
 local NUMBERS = { "0", "-1", "1", "1.0", "1.5", "-0", "2147483647", "2147483648", "-2147483649",
   "9007199254740991", "9007199254740992", "9007199254740993", "9223372036854775807",
   "9223372036854775808", "18446744073709551616", "1e308", "1e309", "-1e309", "1e-400", "1E+2",
-  "10485760", "10485761", "1000", "1001", "63", "64", "36500", "36501", "0.1", "123456789012345678901234567890" }
+  "10485760", "10485761", "1000", "1001", "63", "64", "36500", "36501", "0.1", "123456789012345678901234567890",
+  string.rep("9", 5000), "0." .. string.rep("0", 400) .. "1" }
 
 local STRINGS = { "", " ", "x", "ctid", "xmin", "tableoid", "cmax", "oid", "_dp_run_id", "_dp_x", "a__b", "Bank",
   "select", "user", "order", string.rep("a", 63), string.rep("a", 64), "../etc/passwd", "a/b", "a.b", "a..b",
@@ -127,7 +128,8 @@ local STRINGS = { "", " ", "x", "ctid", "xmin", "tableoid", "cmax", "oid", "_dp_
   "in\0box", "a\nb", "tab\there", "bell\7", "del\127", "é", "😀", "\\", '"', "{\"secret\":\"x\"}",
   "string", "text", "integer", "bigint", "decimal", "double", "boolean", "date", "timestamp", "json", "uuid",
   "full", "delta", "close", "tombstone", "ignore", "reject", "fail", "scd1", "scd2", "table", "incremental",
-  "schedule", "file", "after", "callback", "bank", "fitness", "bank.transactions", "*.jsonl" }
+  "schedule", "file", "after", "callback", "bank", "fitness", "bank.transactions", "*.jsonl",
+  string.rep("a/", 5000), string.rep("x", 5000) .. ".lua", string.rep("9", 3000) .. " * * * *" }
 
 local function value(r)
   local k = r.int(1, 12)
@@ -247,7 +249,7 @@ local function check_messages(errs, ctx)
       assert(not e:find(bad), ctx .. ": message shows internals (" .. bad .. "): " .. e:sub(1, 300))
     end
     assert(not e:find("[%z\1-\31\127]"), ctx .. ": message holds a control character: " .. schema.quote(e))
-    assert(#e <= 1000, ctx .. ": message of " .. #e .. " bytes")
+    assert(#e <= schema.MAX_MESSAGE, ctx .. ": message of " .. #e .. " bytes")
   end
 end
 
