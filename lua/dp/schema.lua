@@ -61,6 +61,7 @@ function M.deep_copy(v)
   if type(v) ~= "table" then return v end
   local out = {}
   for k, x in pairs(v) do out[k] = M.deep_copy(x) end
+  M.KIND[out] = M.KIND[v] -- a decoded {} or [] stays what it was
   return setmetatable(out, getmetatable(v) == M.ARRAY and M.ARRAY or nil)
 end
 

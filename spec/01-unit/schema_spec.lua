@@ -325,6 +325,9 @@ describe("schema DSL", function()
       assert.same({ 'l: expected an array, got an empty object' }, errors_of({ type = "list", elements = { type = "string" } }, v.obj, "l"))
       assert.same({ 'm: expected an object, got an empty array' }, errors_of({ type = "map", values = { type = "string" } }, v.arr, "m"))
       assert.same({ 'r: expected an object, got an empty array' }, errors_of(record({ { a = { type = "string" } } }), v.arr, "r"))
+      -- a value of type any keeps them apart through validation and encoding
+      local any = reader.decode('{"a": [], "b": {}, "c": [{"d": []}]}')
+      assert.equal('{"a":[],"b":{},"c":[{"d":[]}]}', schema.encode(schema.validate({ type = "any" }, any)))
       -- an unmarked empty Lua table still fits both
       assert.same({}, schema.validate({ type = "list", elements = { type = "string" } }, {}))
       assert.same({}, schema.validate({ type = "map", values = { type = "string" } }, {}))
