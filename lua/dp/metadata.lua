@@ -171,7 +171,7 @@ local function validate_systems(systems, connectors, errs)
       v, e = validate_item(models.System, s, p)
     end
     if e then errs.add_all("systems.json", i - 1, e) end
-    out[i] = v
+    out[i] = v or false -- (false, not nil: later loops must see every item)
   end
   return out
 end
@@ -227,7 +227,7 @@ function M.load_texts(texts, opts)
     local conn = type(sys) == "string" and connectors[system_type[sys] or false]
     local v, ve = validate_item(conn and conn.entity_model or models.Entity, e, p)
     if ve then errs.add_all("entities.json", i - 1, ve) end
-    entities[i] = v
+    entities[i] = v or false
     if type(sys) == "string" and not system_at[sys] and sys:match("^[a-z][a-z0-9_]*$")
         and complete["systems.json"] then
       errs.add("entities.json", i - 1, p .. ".system: " .. quote(sys) .. " is not a system in systems.json"
@@ -267,7 +267,7 @@ function M.load_texts(texts, opts)
     local p = "gold.json[" .. (i - 1) .. "]"
     local v, ge = validate_item(models.GoldModel, g, p)
     if ge then errs.add_all("gold.json", i - 1, ge) end
-    gold[i] = v
+    gold[i] = v or false
     local n = name_of(g)
     if n then
       if gold_at[n] then
