@@ -2,7 +2,8 @@
 -- (dropped and duplicated keys, wrong kinds, null elements, boundary numbers, control bytes,
 -- invalid UTF-8, byte order marks, UTF-16, deep nesting, truncation, huge strings), each checked
 -- by an oracle:
---   * the validator never raises, never hangs, never crashes the engine binary;
+--   * the validator never raises and answers within 5 s; the engine binary never crashes and
+--     never hangs (killed after 60 s);
 --   * a rejected mutant gets at least one message, each naming its file and where (a JSON path,
 --     or line:column for a file that is not JSON), one line, short, without parser internals
 --     (no "T_" token names, no "cjson", no Lua traceback or validator crash); the binary prints
@@ -300,6 +301,20 @@ local function mutant(r, base)
   return texts, table.concat(what, "; "), must_reject
 end
 
+-- H.engine under a deadline: a hang is killed after 60 s and shows as exit 137.
+local function engine_timed(env, ...)
+  local parts = { "timeout", "-s", "KILL", "60", "env" }
+  for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. H.sh_quote(v) end
+  parts[#parts + 1] = H.sh_quote(H.bin)
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.sh_quote(a) end
+  local errfile = os.tmpname()
+  local rc, out = H.sh(table.concat(parts, " ") .. " 2>" .. H.sh_quote(errfile))
+  local err = H.read_file(errfile)
+  os.remove(errfile)
+  assert(rc ~= 137, "dp-engine " .. table.concat({ ... }, " ") .. " hung (killed after 60 s)")
+  return rc, out, err
+end
+
 local function write_dir(dir, texts)
   for _, file in ipairs(FILES) do
     os.remove(dir .. "/" .. file)
@@ -346,7 +361,7 @@ describe("metadata fuzzing", function()
         -- a sample through the binary: same messages, exit 2 (or 0 and the summary)
         if (not meta and binary_left > 0 and iter % 7 == 0) or (meta and accepted_binary > 0) then
           write_dir(tmp, texts)
-          local rc, out, err = H.engine({ DP_HOME = H.root, DP_SCRIPTS = CORPORA[ci].scripts, DP_LOG_LEVEL = "warn" },
+          local rc, out, err = engine_timed({ DP_HOME = H.root, DP_SCRIPTS = CORPORA[ci].scripts, DP_LOG_LEVEL = "warn" },
             "metadata", "validate", "--dir", tmp)
           counts.binary = counts.binary + 1
           if meta then
@@ -409,7 +424,7 @@ describe("metadata fuzzing", function()
           assert(pg:query("DROP TABLE IF EXISTS silver.bank__accounts, silver.bank__accounts__rejected CASCADE"))
           assert(pg:query("DELETE FROM dp.entity_state WHERE system = 'bank' AND entity = 'accounts'"))
           write_dir(tmp, texts)
-          local rc, _, err = H.engine(H.with(env, { DP_METADATA = tmp, DP_SCRIPTS = CORPORA[2].scripts }),
+          local rc, _, err = engine_timed(H.with(env, { DP_METADATA = tmp, DP_SCRIPTS = CORPORA[2].scripts }),
             "run", "bank", "--entity", "accounts")
           assert(rc == 0, ctx .. ": run exits " .. tostring(rc) .. ": " .. tostring(err))
           local want = {}
