@@ -449,8 +449,9 @@ static int cast_from_double(const dp_column *col, double d, dp_buf *out, dp_err 
         return dp_err_set(e, DP_ECAST, "%s is out of range for a timestamp (epoch seconds)", b);
       return 0;
     }
-    case DP_T_BOOLEAN:
-      return dp_err_set(e, DP_ECAST, "%s is not a boolean", b);
+    case DP_T_BOOLEAN: /* 1.0 and 0.0 are the integers 1 and 0, as -7.0 is an integer above */
+      if (d == 0.0 || d == 1.0) return dp_buf_puts(out, d == 1.0 ? "true" : "false");
+      return dp_err_set(e, DP_ECAST, "%s is not a boolean (only 0 and 1 are)", b);
     default: return dp_err_set(e, DP_ECAST, "%s (a number) is not a %s", b, dp_type_name(col->type));
   }
 }

@@ -11,18 +11,13 @@
 local schema = require "dp.schema"
 local models = require "dp.models"
 local sandbox = require "dp.sandbox"
+local jsonreader = require "dp.jsonreader"
 
 local M = {}
 local quote, hint = schema.quote, schema.hint
 
 M.FILES = { "systems.json", "entities.json", "gold.json" }
 local RANK = { ["systems.json"] = 1, ["entities.json"] = 2, ["gold.json"] = 3 }
-
-local function new_json()
-  local cjson = require("cjson").new()
-  cjson.decode_invalid_numbers(false) -- NaN / Infinity / hex are not JSON
-  return cjson
-end
 
 -- Line and column (1-based) of a byte offset in text.
 function M.line_col(text, byte)
@@ -39,7 +34,7 @@ local function collector()
   local c = {}
   function c.add(file, index, text)
     seq = seq + 1
-    list[#list + 1] = { RANK[file] or 9, index or -1, seq, text }
+    list[#list + 1] = { RANK[file] or 9, index or -1, seq, schema.one_line(text) }
   end
   function c.add_all(file, index, texts)
     for _, t in ipairs(texts) do c.add(file, index, t) end
@@ -57,20 +52,15 @@ local function collector()
   return c
 end
 
+-- Decodes one file with the strict reader (dp.jsonreader: file:line:column messages in words,
+-- duplicate keys, BOM / UTF-16, NUL, invalid UTF-8 and inexact numbers refused).
 local function decode(file, text, errs)
-  local json = new_json()
-  local ok, v = pcall(json.decode, text)
-  if not ok then
-    local msg = tostring(v)
-    local at = tonumber(msg:match("at character (%d+)"))
-    if at then
-      local line, col = M.line_col(text, at)
-      msg = msg .. " (line " .. line .. ", column " .. col .. ")"
-    end
-    errs.add(file, -1, file .. ": invalid JSON: " .. msg)
+  local v, err = jsonreader.decode(text, file)
+  if err then
+    errs.add(file, -1, err)
     return nil
   end
-  if not text:match("^[%s]*%[") then
+  if schema.kind(v) ~= "array" then
     errs.add(file, -1, file .. ": expected a JSON array at the top level, got " .. schema.describe(v))
     return nil
   end
@@ -135,7 +125,7 @@ local function load_connectors(systems, opts, errs)
   local connectors, failed = {}, {}
   for i, s in ipairs(systems) do
     local t = type(s) == "table" and s.type
-    if type(t) == "string" and t:match("^[a-z][a-z0-9_]*$") then
+    if type(t) == "string" and models.connector_type(t) then -- (else: reported by the model)
       if not connectors[t] and not failed[t] then
         local path = (opts.scripts_dir or ".") .. "/connectors/" .. t .. ".lua"
         local f = io.open(path, "rb")
@@ -154,6 +144,13 @@ local function load_connectors(systems, opts, errs)
   return connectors
 end
 
+-- Validates one item of a file; a null item is an error, not an absent one (schema.validate
+-- treats null as absent, which is right for fields, not for array elements).
+local function validate_item(model, item, p)
+  if item == schema.null then return nil, { p .. ": expected an object, got null" } end
+  return schema.validate(model, item, p)
+end
+
 local function validate_systems(systems, connectors, errs)
   local out = {}
   for i, s in ipairs(systems) do
@@ -161,7 +158,7 @@ local function validate_systems(systems, connectors, errs)
     local conn = type(s) == "table" and connectors[s.type]
     local v, e
     if conn then
-      v, e = schema.validate(conn.system_model, s, p)
+      v, e = validate_item(conn.system_model, s, p)
     elseif schema.kind(s) == "object" or schema.kind(s) == "empty" then
       -- no usable connector (reported above): check the base fields only
       local base = {}
@@ -169,12 +166,12 @@ local function validate_systems(systems, connectors, errs)
         local k = next(entry)
         base[k] = s[k]
       end
-      v, e = schema.validate(models.System, base, p)
+      v, e = validate_item(models.System, base, p)
     else
-      v, e = schema.validate(models.System, s, p)
+      v, e = validate_item(models.System, s, p)
     end
     if e then errs.add_all("systems.json", i - 1, e) end
-    out[i] = v
+    out[i] = v or false -- (false, not nil: later loops must see every item)
   end
   return out
 end
@@ -194,8 +191,11 @@ function M.load_texts(texts, opts)
       raw[file] = decode(file, texts[file], errs)
       complete[file] = raw[file] ~= nil
       raw[file] = raw[file] or {}
+      -- (an item that is not an object at all, e.g. null, is an error of its own and names
+      -- nothing: it does not switch the reference checks off)
       for _, item in ipairs(raw[file]) do
-        if not name_of(item) or (file == "entities.json" and type(item.system) ~= "string") then
+        if schema.kind(item) == "object"
+            and (not name_of(item) or (file == "entities.json" and type(item.system) ~= "string")) then
           complete[file] = false
         end
       end
@@ -225,9 +225,9 @@ function M.load_texts(texts, opts)
     local p = "entities.json[" .. (i - 1) .. "]"
     local sys = type(e) == "table" and e.system or nil
     local conn = type(sys) == "string" and connectors[system_type[sys] or false]
-    local v, ve = schema.validate(conn and conn.entity_model or models.Entity, e, p)
+    local v, ve = validate_item(conn and conn.entity_model or models.Entity, e, p)
     if ve then errs.add_all("entities.json", i - 1, ve) end
-    entities[i] = v
+    entities[i] = v or false
     if type(sys) == "string" and not system_at[sys] and sys:match("^[a-z][a-z0-9_]*$")
         and complete["systems.json"] then
       errs.add("entities.json", i - 1, p .. ".system: " .. quote(sys) .. " is not a system in systems.json"
@@ -245,12 +245,29 @@ function M.load_texts(texts, opts)
     end
   end
 
+  -- Silver makes more than a table per entity, in the same PostgreSQL namespace: the view
+  -- "<system>__<entity>_current" and the index "<system>__<entity>_key". An entity named like
+  -- one of them would collide with it.
+  for i, e in ipairs(entities) do
+    if e then
+      for _, suffix in ipairs({ "_current", "_key" }) do
+        local base = e.name:sub(1, -#suffix - 1)
+        local other = e.name:sub(-#suffix) == suffix and entity_at[e.system .. "." .. base]
+        if other then
+          errs.add("entities.json", i - 1, string.format('entities.json[%d].name: %s clashes with the %s silver.%s'
+            .. ' of entity %s (entities.json[%d]): choose another name', i - 1, quote(e.name),
+            suffix == "_current" and "view" or "index", quote(e.system .. "__" .. e.name), quote(e.system .. "." .. base), other))
+        end
+      end
+    end
+  end
+
   local gold, gold_at, gold_names = {}, {}, {}
   for i, g in ipairs(gold_raw) do
     local p = "gold.json[" .. (i - 1) .. "]"
-    local v, ge = schema.validate(models.GoldModel, g, p)
+    local v, ge = validate_item(models.GoldModel, g, p)
     if ge then errs.add_all("gold.json", i - 1, ge) end
-    gold[i] = v
+    gold[i] = v or false
     local n = name_of(g)
     if n then
       if gold_at[n] then
@@ -269,6 +286,17 @@ function M.load_texts(texts, opts)
       if f then f:close() else
         errs.add("gold.json", i - 1, p .. ".script: no gold script " .. quote(v.script) .. " (" .. path .. " does not exist)")
       end
+    end
+  end
+
+  -- a keyed gold model has the index gold."<name>_pkey": no model may take that name
+  for i, g in ipairs(gold) do
+    local base = g and g.name:match("^(.+)_pkey$")
+    local other = base and gold_at[base]
+    if other and gold[other + 1] and #gold[other + 1].primary_key > 0 then
+      errs.add("gold.json", i - 1, string.format('gold.json[%d].name: %s clashes with the primary key index'
+        .. ' gold.%s of gold model %s (gold.json[%d]): choose another name', i - 1, quote(g.name), quote(g.name),
+        quote(base), other))
     end
   end
 

@@ -10,6 +10,10 @@ local quote, hint = schema.quote, schema.hint
 M.COLUMN_TYPES = { "string", "text", "integer", "bigint", "decimal", "double", "boolean", "date",
   "timestamp", "json", "uuid" }
 M.PG_IDENTIFIER_MAX = 63
+-- core/gold.c builds a table model as gold."<name>__build" and swaps it in.
+M.GOLD_BUILD_SUFFIX = "__build"
+-- PostgreSQL's system columns: every table has them, so no column may take their names.
+M.PG_SYSTEM_COLUMNS = { "oid", "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid" }
 
 ---------------------------------------------------------------------------------------------
 -- Validators (true | nil, err)
@@ -38,6 +42,8 @@ local DAYS = { sun = 0, mon = 1, tue = 2, wed = 3, thu = 4, fri = 5, sat = 6 }
 local CRON_FIELDS = { { "minute", 0, 59 }, { "hour", 0, 23 }, { "day of month", 1, 31 },
   { "month", 1, 12, MONTHS }, { "day of week", 0, 7, DAYS } }
 
+local function short(x) return #x > 20 and x:sub(1, 17) .. "..." or x end
+
 local function cron_field(part, f)
   local name, lo, hi, names = f[1], f[2], f[3], f[4]
   for item in (part .. ","):gmatch("([^,]*),") do
@@ -51,12 +57,12 @@ local function cron_field(part, f)
       for _, x in ipairs(a and { a, b } or { range }) do
         local n = x:match("^%d+$") and tonumber(x) or (names and names[x:lower()])
         if not n then return name .. " " .. quote(x) .. " is not a number" .. (names and " or a name" or "") end
-        if n < lo or n > hi then return name .. " " .. x .. " is out of range " .. lo .. "-" .. hi end
+        if n < lo or n > hi then return name .. " " .. short(x) .. " is out of range " .. lo .. "-" .. hi end
       end
       if a then
         local na = tonumber(a) or names[a:lower()]
         local nb = tonumber(b) or names[b:lower()]
-        if na > nb then return name .. " range " .. range .. " is reversed" end
+        if na > nb then return name .. " range " .. short(range) .. " is reversed" end
       end
     end
   end
@@ -77,13 +83,46 @@ function M.cron(v)
   return true
 end
 
-function M.timezone(v)
-  for seg in (v .. "/"):gmatch("([^/]*)/") do
-    if not seg:match("^[%a][%w_+%-]*$") then
-      return nil, quote(v) .. " is not a time zone name (e.g. UTC, Europe/Berlin)"
+-- Column names: identifiers that are not PostgreSQL system columns.
+function M.column_name(v)
+  local ok, err = M.identifier(v)
+  if not ok then return nil, err end
+  for _, sys in ipairs(M.PG_SYSTEM_COLUMNS) do
+    if v == sys then
+      return nil, quote(v) .. " is reserved: PostgreSQL gives every table a system column of that name ("
+        .. table.concat(M.PG_SYSTEM_COLUMNS, ", ") .. "); use another name and set path to " .. quote(v)
     end
   end
   return true
+end
+
+-- Where the IANA time zone database is: $TZDIR, else /usr/share/zoneinfo.
+function M.zoneinfo_dir()
+  local d = os.getenv("TZDIR")
+  if d == nil or d == "" then d = "/usr/share/zoneinfo" end
+  return d
+end
+
+-- An IANA time zone name that names a zone file of the time zone database (a file starting
+-- with the TZif magic: not a folder such as Europe, not zone.tab). UTC is always known.
+function M.timezone(v)
+  local bad = quote(v) .. " is not a time zone name (e.g. UTC, Europe/Berlin)"
+  for seg in (v .. "/"):gmatch("([^/]*)/") do
+    if not seg:match("^[%a][%w_+%-]*$") then return nil, bad end -- also refuses "", ".", ".."
+  end
+  if v == "UTC" then return true end
+  local dir = M.zoneinfo_dir()
+  local f = io.open(dir .. "/" .. v, "rb")
+  local magic = f and f:read(4)
+  if f then f:close() end
+  if magic == "TZif" then return true end
+  local probe = io.open(dir .. "/UTC", "rb")
+  if probe then probe:close() else
+    return nil, quote(v) .. " cannot be checked: no time zone database in " .. dir
+      .. " (install tzdata, or set TZDIR)"
+  end
+  return nil, quote(v) .. " is not a time zone of the IANA time zone database: give a name such as UTC"
+    .. " or Europe/Berlin"
 end
 
 -- A glob matched against file names in one folder.
@@ -94,6 +133,7 @@ end
 
 -- Path of a gold script relative to the gold/ folder.
 function M.script_path(v)
+  if #v > 255 then return nil, quote(v) .. " is " .. #v .. " bytes: a script path has at most 255" end
   if v:sub(1, 1) == "/" or not v:match("^[%w_%-%./]+%.lua$") then
     return nil, quote(v) .. " is not a script path: give a .lua file relative to gold/, e.g. daily_spend.lua"
   end
@@ -122,15 +162,19 @@ local function connector_type(v)
   if not v:match("^[a-z][a-z0-9_]*$") then
     return nil, quote(v) .. " is not a connector type: use lowercase letters, digits and _"
   end
+  if #v > M.PG_IDENTIFIER_MAX then
+    return nil, quote(v) .. " is " .. #v .. " bytes: a connector type has at most 63"
+  end
   return true
 end
+M.connector_type = connector_type
 
 ---------------------------------------------------------------------------------------------
 -- Typedefs
 
 M.typedefs = {
   name = { type = "string", required = true, custom_validator = M.identifier },
-  description = { type = "string" },
+  description = { type = "string", multiline = true },
   enabled = { type = "boolean", default = true },
 }
 local T = M.typedefs
@@ -139,8 +183,10 @@ M.SecretRef = schema.define {
   type = "record",
   fields = {
     { secret = { type = "string", required = true, custom_validator = function(v)
-      if v:match("^[A-Za-z0-9_.-]+$") then return true end
-      return nil, quote(v) .. " is not a secret name: use letters, digits, _, . and -"
+      -- the engine's rule for secret names (core/secrets.c): so that a name that validates can
+      -- be looked up (it is a file name under DP_SECRETS_DIR too: never "." or "..")
+      if v:match("^[A-Za-z0-9_.-]+$") and v ~= "." and v ~= ".." and #v <= 128 then return true end
+      return nil, quote(v) .. " is not a secret name: use 1 to 128 letters, digits, _, . and -"
     end } },
   },
 }
@@ -178,7 +224,24 @@ M.Trigger = schema.define {
   },
 }
 
-local triggers = { type = "list", elements = M.Trigger, default = {} }
+-- Callback triggers are addressed by name (POST /api/v1/hooks/{system}/{name}): one name, one
+-- trigger.
+local function unique_callbacks(list)
+  local seen = {}
+  for i, t in ipairs(list) do
+    if t.type == "callback" then
+      local n = t.name or ""
+      if seen[n] then
+        return nil, "two callback triggers named " .. quote(n) .. " ([" .. seen[n] .. "] and [" .. (i - 1)
+          .. "]): a callback is addressed by its name"
+      end
+      seen[n] = i - 1
+    end
+  end
+  return true
+end
+
+local triggers = { type = "list", elements = M.Trigger, default = {}, custom_validator = unique_callbacks }
 
 local function only_when(col, field, col_type)
   if col[field] ~= nil and col.type ~= col_type then
@@ -189,7 +252,7 @@ end
 M.Column = schema.define {
   type = "record",
   fields = {
-    { name = T.name },
+    { name = { type = "string", required = true, custom_validator = M.column_name } },
     { type = { type = "string", required = true, one_of = M.COLUMN_TYPES } },
     { length = { type = "integer", between = { 1, 10485760 } } },
     { precision = { type = "integer", between = { 1, 1000 } } },
@@ -220,6 +283,24 @@ M.Column = schema.define {
   },
 }
 
+-- A delete marker's value is cast with its column's type at run time (docs/data-types.md), the
+-- way a source value is; one that cannot be cast would fail every silver run, and one that casts
+-- to NULL could never match. Checked here with the same cast (dp.core.cast). Returns nil or
+-- { "delete_marker.value", message }.
+function M.check_marker_value(col, value)
+  local ok_core, core = pcall(require, "dp.core")
+  if not ok_core or type(core.cast) ~= "function" then return nil end
+  local ok, cast_ok, canonical = pcall(core.cast, col, schema.encode(value))
+  if not ok then return nil end -- the column itself is invalid: reported at its own path
+  local what = schema.describe(value) .. " can never match column " .. quote(col.name) .. " ("
+    .. col.type .. ")"
+  if not cast_ok then
+    local why = tostring(canonical):gsub("^column [^:]*: ", "")
+    return { "delete_marker.value", what .. ": " .. why }
+  end
+  if canonical == nil then return { "delete_marker.value", what .. ": it reads as NULL" } end
+end
+
 -- Shared checks of entities and gold models: unique column names; primary key (and cursor)
 -- name existing, non-json columns.
 local function check_columns(rec)
@@ -249,6 +330,8 @@ local function check_columns(rec)
   if marker ~= nil then
     if not index[marker.column] then
       errs[#errs + 1] = { "delete_marker.column", quote(marker.column) .. " is not a column" .. hint(marker.column, names) }
+    else
+      errs[#errs + 1] = M.check_marker_value(rec.columns[index[marker.column]], marker.value)
     end
     if #rec.primary_key == 0 then
       errs[#errs + 1] = { "delete_marker", "needs a primary key: only a keyed row can be marked deleted" }
@@ -342,6 +425,15 @@ M.GoldModel = schema.define {
     function(m)
       if m.materialization == "incremental" and #m.primary_key == 0 then
         return nil, { { "primary_key", 'required when materialization is "incremental"' } }
+      end
+      return true
+    end,
+    function(m) -- the model is built as gold."<name>__build" (with an index "<name>__build_pkey")
+      local longest = m.name .. M.GOLD_BUILD_SUFFIX .. (#m.primary_key > 0 and "_pkey" or "")
+      if #longest > M.PG_IDENTIFIER_MAX then
+        return nil, { { "name", string.format("%s is %d bytes: the model's build %s %s would be %d bytes, over"
+          .. " PostgreSQL's 63-byte limit", quote(m.name), #m.name, #m.primary_key > 0 and "index" or "table",
+          quote(longest), #longest) } }
       end
       return true
     end,

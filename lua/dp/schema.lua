@@ -17,9 +17,12 @@
 -- map (keys, values), record (fields), union (discriminator + choices, or alternatives picked by
 -- the JSON kind of the value). Attributes: required, default (a value, or a function of the
 -- record computed after its other fields), one_of, between = {lo, hi}, len_min, len_max,
--- len = {min, max}, match (Lua pattern), unique (lists), custom_validator, description;
--- records take checks / entity_checks. Paths are jq-like with 0-based indexes. cjson.null counts
--- as absent. Validation never mutates its input and collects every error.
+-- len = {min, max}, match (Lua pattern), multiline (strings), unique (lists), custom_validator,
+-- description; records take checks / entity_checks. Paths are jq-like with 0-based indexes.
+-- cjson.null counts as absent. A string holding a control character (U+0000-U+001F, U+007F) is
+-- refused, except tab, and line feed and carriage return in a `multiline = true` field (NUL
+-- never).
+-- Validation never mutates its input and collects every error.
 local M = {}
 
 local cjson = require("cjson").new()
@@ -28,11 +31,14 @@ M.null = null
 -- Lists produced by validation carry this metatable, so that M.encode writes an empty one as []
 -- (cjson cannot tell an empty array from an empty object).
 M.ARRAY = { __name = "dp.schema.array" }
+-- The JSON kind ("object" | "array") of tables decoded from JSON text (dp.jsonreader), kept
+-- aside so that an empty {} and an empty [] stay apart without a metatable on the value.
+M.KIND = setmetatable({}, { __mode = "k" })
 
 local TYPES = { "any", "boolean", "enum", "integer", "list", "map", "number", "record", "string", "union" }
 local COMMON = { "type", "required", "default", "custom_validator", "description" }
 local ATTRS = {
-  string = { "one_of", "len_min", "len_max", "len", "match" },
+  string = { "one_of", "len_min", "len_max", "len", "match", "multiline" },
   integer = { "one_of", "between" }, number = { "one_of", "between" },
   boolean = {}, any = {}, enum = { "one_of" },
   list = { "elements", "len_min", "len_max", "len", "unique" },
@@ -55,6 +61,7 @@ function M.deep_copy(v)
   if type(v) ~= "table" then return v end
   local out = {}
   for k, x in pairs(v) do out[k] = M.deep_copy(x) end
+  M.KIND[out] = M.KIND[v] -- a decoded {} or [] stays what it was
   return setmetatable(out, getmetatable(v) == M.ARRAY and M.ARRAY or nil)
 end
 
@@ -81,11 +88,14 @@ end
 M.format_number = format_number
 
 -- The JSON kind of a Lua value: null, string, number, boolean, object, array, empty (an empty
--- table fits both object and array), or a Lua type name for anything else.
+-- table not decoded from JSON text fits both object and array), or a Lua type name for anything
+-- else.
 local function kind(v)
   if v == nil or v == null then return "null" end
   local t = type(v)
   if t ~= "table" then return t end
+  local known = M.KIND[v] or (getmetatable(v) == M.ARRAY and "array" or nil)
+  if known then return known end
   local n, max = 0, 0
   for k in pairs(v) do
     if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then return "object" end
@@ -103,8 +113,8 @@ function M.describe(v)
   if k == "string" then return M.quote(v) end
   if k == "number" then return format_number(v) end
   if k == "boolean" or k == "null" then return tostring(k == "null" and "null" or v) end
-  if k == "object" then return "an object" end
-  if k == "array" then return "an array" end
+  if k == "object" then return next(v) == nil and "an empty object" or "an object" end
+  if k == "array" then return next(v) == nil and "an empty array" or "an array" end
   if k == "empty" then return "an empty object" end
   return "a Lua " .. k
 end
@@ -252,6 +262,7 @@ local function check_def(def, where)
     bad("match must be a valid Lua pattern")
   end
   if def.unique ~= nil and type(def.unique) ~= "boolean" then bad("unique must be a boolean") end
+  if def.multiline ~= nil and type(def.multiline) ~= "boolean" then bad("multiline must be a boolean") end
   if t == "list" then
     if def.elements == nil then bad("a list field needs elements") end
     check_def(def.elements, M.join(where, "elements"))
@@ -340,8 +351,25 @@ end
 ---------------------------------------------------------------------------------------------
 -- Validation
 
+-- Messages are one line of bounded length, whatever a validator (a connector's, say) put in
+-- them: control characters are escaped and a message over MAX_MESSAGE bytes is cut (at a
+-- character boundary) with "...".
+M.MAX_MESSAGE = 500
+
+local function one_line(msg)
+  msg = tostring(msg):gsub("[%z\1-\31\127]", function(c) return string.format("\\u%04x", c:byte()) end)
+  if #msg > M.MAX_MESSAGE then
+    local cut = M.MAX_MESSAGE - 3
+    while cut > 1 and msg:byte(cut + 1) and msg:byte(cut + 1) >= 0x80 and msg:byte(cut + 1) < 0xC0 do cut = cut - 1 end
+    msg = msg:sub(1, cut) .. "..."
+  end
+  return msg
+end
+
+M.one_line = one_line
+
 local function add(errs, path, msg)
-  errs[#errs + 1] = (path ~= "" and (path .. ": ") or "") .. msg
+  errs[#errs + 1] = one_line((path ~= "" and (path .. ": ") or "") .. msg)
 end
 
 local function expected(errs, path, what, v)
@@ -374,6 +402,14 @@ function validate_present(def, v, path, errs)
   local out = v
   if t == "string" then
     if k ~= "string" then expected(errs, path, "a string", v); return nil end
+    local cc = v:find(def.multiline and "[%z\1-\8\11\12\14-\31\127]" or "[%z\1-\8\10-\31\127]")
+    if cc then
+      local b = v:byte(cc)
+      add(errs, path, M.describe(v) .. " holds a control character (" .. string.format("U+%04X", b) .. ")"
+        .. (b == 0 and "" or def.multiline and ": only tabs and line breaks are allowed here"
+          or ": this field must be a single line (tabs are allowed)"))
+      return nil
+    end
     if check_one_of(errs, path, def, v) and check_len(errs, path, def, #v, "character") and def.match
         and not v:find(def.match) then
       add(errs, path, M.describe(v) .. " does not match the pattern " .. def.match)
@@ -548,6 +584,7 @@ end
 -- as objects with sorted keys.
 function M.encode(v)
   if v == nil or v == null then return "null" end
+  if type(v) == "number" then return format_number(v) end -- cjson would keep 14 digits only
   if type(v) ~= "table" then return cjson.encode(v) end
   local parts = {}
   if getmetatable(v) == M.ARRAY or kind(v) == "array" then

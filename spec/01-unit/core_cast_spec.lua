@@ -65,6 +65,10 @@ describe("casting", function()
     end
     fails(b, '"maybe"', 'column b: "maybe" is not a boolean (true/false, yes/no, y/n, t/f, 1/0, on/off)')
     fails(b, "2", "column b: 2 is not a boolean (only 0 and 1 are)")
+    -- 1.0 and 0.0 are the numbers 1 and 0 (as -7.0 is an integer): same rule, same result
+    assert.are.equal("true", cast(b, "1.0"))
+    assert.are.equal("false", cast(b, "0.0"))
+    fails(b, "0.5", "column b: 0.5 is not a boolean (only 0 and 1 are)")
   end)
 
   it("strings with a length limit in characters, json, uuid, double", function()

@@ -240,7 +240,7 @@ describe("file connector", function()
       })
       assert.same({
         "entities.json[0].source.csv.delimiter: must be one character (not a line break)",
-        "entities.json[0].source.csv.quote: must be one character (not a line break)",
+        'entities.json[0].source.csv.quote: "\\n" holds a control character (U+000A): this field must be a single line (tabs are allowed)',
       }, errs)
     end)
   end)

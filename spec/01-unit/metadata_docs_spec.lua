@@ -48,6 +48,37 @@ describe("documentation examples", function()
     assert.is_true(#meta.entities > 0)
   end)
 
+  it("docs/metadata.md: the reader's messages quoted on the page are the messages of the fixtures", function()
+    -- every message of the invalid fixture corpus (spec/01-unit/metadata_spec.lua checks that
+    -- the validator gives exactly these)
+    local known = {}
+    for name in io.popen("ls spec/fixtures/metadata/invalid"):lines() do
+      for line in io.lines("spec/fixtures/metadata/invalid/" .. name .. "/expected.txt") do known[#known + 1] = line end
+    end
+    local function found(fragment)
+      for _, line in ipairs(known) do if line:find(fragment, 1, true) then return true end end
+      return false
+    end
+    local section, n = nil, 0
+    for line in io.lines("docs/metadata.md") do
+      section = line:match("^## (.*)") or section
+      if section == "How the files are read" or section == "Validation" then
+        -- the last cell of a table row, when it is one `code span`
+        local msg = line:match("^|.*| `([^`]+)` |$")
+        if msg and (section == "How the files are read" or msg:match("^%a+%.json:%d")) or (msg and msg:find("holds a control character", 1, true)) then
+          for fragment in (msg .. "..."):gmatch("(.-)%.%.%.") do
+            fragment = fragment:gsub("^%s+", ""):gsub("%s+$", "")
+            if fragment ~= "" then
+              assert.is_true(found(fragment), "docs/metadata.md quotes a message no fixture gives: " .. fragment)
+              n = n + 1
+            end
+          end
+        end
+      end
+    end
+    assert.is_true(n >= 8, "too few quoted messages found: " .. n)
+  end)
+
   it("docs/metadata.md: trigger examples validate", function()
     local n = 0
     for _, b in ipairs(blocks("docs/metadata.md")) do

@@ -57,7 +57,7 @@ describe("models", function()
 
     it("rejects other keys, bad names and other kinds", function()
       assert.same({ 'x.name: unknown field' }, errors(field, { secret = "a", name = "b" }))
-      assert.same({ 'x.secret: "a b" is not a secret name: use letters, digits, _, . and -' }, errors(field, { secret = "a b" }))
+      assert.same({ 'x.secret: "a b" is not a secret name: use 1 to 128 letters, digits, _, . and -' }, errors(field, { secret = "a b" }))
       assert.same({ "x: expected a string or an object, got 5" }, errors(field, 5))
       assert.same({ "x: must have at least 1 character, got 0" }, errors(field, ""))
       assert.same({ "x: required field missing" }, errors(field, nil))
@@ -255,6 +255,89 @@ describe("models", function()
         errors(models.GoldModel, gold { script = "/etc/x.lua" }))
       assert.same({ 'x.depends_on[0]: "Bank.tx" is not a reference: give system.entity or a gold model name' },
         errors(models.GoldModel, gold { depends_on = { "Bank.tx" } }))
+    end)
+  end)
+  describe("hardening (issue 11)", function()
+    it("refuses PostgreSQL's system column names for columns, suggesting a path", function()
+      for _, n in ipairs({ "oid", "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid" }) do
+        assert.same({ "x.columns[0].name: " .. '"' .. n .. '" is reserved: PostgreSQL gives every table a system column'
+          .. ' of that name (oid, tableoid, xmin, cmin, xmax, cmax, ctid); use another name and set path to "' .. n .. '"' },
+          errors(models.Entity, entity { columns = { { name = n, type = "bigint" } } }))
+      end
+      -- as a path, and as a system or entity name, they are fine
+      ok(models.Entity, entity { name = "ctid", columns = { { name = "row_ctid", type = "text", path = "ctid" } } })
+    end)
+
+    it("time zones must name a zone file of the time zone database", function()
+      local function tz(name) return { type = "schedule", cron = "0 0 * * *", timezone = name } end
+      for _, good in ipairs({ "UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5" }) do
+        ok(models.Trigger, tz(good))
+      end
+      for _, bad in ipairs({ "Mars/Olympus", "Europe/Nowhere", "Europe" }) do
+        assert.same({ 'x.timezone: "' .. bad .. '" is not a time zone of the IANA time zone database: give a name such as UTC or Europe/Berlin' },
+          errors(models.Trigger, tz(bad)))
+      end
+      for _, bad in ipairs({ "../etc/passwd", "/etc/localtime", "Europe/../UTC", "Europe//Berlin", "", "zone.tab" }) do
+        assert.same({ 'x.timezone: "' .. bad .. '" is not a time zone name (e.g. UTC, Europe/Berlin)' }, errors(models.Trigger, tz(bad)))
+      end
+    end)
+
+    it("control characters: never NUL, tabs anywhere, line breaks only in descriptions", function()
+      assert.same({ 'x.path: "in\\u0000box" holds a control character (U+0000)' },
+        errors(models.Trigger, { type = "file", path = "in\0box" }))
+      assert.same({ 'x.path: "in\\nbox" holds a control character (U+000A): this field must be a single line (tabs are allowed)' },
+        errors(models.Trigger, { type = "file", path = "in\nbox" }))
+      assert.same({ 'x.description: "a\\u0007" holds a control character (U+0007): only tabs and line breaks are allowed here' },
+        errors(models.System, { name = "bank", type = "file", description = "a\7" }))
+      ok(models.System, { name = "bank", type = "file", description = "two\nlines\twith a tab" })
+      ok(models.Trigger, { type = "file", path = "a\tb" })
+    end)
+
+    it("a delete marker's value must be castable to its column's type (the silver cast rule)", function()
+      local cols = { { name = "id", type = "bigint" }, { name = "gone", type = "boolean" }, { name = "at", type = "timestamp" } }
+      local function marker(column, value)
+        return entity { primary_key = { "id" }, columns = cols, delete_marker = { column = column, value = value } }
+      end
+      for _, v in ipairs({ true, 1, "yes", "F" }) do ok(models.Entity, marker("gone", v)) end
+      assert.same({ 'x.delete_marker.value: "maybe" can never match column "gone" (boolean): "maybe" is not a boolean'
+        .. " (true/false, yes/no, y/n, t/f, 1/0, on/off)" }, errors(models.Entity, marker("gone", "maybe")))
+      assert.same({ 'x.delete_marker.value: 2 can never match column "gone" (boolean): 2 is not a boolean (only 0 and 1 are)' },
+        errors(models.Entity, marker("gone", 2)))
+      assert.same({ 'x.delete_marker.value: true can never match column "at" (timestamp): true (a boolean) is not a timestamp' },
+        errors(models.Entity, marker("at", true)))
+      assert.same({ 'x.delete_marker.value: "x" can never match column "id" (bigint): "x" is not an integer' },
+        errors(models.Entity, marker("id", "x")))
+      ok(models.Entity, marker("id", 9007199254740991))
+    end)
+
+    it("secret names follow the engine's rule, so that a valid reference can be looked up", function()
+      local field = models.string_or_secret { required = true }
+      for _, bad in ipairs({ ".", "..", string.rep("s", 129) }) do
+        assert.same({ 'x.secret: ' .. schema.quote(bad) .. ' is not a secret name: use 1 to 128 letters, digits, _, . and -' },
+          errors(field, { secret = bad }))
+        -- the engine's lookup refuses the same names, with the same words
+        assert.matches("is not a secret name: use 1 to 128 letters", select(2, require("dp.core").secret_get(bad)), 1, true)
+      end
+      ok(field, { secret = string.rep("s", 128) })
+      assert.not_matches("is not a secret name", select(2, require("dp.core").secret_get(string.rep("s", 128))))
+    end)
+
+    it("callback triggers have unique names", function()
+      assert.same({ 'x.triggers: two callback triggers named "ping" ([0] and [2]): a callback is addressed by its name' },
+        errors(models.System, { name = "bank", type = "file", triggers = {
+          { type = "callback", name = "ping" }, { type = "callback" }, { type = "callback", name = "ping" } } }))
+    end)
+
+    it("a gold model's name leaves room for its build table and index", function()
+      local cols = { { name = "month", type = "date" } }
+      ok(models.GoldModel, { name = string.rep("g", 56), columns = cols })
+      assert.same({ 'x.name: "' .. string.rep("g", 57) .. '" is 57 bytes: the model\'s build table "' .. string.rep("g", 57)
+        .. '__build" would be 64 bytes, over PostgreSQL\'s 63-byte limit' },
+        errors(models.GoldModel, { name = string.rep("g", 57), columns = cols }))
+      ok(models.GoldModel, { name = string.rep("g", 51), columns = cols, primary_key = { "month" } })
+      assert.same({ 'x.name: "' .. string.rep("g", 52) .. '" is 52 bytes: the model\'s build index "' .. string.rep("g", 52)
+        .. '__build_pkey" would be 64 bytes, over PostgreSQL\'s 63-byte limit' },
+        errors(models.GoldModel, { name = string.rep("g", 52), columns = cols, primary_key = { "month" } }))
     end)
   end)
 end)

@@ -318,4 +318,35 @@ describe("schema DSL", function()
       assert.equal('a["x y"]', schema.join("a", "x y"))
     end)
   end)
+  describe("JSON kinds and exact numbers (issue 11)", function()
+    it("tells an empty object from an empty array when the reader marked them", function()
+      local reader = require "dp.jsonreader"
+      local v = reader.decode('{"obj": {}, "arr": []}')
+      assert.same({ 'l: expected an array, got an empty object' }, errors_of({ type = "list", elements = { type = "string" } }, v.obj, "l"))
+      assert.same({ 'm: expected an object, got an empty array' }, errors_of({ type = "map", values = { type = "string" } }, v.arr, "m"))
+      assert.same({ 'r: expected an object, got an empty array' }, errors_of(record({ { a = { type = "string" } } }), v.arr, "r"))
+      -- a value of type any keeps them apart through validation and encoding
+      local any = reader.decode('{"a": [], "b": {}, "c": [{"d": []}]}')
+      assert.equal('{"a":[],"b":{},"c":[{"d":[]}]}', schema.encode(schema.validate({ type = "any" }, any)))
+      -- an unmarked empty Lua table still fits both
+      assert.same({}, schema.validate({ type = "list", elements = { type = "string" } }, {}))
+      assert.same({}, schema.validate({ type = "map", values = { type = "string" } }, {}))
+    end)
+
+    it("encodes numbers exactly (cjson keeps 14 digits)", function()
+      assert.equal("[9007199254740991,123456789012345.5,0.1,-2]", schema.encode(setmetatable({ 9007199254740991, 123456789012345.5, 0.1, -2 }, schema.ARRAY)))
+    end)
+
+    it("keeps every message one line of bounded length, whatever a validator returns", function()
+      local def = { type = "string", custom_validator = function(v) return nil, "bad:\n" .. v end }
+      local errs = errors_of(def, string.rep("é", 1000), "p")
+      assert.equal(schema.MAX_MESSAGE, #errs[1])
+      assert.matches("^p: bad:\\u000aé", errs[1])
+      assert.matches("é%.%.%.$", errs[1])
+    end)
+
+    it("checks multiline in definitions", function()
+      assert.has_error(function() schema.define({ type = "string", multiline = "yes" }) end, "schema.define: multiline must be a boolean")
+    end)
+  end)
 end)
