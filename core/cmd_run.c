@@ -66,7 +66,7 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   int rc = dp_run_system(eng, system, &o, &failed, &e);
   free(ents);
   if (with_gold && rc == 0) { /* gold only after a fully succeeded run (docs/gold.md) */
-    rc = dp_gold_run(eng, NULL, 0, system, &failed, &e);
+    rc = dp_gold_run(eng, NULL, 0, system, NULL, &failed, &e);
     if (rc == 0) return DP_EXIT_OK;
     fprintf(stderr, "dp-engine run --with-gold: %s\n", e.msg);
     return failed ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;

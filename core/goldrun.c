@@ -139,8 +139,8 @@ static int upstream_failed(lua_State *L, int meta_idx, const char *name, char **
   return hit;
 }
 
-int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const char *system, int *run_failed,
-                dp_err *e) {
+int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const char *system, const dp_gold_opts *o,
+                int *run_failed, dp_err *e) {
   *run_failed = 0;
   long timeout_ms;
   int rc = gold_timeout_from_env(&timeout_ms, e);
@@ -185,11 +185,19 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
   for (size_t i = 0; i < nplan; i++) {
     const char *name = plan[i];
     const char *trigger = system ? "after" : "dependency";
+    int named = 0;
     for (int k = 0; k < nmodels && !system; k++)
-      if (strcmp(models[k], name) == 0) trigger = "manual";
+      if (strcmp(models[k], name) == 0) named = 1;
+    if (named) trigger = o && o->trigger ? o->trigger : "manual";
+    if (o && o->only_named && !named) continue;
     dp_err le;
     dp_err_clear(&le);
     if (dp_audit_lock_system(eng->audit, name, &le) != 0) {
+      if (o && o->only_named && le.code == DP_EBUSY) {
+        rc = dp_err_set(e, DP_EBUSY, "%s", le.msg);
+        *run_failed = 1;
+        goto cleanup;
+      }
       dp_log(DP_LOG_ERROR, "gold %s: %s", name, le.msg);
       printf("gold %s: failed: %s\n", name, le.msg);
       failed[nfailed++] = plan[i];
@@ -202,8 +210,14 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     const char *up = NULL;
     int skip = upstream_failed(L, meta_idx, name, failed, nfailed, &up);
     if ((rc = dp_audit_mark_crashed(eng->audit, name, &crashed, e)) != 0) goto unlock;
-    dp_runinfo_new(&run);
-    if ((rc = dp_audit_system_start(eng->audit, &run, name, trigger, NULL, meta_hash, DP_VERSION, e)) != 0) goto unlock;
+    if (named && o && o->run_id) {
+      if ((rc = dp_runinfo_from_id(&run, o->run_id, e)) != 0) goto unlock;
+    } else {
+      dp_runinfo_new(&run);
+    }
+    if ((rc = dp_audit_system_start(eng->audit, &run, name, trigger, named && o ? o->trigger_detail : NULL, meta_hash,
+                                    DP_VERSION, e)) != 0)
+      goto unlock;
     if ((rc = dp_audit_layer_start(eng->audit, &run, name, "gold", e)) != 0) goto unlock;
     const char *status;
     int lrc = 0;

@@ -10,7 +10,18 @@
  * (trigger "after"). A model whose upstream model failed is skipped. Returns 0 when every model
  * succeeded; a run failure sets *run_failed (DP_EIO); DP_EMETA/DP_EINVAL/DP_ECONFIG are
  * configuration errors (nothing ran). */
-int dp_gold_run(dp_engine *eng, const char *const *models, int n, const char *system, int *run_failed,
-                dp_err *e);
+/* How serve starts a gold run (NULL from the CLI: trigger "manual", a new id, upstream models
+ * first). With only_named, the upstream models are not run (serve runs them on their own
+ * triggers), the named model's run gets run_id, trigger and trigger_detail, and a model whose
+ * lock another process holds returns DP_EBUSY (serve retries). */
+typedef struct dp_gold_opts {
+  const char *trigger;
+  const char *trigger_detail;
+  const char *run_id;
+  int only_named;
+} dp_gold_opts;
+
+int dp_gold_run(dp_engine *eng, const char *const *models, int n, const char *system, const dp_gold_opts *o,
+                int *run_failed, dp_err *e);
 
 #endif

@@ -328,7 +328,8 @@ static void run_job(dp_engine *eng, job *j) {
   j->started = dp_monotonic();
   if (j->is_gold) {
     const char *models[1] = {j->target};
-    j->rc = dp_gold_run(eng, models, 1, NULL, &j->failed, &e);
+    dp_gold_opts go = {j->trigger, j->detail, j->run_id, 1};
+    j->rc = dp_gold_run(eng, models, 1, NULL, &go, &j->failed, &e);
   } else {
     dp_run_opts o;
     memset(&o, 0, sizeof o);
