@@ -48,13 +48,12 @@ static const char *value(const char *p, const char *end, const field_spec *f, in
   return NULL;
 }
 
-/* Parses one field (text [p, end)) into bits. Returns 0 or DP_EINVAL with e. */
+/* Parses one field (text [p, end)) into bits. Returns 0 or DP_EINVAL with e saying what is wrong
+ * (dp_cron_parse prefixes the expression). */
 static int parse_field(const char *p, const char *end, const field_spec *f, uint64_t *bits, uint8_t *star,
                        dp_err *e) {
   *bits = 0;
   *star = p < end && *p == '*';
-  int flen = (int)(end - p);
-  const char *fstart = p;
   while (p <= end) {
     const char *item_end = memchr(p, ',', (size_t)(end - p));
     if (!item_end) item_end = end;
@@ -65,36 +64,40 @@ static int parse_field(const char *p, const char *end, const field_spec *f, uint
       hi = f->hi;
       q++;
     } else {
-      if (!(q = value(q, item_end, f, &lo)))
-        return dp_err_set(e, DP_EINVAL, "%s \"%.*s\": \"%.*s\" is not a number%s", f->what, flen, fstart,
-                          (int)(item_end - p), p, f->names ? " or a name" : "");
+      if (!(q = value(q, item_end, f, &lo))) {
+        size_t bad = strcspn(p, "-/,");
+        if (p + bad > item_end) bad = (size_t)(item_end - p);
+        return dp_err_set(e, DP_EINVAL, "%s \"%.*s\" is not a number%s", f->what, (int)bad, p,
+                          f->names ? " or a name" : "");
+      }
       hi = lo;
       if (q < item_end && *q == '-') {
         if (!(q = value(q + 1, item_end, f, &hi)))
-          return dp_err_set(e, DP_EINVAL, "%s \"%.*s\": the range \"%.*s\" has no valid end", f->what, flen,
-                            fstart, (int)(item_end - p), p);
+          return dp_err_set(e, DP_EINVAL, "%s range \"%.*s\" has no valid end", f->what, (int)(item_end - p), p);
       } else if (q < item_end && *q == '/') {
         hi = f->hi; /* "N/S": from N to the end, every S (as cronie) */
       }
-      if (lo < f->lo || lo > f->hi || hi < f->lo || hi > f->hi)
-        return dp_err_set(e, DP_EINVAL, "%s \"%.*s\": \"%.*s\" is out of range %d-%d", f->what, flen, fstart,
-                          (int)(item_end - p), p, f->lo, f->hi);
+      if (lo < f->lo || lo > f->hi)
+        return dp_err_set(e, DP_EINVAL, "%s %d is out of range %d-%d", f->what, lo, f->lo, f->hi);
+      if (hi < f->lo || hi > f->hi)
+        return dp_err_set(e, DP_EINVAL, "%s %d is out of range %d-%d", f->what, hi, f->lo, f->hi);
       if (lo > hi)
-        return dp_err_set(e, DP_EINVAL, "%s \"%.*s\": the range \"%.*s\" is reversed", f->what, flen, fstart,
-                          (int)(item_end - p), p);
+        return dp_err_set(e, DP_EINVAL, "%s range %.*s is reversed", f->what, (int)(q - p), p);
     }
     if (q < item_end && *q == '/') {
       q++;
       step = 0;
       if (q == item_end) step = -1;
       while (q < item_end && isdigit((unsigned char)*q) && step >= 0 && step <= 1000) step = step * 10 + (*q++ - '0');
-      if (step <= 0 || step > 1000)
-        return dp_err_set(e, DP_EINVAL, "%s \"%.*s\": the step in \"%.*s\" is not a positive number", f->what,
-                          flen, fstart, (int)(item_end - p), p);
+      if (step <= 0 || step > 1000) {
+        const char *sl = memchr(p, '/', (size_t)(item_end - p));
+        return dp_err_set(e, DP_EINVAL, "%s step \"%.*s\" is not a positive number", f->what,
+                          (int)(item_end - sl - 1), sl + 1);
+      }
     }
     if (q != item_end)
-      return dp_err_set(e, DP_EINVAL, "%s \"%.*s\": cannot read \"%.*s\"", f->what, flen, fstart,
-                        (int)(item_end - p), p);
+      return dp_err_set(e, DP_EINVAL, "%s \"%.*s\" cannot be read (expected *, N, N-M, each with an optional /STEP)",
+                        f->what, (int)(item_end - p), p);
     for (int v = lo; v <= hi; v += step) *bits |= 1ull << v;
     p = item_end + 1;
   }
@@ -125,19 +128,27 @@ int dp_cron_parse(const char *expr, dp_cron *c, dp_err *e) {
   uint64_t bits[5];
   uint8_t star[5];
   int n = 0;
+  int count = 0;
+  for (const char *q = p; *q;) { /* the fields first, so a wrong count is said as such */
+    q += strcspn(q, " \t");
+    q += strspn(q, " \t");
+    count++;
+  }
+  if (count != 5)
+    return dp_err_set(e, DP_EINVAL,
+                      "\"%s\" is not a cron expression: expected 5 fields (minute hour day-of-month month "
+                      "day-of-week), got %d",
+                      expr, count);
   while (*p) {
     const char *end = p + strcspn(p, " \t");
-    if (n == 5) break;
     int rc = parse_field(p, end, &FIELDS[n], &bits[n], &star[n], e);
-    if (rc) return rc;
+    if (rc) {
+      dp_err_prefix(e, "\"%s\" is not a valid cron expression: ", expr);
+      return rc;
+    }
     n++;
     p = end + strspn(end, " \t");
   }
-  if (n != 5 || *p)
-    return dp_err_set(e, DP_EINVAL,
-                      "\"%s\" is not a cron expression: expected 5 fields (minute hour day-of-month month "
-                      "day-of-week)",
-                      expr);
   c->minutes = bits[0];
   c->hours = (uint32_t)bits[1];
   c->mdays = (uint32_t)bits[2];

@@ -36,51 +36,14 @@ function M.identifier(v)
   return true
 end
 
-local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8, sep = 9,
-  oct = 10, nov = 11, dec = 12 }
-local DAYS = { sun = 0, mon = 1, tue = 2, wed = 3, thu = 4, fri = 5, sat = 6 }
-local CRON_FIELDS = { { "minute", 0, 59 }, { "hour", 0, 23 }, { "day of month", 1, 31 },
-  { "month", 1, 12, MONTHS }, { "day of week", 0, 7, DAYS } }
-
-local function short(x) return #x > 20 and x:sub(1, 17) .. "..." or x end
-
-local function cron_field(part, f)
-  local name, lo, hi, names = f[1], f[2], f[3], f[4]
-  for item in (part .. ","):gmatch("([^,]*),") do
-    local range, step = item:match("^([^/]*)/(.*)$")
-    range = range or item
-    if step and (not step:match("^%d+$") or tonumber(step) == 0) then
-      return name .. " step " .. quote(step) .. " is not a positive number"
-    end
-    if range ~= "*" then
-      local a, b = range:match("^([^-]+)-([^-]+)$")
-      for _, x in ipairs(a and { a, b } or { range }) do
-        local n = x:match("^%d+$") and tonumber(x) or (names and names[x:lower()])
-        if not n then return name .. " " .. quote(x) .. " is not a number" .. (names and " or a name" or "") end
-        if n < lo or n > hi then return name .. " " .. short(x) .. " is out of range " .. lo .. "-" .. hi end
-      end
-      if a then
-        local na = tonumber(a) or names[a:lower()]
-        local nb = tonumber(b) or names[b:lower()]
-        if na > nb then return name .. " range " .. short(range) .. " is reversed" end
-      end
-    end
-  end
-end
-
--- A 5-field cron expression: minute hour day-of-month month day-of-week.
+-- A cron expression: checked by the engine's own matcher (core/cron.c through dp.core), so what
+-- validates is exactly what serve runs: 5 fields, names, steps, and the @daily-style macros.
 function M.cron(v)
-  local parts = {}
-  for p in v:gmatch("%S+") do parts[#parts + 1] = p end
-  if #parts ~= 5 then
-    return nil, quote(v) .. " is not a cron expression: expected 5 fields (minute hour day-of-month"
-      .. " month day-of-week), got " .. #parts
-  end
-  for i, part in ipairs(parts) do
-    local err = cron_field(part, CRON_FIELDS[i])
-    if err then return nil, quote(v) .. " is not a valid cron expression: " .. err end
-  end
-  return true
+  local ok_core, core = pcall(require, "dp.core")
+  if not ok_core or type(core.cron_check) ~= "function" then return true end -- a script's instance
+  local ok, err = core.cron_check(v)
+  if ok then return true end
+  return nil, err
 end
 
 -- Column names: identifiers that are not PostgreSQL system columns.
@@ -210,6 +173,8 @@ M.Trigger = schema.define {
     schedule = { type = "record", fields = {
       { cron = { type = "string", required = true, custom_validator = M.cron } },
       { timezone = { type = "string", default = "UTC", custom_validator = M.timezone } },
+      -- serve: run once at start when the last success is older than the previous slot (absent: true)
+      { catch_up = { type = "boolean" } },
     } },
     file = { type = "record", fields = {
       { path = { type = "string", required = true, len_min = 1 } },

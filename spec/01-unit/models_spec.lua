@@ -72,6 +72,14 @@ describe("models", function()
         ok(models.Trigger, { type = "schedule", cron = "0 7 1 jan,jul *", timezone = "Europe/Berlin" }))
     end)
 
+    it("schedule: the engine's matcher decides (macros too), and catch_up is a boolean", function()
+      assert.same({ type = "schedule", cron = "@daily", timezone = "UTC", catch_up = false },
+        ok(models.Trigger, { type = "schedule", cron = "@daily", catch_up = false }))
+      assert.same({ 'x.cron: "@reboot" is not a cron macro (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)' },
+        errors(models.Trigger, { type = "schedule", cron = "@reboot" }))
+      assert.equal(1, #errors(models.Trigger, { type = "schedule", cron = "0 0 * * *", catch_up = "no" }))
+    end)
+
     it("schedule: rejects malformed cron expressions and time zones", function()
       assert.same({ 'x.cron: "0 7 * *" is not a cron expression: expected 5 fields (minute hour day-of-month month day-of-week), got 4' },
         errors(models.Trigger, { type = "schedule", cron = "0 7 * *" }))
