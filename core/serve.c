@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <lua.h>
 
 #ifndef DP_VERSION
 #define DP_VERSION "0.0.0"
@@ -352,6 +353,21 @@ static void run_job(dp_engine *eng, job *j) {
   eng->meta = NULL;
 }
 
+/* Between jobs: a fresh Lua state (nothing a script left behind carries over to the next run);
+ * the connections stay open unless a run left one in a transaction or broken. */
+static void reset_engine(dp_engine *eng) {
+  if (eng->L) lua_close(eng->L);
+  eng->L = NULL;
+  PGconn **pgs[2] = {&eng->audit, &eng->data};
+  for (int i = 0; i < 2; i++) {
+    PGconn *c = *pgs[i];
+    if (c && (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE)) {
+      PQfinish(c);
+      *pgs[i] = NULL;
+    }
+  }
+}
+
 static void worker_main(void *arg) {
   worker *w = arg;
   serve *s = w->srv;
@@ -371,10 +387,7 @@ static void worker_main(void *arg) {
     dp_log(DP_LOG_INFO, "serve: worker %d runs %s %s (run %s)", w->index, j->is_gold ? "gold model" : "system",
            j->target, j->run_id);
     run_job(&eng, j);
-    /* a fresh Lua state for the next job: nothing a script left behind carries over */
-    dp_engine_close(&eng);
-    memset(&eng, 0, sizeof eng);
-    dp_config_from_env(&eng.cfg, &e);
+    reset_engine(&eng);
     uv_mutex_lock(&s->mu);
     tstate *t = state_of(s, j->is_gold, j->target);
     if (t) t->running = 0;
