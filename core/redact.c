@@ -272,6 +272,22 @@ static int decode_level(const level *in, level *out, int *changed) {
   for (size_t i = 0; i < n;) {
     unsigned char u[4];
     size_t k = 1, j = i + 1;
+    if (t[i] != '\\' && t[i] != '%') { /* a run of plain bytes, copied in bulk */
+      while (j < n && t[j] != '\\' && t[j] != '%') j++;
+      size_t at = out->text.len, len = j - i;
+      if (dp_buf_append(&out->text, t + i, len) != 0) return DP_ENOMEM;
+      if (in->lo) {
+        memcpy(out->lo + at, in->lo + i, len * sizeof *out->lo);
+        memcpy(out->hi + at, in->hi + i, len * sizeof *out->hi);
+      } else {
+        for (size_t m = 0; m < len; m++) {
+          out->lo[at + m] = (uint32_t)(i + m);
+          out->hi[at + m] = (uint32_t)(i + m + 1);
+        }
+      }
+      i = j;
+      continue;
+    }
     u[0] = t[i];
     if (t[i] == '\\' && i + 1 < n) {
       unsigned char e = t[i + 1];
