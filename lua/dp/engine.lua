@@ -224,8 +224,11 @@ local function make_log(log)
   return out
 end
 
--- scrub: redact records (a system with secrets); log(level, msg) warns the first time.
+-- scrub: redact records (a system with secrets); records are redacted too whenever any value
+-- is registered in this process (serve runs many systems: one system's record may hold
+-- another's token). log(level, msg) warns the first time.
 local function make_emit(emit, scrub, log)
+  local core = require "dp.core"
   local cjson = require("cjson").new()
   local warned = false
   return function(batch)
@@ -235,6 +238,7 @@ local function make_emit(emit, scrub, log)
     local n = #batch
     if n == 0 then return 0 end
     local out = {}
+    local scrub_batch = scrub or core.redact_count() > 0
     for i = 1, n do
       local r = batch[i]
       local t = type(r)
@@ -248,7 +252,7 @@ local function make_emit(emit, scrub, log)
       else
         error("emit: record " .. i .. " is a " .. t .. ", expected a table or a JSON object string", 2)
       end
-      if scrub then
+      if scrub_batch then
         local r, k = redact(out[i])
         if k > 0 then
           out[i] = r
