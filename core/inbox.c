@@ -423,7 +423,10 @@ static int l_reader_line(lua_State *L) {
     if (fill(L, r) == 0) break;
     from = r->pos + seen;
   }
-  if (r->pos == r->len) return 0;
+  if (r->pos == r->len) {
+    lua_pushnil(L);
+    return 1;
+  }
   lua_pushlstring(L, r->buf + r->pos, r->len - r->pos);
   r->pos = r->len;
   return 1;
@@ -432,23 +435,24 @@ static int l_reader_line(lua_State *L) {
 /* reader:read([n]) -> up to n bytes (default: the rest of the file) | nil at the end */
 static int l_reader_read(lua_State *L) {
   reader *r = check_reader(L);
-  lua_Number want = luaL_optnumber(L, 2, -1);
+  lua_Number w = luaL_optnumber(L, 2, -1);
+  int all = !(w >= 0); /* also NaN */
+  size_t want = all ? 0 : w > 1e15 ? (size_t)1e15 : (size_t)w, got = 0;
   luaL_Buffer lb;
   luaL_buffinit(L, &lb);
-  size_t got = 0;
-  for (;;) {
-    size_t have = r->len - r->pos;
-    if (have == 0 && fill(L, r) == 0) break;
-    have = r->len - r->pos;
-    size_t take = have;
-    if (want >= 0 && (lua_Number)(got + take) > want) take = (size_t)(want - (lua_Number)got);
+  while (all || got < want) {
+    if (r->len == r->pos && fill(L, r) == 0) break;
+    size_t take = r->len - r->pos;
+    if (!all && take > want - got) take = want - got;
     luaL_addlstring(&lb, r->buf + r->pos, take);
     r->pos += take;
     got += take;
-    if (want >= 0 && (lua_Number)got >= want) break;
   }
-  if (got == 0 && want != 0) return 0;
   luaL_pushresult(&lb);
+  if (got == 0 && (all || want > 0)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
   return 1;
 }
 
