@@ -59,7 +59,8 @@ end
 local function bad_file_name(fn, name)
   if type(name) ~= "string" or name == "" or name:find("/", 1, true) or name:find("..", 1, true)
       or name:find("\0", 1, true) then
-    return "ctx.files." .. fn .. ": " .. schema.describe(name) .. ' is not a file name in the inbox (no "/" or "..")'
+    local shown = type(name) == "string" and ('"' .. require("dp.core").escape_text(name) .. '"') or schema.describe(name)
+    return "ctx.files." .. fn .. ": " .. shown .. ' is not a file name in the inbox (no "/" or "..")'
   end
 end
 
