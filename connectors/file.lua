@@ -3,6 +3,8 @@
 -- systems.json:  { "name": "bank", "type": "file", "inbox": "inbox/bank", "archive": "archive/bank" }
 --   inbox    folder to read; relative paths are under DP_DATA_DIR
 --   archive  folder that read files move to once the run committed (optional)
+--   follow_symlinks  follow symbolic links in the inbox to files inside it (default false:
+--            a link fails the entity; docs/connectors.md, "Symbolic links")
 -- entities.json: "source": { "pattern": "transactions-*.jsonl", "format": "jsonl", "files": "all",
 --                            "min_age_seconds": 2, "csv": { "delimiter": ",", "quote": "\"" } }
 --   pattern          glob over file names in the inbox (required)
@@ -49,13 +51,13 @@ local function json_kind(text)
   return "a number"
 end
 
-local function format_of(source, name)
+local function format_of(source, name, shown)
   if source.format then return source.format end
   local lower = name:lower()
   if lower:match("%.jsonl$") or lower:match("%.ndjson$") then return "jsonl" end
   if lower:match("%.json$") then return "json" end
   if lower:match("%.csv$") or lower:match("%.tsv$") then return "csv" end
-  error(name .. ': cannot tell the format from the file name (expected .jsonl, .ndjson, .json, .csv or .tsv):'
+  error(shown .. ': cannot tell the format from the file name (expected .jsonl, .ndjson, .json, .csv or .tsv):'
     .. ' set source.format to "jsonl", "json" or "csv"', 0)
 end
 
@@ -308,7 +310,9 @@ local function extract(ctx)
       .. "(loading nothing would mark every row deleted)"):format(source.pattern, ctx.files.inbox, why), 0)
   end
   local formats = {}
-  for i, n in ipairs(names) do formats[i] = format_of(source, n) end -- fail before emitting
+  for i, n in ipairs(names) do -- fail before emitting; the name as messages show it (escaped)
+    formats[i] = format_of(source, n, ctx.files.path(n):match("[^/]*$"))
+  end
 
   local out = connector.batcher(ctx, BATCH)
   for i, name in ipairs(names) do
@@ -330,6 +334,7 @@ return {
     fields = {
       { inbox = { type = "string", required = true, len_min = 1 } },
       { archive = { type = "string", len_min = 1 } },
+      { follow_symlinks = { type = "boolean", default = false } },
     },
   },
   entity_schema = {

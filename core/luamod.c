@@ -18,6 +18,7 @@
 #include "uuid.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -107,18 +108,18 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 static int l_listdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  /* links are not followed (nor listed): only the folder's own regular files */
   DIR *d = opendir(path);
   if (!d) return push_err(L, lua_pushfstring(L, "cannot open folder %s", path));
+  int dfd = dirfd(d);
   char **names = NULL;
   size_t n = 0, cap = 0;
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.' && (de->d_name[1] == '\0' || (de->d_name[1] == '.' && de->d_name[2] == '\0')))
       continue;
-    char full[4096];
     struct stat sb;
-    snprintf(full, sizeof full, "%s/%s", path, de->d_name);
-    if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+    if (fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 32;
       char **p = realloc(names, cap * sizeof *p);

@@ -5,7 +5,12 @@
  * secrets per process), guarded by a mutex so run workers can share it. Whoever resolves a
  * secret registers its value; dp_log, dp_err_set and dp_err_prefix redact every message, and
  * the engine's emit path redacts records. A registered value is matched as raw bytes, in its
- * JSON-escaped form and in its URL-encoded form, and replaced by "[redacted:LABEL]". */
+ * JSON-escaped form and in its URL-encoded form, and replaced by "[redacted:LABEL]". A text that
+ * holds a backslash or a percent sign is also searched through its escapes: decoded one level
+ * of JSON escapes (\uXXXX, surrogate pairs, \/ ...) and %XX at a time, up to 4 levels, each
+ * level searched, and a hit replaces the original bytes (whole escapes) that encode the value,
+ * so "T\u00f6ken", "\u0054oken" or a value escaped twice inside JSON text are all found and a
+ * JSON record stays valid JSON. A text with neither character takes the plain scan. */
 #ifndef DP_REDACT_H
 #define DP_REDACT_H
 

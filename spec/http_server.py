@@ -30,6 +30,8 @@ client sent (parameters, headers, bodies). Routes (query parameters in brackets)
   /gzip                                     gzip-encoded when asked for
   /big [bytes]                              a JSON string of that many bytes
   /echo                                     the request as JSON (any method)
+  /echo_token                               {"items": [...]}: the bearer token echoed in every
+                                            JSON encoding (see echo_token below)
   /redirect [to]                            302 to `to`
   GET /__requests, POST /__reset, POST /__state (JSON merged into the state)
 """
@@ -38,6 +40,7 @@ import gzip
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -230,6 +233,8 @@ class Handler(BaseHTTPRequestHandler):
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": self.body.decode("utf-8", "replace"),
             })
+        if r == "/echo_token":
+            return self.echo_token()
         if r == "/redirect":
             return self.send(302, "", headers={"Location": self.q("to", "/echo")})
         return self.send(404, {"error": "no route " + r})
@@ -303,6 +308,14 @@ class Handler(BaseHTTPRequestHandler):
         p = self.qint("page", 1)
         return self.send(200, commits[p - 1:p])
 
+    def echo_token(self):
+        h = self.headers.get("Authorization") or ""
+        if not h.startswith("Bearer "):
+            return self.unauthorized()
+        # http.server reads header bytes as latin-1: recover the UTF-8 the client sent
+        tok = h[7:].encode("latin-1").decode("utf-8", "replace")
+        return self.send(200, echo_token_body(tok))
+
     def status(self, code):
         key = self.q("counter", self.route)
         times = self.qint("times", 1)
@@ -319,6 +332,70 @@ class Handler(BaseHTTPRequestHandler):
                 body["query"] = self.raw_query
             return self.send(code, body, headers=headers)
         return self.send(200, {"items": [{"id": 1, "calls": n}]})
+
+
+# -- a careless API that echoes the caller's credential -------------------------------------------
+
+def _units(s):
+    """UTF-16 code units of s (a character beyond U+FFFF gives a surrogate pair)."""
+    b = s.encode("utf-16-be")
+    return [int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2)]
+
+
+def enc_ascii(s):
+    r"""ensure_ascii: \u00f6 for non-ASCII, surrogate pairs beyond U+FFFF, "/" kept."""
+    return json.dumps(s)
+
+
+def enc_every(s):
+    r"""Every character as \uXXXX, plain ASCII letters too."""
+    return '"' + "".join("\\u%04x" % u for u in _units(s)) + '"'
+
+
+def enc_slash(s):
+    r"""Raw UTF-8 with "/" written as "\/" (lua-cjson, PHP)."""
+    return json.dumps(s, ensure_ascii=False).replace("/", "\\/")
+
+
+def enc_mixed(s):
+    r"""Raw characters and \uXXXX escapes alternating, "/" as "\/"."""
+    out = []
+    for i, ch in enumerate(s):
+        if ch == "/":
+            out.append("\\/")
+        elif i % 2:
+            out.append("".join("\\u%04x" % u for u in _units(ch)))
+        else:
+            out.append(json.dumps(ch, ensure_ascii=False)[1:-1])
+    return '"' + "".join(out) + '"'
+
+
+def enc_upper(s):
+    """ensure_ascii with upper-case hex digits."""
+    return re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), json.dumps(s))
+
+
+def echo_token_body(tok):
+    """The body /echo_token answers with: the token in every encoding, in values, in a key, in
+    JSON inside a string, deep in an array, URL-encoded with lower-case hex, and once in a value
+    that silver rejects (not an integer)."""
+    url_lower = "".join(c if c.isascii() and (c.isalnum() or c in "-._~") else
+                        "".join("%%%02x" % b for b in c.encode()) for c in tok)
+    items = [
+        '{"id": 1, "how": "ensure_ascii", "note": %s}' % enc_ascii(tok),
+        '{"id": 2, "how": "every character escaped", "note": %s}' % enc_every(tok),
+        '{"id": 3, "how": "slash escaped", "note": %s}' % enc_slash(tok),
+        '{"id": 4, "how": "mixed", "note": %s}' % enc_mixed(tok),
+        '{"id": 5, "how": "upper-case hex", "note": %s}' % enc_upper(tok),
+        '{"id": 6, "how": "in a key", "extra": {%s: true}}' % enc_ascii(tok),
+        '{"id": 7, "how": "JSON in a string", "note": %s}' % json.dumps(json.dumps({"auth": "Bearer " + tok})),
+        '{"id": 8, "how": "deep", "extra": {"a": [{"b": ["x", %s]}]}}' % enc_mixed(tok),
+        '{"id": 9, "how": "raw", "note": %s}' % json.dumps(tok, ensure_ascii=False),
+        '{"id": 10, "how": "rejected", "n": %s}' % enc_every(tok),
+        '{"id": 11, "how": "url", "note": "https://api.example/v1?t=%s"}' % url_lower,
+        '{"id": 12, "how": "clean", "note": "nothing secret"}',
+    ]
+    return '{"items": [' + ", ".join(items) + "]}"
 
 
 def watch(pid):

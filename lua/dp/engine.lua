@@ -52,7 +52,18 @@ function M.connector_path(type_name)
   return configured().scripts_dir .. "/connectors/" .. type_name .. ".lua"
 end
 
--- ctx.files: read-only access to the files of one folder (the system's inbox).
+-- ctx.files: read-only access to the files of one folder (the system's inbox). Every access
+-- goes through core/inbox.c, which opens the folder and the file without following symbolic
+-- links (or, with the system's follow_symlinks, only to a file inside the inbox) and checks the
+-- opened file itself (docs/connectors.md, "Symbolic links").
+local function bad_file_name(fn, name)
+  if type(name) ~= "string" or name == "" or name:find("/", 1, true) or name:find("..", 1, true)
+      or name:find("\0", 1, true) then
+    local shown = type(name) == "string" and ('"' .. require("dp.core").escape_text(name) .. '"') or schema.describe(name)
+    return "ctx.files." .. fn .. ": " .. shown .. ' is not a file name in the inbox (no "/" or "..")'
+  end
+end
+
 local function inbox_files(system, data_dir)
   local inbox = system.inbox
   local files = {}
@@ -63,44 +74,34 @@ local function inbox_files(system, data_dir)
   if inbox:sub(1, 1) ~= "/" then inbox = data_dir .. "/" .. inbox end
   inbox = inbox:gsub("/+$", "")
   files.inbox = inbox
+  local follow = system.follow_symlinks == true
+  local core = require "dp.core"
 
-  local function bad_name(fn, name)
-    if type(name) ~= "string" or name == "" or name:find("/", 1, true) or name:find("..", 1, true)
-        or name:find("\0", 1, true) then
-      return "ctx.files." .. fn .. ": " .. schema.describe(name) .. ' is not a file name in the inbox (no "/" or "..")'
-    end
-  end
   -- called by files.read / files.lines: level 3 is the script
   local function open(fn, name)
-    local err = bad_name(fn, name)
+    local err = bad_file_name(fn, name)
     if err then error(err, 3) end
-    local f = io.open(inbox .. "/" .. name, "rb")
-    if not f then error("ctx.files." .. fn .. ": no file " .. quote(name) .. " in inbox " .. inbox, 3) end
+    local f, oerr = core.inbox_open(inbox, name, follow)
+    if not f then error("ctx.files." .. fn .. ": " .. oerr, 3) end
     return f
   end
 
   -- Sorted names of the regular files in the inbox matching glob (default "*").
   function files.list(glob)
     glob = glob or "*"
-    if type(glob) ~= "string" or glob:find("/", 1, true) then
+    if type(glob) ~= "string" or glob:find("/", 1, true) or glob:find("\0", 1, true) then
       error("ctx.files.list: " .. schema.describe(glob) .. ' is not a file name pattern (no "/")', 2)
     end
-    local core = require "dp.core"
-    local names, err = core.listdir(inbox)
+    local names, err = core.inbox_list(inbox, glob, follow)
     if not names then
       error("ctx.files.list: " .. tostring(err) .. " (the inbox of system " .. quote(system.name) .. ")", 2)
     end
-    local out = {}
-    for _, n in ipairs(names) do
-      if core.fnmatch(glob, n) then out[#out + 1] = n end
-    end
-    table.sort(out)
-    return out
+    return names
   end
 
   function files.read(name)
     local f = open("read", name)
-    local s = f:read("*a")
+    local s = f:read() or ""
     f:close()
     return s
   end
@@ -110,18 +111,19 @@ local function inbox_files(system, data_dir)
     local f = open("lines", name)
     return function()
       if not f then return nil end
-      local l = f:read("*l")
+      local l = f:line()
       if l == nil then f:close(); f = nil; return nil end
       if l:sub(-1) == "\r" then l = l:sub(1, -2) end
       return l
     end
   end
 
-  -- Full path of a file in the inbox (for messages).
+  -- Path of a file in the inbox, for messages: control characters (a line break in a file
+  -- name) are escaped, so that the name cannot forge a log line, an error or an audit row.
   function files.path(name)
-    local err = bad_name("path", name)
+    local err = bad_file_name("path", name)
     if err then error(err, 2) end
-    return inbox .. "/" .. name
+    return core.escape_text(inbox .. "/" .. name)
   end
 
   return files
@@ -223,8 +225,11 @@ local function make_log(log)
   return out
 end
 
--- scrub: redact records (a system with secrets); log(level, msg) warns the first time.
+-- scrub: redact records (a system with secrets); records are redacted too whenever any value
+-- is registered in this process (serve runs many systems: one system's record may hold
+-- another's token). log(level, msg) warns the first time.
 local function make_emit(emit, scrub, log)
+  local core = require "dp.core"
   local cjson = require("cjson").new()
   local warned = false
   return function(batch)
@@ -234,6 +239,7 @@ local function make_emit(emit, scrub, log)
     local n = #batch
     if n == 0 then return 0 end
     local out = {}
+    local scrub_batch = scrub or core.redact_count() > 0
     for i = 1, n do
       local r = batch[i]
       local t = type(r)
@@ -247,7 +253,7 @@ local function make_emit(emit, scrub, log)
       else
         error("emit: record " .. i .. " is a " .. t .. ", expected a table or a JSON object string", 2)
       end
-      if scrub then
+      if scrub_batch then
         local r, k = redact(out[i])
         if k > 0 then
           out[i] = r
@@ -308,25 +314,21 @@ end
 
 local function extend_files(files, system, data_dir, on_commit, log)
   local core = require "dp.core"
-  -- The full path of a file in the inbox, or nil and the error.
-  local function path_of(fn, name)
-    local pre = "ctx.files." .. fn .. ": "
-    if not files.inbox then return nil, pre .. "system " .. quote(system.name) .. " has no inbox folder" end
-    if type(name) ~= "string" or name == "" or name:find("/", 1, true) or name:find("..", 1, true)
-        or name:find("\0", 1, true) then
-      return nil, pre .. schema.describe(name) .. ' is not a file name in the inbox (no "/" or "..")'
-    end
-    return files.inbox .. "/" .. name
+  local follow = system.follow_symlinks == true
+  -- Checks name (raises at the script's level); nil and the error when there is no inbox.
+  local function check(fn, name)
+    if not files.inbox then error("ctx.files." .. fn .. ": system " .. quote(system.name) .. " has no inbox folder", 3) end
+    local err = bad_file_name(fn, name)
+    if err then error(err, 3) end
   end
 
   -- Iterator over blocks of at most `size` bytes (default 64 KiB).
   function files.chunks(name, size)
-    local path, err = path_of("chunks", name)
-    if not path then error(err, 2) end
+    check("chunks", name)
     size = size or 65536
     if type(size) ~= "number" or size < 1 then error("ctx.files.chunks: size must be a positive number", 2) end
-    local f = io.open(path, "rb")
-    if not f then error("ctx.files.chunks: no file " .. quote(name) .. " in inbox " .. files.inbox, 2) end
+    local f, err = core.inbox_open(files.inbox, name, follow)
+    if not f then error("ctx.files.chunks: " .. err, 2) end
     return function()
       if not f then return nil end
       local b = f:read(size)
@@ -337,23 +339,22 @@ local function extend_files(files, system, data_dir, on_commit, log)
 
   -- { size, mtime, age } (seconds; age since the last change).
   function files.stat(name)
-    local path, err = path_of("stat", name)
-    if not path then error(err, 2) end
-    local info, ierr = core.file_info(path)
-    if not info then error("ctx.files.stat: " .. ierr, 2) end
+    check("stat", name)
+    local info, err = core.inbox_stat(files.inbox, name, follow)
+    if not info then error("ctx.files.stat: " .. err, 2) end
     return info
   end
 
   -- Moves the file to the system's archive folder once this entity's data committed.
   function files.archive(name)
-    local path, err = path_of("archive", name)
-    if not path then error(err, 2) end
+    check("archive", name)
     local dir = folder(system.archive, data_dir)
     if not dir then error("ctx.files.archive: system " .. quote(system.name) .. " has no archive folder", 2) end
+    local inbox = files.inbox
     on_commit(function()
-      local to, merr = core.file_move(path, dir)
-      if not to then error("archiving " .. name .. ": " .. merr, 0) end
-      log.info("archived %s to %s", path, to)
+      local to, merr = core.inbox_archive(inbox, name, dir, follow)
+      if not to then error("archiving " .. core.escape_text(name) .. ": " .. merr, 0) end
+      log.info("archived %s to %s", inbox .. "/" .. name, to)
     end)
   end
 end
@@ -409,6 +410,35 @@ end
 
 ---------------------------------------------------------------------------------------------
 
+-- Is s valid UTF-8 without NUL bytes (text PostgreSQL accepts)?
+local function is_text(s)
+  if s:find("\0", 1, true) then return false end
+  if not s:find("[\128-\255]") then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local k, lo, hi = 0, 0x80, 0xBF
+      if c >= 0xC2 and c <= 0xDF then k = 1
+      elseif c == 0xE0 then k, lo = 2, 0xA0
+      elseif c == 0xED then k, hi = 2, 0x9F
+      elseif c >= 0xE1 and c <= 0xEF then k = 2
+      elseif c == 0xF0 then k, lo = 3, 0x90
+      elseif c == 0xF4 then k, hi = 3, 0x8F
+      elseif c >= 0xF1 and c <= 0xF3 then k = 3
+      else return false end
+      for j = 1, k do
+        local b = s:byte(i + j)
+        if not b or b < (j == 1 and lo or 0x80) or b > (j == 1 and hi or 0xBF) then return false end
+      end
+      i = i + k + 1
+    end
+  end
+  return true
+end
+
 -- Runs connector.extract(ctx) for one entity. emit(array_of_json_strings) and log(level, msg)
 -- are C functions. Returns the new cursor (a string) or nil.
 -- event: the JSON body of a callback (serve), or nil; the connector gets it decoded as ctx.event.
@@ -448,6 +478,13 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log, event)
   end
   if new_cursor ~= nil and type(new_cursor) ~= "string" then
     error(conn.path .. ": extract returned a cursor of type " .. type(new_cursor) .. ", expected a string or nil", 0)
+  end
+  if new_cursor and not is_text(new_cursor) then
+    -- e.g. the file connector's cursor is a file name, and names are bytes: PostgreSQL would
+    -- refuse it in the audit row and dp.entity_cursor, after the data was loaded
+    error(conn.path .. ": extract returned a cursor that is not valid UTF-8 text ("
+      .. require("dp.core").escape_text(new_cursor) .. "); cursors are stored as text, so it was refused"
+      .. " (a file name? rename the file)", 0)
   end
   if new_cursor then
     local r, k = redact(new_cursor)

@@ -32,6 +32,61 @@ describe("redaction", function()
     assert.equal('{"t":"[redacted:pw]"}', (core.redact(encoded)))
   end)
 
+  describe("through escapes", function()
+    local R = "[redacted:t]"
+    before_each(function() core.redact_register("T\195\182ken-X/42", "t") end) -- "Töken-X/42"
+
+    it("matches every JSON encoding of the value, mixed with raw bytes, in keys and values", function()
+      for _, enc in ipairs({
+        "T\\u00f6ken-X/42",                                   -- ensure_ascii
+        "T\\u00F6ken-X\\/42",                                -- upper-case hex and \/
+        "\\u0054\\u00f6\\u006b\\u0065\\u006e\\u002d\\u0058\\u002f\\u0034\\u0032", -- every character
+        "T\195\182k\\u0065n-X\\/4\\u0032",                 -- raw UTF-8 and escapes mixed
+        "T%c3%b6ken-X%2f42", "T%C3%B6ken-X%2F42", "T%c3%B6ken-X/42", -- URL-encoded, any case, in part
+      }) do
+        local out, n = core.redact('{"k":"a ' .. enc .. ' b","' .. enc .. '":1}')
+        assert.equal('{"k":"a ' .. R .. ' b","' .. R .. '":1}', out, enc)
+        assert.equal(2, n, enc)
+      end
+    end)
+
+    it("matches JSON inside a JSON string, escaped twice or more", function()
+      local inner = '{"auth":"T\\u00f6ken-X\\/42"}'
+      local once = H.cjson.encode({ body = inner })      -- the inner escapes escaped again
+      local twice = H.cjson.encode({ wrapped = once })
+      assert.equal('{"body":"{\\"auth\\":\\"' .. R .. '\\"}"}', (core.redact(once)))
+      assert.equal(1, select(2, core.redact(twice)))
+      assert.same({ "[redacted:t]", 1 }, { core.redact("T\\\\u00f6ken-X/42") }) -- a JSON string of JSON text
+      assert.is_nil((core.redact(twice)):find("ken", 1, true))
+    end)
+
+    it("replaces whole escapes, so the record stays valid JSON", function()
+      local text = '{"a":"x\\u0054\\u00f6ken-X\\/42\\u0021","b":"\\ud83d\\udd11T\\u00f6ken-X/42\\ud83d\\udd11"}'
+      local out = core.redact(text)
+      assert.equal('{"a":"x' .. R .. '\\u0021","b":"\\ud83d\\udd11' .. R .. '\\ud83d\\udd11"}', out)
+      assert.same({ a = "x" .. R .. "!", b = "\240\159\148\145" .. R .. "\240\159\148\145" }, H.cjson.decode(out))
+    end)
+
+    it("leaves text alone that only looks like escapes, and values that differ", function()
+      for _, text in ipairs({ 'C:\\new\\T\\u00f6ken-X', "T\\u00f6ken-X/43", "100%", "\\u12", "%zz\\",
+        'lone \\ud800 surrogate T\\u00f6ken-Y/42' }) do
+        assert.same({ text, 0 }, { core.redact(text) }, text)
+      end
+    end)
+
+    it("keeps the longest of overlapping values whole, across escapes", function()
+      core.redact_register("ken-X/42", "short")
+      core.redact_register("T\195\182ken-X/42-and-more", "long")
+      assert.equal("[redacted:long] [redacted:t] [redacted:short]",
+        (core.redact("T\\u00f6ken-X\\/42-and-more T\\u00f6ken-X/42 ken-X\\/42")))
+    end)
+
+    it("redacts escaped values in C error messages and log lines too", function()
+      local _, err = core.raw_open("/proc/no-such-T%C3%B6ken-X%2F42/f.jsonl")
+      assert.matches("cannot create folder /proc/no-such-" .. R, err, 1, true)
+    end)
+  end)
+
   it("replaces the longer of two overlapping values whole", function()
     core.redact_register("secret", "short")
     core.redact_register("secret-and-more", "long")
