@@ -13,6 +13,7 @@
 #include "httpd.h"
 #include "json.h"
 #include "log.h"
+#include "metastore.h"
 #include "pg.h"
 #include "run.h"
 #include "runinfo.h"
@@ -128,7 +129,9 @@ typedef struct serve {
   int ifd;                 /* inotify */
   uv_poll_t ipoll;
   int reload_wds[3];
-  uv_timer_t reload_timer, tick_timer, grace_timer;
+  uv_timer_t reload_timer, tick_timer, grace_timer, poll_timer;
+  double poll_s;           /* DP_METADATA=mongo: seconds between looks at the pushed set's hash */
+  int polling;             /* a look is under way */
   uv_signal_t sig_term, sig_int, sig_hup;
   char *reload_error;
   uint64_t reload_errors;
@@ -851,6 +854,51 @@ static void schedule_reload(serve *s) {
   uv_timer_start(&s->reload_timer, on_reload_timer, 300, 0);
 }
 
+/* DP_METADATA=mongo: a push is seen by polling the current set's hash (on the thread pool). */
+typedef struct poll_work {
+  uv_work_t w;
+  serve *srv;
+  char hash[65];
+} poll_work;
+
+static void poll_run(uv_work_t *w) {
+  poll_work *p = w->data;
+  dp_engine eng;
+  memset(&eng, 0, sizeof eng);
+  eng.cfg = *p->srv->cfg; /* borrowed */
+  dp_metastore_current cur;
+  memset(&cur, 0, sizeof cur);
+  dp_err e;
+  if (dp_engine_open_mongo(&eng, &e) == 0 && dp_metastore_read(eng.mongo, eng.cfg.metadata_db, &cur, &e) == 0)
+    snprintf(p->hash, sizeof p->hash, "%s", cur.hash);
+  dp_metastore_current_free(&cur);
+  if (eng.mongo) mongoc_client_destroy(eng.mongo);
+}
+
+static void poll_done(uv_work_t *w, int status) {
+  poll_work *p = w->data;
+  serve *s = p->srv;
+  (void)status;
+  s->polling = 0;
+  const char *have = s->snap->meta.pushed_hash;
+  if (p->hash[0] && (!have || strcmp(have, p->hash) != 0) && !s->shutting_down) {
+    dp_log(DP_LOG_INFO, "serve: a new metadata push (%.12s) is current in MongoDB", p->hash);
+    schedule_reload(s);
+  }
+  free(p);
+}
+
+static void on_poll_timer(uv_timer_t *t) {
+  serve *s = t->data;
+  if (s->polling || s->shutting_down) return;
+  poll_work *p = calloc(1, sizeof *p);
+  if (!p) return;
+  p->srv = s;
+  p->w.data = p;
+  s->polling = 1;
+  uv_queue_work(&s->loop, &p->w, poll_run, poll_done);
+}
+
 static void on_sighup(uv_signal_t *h, int sig) {
   (void)sig;
   schedule_reload(h->data);
@@ -913,6 +961,7 @@ static void begin_shutdown(serve *s, const char *why) {
   disarm_all(s);
   uv_timer_stop(&s->reload_timer);
   uv_timer_stop(&s->tick_timer);
+  uv_timer_stop(&s->poll_timer);
   uv_mutex_lock(&s->mu);
   s->stopping = 1;
   /* queued jobs are dropped: they never started, so nothing records them */
@@ -1092,7 +1141,6 @@ static void api_work_done(uv_work_t *w, int status) {
   (void)status;
   serve *s = a->srv;
   if (a->kind == 0 && a->status == 200 && s->reload_error) { /* works, on the previous version */
-    a->body.data[--a->body.len] = 0;
     dp_buf_puts(&a->body, ",\"reload\":{\"ok\":false,\"error\":");
     dp_json_put_string(&a->body, s->reload_error, strlen(s->reload_error));
     dp_buf_puts(&a->body, "}");
@@ -1424,6 +1472,7 @@ int dp_serve_main(dp_engine *eng) {
   s->grace_s = env_num("DP_SHUTDOWN_GRACE", 30, 0, 86400, &e, &bad);
   s->settle_ms = env_num("DP_FILE_SETTLE_MS", 3000, 0, 3600000, &e, &bad);
   s->max_body = (size_t)env_num("DP_API_MAX_BODY", 1048576, 0, 1073741824, &e, &bad);
+  s->poll_s = env_num("DP_RELOAD_POLL", 10, 0.1, 86400, &e, &bad);
   double test_now = env_num("DP_TEST_NOW", 0, 0, 1e11, &e, &bad);
   if (bad || read_token(s, listen, &e) != 0) {
     fprintf(stderr, "dp-engine serve: %s\n", e.msg);
@@ -1465,6 +1514,10 @@ int dp_serve_main(dp_engine *eng) {
   uv_timer_init(&s->loop, &s->tick_timer);
   s->tick_timer.data = s;
   uv_timer_start(&s->tick_timer, on_tick, 1000, 1000);
+  uv_timer_init(&s->loop, &s->poll_timer);
+  s->poll_timer.data = s;
+  if (strcmp(s->cfg->metadata, "mongo") == 0)
+    uv_timer_start(&s->poll_timer, on_poll_timer, (uint64_t)(s->poll_s * 1000), (uint64_t)(s->poll_s * 1000));
   uv_signal_init(&s->loop, &s->sig_term);
   uv_signal_init(&s->loop, &s->sig_int);
   uv_signal_init(&s->loop, &s->sig_hup);

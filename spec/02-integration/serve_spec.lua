@@ -465,3 +465,81 @@ describe("serve with another serve and the CLI", function()
     assert(ok, err)
   end)
 end)
+
+describe("serve reload", function()
+  -- a metadata folder of the test's own, to edit
+  local function metadata_copy()
+    local dir = H.tmpdir("serve-meta")
+    assert(H.sh("cp " .. H.sh_quote(FIXTURE) .. "/metadata/*.json " .. H.sh_quote(dir)) == 0)
+    return dir
+  end
+
+  local function add_system(dir, name)
+    local s = H.read_file(dir .. "/systems.json"):gsub("%]%s*$", ',\n  { "name": "' .. name .. '", "type": "echo" }\n]\n')
+    H.write_file(dir .. "/systems.json", s)
+    local e = H.read_file(dir .. "/entities.json"):gsub("%]%s*$", ',\n  { "name": "events", "system": "' .. name
+      .. '", "primary_key": ["id"], "columns": [{ "name": "id", "type": "string", "nullable": false },'
+      .. ' { "name": "event", "type": "json" }] }\n]\n')
+    H.write_file(dir .. "/entities.json", e)
+  end
+
+  it("a broken metadata file keeps the running version (runs use it) and /health says why; a fix is taken", function()
+    local env = setup_env("serve_reload")
+    local meta = metadata_copy()
+    env.DP_METADATA = meta
+    local srv = start_serve(env)
+    local pg = H.pg(env)
+    local ok, err = pcall(function()
+      local good = H.read_file(meta .. "/systems.json")
+      H.write_file(meta .. "/systems.json", good:gsub('"hooked"', '"hooked",,', 1))
+      local health = eventually(10, "the reload error in /health", function()
+        local _, body = http("GET", srv.url .. "/health", { token = false })
+        local h = json(body)
+        return h.reload and h
+      end)
+      assert.equal("ok", health.status)
+      assert.is_false(health.reload.ok)
+      assert.truthy(health.reload.error:find("systems.json", 1, true), health.reload.error)
+      -- runs go on, on the previous version (the file on disk is broken)
+      local code, body = http("POST", srv.url .. "/api/v1/systems/hooked/runs")
+      assert.equal(202, code, body)
+      assert.equal("succeeded", eventually(30, "a run on the previous version", function()
+        return finished(pg, json(body).run_id)
+      end))
+      -- fixed, with a new system: taken
+      H.write_file(meta .. "/systems.json", good)
+      add_system(meta, "newcomer")
+      eventually(10, "the new version", function()
+        local c = http("POST", srv.url .. "/api/v1/systems/newcomer/runs")
+        return c == 202
+      end)
+      local _, b2 = http("GET", srv.url .. "/health", { token = false })
+      assert.is_nil(json(b2).reload)
+    end)
+    stop_serve(srv)
+    pg:close()
+    assert(ok, err)
+  end)
+
+  it("with DP_METADATA=mongo, a new push is picked up by polling its hash", function()
+    local env = setup_env("serve_push")
+    local meta = metadata_copy()
+    local function push()
+      local rc, out, perr = H.engine(env, "metadata", "push", "--dir", meta)
+      assert.equal(0, rc, tostring(out) .. tostring(perr))
+    end
+    push()
+    env.DP_METADATA = "mongo"
+    local srv = start_serve(env, { DP_RELOAD_POLL = "0.3" })
+    local ok, err = pcall(function()
+      assert.equal(404, (http("POST", srv.url .. "/api/v1/systems/pushed_later/runs")))
+      add_system(meta, "pushed_later")
+      push()
+      eventually(15, "the pushed version", function()
+        return http("POST", srv.url .. "/api/v1/systems/pushed_later/runs") == 202
+      end)
+    end)
+    stop_serve(srv)
+    assert(ok, err)
+  end)
+end)
