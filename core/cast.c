@@ -1,6 +1,7 @@
 /* cast.c - typed casting to canonical text (see docs/data-types.md for the rules). */
 #include "cast.h"
 #include "json.h"
+#include "jsonbson.h"
 #include "uuid.h"
 
 #include <ctype.h>
@@ -277,7 +278,13 @@ static void trim(const char **s, size_t *n) {
 
 static int parse_int_text(const char *s, size_t n, int64_t *v) {
   char tmp[32];
-  if (n == 0 || n >= sizeof tmp) return -1;
+  if (n == 0) return -1;
+  if (n >= sizeof tmp) { /* all digits: a number too large; else not one */
+    size_t k = (s[0] == '+' || s[0] == '-') ? 1 : 0;
+    for (; k < n; k++)
+      if (!isdigit((unsigned char)s[k])) return -1;
+    return -2;
+  }
   memcpy(tmp, s, n);
   tmp[n] = '\0';
   size_t i = (tmp[0] == '+' || tmp[0] == '-') ? 1 : 0;
@@ -355,8 +362,10 @@ static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_bu
       tmp[n] = '\0';
       errno = 0;
       double d = strtod(tmp, &end);
+      int range = errno == ERANGE;
       if (*end || end == tmp) return dp_err_set(e, DP_ECAST, "%s is not a number", sh);
       if (!isfinite(d)) return dp_err_set(e, DP_ECAST, "%s is not a finite number", sh);
+      if (range && d == 0) return dp_err_set(e, DP_ECAST, "%s is too small for a double (it would be 0)", sh);
       char b[40];
       dp_format_double(d, b);
       return dp_buf_puts(out, b);
@@ -455,6 +464,71 @@ static int cast_from_double(const dp_column *col, double d, dp_buf *out, dp_err 
   }
 }
 
+/* A JSON number's text that neither int64 nor double holds exactly (jsonbson.h): exact for text,
+ * json and decimal columns, range-checked for the others; never wrapped or rounded silently. */
+static int cast_from_number_text(const dp_column *col, const char *s, size_t n, dp_buf *out, dp_err *e) {
+  char sh[MAX_SHOWN + 8];
+  shown(sh, sizeof sh, s, n);
+  switch (col->type) {
+    case DP_T_STRING:
+    case DP_T_TEXT:
+    case DP_T_DECIMAL: return cast_from_string(col, s, n, out, e);
+    case DP_T_JSON: return dp_buf_append(out, s, n);
+    case DP_T_INTEGER:
+    case DP_T_BIGINT: {
+      dp_buf d = DP_BUF_INIT;
+      dp_num num;
+      int rc;
+      if (dp_num_normalize(s, n, &num, &d) != 0) {
+        rc = dp_err_set(e, DP_ECAST, "%s is not a number", sh);
+      } else if ((long)d.len > num.point) {
+        rc = dp_err_set(e, DP_ECAST, "%s is not an integer", sh);
+      } else if (num.point > 19) {
+        rc = dp_err_set(e, DP_ECAST, "%s is out of range for %s", sh, dp_type_name(col->type));
+      } else {
+        char t[32];
+        size_t k = 0;
+        if (num.neg) t[k++] = '-';
+        for (long i = 0; i < num.point; i++) t[k++] = i < (long)d.len ? d.data[i] : '0';
+        if (num.point == 0) t[k++] = '0';
+        int64_t v;
+        int r = parse_int_text(t, k, &v);
+        if (r == -2) rc = dp_err_set(e, DP_ECAST, "%s is out of range for %s", sh, dp_type_name(col->type));
+        else if (r) rc = dp_err_set(e, DP_ECAST, "%s is not an integer", sh);
+        else if (put_int(col, v, out)) rc = dp_err_set(e, DP_ECAST, "%s is out of range for integer", sh);
+        else rc = 0;
+      }
+      dp_buf_free(&d);
+      return rc;
+    }
+    case DP_T_DOUBLE: {
+      dp_buf t = DP_BUF_INIT;
+      dp_buf_append(&t, s, n);
+      errno = 0;
+      double d = t.data ? strtod(t.data, NULL) : 0;
+      int range = errno == ERANGE;
+      dp_buf_free(&t);
+      if (!isfinite(d)) return dp_err_set(e, DP_ECAST, "%s does not fit a double (too large)", sh);
+      if (range && d == 0) return dp_err_set(e, DP_ECAST, "%s is too small for a double (it would be 0)", sh);
+      /* a double holds the nearest value, as PostgreSQL's float8 input does (docs/data-types.md) */
+      char b[40];
+      dp_format_double(d, b);
+      return dp_buf_puts(out, b);
+    }
+    case DP_T_TIMESTAMP: {
+      dp_buf t = DP_BUF_INIT;
+      dp_buf_append(&t, s, n);
+      double d = t.data ? strtod(t.data, NULL) : 0;
+      dp_buf_free(&t);
+      if (!isfinite(d) || d > 253402300799.0 || d < -62135596800.0)
+        return dp_err_set(e, DP_ECAST, "%s is out of range for a timestamp (epoch seconds)", sh);
+      return cast_from_double(col, d, out, e);
+    }
+    case DP_T_BOOLEAN: return dp_err_set(e, DP_ECAST, "%s is not a boolean", sh);
+    default: return dp_err_set(e, DP_ECAST, "%s (a number) is not a %s", sh, dp_type_name(col->type));
+  }
+}
+
 int dp_bson_value_to_json(const bson_iter_t *it, dp_buf *out) {
   switch (bson_iter_type(it)) {
     case BSON_TYPE_UTF8: {
@@ -474,6 +548,22 @@ int dp_bson_value_to_json(const bson_iter_t *it, dp_buf *out) {
     case BSON_TYPE_BOOL: return dp_buf_puts(out, bson_iter_bool(it) ? "true" : "false");
     case BSON_TYPE_NULL:
     case BSON_TYPE_UNDEFINED: return dp_buf_puts(out, "null");
+    case BSON_TYPE_BINARY: { /* a number's text, or a string holding NUL (jsonbson.h) */
+      bson_subtype_t st;
+      uint32_t n;
+      const uint8_t *bin;
+      bson_iter_binary(it, &st, &n, &bin);
+      if (st == DP_BSON_NUMBER_TEXT) return dp_buf_append(out, bin, n);
+      if (st == DP_BSON_NUL_STRING) return dp_json_put_string(out, (const char *)bin, n);
+      bson_t tmp = BSON_INITIALIZER;
+      bson_append_iter(&tmp, "v", 1, it);
+      size_t len;
+      char *js = bson_as_relaxed_extended_json(&tmp, &len);
+      int rc = js ? dp_buf_puts(out, js) : DP_EINVAL;
+      bson_free(js);
+      bson_destroy(&tmp);
+      return rc;
+    }
     case BSON_TYPE_DOCUMENT:
     case BSON_TYPE_ARRAY: {
       int is_array = bson_iter_type(it) == BSON_TYPE_ARRAY;
@@ -570,7 +660,11 @@ int dp_cast_bson(const dp_column *col, const bson_iter_t *it, dp_buf *out, int *
       uint32_t n;
       const uint8_t *bin;
       bson_iter_binary(it, &st, &n, &bin);
-      if (col->type == DP_T_UUID && n == 16 && (st == BSON_SUBTYPE_UUID || st == BSON_SUBTYPE_UUID_DEPRECATED)) {
+      if (st == DP_BSON_NUMBER_TEXT) {
+        rc = cast_from_number_text(col, (const char *)bin, n, out, e);
+      } else if (st == DP_BSON_NUL_STRING) {
+        rc = cast_from_string(col, (const char *)bin, n, out, e);
+      } else if (col->type == DP_T_UUID && n == 16 && (st == BSON_SUBTYPE_UUID || st == BSON_SUBTYPE_UUID_DEPRECATED)) {
         char u[37];
         dp_uuid_format(bin, u);
         rc = dp_buf_puts(out, u);

@@ -8,6 +8,7 @@
 #include "http.h"
 #include "inbox.h"
 #include "json.h"
+#include "jsonbson.h"
 #include "luabridge.h"
 #include "meta.h"
 #include "pg.h"
@@ -184,8 +185,10 @@ static int l_hash(lua_State *L) {
 
 /* Parses a JSON object text into a bson_t (caller destroys). */
 static int parse_record(const char *s, size_t n, bson_t *out, dp_err *e) {
-  bson_error_t be;
-  if (!bson_init_from_json(out, s, (ssize_t)n, &be)) return dp_err_set(e, DP_EJSON, "%s", be.message);
+  if (dp_json_to_bson(s, n, out, e) != 0) {
+    bson_destroy(out);
+    return DP_EJSON;
+  }
   return 0;
 }
 

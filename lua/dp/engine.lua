@@ -105,15 +105,35 @@ local function inbox_files(system, data_dir)
     return s
   end
 
-  -- Iterator over the lines of a file, without "\n" or a trailing "\r".
+  -- Iterator over the lines of a file, without "\n" or a trailing "\r". Every byte is kept, NUL
+  -- too (f:read("*l") stops a line at a NUL byte in LuaJIT): a line is what lies between "\n"s.
   function files.lines(name)
     local f = open("lines", name)
+    local buf, pos, from = "", 1, 1 -- from: where "\n" was not found yet (long lines)
     return function()
-      if not f then return nil end
-      local l = f:read("*l")
-      if l == nil then f:close(); f = nil; return nil end
-      if l:sub(-1) == "\r" then l = l:sub(1, -2) end
-      return l
+      while f or pos <= #buf do
+        local nl = buf:find("\n", math.max(pos, from), true)
+        if nl or not f then
+          local l
+          if nl then
+            l, pos = buf:sub(pos, nl - 1), nl + 1
+          else
+            l, pos = buf:sub(pos), #buf + 1
+          end
+          if l:sub(-1) == "\r" then l = l:sub(1, -2) end
+          from = pos
+          return l
+        end
+        from = #buf - pos + 2
+        local chunk = f:read(math.max(65536, #buf)) -- doubling: a huge line costs O(n)
+        if chunk == nil then
+          f:close()
+          f = nil
+        else
+          buf, pos = buf:sub(pos) .. chunk, 1
+        end
+      end
+      return nil
     end
   end
 
