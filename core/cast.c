@@ -17,8 +17,20 @@
 
 /* Appends a short, quoted rendering of a source string for error messages. */
 static void shown(char *dst, size_t cap, const char *s, size_t n) {
-  size_t m = n > MAX_SHOWN ? MAX_SHOWN : n;
-  snprintf(dst, cap, "\"%.*s%s\"", (int)m, s, n > MAX_SHOWN ? "..." : "");
+  /* control bytes (NUL too, which would end the message) written as \0, \n, \xHH */
+  size_t k = 0, i = 0;
+  if (cap < 8) { if (cap) dst[0] = '\0'; return; }
+  dst[k++] = '"';
+  for (; i < n && k + 8 < cap && i < MAX_SHOWN; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != 0x7f) { dst[k++] = (char)c; continue; }
+    if (c == 0) k += (size_t)snprintf(dst + k, cap - k, "\\0");
+    else if (c == '\n') k += (size_t)snprintf(dst + k, cap - k, "\\n");
+    else k += (size_t)snprintf(dst + k, cap - k, "\\x%02x", c);
+  }
+  if (i < n && k + 4 < cap) k += (size_t)snprintf(dst + k, cap - k, "...");
+  dst[k++] = '"';
+  dst[k] = '\0';
 }
 
 void dp_format_double(double d, char buf[40]) {
@@ -189,7 +201,7 @@ static int parse_ts(const char *s, size_t n, int64_t *us) {
 /* Rounds the decimal text s to col's scale (half away from zero) and checks precision. */
 static int cast_decimal_text(const dp_column *col, const char *s, size_t n, dp_buf *out,
                              dp_err *e) {
-  char sh[MAX_SHOWN + 8]; /* the value as shown in messages: made only when one is needed */
+  char sh[4 * MAX_SHOWN + 16]; /* the value as shown in messages: made only when one is needed */
 #define sh (shown(sh, sizeof sh, s0, n0), sh)
   const char *s0 = s;
   size_t n0 = n;
@@ -328,7 +340,7 @@ static int put_int(const dp_column *col, int64_t v, dp_buf *out) {
 
 static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_buf *out,
                             dp_err *e) {
-  char sh[MAX_SHOWN + 8]; /* the value as shown in messages: made only when one is needed */
+  char sh[4 * MAX_SHOWN + 16]; /* the value as shown in messages: made only when one is needed */
 #define sh (shown(sh, sizeof sh, s0, n0), sh)
   const char *s0 = s;
   size_t n0 = n;
@@ -467,7 +479,7 @@ static int cast_from_double(const dp_column *col, double d, dp_buf *out, dp_err 
 /* A JSON number's text that neither int64 nor double holds exactly (jsonbson.h): exact for text,
  * json and decimal columns, range-checked for the others; never wrapped or rounded silently. */
 static int cast_from_number_text(const dp_column *col, const char *s, size_t n, dp_buf *out, dp_err *e) {
-  char sh[MAX_SHOWN + 8];
+  char sh[4 * MAX_SHOWN + 16];
   shown(sh, sizeof sh, s, n);
   switch (col->type) {
     case DP_T_STRING:

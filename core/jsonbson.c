@@ -308,6 +308,14 @@ static int read_object(jb *j, bson_t *b) {
     int has_nul;
     if ((rc = read_string(j, &has_nul)) != 0) break;
     if (has_nul) { rc = fail_at(j, kat, "a key holds U+0000 (\\u0000), which no MongoDB key can"); break; }
+    int dollar = j->s.len > 0 && j->s.data[0] == '$';
+    if (dollar || (j->s.len > 0 && memchr(j->s.data, '.', j->s.len))) {
+      snprintf(j->whatbuf, sizeof j->whatbuf, "the key \"%.*s%s\" %s, which MongoDB servers refuse",
+               j->s.len > 60 ? 60 : (int)j->s.len, j->s.data, j->s.len > 60 ? "..." : "",
+               dollar ? "starts with '$'" : "holds a '.'");
+      rc = fail_at(j, kat, j->whatbuf);
+      break;
+    }
     if (j->nke == j->cap) {
       size_t nc = j->cap ? j->cap * 2 : 64;
       keyent *nk = realloc(j->ke, nc * sizeof *nk);

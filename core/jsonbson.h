@@ -9,9 +9,9 @@
  *     it, in a BSON binary of subtype DP_BSON_NUMBER_TEXT (FerretDB v1 has no decimal128);
  *   - a string holding U+0000 (which PostgreSQL's jsonb under FerretDB refuses) is kept as its
  *     UTF-8 bytes in a binary of subtype DP_BSON_NUL_STRING;
- *   - keys are kept as written, also "$x", "a.b" and "" (the insert does not validate them).
+ *   - keys are kept as written, "" too (the insert does not validate them).
  * Refused, so that the caller rejects the record with the reason: invalid JSON, a key holding
- * U+0000, a lone surrogate (\ud800), invalid UTF-8, a duplicate member, nesting deeper than
+ * U+0000, a key starting with '$' or holding a '.' (FerretDB v1 refuses both at any depth), a lone surrogate (\ud800), invalid UTF-8, a duplicate member, nesting deeper than
  * DP_JSONBSON_MAX_DEPTH, a record of more than DP_JSONBSON_MAX_SIZE bytes of BSON. */
 #ifndef DP_JSONBSON_H
 #define DP_JSONBSON_H

@@ -477,7 +477,9 @@ static void put_reject(stager *st, dp_buf *b, const reject *rj) {
   dp_buf_printf(b, "\t%" PRId64 "\t", rj->line);
   dp_buf_reset(&st->scratch);
   dp_bson_to_json(rj->data, &st->scratch);
-  dp_pg_copy_escape(b, st->scratch.data, st->scratch.len);
+  /* jsonb refuses U+0000: such a record is left NULL here (raw_file and raw_line point to it) */
+  if (st->scratch.data && memmem(st->scratch.data, st->scratch.len, "\\u0000", 6)) dp_buf_puts(b, "\\N");
+  else dp_pg_copy_escape(b, st->scratch.data, st->scratch.len);
 }
 
 /* A row of the __rejected table, for TO_TABLE (staged modes stage their rejections). */
