@@ -549,7 +549,7 @@ static int read_record(loader *L, const bson_t *data, incoming *in, int64_t line
      * rejects it anyway) */
     const dp_column *c = &ent->cols[vc];
     bson_iter_t it, field; /* find_descendant takes plain and dotted paths alike */
-    int found = bson_iter_init(&it, data) && bson_iter_find_descendant(&it, c->path, &field);
+    int found = bson_iter_init(&it, data) && bson_iter_find_descendant(&it, dp_row_path(&L->row, (size_t)vc), &field);
     dp_buf t = DP_BUF_INIT;
     int is_null = 0;
     dp_err ce;

@@ -541,6 +541,18 @@ static int cast_from_number_text(const dp_column *col, const char *s, size_t n, 
   }
 }
 
+/* A key as the source wrote it (bronze stores some encoded: jsonbson.h). */
+static void put_key(dp_buf *out, const char *k, size_t n) {
+  if (!memchr(k, '%', n)) {
+    dp_json_put_string(out, k, n);
+    return;
+  }
+  dp_buf d = DP_BUF_INIT;
+  dp_key_decode(k, n, &d);
+  dp_json_put_string(out, d.data ? d.data : "", d.len);
+  dp_buf_free(&d);
+}
+
 int dp_bson_value_to_json(const bson_iter_t *it, dp_buf *out) {
   switch (bson_iter_type(it)) {
     case BSON_TYPE_UTF8: {
@@ -587,7 +599,7 @@ int dp_bson_value_to_json(const bson_iter_t *it, dp_buf *out) {
         if (!first) dp_buf_putc(out, ',');
         first = 0;
         if (!is_array) {
-          dp_json_put_string(out, bson_iter_key(&child), bson_iter_key_len(&child));
+          put_key(out, bson_iter_key(&child), bson_iter_key_len(&child));
           dp_buf_putc(out, ':');
         }
         int rc = dp_bson_value_to_json(&child, out);
@@ -617,12 +629,22 @@ int dp_bson_to_json(const bson_t *doc, dp_buf *out) {
   while (bson_iter_next(&it)) {
     if (!first) dp_buf_putc(out, ',');
     first = 0;
-    dp_json_put_string(out, bson_iter_key(&it), bson_iter_key_len(&it));
+    put_key(out, bson_iter_key(&it), bson_iter_key_len(&it));
     dp_buf_putc(out, ':');
     int rc = dp_bson_value_to_json(&it, out);
     if (rc) return rc;
   }
   return dp_buf_putc(out, '}');
+}
+
+/* Does JSON text s[0..n) hold the escape \u0000 (not a literal backslash before "u0000")? */
+static int json_has_nul(const char *s, size_t n) {
+  for (size_t i = 0; i + 6 <= n; i++) {
+    if (s[i] != '\\') continue;
+    if (s[i + 1] == '\\') { i++; continue; } /* an escaped backslash */
+    if (memcmp(s + i + 1, "u0000", 5) == 0) return 1;
+  }
+  return 0;
 }
 
 int dp_cast_bson(const dp_column *col, const bson_iter_t *it, dp_buf *out, int *is_null,
@@ -694,6 +716,8 @@ int dp_cast_bson(const dp_column *col, const bson_iter_t *it, dp_buf *out, int *
     default:
       rc = dp_err_set(e, DP_ECAST, "unsupported source value for %s", dp_type_name(col->type));
   }
+  if (rc == 0 && col->type == DP_T_JSON && json_has_nul(out->data + mark, out->len - mark))
+    rc = dp_err_set(e, DP_ECAST, "holds U+0000 (\\u0000), which a json column (PostgreSQL jsonb) cannot");
   if (rc == 0 && *is_null && !col->nullable)
     rc = dp_err_set(e, DP_ECAST, "is null but the column is not nullable");
   if (rc != 0) out->len = mark, out->data ? (void)(out->data[mark] = '\0') : (void)0;

@@ -304,18 +304,8 @@ static int read_object(jb *j, bson_t *b) {
   for (;;) {
     skip_ws(j);
     if (j->p >= j->end || *j->p != '"') { rc = fail(j, "expected a string key"); break; }
-    const char *kat = j->p;
     int has_nul;
     if ((rc = read_string(j, &has_nul)) != 0) break;
-    if (has_nul) { rc = fail_at(j, kat, "a key holds U+0000 (\\u0000), which no MongoDB key can"); break; }
-    int dollar = j->s.len > 0 && j->s.data[0] == '$';
-    if (dollar || (j->s.len > 0 && memchr(j->s.data, '.', j->s.len))) {
-      snprintf(j->whatbuf, sizeof j->whatbuf, "the key \"%.*s%s\" %s, which MongoDB servers refuse",
-               j->s.len > 60 ? 60 : (int)j->s.len, j->s.data, j->s.len > 60 ? "..." : "",
-               dollar ? "starts with '$'" : "holds a '.'");
-      rc = fail_at(j, kat, j->whatbuf);
-      break;
-    }
     if (j->nke == j->cap) {
       size_t nc = j->cap ? j->cap * 2 : 64;
       keyent *nk = realloc(j->ke, nc * sizeof *nk);
@@ -324,13 +314,14 @@ static int read_object(jb *j, bson_t *b) {
       j->cap = nc;
     }
     keyent *ke = &j->ke[j->nke++];
-    ke->h = fnv(j->s.data ? j->s.data : "", j->s.len);
     ke->off = j->keys.len;
-    ke->len = j->s.len;
-    if (dp_buf_append(&j->keys, j->s.data ? j->s.data : "", j->s.len) || dp_buf_putc(&j->keys, '\0')) {
+    /* stored encoded where a MongoDB server needs it (one-to-one, so duplicates stay duplicates) */
+    if (dp_key_encode(j->s.data ? j->s.data : "", j->s.len, &j->keys) || dp_buf_putc(&j->keys, '\0')) {
       rc = fail(j, "out of memory");
       break;
     }
+    ke->len = j->keys.len - 1 - ke->off;
+    ke->h = fnv(j->keys.data + ke->off, ke->len);
     skip_ws(j);
     if (j->p >= j->end || *j->p != ':') { rc = fail(j, "expected ':'"); break; }
     j->p++;
@@ -422,6 +413,39 @@ static int put_value(jb *j, bson_t *b, const char *k, size_t kl) {
       return fail(j, "unexpected character");
   }
   return ok ? 0 : fail_at(j, at, "the record is too large");
+}
+
+static int needs_escape(const char *k, size_t i) {
+  char c = k[i];
+  return c == '%' || c == '.' || c == '\0' || (c == '$' && i == 0);
+}
+
+int dp_key_encode(const char *k, size_t n, dp_buf *out) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t from = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!needs_escape(k, i)) continue;
+    char esc[3] = {'%', hex[(unsigned char)k[i] >> 4], hex[(unsigned char)k[i] & 15]};
+    if (dp_buf_append(out, k + from, i - from) || dp_buf_append(out, esc, 3)) return DP_ENOMEM;
+    from = i + 1;
+  }
+  return dp_buf_append(out, k + from, n - from);
+}
+
+static int unhex(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int dp_key_decode(const char *k, size_t n, dp_buf *out) {
+  size_t from = 0;
+  for (size_t i = 0; i + 2 < n; i++) {
+    int hi, lo;
+    if (k[i] != '%' || (hi = unhex(k[i + 1])) < 0 || (lo = unhex(k[i + 2])) < 0) continue;
+    if (dp_buf_append(out, k + from, i - from) || dp_buf_putc(out, (char)(hi << 4 | lo))) return DP_ENOMEM;
+    from = i + 3;
+    i += 2;
+  }
+  return dp_buf_append(out, k + from, n - from);
 }
 
 int dp_json_to_bson(const char *text, size_t len, bson_t *out, dp_err *e) {

@@ -9,9 +9,12 @@
  *     it, in a BSON binary of subtype DP_BSON_NUMBER_TEXT (FerretDB v1 has no decimal128);
  *   - a string holding U+0000 (which PostgreSQL's jsonb under FerretDB refuses) is kept as its
  *     UTF-8 bytes in a binary of subtype DP_BSON_NUL_STRING;
- *   - keys are kept as written, "" too (the insert does not validate them).
- * Refused, so that the caller rejects the record with the reason: invalid JSON, a key holding
- * U+0000, a key starting with '$' or holding a '.' (FerretDB v1 refuses both at any depth), a lone surrogate (\ud800), invalid UTF-8, a duplicate member, nesting deeper than
+ *   - keys are kept as written ("" too), except that '%', '.', U+0000 and a leading '$' are
+ *     written %25, %2E, %00 and %24 (FerretDB v1 refuses '.' and '$' in keys at any depth, BSON
+ *     keys cannot hold NUL): one-to-one, undone by dp_key_decode; column paths are encoded
+ *     the same way to find them (record.c), json columns get the keys decoded (cast.c).
+ * Refused, so that the caller rejects the record with the reason: invalid JSON, a lone
+ * surrogate (\ud800), invalid UTF-8, a duplicate member, nesting deeper than
  * DP_JSONBSON_MAX_DEPTH, a record of more than DP_JSONBSON_MAX_SIZE bytes of BSON. */
 #ifndef DP_JSONBSON_H
 #define DP_JSONBSON_H
@@ -24,9 +27,10 @@
 #define DP_BSON_NUMBER_TEXT ((bson_subtype_t)0x80) /* a JSON number's text, as written */
 #define DP_BSON_NUL_STRING ((bson_subtype_t)0x81)  /* a string's UTF-8 bytes, some of them NUL */
 
-/* Levels of objects and arrays in a record (the record itself is level 1). FerretDB v1 refuses
- * documents nested deeper than 180 levels, and bronze wraps a record in one more; MongoDB
- * allows 100 in all, so 98 leaves room for the wrapper on both. */
+/* Levels of objects and arrays in a record (the record itself is level 1). MongoDB refuses
+ * documents nested deeper than 100 levels, and bronze wraps a record in its document (top level
+ * and "data"), so 98 is the most that loads into any MongoDB wire server. (FerretDB v1 took
+ * 2000 levels in a test; the limit is MongoDB's, so that bronze can move between servers.) */
 #define DP_JSONBSON_MAX_DEPTH 98
 /* MongoDB's document limit is 16 MiB; bronze's wrapper (_id, _dp) needs well under 64 KiB. */
 #define DP_JSONBSON_MAX_SIZE (16 * 1024 * 1024 - 64 * 1024)
@@ -35,6 +39,10 @@
  * caller destroys it, also on failure). Returns 0, or DP_EJSON with e->msg naming what and at
  * which byte (1-based): "duplicate member \"n\" at byte 9". */
 int dp_json_to_bson(const char *text, size_t len, bson_t *out, dp_err *e);
+
+/* Appends key k[0..n) encoded as bronze stores it, or decoded back. 0 or DP_ENOMEM. */
+int dp_key_encode(const char *k, size_t n, dp_buf *out);
+int dp_key_decode(const char *k, size_t n, dp_buf *out);
 
 /* A number's text normalized: value = (neg ? -1 : 1) * 0.DIGITS * 10^point, digits without
  * leading or trailing zeros (empty for zero). digits is appended to the caller's buffer. */
