@@ -338,6 +338,27 @@ static int put_int(const dp_column *col, int64_t v, dp_buf *out) {
   return 0;
 }
 
+/* [+-] digits [. digits] [e [+-] digits], a digit somewhere before the exponent: what strtod
+ * reads besides (hex, inf, nan) is not a number a source means */
+static int decimal_syntax(const char *s, size_t n) {
+  size_t i = 0, d = 0;
+  if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+  while (i < n && isdigit((unsigned char)s[i])) i++, d++;
+  if (i < n && s[i] == '.') {
+    i++;
+    while (i < n && isdigit((unsigned char)s[i])) i++, d++;
+  }
+  if (d == 0) return 0;
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    i++;
+    if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+    size_t x = 0;
+    while (i < n && isdigit((unsigned char)s[i])) i++, x++;
+    if (x == 0) return 0;
+  }
+  return i == n;
+}
+
 static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_buf *out,
                             dp_err *e) {
   char sh[4 * MAX_SHOWN + 16]; /* the value as shown in messages: made only when one is needed */
@@ -355,6 +376,8 @@ static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_bu
     return dp_buf_append(out, s, n);
   }
   if (col->type == DP_T_JSON) return dp_json_put_string(out, s, n);
+  /* the parsers below read C strings: "12\u00003" must not become 12 */
+  if (memchr(s, '\0', n)) return dp_err_set(e, DP_ECAST, "%s contains a NUL character", sh);
   trim(&s, &n);
   switch (col->type) {
     case DP_T_INTEGER:
@@ -369,7 +392,7 @@ static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_bu
     case DP_T_DECIMAL: return cast_decimal_text(col, s, n, out, e);
     case DP_T_DOUBLE: {
       char tmp[512], *end;
-      if (n == 0 || n >= sizeof tmp) return dp_err_set(e, DP_ECAST, "%s is not a number", sh);
+      if (n == 0 || n >= sizeof tmp || !decimal_syntax(s, n)) return dp_err_set(e, DP_ECAST, "%s is not a number", sh);
       memcpy(tmp, s, n);
       tmp[n] = '\0';
       errno = 0;
@@ -593,6 +616,14 @@ int dp_bson_value_to_json(const bson_iter_t *it, dp_buf *out) {
       int is_array = bson_iter_type(it) == BSON_TYPE_ARRAY;
       bson_iter_t child;
       if (!bson_iter_recurse(it, &child)) return DP_EINVAL;
+      if (!is_array) { /* {"%5B%5D": [...]} is an array that was inside an array (jsonbson.h) */
+        bson_iter_t probe = child;
+        if (bson_iter_next(&probe) && strcmp(bson_iter_key(&probe), DP_BSON_ARRAY_KEY) == 0 &&
+            BSON_ITER_HOLDS_ARRAY(&probe)) {
+          bson_iter_t after = probe;
+          if (!bson_iter_next(&after)) return dp_bson_value_to_json(&probe, out);
+        }
+      }
       dp_buf_putc(out, is_array ? '[' : '{');
       int first = 1;
       while (bson_iter_next(&child)) {

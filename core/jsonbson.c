@@ -249,7 +249,7 @@ static int put_number(jb *j, bson_t *b, const char *k, size_t kl) {
   return ok ? 0 : fail_at(j, from, "the record is too large");
 }
 
-static int put_value(jb *j, bson_t *b, const char *k, size_t kl);
+static int put_value(jb *j, bson_t *b, const char *k, size_t kl, int in_array);
 
 static uint64_t fnv(const char *s, size_t n) {
   uint64_t h = 1469598103934665603ULL;
@@ -326,7 +326,7 @@ static int read_object(jb *j, bson_t *b) {
     if (j->p >= j->end || *j->p != ':') { rc = fail(j, "expected ':'"); break; }
     j->p++;
     skip_ws(j);
-    if ((rc = put_value(j, b, j->keys.data + ke->off, ke->len)) != 0) break;
+    if ((rc = put_value(j, b, j->keys.data + ke->off, ke->len, 0)) != 0) break;
     skip_ws(j);
     if (j->p < j->end && *j->p == ',') { j->p++; continue; }
     if (j->p < j->end && *j->p == '}') { j->p++; break; }
@@ -350,7 +350,7 @@ static int read_array(jb *j, bson_t *b) {
     char ix[16];
     const char *k;
     size_t kl = bson_uint32_to_string(i, &k, ix, sizeof ix);
-    if (put_value(j, b, k, kl)) return -1;
+    if (put_value(j, b, k, kl, 1)) return -1;
     skip_ws(j);
     if (j->p < j->end && *j->p == ',') { j->p++; skip_ws(j); continue; }
     if (j->p < j->end && *j->p == ']') { j->p++; return 0; }
@@ -365,7 +365,7 @@ static int literal(jb *j, const char *lit) {
   return 0;
 }
 
-static int put_value(jb *j, bson_t *b, const char *k, size_t kl) {
+static int put_value(jb *j, bson_t *b, const char *k, size_t kl, int in_array) {
   skip_ws(j);
   if (j->p >= j->end) return fail(j, "unexpected end of input");
   const char *at = j->p;
@@ -378,12 +378,21 @@ static int put_value(jb *j, bson_t *b, const char *k, size_t kl) {
                  DP_JSONBSON_MAX_DEPTH);
         return fail(j, j->whatbuf);
       }
-      bson_t child;
+      bson_t child, wrap;
       int arr = *j->p == '[';
-      ok = arr ? bson_append_array_begin(b, k, (int)kl, &child) : bson_append_document_begin(b, k, (int)kl, &child);
+      /* an array in an array goes in a {"%5B%5D": [...]} document: FerretDB v1 cannot store
+       * nested arrays, and no source key is stored as "%5B%5D" ('%' is always encoded) */
+      int wrapped = arr && in_array;
+      if (wrapped) {
+        ok = bson_append_document_begin(b, k, (int)kl, &wrap) &&
+             bson_append_array_begin(&wrap, DP_BSON_ARRAY_KEY, -1, &child);
+      } else {
+        ok = arr ? bson_append_array_begin(b, k, (int)kl, &child) : bson_append_document_begin(b, k, (int)kl, &child);
+      }
       if (!ok) return fail_at(j, at, "the record is too large");
       int rc = arr ? read_array(j, &child) : read_object(j, &child);
-      ok = arr ? bson_append_array_end(b, &child) : bson_append_document_end(b, &child);
+      if (wrapped) ok = bson_append_array_end(&wrap, &child) && bson_append_document_end(b, &wrap);
+      else ok = arr ? bson_append_array_end(b, &child) : bson_append_document_end(b, &child);
       j->depth--;
       if (rc) return rc;
       break;

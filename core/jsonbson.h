@@ -9,6 +9,8 @@
  *     it, in a BSON binary of subtype DP_BSON_NUMBER_TEXT (FerretDB v1 has no decimal128);
  *   - a string holding U+0000 (which PostgreSQL's jsonb under FerretDB refuses) is kept as its
  *     UTF-8 bytes in a binary of subtype DP_BSON_NUL_STRING;
+ *   - an array directly inside an array is stored as {"%5B%5D": [...]} (FerretDB v1 cannot
+ *     store nested arrays; "[[1,2]]" -> [{"%5B%5D": [1, 2]}]), undone for json columns;
  *   - keys are kept as written ("" too), except that '%', '.', U+0000 and a leading '$' are
  *     written %25, %2E, %00 and %24 (FerretDB v1 refuses '.' and '$' in keys at any depth, BSON
  *     keys cannot hold NUL): one-to-one, undone by dp_key_decode; column paths are encoded
@@ -26,6 +28,7 @@
 
 #define DP_BSON_NUMBER_TEXT ((bson_subtype_t)0x80) /* a JSON number's text, as written */
 #define DP_BSON_NUL_STRING ((bson_subtype_t)0x81)  /* a string's UTF-8 bytes, some of them NUL */
+#define DP_BSON_ARRAY_KEY "%5B%5D" /* {"%5B%5D": [...]}: an array that was inside an array */
 
 /* Levels of objects and arrays in a record (the record itself is level 1). MongoDB refuses
  * documents nested deeper than 100 levels, and bronze wraps a record in its document (top level
