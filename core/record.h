@@ -10,13 +10,21 @@
 #include "hash.h"
 #include "meta.h"
 
+/* libbson declares bson_iter_t 128-byte aligned but 80 bytes long, so the elements of a plain
+ * array of them are not aligned (undefined behaviour, found by UBSan): one per 128-byte slot. */
+typedef union dp_iter_slot {
+  bson_iter_t it;
+  char pad[128];
+} dp_iter_slot;
+_Static_assert(sizeof(bson_iter_t) <= 128, "a bson_iter_t fits its slot");
+
 typedef struct dp_row {
   dp_buf text;        /* canonical texts, back to back (owned) */
   size_t *off;        /* per column: offset into text (owned) */
   size_t *len;        /* per column: length (owned) */
   unsigned char *null;/* per column: 1 when NULL (owned) */
   size_t ncols;
-  bson_iter_t *at;    /* per column: where its top-level field was found (owned, scratch) */
+  dp_iter_slot *at;   /* per column: where its top-level field was found (owned, scratch) */
   unsigned char *has; /* per column: 1 when found (owned, scratch) */
   char **epath;       /* per column: its path as bronze stores keys (jsonbson.h: "%" -> "%25",
                        * a leading "$" -> "%24" in each segment) (owned) ... */
