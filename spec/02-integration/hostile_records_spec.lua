@@ -148,13 +148,18 @@ describe("hostile source records", function()
   end)
 
   it("keeps an entity without a primary key loading past a bad record", function()
-    put("log-1.jsonl", '{"b":1}\n{"b":2,"b":3}\n{"b":18446744073709551616,"txt":18446744073709551616}\n')
+    put("log-1.jsonl", '{"b":1,"$odd":{"a%b":7},"geo":[[1.5,2],[3,[4,[]]],{"k":[[5]]}]}\n{"b":2,"b":3}\n'
+      .. '{"b":18446744073709551616,"txt":18446744073709551616}\n')
     local rc, out, err = run("log")
     assert.are.equal(0, rc, out .. err)
     local r = last_run()
     local b = counts(r.run_id, "log", "bronze")
     assert.are.same({ 3, 2, 1 }, { b.i, b.ins, b.rej })
+    assert.are.equal("hz__log__rejected", H.cjson.decode(b.details).rejects)
     local s = counts(r.run_id, "log", "silver")
     assert.are.same({ 3, 1, 2 }, { s.i, s.ins, s.rej })
+    -- a column path finds a key bronze stored encoded; nested arrays come back as they were
+    assert.are.same({ { b = "1", odd = "7", geo = '[[1.5, 2], [3, [4, []]], {"k": [[5]]}]' } },
+      assert(pg:query("SELECT b::text AS b, odd::text AS odd, geo::text AS geo FROM silver.hz__log")))
   end)
 end)
