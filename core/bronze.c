@@ -827,6 +827,14 @@ finish:
   }
   if (rc == 0 && io->dir) rc = dp_fsync_dir_of(changes[0] ? changes : keyfile, e);
 cleanup:
+  if (rc != 0 && L->rej_coll && (L->rej_cleared || L->nrej)) {
+    /* a failed load leaves no rejects either: the next load rejects those lines again (best effort:
+     * a rejected line counted twice is a smaller harm than the error this would hide) */
+    bson_t sel = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
+    mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, NULL);
+    bson_destroy(&sel);
+  }
   if (L->changes) { /* a failed load leaves no change file: silver reads the collection */
     fclose(L->changes);
     unlink(changes_part);

@@ -257,12 +257,12 @@ static uint64_t fnv(const char *s, size_t n) {
   return h;
 }
 
-static const char *g_keys; /* for the qsort comparison of one object's keys (no threads here) */
-static int cmp_key(const void *a, const void *b) {
+/* qsort_r comparison of one object's keys; keys: the arena (runs may parse in several threads) */
+static int cmp_key(const void *a, const void *b, void *keys) {
   const keyent *x = a, *y = b;
   if (x->h != y->h) return x->h < y->h ? -1 : 1;
   if (x->len != y->len) return x->len < y->len ? -1 : 1;
-  return memcmp(g_keys + x->off, g_keys + y->off, x->len);
+  return memcmp((const char *)keys + x->off, (const char *)keys + y->off, x->len);
 }
 
 static int same_key(const jb *j, const keyent *x, const keyent *y) {
@@ -280,8 +280,7 @@ static int check_duplicates(jb *j, size_t first, const char *obj) {
       for (size_t c = 0; c < a && !dup; c++)
         if (same_key(j, &v[a], &v[c])) dup = &v[a];
   } else {
-    g_keys = j->keys.data;
-    qsort(v, n, sizeof *v, cmp_key);
+    qsort_r(v, n, sizeof *v, cmp_key, j->keys.data);
     for (size_t a = 1; a < n && !dup; a++)
       if (same_key(j, &v[a - 1], &v[a])) dup = &v[a];
   }
