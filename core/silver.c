@@ -967,6 +967,19 @@ static void remove_consumed(const char *dir, const char *run_id) {
 static int bronze_rejects(PGconn *c, mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
                           const char *since, dp_counts *out, dp_err *e) {
   char cname[300];
+  /* only the rejects of bronze loads that succeeded: a crashed or failed load may have left some,
+   * and its rerun rejects those lines again */
+  const char *pa[] = {ent->system, ent->name, since};
+  PGresult *ok_runs = NULL;
+  int rc = dp_pg_exec(c,
+                      "SELECT run_id::text FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
+                      "AND layer = 'bronze' AND status = 'succeeded' AND ($3 = '' OR run_id > $3::uuid)",
+                      3, pa, &ok_runs, e);
+  if (rc) return rc;
+  if (PQntuples(ok_runs) == 0) {
+    PQclear(ok_runs);
+    return 0;
+  }
   dp_bronze_rejects_collection_name(ent, cname, sizeof cname);
   mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
   bson_t filter = BSON_INITIALIZER, gt;
@@ -981,10 +994,14 @@ static int bronze_rejects(PGconn *c, mongoc_client_t *cli, const char *db, const
   tbl(&q, ent, "__rejected");
   dp_buf_puts(&q, " (_dp_run_id, _dp_run_ts, reason, raw_file, raw_line) VALUES ($1, $2, $3, $4, $5)");
   const bson_t *doc;
-  int rc = 0;
   while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    const char *reason = "bronze could not store the record", *file = NULL;
+    const char *reason = "bronze could not store the record", *file = NULL, *rid = NULL;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.run_id", &it) && BSON_ITER_HOLDS_UTF8(&it))
+      rid = bson_iter_utf8(&it, NULL);
+    int counted = 0;
+    for (int i = 0; rid && i < PQntuples(ok_runs) && !counted; i++) counted = strcmp(PQgetvalue(ok_runs, i, 0), rid) == 0;
+    if (!counted) continue;
     char line[24] = "";
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.reason", &it) && BSON_ITER_HOLDS_UTF8(&it))
       reason = bson_iter_utf8(&it, NULL);
@@ -1006,6 +1023,7 @@ static int bronze_rejects(PGconn *c, mongoc_client_t *cli, const char *db, const
   bson_destroy(&filter);
   mongoc_collection_destroy(coll);
   dp_buf_free(&q);
+  PQclear(ok_runs);
   return rc;
 }
 
