@@ -110,6 +110,36 @@ typedef struct loader {
   int wrote;               /* something was written to MongoDB */
 } loader;
 
+/* A server's error message without its internals: FerretDB prefixes its Go call sites
+ * ("[msg_insert.go:168 handler.(*Handler).MsgInsert] ") and PostgreSQL's codes ("(SQLSTATE 22P05)").
+ * Writes into out (cap bytes) and returns it. */
+static const char *server_msg(const bson_error_t *be, char *out, size_t cap) {
+  const char *p = be->message;
+  size_t k = 0;
+  while (*p && k + 1 < cap) {
+    if (*p == '[') { /* "[file.go:N ...]" */
+      const char *close = strchr(p, ']');
+      const char *go = strstr(p, ".go:");
+      if (close && go && go < close) {
+        p = close + 1;
+        while (*p == ' ') p++;
+        continue;
+      }
+    }
+    if (strncmp(p, " (SQLSTATE ", 11) == 0 || strncmp(p, "(SQLSTATE ", 10) == 0) {
+      const char *close = strchr(p, ')');
+      if (close) {
+        p = close + 1;
+        continue;
+      }
+    }
+    out[k++] = *p++;
+  }
+  out[k] = '\0';
+  return out;
+}
+#define SERVER_MSG(be) server_msg(&(be), (char[sizeof (be).message]){0}, sizeof (be).message)
+
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);
 }
@@ -146,7 +176,7 @@ static int ensure_indexes(mongoc_collection_t *coll, dp_err *e) {
   bson_append_array_end(&cmd, &idx);
   bool ok = mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, &be);
   bson_destroy(&cmd);
-  if (!ok) return dp_err_set(e, DP_EMONGO, "bronze: cannot create index: %s", be.message);
+  if (!ok) return dp_err_set(e, DP_EMONGO, "bronze: cannot create index: %s", SERVER_MSG(be));
   return 0;
 }
 
@@ -219,7 +249,7 @@ static int flush(loader *L, pending *p, dp_err *e) {
     bson_t sel = BSON_INITIALIZER;
     append_id_array(&sel, "$in", p->ids, p->n);
     if (!mongoc_collection_delete_many(L->coll, &sel, NULL, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", be.message);
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", SERVER_MSG(be));
     bson_destroy(&sel);
     t1 = dp_monotonic();
   }
@@ -229,7 +259,7 @@ static int flush(loader *L, pending *p, dp_err *e) {
     /* keys as the source wrote them ("$x", "a.b", ""): jsonbson.c checked what the server needs */
     BSON_APPEND_BOOL(&opts, "validate", false);
     if (!mongoc_collection_insert_many(L->coll, (const bson_t **)p->docs, p->n, &opts, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", be.message);
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", SERVER_MSG(be));
     bson_destroy(&opts);
   }
   /* where a load's time goes (docs/performance.md) */
@@ -350,7 +380,7 @@ static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_e
   }
   bson_error_t be;
   if (rc == 0 && mongoc_cursor_error(cur, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot read %s: %s", mongoc_collection_get_name(L->coll), be.message);
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot read %s: %s", mongoc_collection_get_name(L->coll), SERVER_MSG(be));
   mongoc_cursor_destroy(cur);
   bson_destroy(&filter);
   bson_destroy(&opts);
@@ -433,7 +463,7 @@ static int flush_deletions(loader *L, dp_err *e) {
   bson_append_document_end(&upd, &set);
   double t0 = dp_monotonic();
   if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", SERVER_MSG(be));
   L->write_s += dp_monotonic() - t0;
   dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, dp_monotonic() - t0);
   for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
@@ -476,7 +506,7 @@ static int make_durable(loader *L, mongoc_client_t *cli, const char *db, const c
   bson_error_t be;
   int rc = 0;
   if (!mongoc_collection_update_one(sync, &sel, &upd, &opts, NULL, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot make the writes of %s durable: %s", cname, be.message);
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot make the writes of %s durable: %s", cname, SERVER_MSG(be));
   mongoc_write_concern_destroy(wc);
   bson_destroy(&sel);
   bson_destroy(&upd);
@@ -573,7 +603,7 @@ static int flush_rejects(loader *L, dp_err *e) {
     bson_t sel = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
     if (!mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write rejected records: %s", be.message);
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write rejected records: %s", SERVER_MSG(be));
     bson_destroy(&sel);
     L->rej_cleared = 1;
   }
@@ -581,7 +611,7 @@ static int flush_rejects(loader *L, dp_err *e) {
     bson_t opts = BSON_INITIALIZER;
     BSON_APPEND_BOOL(&opts, "ordered", false);
     if (!mongoc_collection_insert_many(L->rej_coll, (const bson_t **)L->rej, L->nrej, &opts, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write rejected records: %s", be.message);
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write rejected records: %s", SERVER_MSG(be));
     bson_destroy(&opts);
   }
   for (size_t i = 0; i < L->nrej; i++) bson_destroy(L->rej[i]);

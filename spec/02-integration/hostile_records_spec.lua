@@ -147,6 +147,19 @@ describe("hostile source records", function()
     assert.are.same({ line = "9", column_name = "j", reason = "column j: holds U+0000 (\\u0000), which a json column (PostgreSQL jsonb) cannot" }, rej[5])
   end)
 
+  it("rejects a record larger than a MongoDB document may be, and loads the others", function()
+    local big = string.rep("x", 17 * 1024 * 1024)
+    put("log-1.jsonl", '{"b":1}\n{"b":2,"txt":"' .. big .. '"}\n{"b":3,"txt":"' .. big:sub(1, 8 * 1024 * 1024) .. '"}\n')
+    local rc, out, err = run("log")
+    assert.are.equal(0, rc, out .. err)
+    local r = last_run()
+    local b = counts(r.run_id, "log", "bronze")
+    assert.are.same({ 3, 2, 1 }, { b.i, b.ins, b.rej })
+    local rej = assert(pg:query("SELECT raw_line, reason FROM silver.hz__log__rejected WHERE _dp_run_id = $1", r.run_id))
+    assert.are.same({ { raw_line = "2", reason = "the record is larger than bronze can store (16 MiB as BSON) at byte 1" } }, rej)
+    assert.are.equal("8388608", assert(pg:query("SELECT length(txt)::text AS n FROM silver.hz__log WHERE b = 3 AND _dp_run_id = $1", r.run_id))[1].n)
+  end)
+
   it("keeps an entity without a primary key loading past a bad record", function()
     put("log-1.jsonl", '{"b":1,"$odd":{"a%b":7},"geo":[[1.5,2],[3,[4,[]]],{"k":[[5]]}]}\n{"b":2,"b":3}\n'
       .. '{"b":18446744073709551616,"txt":18446744073709551616}\n')
@@ -160,6 +173,7 @@ describe("hostile source records", function()
     assert.are.same({ 3, 1, 2 }, { s.i, s.ins, s.rej })
     -- a column path finds a key bronze stored encoded; nested arrays come back as they were
     assert.are.same({ { b = "1", odd = "7", geo = '[[1.5, 2], [3, [4, []]], {"k": [[5]]}]' } },
-      assert(pg:query("SELECT b::text AS b, odd::text AS odd, geo::text AS geo FROM silver.hz__log")))
+      assert(pg:query("SELECT b::text AS b, odd::text AS odd, geo::text AS geo FROM silver.hz__log WHERE _dp_run_id = $1",
+        r.run_id)))
   end)
 end)
