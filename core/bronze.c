@@ -22,6 +22,7 @@
 #include "cast.h"
 #include "extsort.h"
 #include "hash.h"
+#include "jsonbson.h"
 #include "log.h"
 #include "progress.h"
 #include "rawfile.h"
@@ -100,9 +101,44 @@ typedef struct loader {
   int64_t lineno;          /* its number (1-based) ... */
   off_t linestart, at;     /* ... and offset; where the next one starts */
   dp_row row;
+  char reason[sizeof(((dp_err *)0)->msg)]; /* why the current line was rejected */
+  mongoc_collection_t *rej_coll;  /* <collection>__rejected, once a record was rejected */
+  bson_t *rej[BATCH];              /* rejected records' references, not yet written (owned) */
+  size_t nrej;
+  int rej_cleared;                 /* this run's earlier rejects (a load run again) are gone */
   double write_s;          /* time spent in MongoDB writes (debug log) */
   int wrote;               /* something was written to MongoDB */
 } loader;
+
+/* A server's error message without its internals: FerretDB prefixes its Go call sites
+ * ("[msg_insert.go:168 handler.(*Handler).MsgInsert] ") and PostgreSQL's codes ("(SQLSTATE 22P05)").
+ * Writes into out (cap bytes) and returns it. */
+static const char *server_msg(const bson_error_t *be, char *out, size_t cap) {
+  const char *p = be->message;
+  size_t k = 0;
+  while (*p && k + 1 < cap) {
+    if (*p == '[') { /* "[file.go:N ...]" */
+      const char *close = strchr(p, ']');
+      const char *go = strstr(p, ".go:");
+      if (close && go && go < close) {
+        p = close + 1;
+        while (*p == ' ') p++;
+        continue;
+      }
+    }
+    if (strncmp(p, " (SQLSTATE ", 11) == 0 || strncmp(p, "(SQLSTATE ", 10) == 0) {
+      const char *close = strchr(p, ')');
+      if (close) {
+        p = close + 1;
+        continue;
+      }
+    }
+    out[k++] = *p++;
+  }
+  out[k] = '\0';
+  return out;
+}
+#define SERVER_MSG(be) server_msg(&(be), (char[sizeof (be).message]){0}, sizeof (be).message)
 
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);
@@ -140,7 +176,7 @@ static int ensure_indexes(mongoc_collection_t *coll, dp_err *e) {
   bson_append_array_end(&cmd, &idx);
   bool ok = mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, &be);
   bson_destroy(&cmd);
-  if (!ok) return dp_err_set(e, DP_EMONGO, "bronze: cannot create index: %s", be.message);
+  if (!ok) return dp_err_set(e, DP_EMONGO, "bronze: cannot create index: %s", SERVER_MSG(be));
   return 0;
 }
 
@@ -213,15 +249,17 @@ static int flush(loader *L, pending *p, dp_err *e) {
     bson_t sel = BSON_INITIALIZER;
     append_id_array(&sel, "$in", p->ids, p->n);
     if (!mongoc_collection_delete_many(L->coll, &sel, NULL, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", be.message);
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", SERVER_MSG(be));
     bson_destroy(&sel);
     t1 = dp_monotonic();
   }
   if (rc == 0) {
     bson_t opts = BSON_INITIALIZER;
     BSON_APPEND_BOOL(&opts, "ordered", false);
+    /* keys as the source wrote them ("$x", "a.b", ""): jsonbson.c checked what the server needs */
+    BSON_APPEND_BOOL(&opts, "validate", false);
     if (!mongoc_collection_insert_many(L->coll, (const bson_t **)p->docs, p->n, &opts, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", be.message);
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", SERVER_MSG(be));
     bson_destroy(&opts);
   }
   /* where a load's time goes (docs/performance.md) */
@@ -342,7 +380,7 @@ static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_e
   }
   bson_error_t be;
   if (rc == 0 && mongoc_cursor_error(cur, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot read %s: %s", mongoc_collection_get_name(L->coll), be.message);
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot read %s: %s", mongoc_collection_get_name(L->coll), SERVER_MSG(be));
   mongoc_cursor_destroy(cur);
   bson_destroy(&filter);
   bson_destroy(&opts);
@@ -425,7 +463,7 @@ static int flush_deletions(loader *L, dp_err *e) {
   bson_append_document_end(&upd, &set);
   double t0 = dp_monotonic();
   if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", be.message);
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", SERVER_MSG(be));
   L->write_s += dp_monotonic() - t0;
   dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, dp_monotonic() - t0);
   for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
@@ -468,7 +506,7 @@ static int make_durable(loader *L, mongoc_client_t *cli, const char *db, const c
   bson_error_t be;
   int rc = 0;
   if (!mongoc_collection_update_one(sync, &sel, &upd, &opts, NULL, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot make the writes of %s durable: %s", cname, be.message);
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot make the writes of %s durable: %s", cname, SERVER_MSG(be));
   mongoc_write_concern_destroy(wc);
   bson_destroy(&sel);
   bson_destroy(&upd);
@@ -488,9 +526,11 @@ static int doc_at(loader *L, const uint8_t key[16], const uint8_t expect[CHASH],
   if (len <= 0) return dp_err_set(e, DP_EIO, "bronze: %s changed while it was read", L->raw_ref);
   if (L->line[len - 1] == '\n') L->line[--len] = '\0';
   bson_t data;
-  bson_error_t be;
-  if (!bson_init_from_json(&data, L->line, len, &be))
-    return dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", L->raw_ref, (long long)line, be.message);
+  dp_err je;
+  if (dp_json_to_bson(L->line, (size_t)len, &data, &je) != 0) {
+    bson_destroy(&data);
+    return dp_err_set(e, DP_EIO, "bronze: %s line %lld changed while it was read", L->raw_ref, (long long)line);
+  }
   dp_hash_bytes(L->line, (size_t)len, content);
   if (memcmp(content, expect, CHASH) != 0) {
     bson_destroy(&data);
@@ -501,19 +541,24 @@ static int doc_at(loader *L, const uint8_t key[16], const uint8_t expect[CHASH],
   return 0;
 }
 
-/* The next non-empty line of the raw file, parsed into data: 1, 0 at the end, or an error. */
+/* The next non-empty line of the raw file, parsed into data: 1; 2 when it cannot be stored
+ * (L->reason says why; data is empty); 0 at the end; or an error. */
 static int next_line(loader *L, bson_t *data, dp_err *e) {
   ssize_t len;
-  while ((len = getline(&L->line, &L->linecap, L->raw)) >= 0) {
+  while ((len = getline(&L->line, &L->linecap, L->raw)) >= 0) { /* NUL bytes and all */
     L->linestart = L->at;
     L->at += len;
     L->lineno++;
     if (len > 0 && L->line[len - 1] == '\n') L->line[--len] = '\0';
     if (len == 0) continue;
     L->linelen = (size_t)len;
-    bson_error_t be;
-    if (!bson_init_from_json(data, L->line, len, &be))
-      return dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", L->raw_ref, (long long)L->lineno, be.message);
+    dp_err je;
+    if (dp_json_to_bson(L->line, (size_t)len, data, &je) != 0) {
+      bson_destroy(data);
+      bson_init(data);
+      snprintf(L->reason, sizeof L->reason, "%s", je.msg);
+      return 2;
+    }
     return 1;
   }
   return ferror(L->raw) ? dp_err_set(e, DP_EIO, "bronze: cannot read %s", L->raw_ref) : 0;
@@ -534,7 +579,7 @@ static int read_record(loader *L, const bson_t *data, incoming *in, int64_t line
      * rejects it anyway) */
     const dp_column *c = &ent->cols[vc];
     bson_iter_t it, field; /* find_descendant takes plain and dotted paths alike */
-    int found = bson_iter_init(&it, data) && bson_iter_find_descendant(&it, c->path, &field);
+    int found = bson_iter_init(&it, data) && bson_iter_find_descendant(&it, dp_row_path(&L->row, (size_t)vc), &field);
     dp_buf t = DP_BUF_INIT;
     int is_null = 0;
     dp_err ce;
@@ -543,6 +588,66 @@ static int read_record(loader *L, const bson_t *data, incoming *in, int64_t line
     dp_buf_free(&t);
   }
   return 0;
+}
+
+void dp_bronze_rejects_collection_name(const dp_entity *ent, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s__%s__rejected", ent->system, ent->name);
+}
+
+/* Writes the rejected records' references kept so far. Frees them. */
+static int flush_rejects(loader *L, dp_err *e) {
+  int rc = 0;
+  bson_error_t be;
+  if (L->nrej == 0) return 0;
+  if (!L->rej_cleared) { /* the same run's bronze load, run again, writes them again */
+    bson_t sel = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
+    if (!mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, &be))
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write rejected records: %s", SERVER_MSG(be));
+    bson_destroy(&sel);
+    L->rej_cleared = 1;
+  }
+  if (rc == 0) {
+    bson_t opts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+    if (!mongoc_collection_insert_many(L->rej_coll, (const bson_t **)L->rej, L->nrej, &opts, NULL, &be))
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write rejected records: %s", SERVER_MSG(be));
+    bson_destroy(&opts);
+  }
+  for (size_t i = 0; i < L->nrej; i++) bson_destroy(L->rej[i]);
+  L->nrej = 0;
+  return rc;
+}
+
+/* A record bronze cannot store or key: with on_type_error "fail" the load fails; otherwise its
+ * reference and the reason go to the <collection>__rejected collection (never the record itself:
+ * it is in the raw file at that line) and the load goes on. */
+static int reject_line(loader *L, mongoc_client_t *cli, const char *db, int64_t line, const char *reason, dp_err *e) {
+  if (L->ent->fail_on_type_error)
+    return dp_err_set(e, DP_EJSON, "bronze: %s line %lld: %s", L->raw_ref, (long long)line, reason);
+  if (!L->rej_coll) {
+    char rn[300];
+    dp_bronze_rejects_collection_name(L->ent, rn, sizeof rn);
+    L->rej_coll = mongoc_client_get_collection(cli, db, rn);
+  }
+  uint8_t id[16];
+  dp_uuid_v7(id);
+  bson_t *doc = bson_new(), dp, raw;
+  BSON_APPEND_BINARY(doc, "_id", BSON_SUBTYPE_UUID, id, 16);
+  BSON_APPEND_DOCUMENT_BEGIN(doc, "_dp", &dp);
+  BSON_APPEND_UTF8(&dp, "run_id", L->run->id_str);
+  BSON_APPEND_DATE_TIME(&dp, "run_ts", L->run->ts_us / 1000);
+  BSON_APPEND_DATE_TIME(&dp, "rejected_at", now_ms());
+  BSON_APPEND_UTF8(&dp, "reason", reason);
+  BSON_APPEND_DOCUMENT_BEGIN(&dp, "raw", &raw);
+  BSON_APPEND_UTF8(&raw, "file", L->raw_ref);
+  BSON_APPEND_INT64(&raw, "line", line);
+  bson_append_document_end(&dp, &raw);
+  bson_append_document_end(doc, &dp);
+  L->rej[L->nrej++] = doc;
+  L->out->rejected++;
+  dp_log(DP_LOG_DEBUG, "bronze: %s line %lld rejected: %s", L->raw_ref, (long long)line, reason);
+  return L->nrej == BATCH ? flush_rejects(L, e) : 0;
 }
 
 int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
@@ -600,7 +705,13 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     /* no primary key: every record is appended under a new id, in file order */
     bson_t data;
     int more;
-    while ((more = next_line(L, &data, e)) == 1) {
+    while ((more = next_line(L, &data, e)) >= 1) {
+      if (more == 2) {
+        out->in++;
+        bson_destroy(&data);
+        if ((rc = reject_line(L, cli, db, L->lineno, L->reason, e)) != 0) goto cleanup;
+        continue;
+      }
       uint8_t key[16], content[16];
       dp_hash_bytes(L->line, L->linelen, content);
       dp_uuid_v7(key);
@@ -612,6 +723,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
       if (rc) goto cleanup;
     }
     rc = more < 0 ? more : flush(L, &L->ins, e);
+    if (rc == 0) rc = flush_rejects(L, e);
     goto finish;
   }
 
@@ -622,8 +734,13 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   {
     bson_t data;
     int more;
-    while ((more = next_line(L, &data, e)) == 1) {
+    while ((more = next_line(L, &data, e)) >= 1) {
       out->in++;
+      if (more == 2) {
+        bson_destroy(&data);
+        if ((rc = reject_line(L, cli, db, L->lineno, L->reason, e)) != 0) goto cleanup;
+        continue;
+      }
       incoming in;
       memset(&in, 0, sizeof in); /* padding too: records go to disk whole */
       uint8_t content[16];
@@ -633,6 +750,10 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
       in.offset = L->linestart;
       rc = read_record(L, &data, &in, L->lineno, e);
       bson_destroy(&data);
+      if (rc == DP_ECAST && !ent->fail_on_type_error) { /* no key, no place in bronze */
+        if ((rc = reject_line(L, cli, db, L->lineno, e->msg, e)) != 0) goto cleanup;
+        continue;
+      }
       if (rc == 0) rc = dp_extsort_add(&news, &in, e);
       if (rc) goto cleanup;
       dp_progress_add(1, "records read");
@@ -705,11 +826,18 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   rc = flush(L, &L->ins, e);
   if (rc == 0) rc = flush(L, &L->rep, e);
   if (rc == 0) rc = flush_deletions(L, e);
+  if (rc == 0) rc = flush_rejects(L, e);
   if (rc == 0 && io->duplicates)
     dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the %s of each key was kept", cname,
            (long long)io->duplicates, ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
 
 finish:
+  /* nothing lost: every record of the raw file was stored, found unchanged, repeated a key, or
+   * rejected with its reason */
+  if (rc == 0 && out->in != out->inserted + out->updated + out->unchanged + out->rejected + io->duplicates)
+    rc = dp_err_set(e, DP_EIO, "bronze %s: %lld records read but %lld accounted for (a bug: please report it)", cname,
+                    (long long)out->in,
+                    (long long)(out->inserted + out->updated + out->unchanged + out->rejected + io->duplicates));
   dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", cname, L->write_s, dp_monotonic() - t_start);
   if (rc == 0) rc = make_durable(L, cli, db, cname, e);
   /* then the key file, then the change file: each gets its final name only when all before it
@@ -729,6 +857,14 @@ finish:
   }
   if (rc == 0 && io->dir) rc = dp_fsync_dir_of(changes[0] ? changes : keyfile, e);
 cleanup:
+  if (rc != 0 && L->rej_coll && (L->rej_cleared || L->nrej)) {
+    /* a failed load leaves no rejects either: the next load rejects those lines again (best effort:
+     * a rejected line counted twice is a smaller harm than the error this would hide) */
+    bson_t sel = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
+    mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, NULL);
+    bson_destroy(&sel);
+  }
   if (L->changes) { /* a failed load leaves no change file: silver reads the collection */
     fclose(L->changes);
     unlink(changes_part);
@@ -739,6 +875,8 @@ cleanup:
   }
   for (size_t i = 0; i < L->ins.n; i++) bson_destroy(L->ins.docs[i]);
   for (size_t i = 0; i < L->rep.n; i++) bson_destroy(L->rep.docs[i]);
+  for (size_t i = 0; i < L->nrej; i++) bson_destroy(L->rej[i]);
+  if (L->rej_coll) mongoc_collection_destroy(L->rej_coll);
   old_close(&old);
   if (have_news) dp_extsort_free(&news);
   if (L->raw) fclose(L->raw);

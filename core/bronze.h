@@ -31,6 +31,9 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
 
 /* "<dir>/<run_id>.bson" (cap >= strlen(dir) + 43) */
 void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_t cap);
+/* The collection of the records bronze could not store or key: "<system>__<entity>__rejected",
+ * one {_id, _dp: {run_id, run_ts, rejected_at, reason, raw: {file, line}}} per record. */
+void dp_bronze_rejects_collection_name(const dp_entity *ent, char *buf, size_t cap);
 
 /* Appends the collection name "<system>__<entity>" to buf (max 255 bytes). */
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap);

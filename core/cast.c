@@ -1,6 +1,7 @@
 /* cast.c - typed casting to canonical text (see docs/data-types.md for the rules). */
 #include "cast.h"
 #include "json.h"
+#include "jsonbson.h"
 #include "uuid.h"
 
 #include <ctype.h>
@@ -16,8 +17,20 @@
 
 /* Appends a short, quoted rendering of a source string for error messages. */
 static void shown(char *dst, size_t cap, const char *s, size_t n) {
-  size_t m = n > MAX_SHOWN ? MAX_SHOWN : n;
-  snprintf(dst, cap, "\"%.*s%s\"", (int)m, s, n > MAX_SHOWN ? "..." : "");
+  /* control bytes (NUL too, which would end the message) written as \0, \n, \xHH */
+  size_t k = 0, i = 0;
+  if (cap < 8) { if (cap) dst[0] = '\0'; return; }
+  dst[k++] = '"';
+  for (; i < n && k + 8 < cap && i < MAX_SHOWN; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != 0x7f) { dst[k++] = (char)c; continue; }
+    if (c == 0) k += (size_t)snprintf(dst + k, cap - k, "\\0");
+    else if (c == '\n') k += (size_t)snprintf(dst + k, cap - k, "\\n");
+    else k += (size_t)snprintf(dst + k, cap - k, "\\x%02x", c);
+  }
+  if (i < n && k + 4 < cap) k += (size_t)snprintf(dst + k, cap - k, "...");
+  dst[k++] = '"';
+  dst[k] = '\0';
 }
 
 void dp_format_double(double d, char buf[40]) {
@@ -188,7 +201,7 @@ static int parse_ts(const char *s, size_t n, int64_t *us) {
 /* Rounds the decimal text s to col's scale (half away from zero) and checks precision. */
 static int cast_decimal_text(const dp_column *col, const char *s, size_t n, dp_buf *out,
                              dp_err *e) {
-  char sh[MAX_SHOWN + 8]; /* the value as shown in messages: made only when one is needed */
+  char sh[4 * MAX_SHOWN + 16]; /* the value as shown in messages: made only when one is needed */
 #define sh (shown(sh, sizeof sh, s0, n0), sh)
   const char *s0 = s;
   size_t n0 = n;
@@ -277,7 +290,13 @@ static void trim(const char **s, size_t *n) {
 
 static int parse_int_text(const char *s, size_t n, int64_t *v) {
   char tmp[32];
-  if (n == 0 || n >= sizeof tmp) return -1;
+  if (n == 0) return -1;
+  if (n >= sizeof tmp) { /* all digits: a number too large; else not one */
+    size_t k = (s[0] == '+' || s[0] == '-') ? 1 : 0;
+    for (; k < n; k++)
+      if (!isdigit((unsigned char)s[k])) return -1;
+    return -2;
+  }
   memcpy(tmp, s, n);
   tmp[n] = '\0';
   size_t i = (tmp[0] == '+' || tmp[0] == '-') ? 1 : 0;
@@ -319,9 +338,30 @@ static int put_int(const dp_column *col, int64_t v, dp_buf *out) {
   return 0;
 }
 
+/* [+-] digits [. digits] [e [+-] digits], a digit somewhere before the exponent: what strtod
+ * reads besides (hex, inf, nan) is not a number a source means */
+static int decimal_syntax(const char *s, size_t n) {
+  size_t i = 0, d = 0;
+  if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+  while (i < n && isdigit((unsigned char)s[i])) i++, d++;
+  if (i < n && s[i] == '.') {
+    i++;
+    while (i < n && isdigit((unsigned char)s[i])) i++, d++;
+  }
+  if (d == 0) return 0;
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    i++;
+    if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+    size_t x = 0;
+    while (i < n && isdigit((unsigned char)s[i])) i++, x++;
+    if (x == 0) return 0;
+  }
+  return i == n;
+}
+
 static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_buf *out,
                             dp_err *e) {
-  char sh[MAX_SHOWN + 8]; /* the value as shown in messages: made only when one is needed */
+  char sh[4 * MAX_SHOWN + 16]; /* the value as shown in messages: made only when one is needed */
 #define sh (shown(sh, sizeof sh, s0, n0), sh)
   const char *s0 = s;
   size_t n0 = n;
@@ -336,6 +376,8 @@ static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_bu
     return dp_buf_append(out, s, n);
   }
   if (col->type == DP_T_JSON) return dp_json_put_string(out, s, n);
+  /* the parsers below read C strings: "12\u00003" must not become 12 */
+  if (memchr(s, '\0', n)) return dp_err_set(e, DP_ECAST, "%s contains a NUL character", sh);
   trim(&s, &n);
   switch (col->type) {
     case DP_T_INTEGER:
@@ -350,13 +392,15 @@ static int cast_from_string(const dp_column *col, const char *s, size_t n, dp_bu
     case DP_T_DECIMAL: return cast_decimal_text(col, s, n, out, e);
     case DP_T_DOUBLE: {
       char tmp[512], *end;
-      if (n == 0 || n >= sizeof tmp) return dp_err_set(e, DP_ECAST, "%s is not a number", sh);
+      if (n == 0 || n >= sizeof tmp || !decimal_syntax(s, n)) return dp_err_set(e, DP_ECAST, "%s is not a number", sh);
       memcpy(tmp, s, n);
       tmp[n] = '\0';
       errno = 0;
       double d = strtod(tmp, &end);
+      int range = errno == ERANGE;
       if (*end || end == tmp) return dp_err_set(e, DP_ECAST, "%s is not a number", sh);
       if (!isfinite(d)) return dp_err_set(e, DP_ECAST, "%s is not a finite number", sh);
+      if (range && d == 0) return dp_err_set(e, DP_ECAST, "%s is too small for a double (it would be 0)", sh);
       char b[40];
       dp_format_double(d, b);
       return dp_buf_puts(out, b);
@@ -456,6 +500,83 @@ static int cast_from_double(const dp_column *col, double d, dp_buf *out, dp_err 
   }
 }
 
+/* A JSON number's text that neither int64 nor double holds exactly (jsonbson.h): exact for text,
+ * json and decimal columns, range-checked for the others; never wrapped or rounded silently. */
+static int cast_from_number_text(const dp_column *col, const char *s, size_t n, dp_buf *out, dp_err *e) {
+  char sh[4 * MAX_SHOWN + 16];
+  shown(sh, sizeof sh, s, n);
+  switch (col->type) {
+    case DP_T_STRING:
+    case DP_T_TEXT:
+    case DP_T_DECIMAL: return cast_from_string(col, s, n, out, e);
+    case DP_T_JSON: return dp_buf_append(out, s, n);
+    case DP_T_INTEGER:
+    case DP_T_BIGINT: {
+      dp_buf d = DP_BUF_INIT;
+      dp_num num;
+      int rc;
+      if (dp_num_normalize(s, n, &num, &d) != 0) {
+        rc = dp_err_set(e, DP_ECAST, "%s is not a number", sh);
+      } else if ((long)d.len > num.point) {
+        rc = dp_err_set(e, DP_ECAST, "%s is not an integer", sh);
+      } else if (num.point > 19) {
+        rc = dp_err_set(e, DP_ECAST, "%s is out of range for %s", sh, dp_type_name(col->type));
+      } else {
+        char t[32];
+        size_t k = 0;
+        if (num.neg) t[k++] = '-';
+        for (long i = 0; i < num.point; i++) t[k++] = i < (long)d.len ? d.data[i] : '0';
+        if (num.point == 0) t[k++] = '0';
+        int64_t v;
+        int r = parse_int_text(t, k, &v);
+        if (r == -2) rc = dp_err_set(e, DP_ECAST, "%s is out of range for %s", sh, dp_type_name(col->type));
+        else if (r) rc = dp_err_set(e, DP_ECAST, "%s is not an integer", sh);
+        else if (put_int(col, v, out)) rc = dp_err_set(e, DP_ECAST, "%s is out of range for integer", sh);
+        else rc = 0;
+      }
+      dp_buf_free(&d);
+      return rc;
+    }
+    case DP_T_DOUBLE: {
+      dp_buf t = DP_BUF_INIT;
+      dp_buf_append(&t, s, n);
+      errno = 0;
+      double d = t.data ? strtod(t.data, NULL) : 0;
+      int range = errno == ERANGE;
+      dp_buf_free(&t);
+      if (!isfinite(d)) return dp_err_set(e, DP_ECAST, "%s does not fit a double (too large)", sh);
+      if (range && d == 0) return dp_err_set(e, DP_ECAST, "%s is too small for a double (it would be 0)", sh);
+      /* a double holds the nearest value, as PostgreSQL's float8 input does (docs/data-types.md) */
+      char b[40];
+      dp_format_double(d, b);
+      return dp_buf_puts(out, b);
+    }
+    case DP_T_TIMESTAMP: {
+      dp_buf t = DP_BUF_INIT;
+      dp_buf_append(&t, s, n);
+      double d = t.data ? strtod(t.data, NULL) : 0;
+      dp_buf_free(&t);
+      if (!isfinite(d) || d > 253402300799.0 || d < -62135596800.0)
+        return dp_err_set(e, DP_ECAST, "%s is out of range for a timestamp (epoch seconds)", sh);
+      return cast_from_double(col, d, out, e);
+    }
+    case DP_T_BOOLEAN: return dp_err_set(e, DP_ECAST, "%s is not a boolean", sh);
+    default: return dp_err_set(e, DP_ECAST, "%s (a number) is not a %s", sh, dp_type_name(col->type));
+  }
+}
+
+/* A key as the source wrote it (bronze stores some encoded: jsonbson.h). */
+static void put_key(dp_buf *out, const char *k, size_t n) {
+  if (!memchr(k, '%', n)) {
+    dp_json_put_string(out, k, n);
+    return;
+  }
+  dp_buf d = DP_BUF_INIT;
+  dp_key_decode(k, n, &d);
+  dp_json_put_string(out, d.data ? d.data : "", d.len);
+  dp_buf_free(&d);
+}
+
 int dp_bson_value_to_json(const bson_iter_t *it, dp_buf *out) {
   switch (bson_iter_type(it)) {
     case BSON_TYPE_UTF8: {
@@ -475,18 +596,42 @@ int dp_bson_value_to_json(const bson_iter_t *it, dp_buf *out) {
     case BSON_TYPE_BOOL: return dp_buf_puts(out, bson_iter_bool(it) ? "true" : "false");
     case BSON_TYPE_NULL:
     case BSON_TYPE_UNDEFINED: return dp_buf_puts(out, "null");
+    case BSON_TYPE_BINARY: { /* a number's text, or a string holding NUL (jsonbson.h) */
+      bson_subtype_t st;
+      uint32_t n;
+      const uint8_t *bin;
+      bson_iter_binary(it, &st, &n, &bin);
+      if (st == DP_BSON_NUMBER_TEXT) return dp_buf_append(out, bin, n);
+      if (st == DP_BSON_NUL_STRING) return dp_json_put_string(out, (const char *)bin, n);
+      bson_t tmp = BSON_INITIALIZER;
+      bson_append_iter(&tmp, "v", 1, it);
+      size_t len;
+      char *js = bson_as_relaxed_extended_json(&tmp, &len);
+      int rc = js ? dp_buf_puts(out, js) : DP_EINVAL;
+      bson_free(js);
+      bson_destroy(&tmp);
+      return rc;
+    }
     case BSON_TYPE_DOCUMENT:
     case BSON_TYPE_ARRAY: {
       int is_array = bson_iter_type(it) == BSON_TYPE_ARRAY;
       bson_iter_t child;
       if (!bson_iter_recurse(it, &child)) return DP_EINVAL;
+      if (!is_array) { /* {"%5B%5D": [...]} is an array that was inside an array (jsonbson.h) */
+        bson_iter_t probe = child;
+        if (bson_iter_next(&probe) && strcmp(bson_iter_key(&probe), DP_BSON_ARRAY_KEY) == 0 &&
+            BSON_ITER_HOLDS_ARRAY(&probe)) {
+          bson_iter_t after = probe;
+          if (!bson_iter_next(&after)) return dp_bson_value_to_json(&probe, out);
+        }
+      }
       dp_buf_putc(out, is_array ? '[' : '{');
       int first = 1;
       while (bson_iter_next(&child)) {
         if (!first) dp_buf_putc(out, ',');
         first = 0;
         if (!is_array) {
-          dp_json_put_string(out, bson_iter_key(&child), bson_iter_key_len(&child));
+          put_key(out, bson_iter_key(&child), bson_iter_key_len(&child));
           dp_buf_putc(out, ':');
         }
         int rc = dp_bson_value_to_json(&child, out);
@@ -516,12 +661,22 @@ int dp_bson_to_json(const bson_t *doc, dp_buf *out) {
   while (bson_iter_next(&it)) {
     if (!first) dp_buf_putc(out, ',');
     first = 0;
-    dp_json_put_string(out, bson_iter_key(&it), bson_iter_key_len(&it));
+    put_key(out, bson_iter_key(&it), bson_iter_key_len(&it));
     dp_buf_putc(out, ':');
     int rc = dp_bson_value_to_json(&it, out);
     if (rc) return rc;
   }
   return dp_buf_putc(out, '}');
+}
+
+/* Does JSON text s[0..n) hold the escape \u0000 (not a literal backslash before "u0000")? */
+static int json_has_nul(const char *s, size_t n) {
+  for (size_t i = 0; i + 6 <= n; i++) {
+    if (s[i] != '\\') continue;
+    if (s[i + 1] == '\\') { i++; continue; } /* an escaped backslash */
+    if (memcmp(s + i + 1, "u0000", 5) == 0) return 1;
+  }
+  return 0;
 }
 
 int dp_cast_bson(const dp_column *col, const bson_iter_t *it, dp_buf *out, int *is_null,
@@ -571,7 +726,11 @@ int dp_cast_bson(const dp_column *col, const bson_iter_t *it, dp_buf *out, int *
       uint32_t n;
       const uint8_t *bin;
       bson_iter_binary(it, &st, &n, &bin);
-      if (col->type == DP_T_UUID && n == 16 && (st == BSON_SUBTYPE_UUID || st == BSON_SUBTYPE_UUID_DEPRECATED)) {
+      if (st == DP_BSON_NUMBER_TEXT) {
+        rc = cast_from_number_text(col, (const char *)bin, n, out, e);
+      } else if (st == DP_BSON_NUL_STRING) {
+        rc = cast_from_string(col, (const char *)bin, n, out, e);
+      } else if (col->type == DP_T_UUID && n == 16 && (st == BSON_SUBTYPE_UUID || st == BSON_SUBTYPE_UUID_DEPRECATED)) {
         char u[37];
         dp_uuid_format(bin, u);
         rc = dp_buf_puts(out, u);
@@ -589,6 +748,8 @@ int dp_cast_bson(const dp_column *col, const bson_iter_t *it, dp_buf *out, int *
     default:
       rc = dp_err_set(e, DP_ECAST, "unsupported source value for %s", dp_type_name(col->type));
   }
+  if (rc == 0 && col->type == DP_T_JSON && json_has_nul(out->data + mark, out->len - mark))
+    rc = dp_err_set(e, DP_ECAST, "holds U+0000 (\\u0000), which a json column (PostgreSQL jsonb) cannot");
   if (rc == 0 && *is_null && !col->nullable)
     rc = dp_err_set(e, DP_ECAST, "is null but the column is not nullable");
   if (rc != 0) out->len = mark, out->data ? (void)(out->data[mark] = '\0') : (void)0;

@@ -1,5 +1,6 @@
 /* gold.c - gold model materialization (see gold.h and docs/gold.md). */
 #include "gold.h"
+#include "jsonbson.h"
 #include "luabridge.h"
 #include "pg.h"
 #include "pgsandbox.h"
@@ -193,9 +194,11 @@ int dp_gold_emit_json(dp_gold_builder *b, const char *json, size_t n, dp_err *e)
   int rc = 0;
   const dp_entity *m = b->model;
   bson_t rec;
-  bson_error_t be;
-  if (!bson_init_from_json(&rec, json, (ssize_t)n, &be))
-    return dp_err_set(e, DP_EJSON, "row %" PRId64 ": %s", b->rows + 1, be.message);
+  dp_err je;
+  if (dp_json_to_bson(json, n, &rec, &je) != 0) {
+    bson_destroy(&rec);
+    return dp_err_set(e, DP_EJSON, "row %" PRId64 ": %s", b->rows + 1, je.msg);
+  }
   if ((rc = dp_row_cast(&b->row, m, &rec, 0, e)) != 0) {
     dp_err_prefix(e, "row %" PRId64 ": ", b->rows + 1);
     goto cleanup;

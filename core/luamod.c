@@ -9,6 +9,7 @@
 #include "cron.h"
 #include "inbox.h"
 #include "json.h"
+#include "jsonbson.h"
 #include "luabridge.h"
 #include "meta.h"
 #include "pg.h"
@@ -129,7 +130,7 @@ static int l_listdir(lua_State *L) {
     names[n++] = strdup(de->d_name);
   }
   closedir(d);
-  qsort(names, n, sizeof *names, cmp_str);
+  if (n > 1) qsort(names, n, sizeof *names, cmp_str); /* not with NULL (UBSan) */
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_pushstring(L, names[i]);
@@ -186,8 +187,10 @@ static int l_hash(lua_State *L) {
 
 /* Parses a JSON object text into a bson_t (caller destroys). */
 static int parse_record(const char *s, size_t n, bson_t *out, dp_err *e) {
-  bson_error_t be;
-  if (!bson_init_from_json(out, s, (ssize_t)n, &be)) return dp_err_set(e, DP_EJSON, "%s", be.message);
+  if (dp_json_to_bson(s, n, out, e) != 0) {
+    bson_destroy(out);
+    return DP_EJSON;
+  }
   return 0;
 }
 

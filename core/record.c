@@ -1,6 +1,7 @@
 /* record.c - cast a record to typed canonical texts and hash them. */
 #include "record.h"
 #include "cast.h"
+#include "jsonbson.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,10 +13,15 @@ int dp_row_init(dp_row *r, size_t ncols) {
   r->off = calloc(ncols ? ncols : 1, sizeof *r->off);
   r->len = calloc(ncols ? ncols : 1, sizeof *r->len);
   r->null = calloc(ncols ? ncols : 1, 1);
-  r->at = calloc(ncols ? ncols : 1, sizeof *r->at);
+  /* 128-byte aligned slots (record.h): calloc's 16 bytes are not enough */
+  void *at = NULL;
+  if (posix_memalign(&at, 128, (ncols ? ncols : 1) * sizeof *r->at) == 0) memset(at, 0, (ncols ? ncols : 1) * sizeof *r->at);
+  else at = NULL;
+  r->at = at;
   r->has = calloc(ncols ? ncols : 1, 1);
   r->plen = calloc(ncols ? ncols : 1, sizeof *r->plen);
-  if (!r->off || !r->len || !r->null || !r->at || !r->has || !r->plen || dp_buf_reserve(&r->text, 256) != 0) {
+  r->epath = calloc(ncols ? ncols : 1, sizeof *r->epath);
+  if (!r->epath || !r->off || !r->len || !r->null || !r->at || !r->has || !r->plen || dp_buf_reserve(&r->text, 256) != 0) {
     dp_row_free(r);
     return DP_ENOMEM;
   }
@@ -31,6 +37,9 @@ void dp_row_free(dp_row *r) {
   free(r->at);
   free(r->has);
   free(r->plen);
+  for (size_t i = 0; r->epath && i < r->ncols; i++) free(r->epath[i]);
+  free(r->epath);
+  r->epath = NULL;
   r->plen = NULL;
   r->plen_of = NULL;
   r->off = r->len = NULL;
@@ -46,7 +55,20 @@ static void find_top_level(dp_row *r, const dp_entity *ent, const bson_t *record
   if (r->plen_of != ent) {
     r->shared_paths = 0;
     for (size_t i = 0; i < nc; i++) {
-      r->plen[i] = strchr(ent->cols[i].path, '.') ? UINT32_MAX : (uint32_t)strlen(ent->cols[i].path);
+      /* each segment of the path encoded as bronze encodes keys */
+      const char *p = ent->cols[i].path;
+      dp_buf ep = DP_BUF_INIT;
+      for (;;) {
+        const char *dot = strchr(p, '.');
+        size_t sn = dot ? (size_t)(dot - p) : strlen(p);
+        dp_key_encode(p, sn, &ep);
+        if (!dot) break;
+        dp_buf_putc(&ep, '.');
+        p = dot + 1;
+      }
+      free(r->epath[i]);
+      r->epath[i] = ep.data ? dp_buf_steal(&ep) : strdup("");
+      r->plen[i] = strchr(ent->cols[i].path, '.') ? UINT32_MAX : (uint32_t)strlen(r->epath[i]);
       for (size_t j = 0; j < i; j++) r->shared_paths |= strcmp(ent->cols[i].path, ent->cols[j].path) == 0;
     }
     r->plen_of = ent;
@@ -59,8 +81,8 @@ static void find_top_level(dp_row *r, const dp_entity *ent, const bson_t *record
     const char *key = bson_iter_key(&it);
     for (size_t n = 0, i = hint; n < nc; n++, i = i + 1 == nc ? 0 : i + 1) {
       const dp_column *c = &ent->cols[i];
-      if (r->has[i] || r->plen[i] != klen || (key_only && !c->key) || memcmp(c->path, key, klen) != 0) continue;
-      r->at[i] = it;
+      if (r->has[i] || r->plen[i] != klen || (key_only && !c->key) || memcmp(r->epath[i], key, klen) != 0) continue;
+      r->at[i].it = it;
       r->has[i] = 1;
       hint = i + 1 == nc ? 0 : i + 1;
       if (!r->shared_paths) break; /* else other columns may read the same field */
@@ -79,8 +101,8 @@ int dp_row_cast(dp_row *r, const dp_entity *ent, const bson_t *record, int flags
     bson_iter_t it, child;
     const bson_iter_t *src = NULL;
     if (r->plen[i] != UINT32_MAX) {
-      if (r->has[i]) src = &r->at[i];
-    } else if (bson_iter_init(&it, record) && bson_iter_find_descendant(&it, c->path, &child)) {
+      if (r->has[i]) src = &r->at[i].it;
+    } else if (bson_iter_init(&it, record) && bson_iter_find_descendant(&it, r->epath[i], &child)) {
       src = &child;
     }
     int is_null = 0;
@@ -105,6 +127,8 @@ int dp_row_cast(dp_row *r, const dp_entity *ent, const bson_t *record, int flags
   }
   return 0;
 }
+
+const char *dp_row_path(const dp_row *r, size_t i) { return r->epath[i]; }
 
 static void add_col(dp_row *r, const dp_column *c, size_t i) {
   dp_hasher_add(&r->h, dp_type_tag(c->type), r->null[i] ? NULL : r->text.data + r->off[i],

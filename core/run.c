@@ -203,8 +203,15 @@ static int bronze_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts 
   } else {
     details->data[--details->len] = '\0'; /* reopen the object */
   }
-  dp_buf_printf(details, ",\"duplicates\":%" PRId64 ",\"stored_keys_from\":\"%s\"}", io.duplicates,
+  dp_buf_printf(details, ",\"duplicates\":%" PRId64 ",\"stored_keys_from\":\"%s\"", io.duplicates,
                 io.used_key_file ? "key file" : "collection");
+  if (n->rejected > 0) { /* where the records bronze could not store are (docs/data-layers.md) */
+    char rn[300];
+    dp_bronze_rejects_collection_name(&s->ent, rn, sizeof rn);
+    dp_buf_puts(details, ",\"rejects\":");
+    dp_json_put_string(details, rn, strlen(rn));
+  }
+  dp_buf_putc(details, '}');
   return 0;
 }
 

@@ -1,5 +1,6 @@
 /* silver.c - cast, stage with COPY, merge set-based (SCD1/SCD2, delete detection). */
 #include "silver.h"
+#include "jsonbson.h"
 #include "bronze.h"
 #include "buf.h"
 #include "cast.h"
@@ -476,7 +477,9 @@ static void put_reject(stager *st, dp_buf *b, const reject *rj) {
   dp_buf_printf(b, "\t%" PRId64 "\t", rj->line);
   dp_buf_reset(&st->scratch);
   dp_bson_to_json(rj->data, &st->scratch);
-  dp_pg_copy_escape(b, st->scratch.data, st->scratch.len);
+  /* jsonb refuses U+0000: such a record is left NULL here (raw_file and raw_line point to it) */
+  if (st->scratch.data && memmem(st->scratch.data, st->scratch.len, "\\u0000", 6)) dp_buf_puts(b, "\\N");
+  else dp_pg_copy_escape(b, st->scratch.data, st->scratch.len);
 }
 
 /* A row of the __rejected table, for TO_TABLE (staged modes stage their rejections). */
@@ -589,12 +592,13 @@ static void table_row(stager *st, const dp_entity *ent, const dp_runinfo *run, c
 static int marker_text(const dp_entity *ent, dp_buf *out, dp_err *e) {
   dp_buf doc = DP_BUF_INIT;
   bson_t b;
-  bson_error_t be;
+  dp_err je;
   int rc = 0, is_null = 0;
   dp_buf_printf(&doc, "{\"v\":%s}", ent->marker_json);
-  if (!bson_init_from_json(&b, doc.data, (ssize_t)doc.len, &be)) {
+  if (dp_json_to_bson(doc.data, doc.len, &b, &je) != 0) {
+    bson_destroy(&b);
     dp_buf_free(&doc);
-    return dp_err_set(e, DP_EMETA, "delete_marker.value: %s", be.message);
+    return dp_err_set(e, DP_EMETA, "delete_marker.value: %s", je.msg);
   }
   bson_iter_t it;
   if (bson_iter_init_find(&it, &b, "v")) rc = dp_cast_bson(&ent->cols[ent->marker_col], &it, out, &is_null, e);
@@ -957,6 +961,72 @@ static void remove_consumed(const char *dir, const char *run_id) {
   closedir(d);
 }
 
+/* The records bronze could not store or key (jsonbson.h), since silver's last commit: each a row
+ * of the __rejected table with bronze's reason and the raw reference, counted as read and
+ * rejected. The record itself stays in the raw file at that line. */
+static int bronze_rejects(PGconn *c, mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
+                          const char *since, dp_counts *out, dp_err *e) {
+  char cname[300];
+  /* only the rejects of bronze loads that succeeded: a crashed or failed load may have left some,
+   * and its rerun rejects those lines again */
+  const char *pa[] = {ent->system, ent->name, since};
+  PGresult *ok_runs = NULL;
+  int rc = dp_pg_exec(c,
+                      "SELECT run_id::text FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
+                      "AND layer = 'bronze' AND status = 'succeeded' AND ($3 = '' OR run_id > $3::uuid)",
+                      3, pa, &ok_runs, e);
+  if (rc) return rc;
+  if (PQntuples(ok_runs) == 0) {
+    PQclear(ok_runs);
+    return 0;
+  }
+  dp_bronze_rejects_collection_name(ent, cname, sizeof cname);
+  mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
+  bson_t filter = BSON_INITIALIZER, gt;
+  if (since[0]) {
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "_dp.run_id", &gt);
+    BSON_APPEND_UTF8(&gt, "$gt", since);
+    bson_append_document_end(&filter, &gt);
+  }
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, NULL, NULL);
+  dp_buf q = DP_BUF_INIT;
+  dp_buf_puts(&q, "INSERT INTO ");
+  tbl(&q, ent, "__rejected");
+  dp_buf_puts(&q, " (_dp_run_id, _dp_run_ts, reason, raw_file, raw_line) VALUES ($1, $2, $3, $4, $5)");
+  const bson_t *doc;
+  while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    const char *reason = "bronze could not store the record", *file = NULL, *rid = NULL;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.run_id", &it) && BSON_ITER_HOLDS_UTF8(&it))
+      rid = bson_iter_utf8(&it, NULL);
+    int counted = 0;
+    for (int i = 0; rid && i < PQntuples(ok_runs) && !counted; i++) counted = strcmp(PQgetvalue(ok_runs, i, 0), rid) == 0;
+    if (!counted) continue;
+    char line[24] = "";
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.reason", &it) && BSON_ITER_HOLDS_UTF8(&it))
+      reason = bson_iter_utf8(&it, NULL);
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.raw.file", &it) && BSON_ITER_HOLDS_UTF8(&it))
+      file = bson_iter_utf8(&it, NULL);
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.raw.line", &it))
+      snprintf(line, sizeof line, "%" PRId64, bson_iter_as_int64(&it));
+    const char *p[] = {run->id_str, run->ts_str, reason, file, line[0] ? line : NULL};
+    rc = dp_pg_exec(c, q.data, 5, p, NULL, e);
+    if (rc == 0) {
+      out->in++;
+      out->rejected++;
+    }
+  }
+  bson_error_t be;
+  if (rc == 0 && mongoc_cursor_error(cur, &be))
+    rc = dp_err_set(e, DP_EMONGO, "silver: cannot read bronze %s: %s", cname, be.message);
+  mongoc_cursor_destroy(cur);
+  bson_destroy(&filter);
+  mongoc_collection_destroy(coll);
+  dp_buf_free(&q);
+  PQclear(ok_runs);
+  return rc;
+}
+
 int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, const char *bronze_dir,
                     const dp_entity *ent, const dp_runinfo *run, const char *cursor, unsigned flags, dp_counts *out,
                     dp_err *e) {
@@ -1072,6 +1142,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
     if (rc == 0) rc = merge(c, ent, run, out, e);
   }
+  if (rc == 0 && cli) rc = bronze_rejects(c, cli, bronze_db, ent, run, since, out, e);
   if (rc) goto fail;
   double t2 = dp_monotonic();
   /* where the time goes (docs/performance.md): reading the input vs the PostgreSQL merge */

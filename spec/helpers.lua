@@ -10,7 +10,10 @@ local cjson = require "cjson"
 local H = {}
 
 H.root = os.getenv("DP_HOME") or io.popen("pwd"):read("*l")
-H.bin = H.root .. "/build/dp-engine"
+-- DP_ENGINE_BUILD: the build folder whose binary the specs run (default build/; spec/sanitize.sh
+-- sets build-asan/ and points busted's cpath at the dp.core module built there too).
+H.build = os.getenv("DP_ENGINE_BUILD") or "build"
+H.bin = H.root .. "/" .. H.build .. "/dp-engine"
 H.core = core
 H.cjson = cjson
 

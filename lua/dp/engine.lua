@@ -106,9 +106,11 @@ local function inbox_files(system, data_dir)
     return s
   end
 
-  -- Iterator over the lines of a file, without "\n" or a trailing "\r".
+  -- Iterator over the lines of a file, without "\n" or a trailing "\r". Every byte is kept, NUL
+  -- too (f:read("*l") stops a line at a NUL byte in LuaJIT): a line is what lies between "\n"s.
   function files.lines(name)
     local f = open("lines", name)
+    local buf, pos, from = "", 1, 1 -- from: where "\n" was not found yet (long lines)
     return function()
       if not f then return nil end
       local l = f:line()
