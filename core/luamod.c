@@ -576,6 +576,7 @@ static const dp_lua_registrar registrars[] = {
     dp_http_lua_register,    /* http.c: http_client, http_date, sleep, monotonic, time */
     dp_inbox_lua_register,   /* inbox.c: file_info, file_move */
     dp_gold_lua_register,    /* gold.c: gold_begin (builders for specs) */
+    dp_script_lua_register,  /* luabridge.h: script_call, script_limits, script_memory_left */
     NULL, /* keep last */
 };
 
