@@ -38,14 +38,24 @@ local function configured()
   return config
 end
 
+-- Which connectors loading the metadata runs: runs load only those of enabled systems, so a
+-- disabled system's script never runs on their path; `metadata validate|push|show` set
+-- M.all_connectors (core/cmd_metadata.c) and check every system's connector, each under the
+-- script load time limit.
+M.all_connectors = false
+
+local function load_opts()
+  return { scripts_dir = configured().scripts_dir, connectors = M.all_connectors and "all" or "enabled" }
+end
+
 function M.load_metadata(dir)
-  return metadata.load_dir(dir, { scripts_dir = configured().scripts_dir })
+  return metadata.load_dir(dir, load_opts())
 end
 
 -- texts: { ["systems.json"] = ..., ["entities.json"] = ..., ["gold.json"] = ... } (e.g. read
 -- back from MongoDB).
 function M.load_metadata_texts(texts)
-  return metadata.load_texts(texts, { scripts_dir = configured().scripts_dir })
+  return metadata.load_texts(texts, load_opts())
 end
 
 function M.connector_path(type_name)
@@ -419,6 +429,9 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log)
   local cfg = configured()
   local system = metadata.find_system(meta, system_name)
   if not system then error("engine.extract: no system " .. quote(system_name) .. " in the metadata", 2) end
+  if system.enabled == false then
+    error("system " .. quote(system_name) .. " is disabled in metadata (\"enabled\": false): its connector is not loaded", 0)
+  end
   local entity = metadata.find_entity(meta, system_name, entity_name)
   if not entity then
     error("engine.extract: no entity " .. quote(system_name .. "." .. tostring(entity_name)) .. " in the metadata", 2)
