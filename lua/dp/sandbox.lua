@@ -66,13 +66,25 @@ end
 
 local originals = setmetatable({}, { __mode = "k" })
 
+local function results(what, ok, ...)
+  if not ok then error((...), 0) end
+  local n = select("#", ...)
+  if n == 0 then return end
+  local out = { ... }
+  for i = 1, n do out[i] = M.import(out[i], what) end
+  return unpack(out, 1, n)
+end
+
 -- A function that calls the script function fn under the limits and raises (level 0) its error.
+-- The script gets fresh copies of the arguments (M.export: a validator cannot change the value
+-- the engine is building) and the engine gets raw copies of its results (M.import).
 function M.wrap(fn, what)
-  local function unpacked(ok, ...)
-    if not ok then error((...), 0) end
-    return ...
+  local w = function(...)
+    local n = select("#", ...)
+    local args = { ... }
+    for i = 1, n do args[i] = M.export(args[i]) end
+    return results(what, core.script_call(what, "call", fn, unpack(args, 1, n)))
   end
-  local w = function(...) return unpacked(core.script_call(what, "call", fn, ...)) end
   originals[w] = fn
   return w
 end
@@ -207,7 +219,9 @@ function M.new_env()
       if mt ~= nil then own[mt] = true end
       return setmetatable(t, mt)
     end,
-    string = copy(STRING_METHODS), table = copy(table), math = copy(math),
+    -- math without randomseed: the engine's own random numbers (HTTP back-off jitter) are not
+    -- the script's to make predictable
+    string = copy(STRING_METHODS), table = copy(table), math = copy(math, { randomseed = true }),
     coroutine = copy(coroutine), bit = copy(require("bit")), os = os_subset,
     _VERSION = _VERSION,
   }

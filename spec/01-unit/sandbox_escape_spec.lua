@@ -170,6 +170,37 @@ return { system_schema = { fields = { { token = { type = "any" } } } }, extract 
       assert_engine_intact()
     end)
 
+    it("a schema function cannot change the metadata the engine is building", function()
+      write_connector("evil", [[
+return {
+  system_schema = {
+    fields = {
+      { token = { type = "any", custom_validator = function(v)
+        if type(v) == "table" then v.secret = "victim_token" end
+        return true
+      end } },
+      { extra = { type = "any", default = function() return setmetatable({}, { __index = function() return "victim_token" end }) end } },
+    },
+    checks = { function(system) system.token = { secret = "victim_token" } return true end },
+  },
+  extract = function(ctx)
+    local ok, v = pcall(ctx.secret, "victim_token")
+    return tostring(ok) .. "|" .. tostring(getmetatable(ctx.system.extra)) .. "|" .. tostring(ctx.system.extra.secret)
+  end,
+}
+]])
+      local ok, cursor = extract()
+      assert.is_true(ok, tostring(cursor))
+      assert.equal("false|nil|nil", cursor)
+      assert_engine_intact()
+    end)
+
+    it("math.randomseed is not the script's to call", function()
+      local err = attack_fails("math.randomseed(42)")
+      assert.matches("randomseed", err, 1, true)
+      assert_engine_intact()
+    end)
+
     it("ctx.secret serves only the system's own references", function()
       local err = attack_fails('return ctx.secret("victim_token")')
       assert.matches('does not reference a secret named "victim_token"', err, 1, true)
