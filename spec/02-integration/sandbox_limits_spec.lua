@@ -103,6 +103,43 @@ describe("script limits in whole runs", function()
     assert.is_true(os.time() - t0 < 30)
   end)
 
+  it("a gold model that loops fails with the limit named, keeps no half table, and the next run works", function()
+    entities("ok")
+    assert.equal(0, (H.engine(env, "run", "lp")))
+    H.sh("mkdir -p " .. H.sh_quote(scripts .. "/gold"))
+    H.write_file(meta .. "/gold.json", cjson.encode({
+      { name = "lp_rows", script = "lp_rows.lua", depends_on = { "lp.items" }, primary_key = { "id" },
+        columns = { { name = "id", type = "bigint" }, { name = "mode", type = "text" } } },
+    }))
+    local function script(loop)
+      H.write_file(scripts .. "/gold/lp_rows.lua", [[
+return {
+  rows = function(ctx)
+    for r in ctx:query("SELECT id, mode FROM " .. ctx:ref("lp.items")) do
+      ctx:emit({ id = tonumber(r.id), mode = r.mode })
+    end
+    ]] .. (loop and "while true do end" or "") .. [[
+
+  end,
+}
+]])
+    end
+    script(true)
+    local t0 = os.time()
+    local rc, _, err = H.engine(env, "gold", "run", "lp_rows")
+    assert.equal(1, rc)
+    assert.is_true(os.time() - t0 < 30)
+    assert.matches("gold model lp_rows: " .. scripts .. "/gold/lp_rows.lua: rows(ctx): stopped: the script ran past its "
+      .. "time limit of 1 s of CPU time (DP_SCRIPT_TIMEOUT)", err, 1, true)
+    assert.same({}, assert(pg:query("SELECT 1 FROM pg_tables WHERE schemaname = 'gold' AND tablename = 'lp_rows'")))
+
+    script(false)
+    rc, _, err = H.engine(env, "gold", "run", "lp_rows")
+    assert.equal(0, rc, err)
+    assert.same({ { id = "1", mode = "ok" } }, assert(pg:query("SELECT id::text, mode FROM gold.lp_rows")))
+    H.sh("rm -f " .. H.sh_quote(meta .. "/gold.json"))
+  end)
+
   it("a bad limit value is a configuration error naming the variable", function()
     entities("ok")
     local e2 = {}
