@@ -202,10 +202,11 @@ cleanup:
 #include <stdint.h>
 #include <time.h>
 
-#define GUARD_HOOK_COUNT 10000      /* instructions between two checks */
+#define GUARD_HOOK_COUNT 1000 /* instructions between two checks of wall clock and heap */
+#define GUARD_CPU_EVERY 10     /* hooks between two reads of the thread's CPU time (a syscall) */
 #define GUARD_BIG_ALLOC (64 * 1024) /* growth the allocator refuses once over the cap */
 
-enum { HIT_NONE = 0, HIT_TIME, HIT_MEMORY };
+enum { HIT_NONE = 0, HIT_TIME, HIT_MEMORY, HIT_WALL };
 
 /* One per Lua state, a userdata in the registry (created on first use). */
 typedef struct guard {
@@ -213,10 +214,13 @@ typedef struct guard {
   char config_err[300]; /* a bad DP_SCRIPT_* variable: every script call fails with it */
   int depth;            /* nested guarded calls under way */
   double deadline;      /* thread CPU seconds */
+  double wall_deadline; /* CLOCK_MONOTONIC seconds */
   double limit_s;       /* the time limit in force, and its variable, for the message */
   const char *limit_var;
   int64_t mem_base, mem_cap; /* bytes, against allocated */
   int hit;
+  unsigned hooks;
+  int last_hit; /* what stopped the last guarded call that returned (for script_call's reason) */
   int64_t allocated; /* net bytes through the allocator since the guard was made */
   lua_Alloc orig;
   void *orig_ud;
@@ -228,6 +232,12 @@ static char guard_key;
 static double cpu_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -249,7 +259,8 @@ int dp_script_limits_from_env(dp_script_limits *l, dp_err *e) {
   char err[200] = "";
   if (parse_limit("DP_SCRIPT_TIMEOUT", 300, &l->seconds, err, sizeof err) ||
       parse_limit("DP_SCRIPT_LOAD_TIMEOUT", 10, &l->load_seconds, err, sizeof err) ||
-      parse_limit("DP_SCRIPT_MEMORY", 1024, &l->memory_mb, err, sizeof err))
+      parse_limit("DP_SCRIPT_MEMORY", 1024, &l->memory_mb, err, sizeof err) ||
+      parse_limit("DP_SCRIPT_WALL_TIMEOUT", 21600, &l->wall_seconds, err, sizeof err))
     return dp_err_set(e, DP_ECONFIG, "%s", err);
   return 0;
 }
@@ -289,7 +300,7 @@ static guard *guard_get(lua_State *L, int create) {
   dp_err_clear(&e);
   if (dp_script_limits_from_env(&g->lim, &e)) {
     snprintf(g->config_err, sizeof g->config_err, "%s", e.msg);
-    g->lim = (dp_script_limits){300, 10, 1024};
+    g->lim = (dp_script_limits){300, 10, 1024, 21600};
   }
   lua_newtable(L);
   lua_pushcfunction(L, guard_gc);
@@ -312,7 +323,8 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   guard *g = guard_get(L, 0);
   if (!g || g->depth == 0) return;
-  if (!g->hit && cpu_now() > g->deadline) g->hit = HIT_TIME;
+  if (!g->hit && ++g->hooks % GUARD_CPU_EVERY == 0 && cpu_now() > g->deadline) g->hit = HIT_TIME;
+  if (!g->hit && wall_now() > g->wall_deadline) g->hit = HIT_WALL;
   if (!g->hit && g->allocated - g->mem_base > g->mem_cap) {
     lua_gc(L, LUA_GCCOLLECT, 0); /* garbage does not count */
     if (g->allocated - g->mem_base > g->mem_cap) g->hit = HIT_MEMORY;
@@ -348,6 +360,8 @@ int dp_script_pcall(lua_State *L, const char *what, dp_script_kind kind, int nar
     g->limit_s = secs;
     g->limit_var = kind == DP_SCRIPT_LOAD ? "DP_SCRIPT_LOAD_TIMEOUT" : "DP_SCRIPT_TIMEOUT";
   }
+  double wall = wall_now() + g->lim.wall_seconds;
+  if (g->depth == 0 || wall < g->wall_deadline) g->wall_deadline = wall;
   if (g->depth == 0 || g->allocated + cap < g->mem_base + g->mem_cap) {
     g->mem_base = g->allocated;
     g->mem_cap = cap;
@@ -364,13 +378,21 @@ int dp_script_pcall(lua_State *L, const char *what, dp_script_kind kind, int nar
   lua_insert(L, base);
   int st = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
+  /* a call that did little Lua work between the engine calls it made may not have met the
+   * hook: the limits are checked once more when it returns */
+  if (!g->hit && cpu_now() > g->deadline) g->hit = HIT_TIME;
+  if (!g->hit && wall_now() > g->wall_deadline) g->hit = HIT_WALL;
   int hit = g->hit;
+  g->last_hit = hit;
   g->depth--;
   if (g->depth == 0) lua_sethook(L, NULL, 0, 0);
   int rc = 0;
   if (hit == HIT_TIME) {
     rc = dp_err_set(e, DP_ELUA, "%s: stopped: the script ran past its time limit of %g s of CPU time (%s)", what,
                     g->limit_s, g->limit_var);
+  } else if (hit == HIT_WALL) {
+    rc = dp_err_set(e, DP_ELUA, "%s: stopped: the script ran past its wall-clock limit of %g s (DP_SCRIPT_WALL_TIMEOUT)",
+                    what, g->lim.wall_seconds);
   } else if (hit == HIT_MEMORY) {
     rc = dp_err_set(e, DP_ELUA, "%s: stopped: the script went over its memory limit of %g MiB (DP_SCRIPT_MEMORY)",
                     what, g->lim.memory_mb);
@@ -383,6 +405,7 @@ int dp_script_pcall(lua_State *L, const char *what, dp_script_kind kind, int nar
   else if (rc) lua_settop(L, base - 1);
   /* back to the outer call's limits */
   g->deadline = saved.deadline;
+  g->wall_deadline = saved.wall_deadline;
   g->limit_s = saved.limit_s;
   g->limit_var = saved.limit_var;
   g->mem_base = saved.mem_base;
@@ -394,7 +417,7 @@ int dp_script_pcall(lua_State *L, const char *what, dp_script_kind kind, int nar
 }
 
 /* script_call(what, kind, fn, ...) -> true, results... | false, message, reason ("time",
- * "memory", "error" or "config"). kind: "call" or "load". */
+ * "wall", "memory", "error" or "config"). kind: "call" or "load". */
 static int l_script_call(lua_State *L) {
   const char *what = luaL_checkstring(L, 1);
   const char *k = luaL_checkstring(L, 2);
@@ -409,24 +432,23 @@ static int l_script_call(lua_State *L) {
   guard *g = guard_get(L, 1);
   int rc = dp_script_pcall(L, what, kind, nargs, LUA_MULTRET, &e);
   if (rc == 0) return lua_gettop(L) - 2;
-  int hit = g->hit;
+  int hit = g->last_hit;
   lua_settop(L, 0);
   lua_pushboolean(L, 0);
   lua_pushstring(L, e.msg);
-  lua_pushstring(L, e.code == DP_ECONFIG ? "config" : strstr(e.msg, ": stopped: the script ran past") ? "time"
-                    : strstr(e.msg, ": stopped: the script went over") ? "memory" : "error");
-  (void)hit;
+  lua_pushstring(L, e.code == DP_ECONFIG ? "config"
+                    : hit == HIT_WALL ? "wall" : hit == HIT_TIME ? "time" : hit == HIT_MEMORY ? "memory" : "error");
   return 3;
 }
 
-/* script_limits([t]) -> { seconds, load_seconds, memory_mb } (t sets some of them: serve and
- * specs). */
+/* script_limits([t]) -> { seconds, load_seconds, memory_mb, wall_seconds } (t sets some of
+ * them: serve and specs). */
 static int l_script_limits(lua_State *L) {
   guard *g = guard_get(L, 1);
   if (lua_istable(L, 1)) {
-    static const char *names[] = {"seconds", "load_seconds", "memory_mb"};
-    double *vals[] = {&g->lim.seconds, &g->lim.load_seconds, &g->lim.memory_mb};
-    for (int i = 0; i < 3; i++) {
+    static const char *names[] = {"seconds", "load_seconds", "memory_mb", "wall_seconds"};
+    double *vals[] = {&g->lim.seconds, &g->lim.load_seconds, &g->lim.memory_mb, &g->lim.wall_seconds};
+    for (int i = 0; i < 4; i++) {
       lua_getfield(L, 1, names[i]);
       if (!lua_isnil(L, -1)) {
         double d = lua_tonumber(L, -1);
@@ -436,7 +458,9 @@ static int l_script_limits(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
+  lua_pushnumber(L, g->lim.wall_seconds);
+  lua_setfield(L, -2, "wall_seconds");
   lua_pushnumber(L, g->lim.seconds);
   lua_setfield(L, -2, "seconds");
   lua_pushnumber(L, g->lim.load_seconds);

@@ -23,6 +23,8 @@ typedef struct dp_script_limits {
   double seconds;      /* CPU seconds per call: DP_SCRIPT_TIMEOUT, default 300 */
   double load_seconds; /* CPU seconds to load a script: DP_SCRIPT_LOAD_TIMEOUT, default 10 */
   double memory_mb;    /* heap growth per call, MiB: DP_SCRIPT_MEMORY, default 1024 */
+  double wall_seconds; /* wall-clock seconds per call, waiting included: DP_SCRIPT_WALL_TIMEOUT,
+                        * default 21600 (the backstop for a script that mostly waits) */
 } dp_script_limits;
 
 typedef enum { DP_SCRIPT_CALL = 0, DP_SCRIPT_LOAD = 1 } dp_script_kind;

@@ -352,6 +352,25 @@ return {
       assert_engine_intact()
     end)
 
+    it("time waiting in the engine's own calls is not CPU time; the wall-clock limit is the backstop", function()
+      local server = H.http_server()
+      local body = [[
+    for i = 1, 4 do ctx.http.get("]] .. server.url .. [[/slow?delay=0.4") end
+    return "waited"
+]]
+      evil(body)
+      local ok, res = extract() -- 1.6 s of waiting under a 1 s CPU limit
+      assert.is_true(ok, tostring(res))
+      assert.equal("waited", res)
+      core.script_limits { wall_seconds = 1 }
+      local ok2, err = pcall(attack_fails, body)
+      core.script_limits { wall_seconds = 21600 }
+      server.stop()
+      assert.is_true(ok2, tostring(err))
+      limit_error(err, "the script ran past its wall-clock limit of 1 s (DP_SCRIPT_WALL_TIMEOUT)")
+      assert_engine_intact()
+    end)
+
     it("pcall cannot swallow the deadline: it keeps firing", function()
       local err = attack_fails([[
     while true do
@@ -498,6 +517,9 @@ return {
         .. "local l = require(\"dp.core\").script_limits() print(l.seconds, l.load_seconds, l.memory_mb)'")
       assert.equal(0, rc)
       assert.equal("300\t10\t1024", (out:gsub("%s+$", "")))
+      rc, out = H.sh("cd " .. H.sh_quote(H.root) .. " && luajit -e 'package.cpath=\"build/?.so;\"..package.cpath "
+        .. "print(require(\"dp.core\").script_limits().wall_seconds)'")
+      assert.equal("21600", (out:gsub("%s+$", "")))
       rc, out = H.sh("cd " .. H.sh_quote(H.root) .. " && DP_SCRIPT_TIMEOUT=2.5 DP_SCRIPT_MEMORY=100 luajit -e "
         .. "'package.cpath=\"build/?.so;\"..package.cpath local l = require(\"dp.core\").script_limits() print(l.seconds, l.memory_mb)'")
       assert.equal("2.5\t100", (out:gsub("%s+$", "")))
