@@ -252,6 +252,21 @@ return {
       assert.equal('"a"', cursor)
     end)
 
+    it("a script's own metatables work as in plain Lua", function()
+      evil([[
+    local C = {}
+    C.__index = C
+    function C.name(self) return self.n end
+    local o = setmetatable({ n = "obj" }, C)
+    local locked = setmetatable({}, { __metatable = "locked" })
+    local ok = pcall(setmetatable, locked, {})
+    return o:name() .. "|" .. tostring(getmetatable(o) == C) .. "|" .. getmetatable(locked) .. "|" .. tostring(ok)
+]])
+      local ok, cursor = extract()
+      assert.is_true(ok, tostring(cursor))
+      assert.equal("obj|true|locked|false", cursor)
+    end)
+
     it("engine objects (ctx.http, ctx.log, dp.* instances) give no metatable, and engine metatables cannot be replaced", function()
       local err = attack_fails([[
     local p = require("dp.paginators").new({ type = "single_page" }, ctx.json)
