@@ -43,6 +43,16 @@ static void counts(lua_State *L, size_t *ns, size_t *ne, size_t *ng) {
 static int load(dp_engine *eng) {
   dp_err e;
   dp_err_clear(&e);
+  /* validate, push and show check every system's connector, a disabled system's too (each
+   * under the script load time limit); runs load only enabled systems' (lua/dp/engine.lua) */
+  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) {
+    fprintf(stderr, "%s\n", e.msg);
+    return DP_EXIT_USAGE;
+  }
+  lua_getglobal(eng->L, "__dp_engine");
+  lua_pushboolean(eng->L, 1);
+  lua_setfield(eng->L, -2, "all_connectors");
+  lua_pop(eng->L, 1);
   int rc = dp_load_metadata(eng, &e);
   if (rc == 0) return 0;
   fprintf(stderr, "%s\n", e.msg);

@@ -9,12 +9,11 @@
 
 int luaopen_dp_core(lua_State *L);
 
+/* Error values that are not strings are described, never converted with their __tostring: that
+ * could be a script's function, and the handler runs on the engine's path, unguarded. */
 static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
+  const char *msg = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1) : NULL;
+  if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   luaL_traceback(L, L, msg, 1);
   return 1;
 }
@@ -195,4 +194,297 @@ int dp_entity_from_lua(lua_State *L, int idx, dp_entity *ent, dp_err *e) {
 cleanup:
   if (rc) dp_entity_free(ent);
   return rc;
+}
+
+/* ---------- Script limits (luabridge.h) ---------- */
+
+#include <math.h>
+#include <stdint.h>
+#include <time.h>
+
+#define GUARD_HOOK_COUNT 1000 /* instructions between two checks of wall clock and heap */
+#define GUARD_CPU_EVERY 10     /* hooks between two reads of the thread's CPU time (a syscall) */
+#define GUARD_BIG_ALLOC (64 * 1024) /* growth the allocator refuses once over the cap */
+
+enum { HIT_NONE = 0, HIT_TIME, HIT_MEMORY, HIT_WALL };
+
+/* One per Lua state, a userdata in the registry (created on first use). */
+typedef struct guard {
+  dp_script_limits lim;
+  char config_err[300]; /* a bad DP_SCRIPT_* variable: every script call fails with it */
+  int depth;            /* nested guarded calls under way */
+  double deadline;      /* thread CPU seconds */
+  double wall_deadline; /* CLOCK_MONOTONIC seconds */
+  double limit_s;       /* the time limit in force, and its variable, for the message */
+  const char *limit_var;
+  int64_t mem_base, mem_cap; /* bytes, against allocated */
+  int hit;
+  unsigned hooks;
+  int last_hit; /* what stopped the last guarded call that returned (for script_call's reason) */
+  int64_t allocated; /* net bytes through the allocator since the guard was made */
+  lua_Alloc orig;
+  void *orig_ud;
+  char what[512];
+} guard;
+
+static char guard_key;
+
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int parse_limit(const char *var, double def, double *out, char *err, size_t cap) {
+  const char *v = getenv(var);
+  *out = def;
+  if (!v || !*v) return 0;
+  char *end;
+  double d = strtod(v, &end);
+  if (end == v || *end != '\0' || !(d > 0) || !isfinite(d)) {
+    snprintf(err, cap, "%s: \"%.40s\" is not a positive number", var, v);
+    return -1;
+  }
+  *out = d;
+  return 0;
+}
+
+int dp_script_limits_from_env(dp_script_limits *l, dp_err *e) {
+  char err[200] = "";
+  if (parse_limit("DP_SCRIPT_TIMEOUT", 300, &l->seconds, err, sizeof err) ||
+      parse_limit("DP_SCRIPT_LOAD_TIMEOUT", 10, &l->load_seconds, err, sizeof err) ||
+      parse_limit("DP_SCRIPT_MEMORY", 1024, &l->memory_mb, err, sizeof err) ||
+      parse_limit("DP_SCRIPT_WALL_TIMEOUT", 21600, &l->wall_seconds, err, sizeof err))
+    return dp_err_set(e, DP_ECONFIG, "%s", err);
+  return 0;
+}
+
+/* Counts every allocation; during a guarded call refuses a large growth that would pass the
+ * cap (LuaJIT then raises "not enough memory", which the guard reports as the limit). */
+static void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  guard *g = ud;
+  if (nsize > osize && g->depth > 0 && nsize - osize >= GUARD_BIG_ALLOC &&
+      g->allocated + (int64_t)(nsize - osize) - g->mem_base > g->mem_cap) {
+    g->hit = HIT_MEMORY;
+    return NULL;
+  }
+  void *p = g->orig(g->orig_ud, ptr, osize, nsize);
+  if (p || nsize == 0) g->allocated += (int64_t)nsize - (int64_t)osize;
+  return p;
+}
+
+/* __gc of the guard (at lua_close): give the state its own allocator back before the guard's
+ * memory goes. */
+static int guard_gc(lua_State *L) {
+  guard *g = lua_touserdata(L, 1);
+  if (g->orig) lua_setallocf(L, g->orig, g->orig_ud);
+  g->orig = NULL;
+  return 0;
+}
+
+static guard *guard_get(lua_State *L, int create) {
+  lua_pushlightuserdata(L, &guard_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  guard *g = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (g || !create) return g;
+  g = lua_newuserdata(L, sizeof *g);
+  memset(g, 0, sizeof *g);
+  dp_err e;
+  dp_err_clear(&e);
+  if (dp_script_limits_from_env(&g->lim, &e)) {
+    snprintf(g->config_err, sizeof g->config_err, "%s", e.msg);
+    g->lim = (dp_script_limits){300, 10, 1024, 21600};
+  }
+  lua_newtable(L);
+  lua_pushcfunction(L, guard_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushlightuserdata(L, &guard_key);
+  lua_insert(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  g->orig = lua_getallocf(L, &g->orig_ud);
+  lua_setallocf(L, guard_alloc, g);
+  return g;
+}
+
+static void guard_raise(lua_State *L, guard *g) {
+  lua_pushstring(L, g->hit == HIT_TIME ? "script time limit reached" : "script memory limit reached");
+  lua_error(L);
+}
+
+static void guard_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  guard *g = guard_get(L, 0);
+  if (!g || g->depth == 0) return;
+  if (!g->hit && ++g->hooks % GUARD_CPU_EVERY == 0 && cpu_now() > g->deadline) g->hit = HIT_TIME;
+  if (!g->hit && wall_now() > g->wall_deadline) g->hit = HIT_WALL;
+  if (!g->hit && g->allocated - g->mem_base > g->mem_cap) {
+    lua_gc(L, LUA_GCCOLLECT, 0); /* garbage does not count */
+    if (g->allocated - g->mem_base > g->mem_cap) g->hit = HIT_MEMORY;
+  }
+  if (g->hit) {
+    /* from now on every instruction raises: a script that catches the error with pcall or
+     * coroutine.resume cannot go on running */
+    lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
+    guard_raise(L, g);
+  }
+}
+
+/* Error handler of guarded calls: strings pass; any other error value is described without
+ * calling its metamethods (a script's __tostring never runs on the engine's path). */
+static int guard_handler(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING) return 1;
+  lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  return 1;
+}
+
+int dp_script_pcall(lua_State *L, const char *what, dp_script_kind kind, int nargs, int nresults, dp_err *e) {
+  guard *g = guard_get(L, 1);
+  if (g->config_err[0]) {
+    lua_pop(L, nargs + 1);
+    return dp_err_set(e, DP_ECONFIG, "%s: %s", what, g->config_err);
+  }
+  guard saved = *g; /* the outer call's limits, restored after */
+  double now = cpu_now();
+  double secs = kind == DP_SCRIPT_LOAD ? g->lim.load_seconds : g->lim.seconds;
+  int64_t cap = (int64_t)(g->lim.memory_mb * 1024.0 * 1024.0);
+  if (g->depth == 0 || now + secs < g->deadline) {
+    g->deadline = now + secs;
+    g->limit_s = secs;
+    g->limit_var = kind == DP_SCRIPT_LOAD ? "DP_SCRIPT_LOAD_TIMEOUT" : "DP_SCRIPT_TIMEOUT";
+  }
+  double wall = wall_now() + g->lim.wall_seconds;
+  if (g->depth == 0 || wall < g->wall_deadline) g->wall_deadline = wall;
+  if (g->depth == 0 || g->allocated + cap < g->mem_base + g->mem_cap) {
+    g->mem_base = g->allocated;
+    g->mem_cap = cap;
+  }
+  if (g->depth == 0) {
+    g->hit = HIT_NONE;
+    lua_sethook(L, guard_hook, LUA_MASKCOUNT, GUARD_HOOK_COUNT);
+  }
+  snprintf(g->what, sizeof g->what, "%s", what);
+  g->depth++;
+
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, guard_handler);
+  lua_insert(L, base);
+  int st = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  /* a call that did little Lua work between the engine calls it made may not have met the
+   * hook: the limits are checked once more when it returns */
+  if (!g->hit && cpu_now() > g->deadline) g->hit = HIT_TIME;
+  if (!g->hit && wall_now() > g->wall_deadline) g->hit = HIT_WALL;
+  int hit = g->hit;
+  g->last_hit = hit;
+  g->depth--;
+  if (g->depth == 0) lua_sethook(L, NULL, 0, 0);
+  int rc = 0;
+  if (hit == HIT_TIME) {
+    rc = dp_err_set(e, DP_ELUA, "%s: stopped: the script ran past its time limit of %g s of CPU time (%s)", what,
+                    g->limit_s, g->limit_var);
+  } else if (hit == HIT_WALL) {
+    rc = dp_err_set(e, DP_ELUA, "%s: stopped: the script ran past its wall-clock limit of %g s (DP_SCRIPT_WALL_TIMEOUT)",
+                    what, g->lim.wall_seconds);
+  } else if (hit == HIT_MEMORY) {
+    rc = dp_err_set(e, DP_ELUA, "%s: stopped: the script went over its memory limit of %g MiB (DP_SCRIPT_MEMORY)",
+                    what, g->lim.memory_mb);
+  } else if (st != 0) {
+    const char *m = lua_tostring(L, -1);
+    rc = dp_err_set(e, DP_ELUA, "%s", m ? m : "unknown Lua error");
+  }
+  if (st != 0) lua_pop(L, 1);
+  else if (rc && nresults != LUA_MULTRET) lua_pop(L, nresults);
+  else if (rc) lua_settop(L, base - 1);
+  /* back to the outer call's limits */
+  g->deadline = saved.deadline;
+  g->wall_deadline = saved.wall_deadline;
+  g->limit_s = saved.limit_s;
+  g->limit_var = saved.limit_var;
+  g->mem_base = saved.mem_base;
+  g->mem_cap = saved.mem_cap;
+  memcpy(g->what, saved.what, sizeof g->what);
+  if (g->depth > 0 && !saved.hit) g->hit = HIT_NONE;
+  if (g->depth > 0 && g->hit == HIT_NONE) lua_sethook(L, guard_hook, LUA_MASKCOUNT, GUARD_HOOK_COUNT);
+  return rc;
+}
+
+/* script_call(what, kind, fn, ...) -> true, results... | false, message, reason ("time",
+ * "wall", "memory", "error" or "config"). kind: "call" or "load". */
+static int l_script_call(lua_State *L) {
+  const char *what = luaL_checkstring(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  dp_script_kind kind = strcmp(k, "load") == 0 ? DP_SCRIPT_LOAD : DP_SCRIPT_CALL;
+  if (kind == DP_SCRIPT_CALL && strcmp(k, "call") != 0) return luaL_error(L, "script_call: kind must be call or load");
+  int nargs = lua_gettop(L) - 3;
+  lua_pushboolean(L, 1);
+  lua_insert(L, 3); /* true, fn, args... */
+  dp_err e;
+  dp_err_clear(&e);
+  guard *g = guard_get(L, 1);
+  int rc = dp_script_pcall(L, what, kind, nargs, LUA_MULTRET, &e);
+  if (rc == 0) return lua_gettop(L) - 2;
+  int hit = g->last_hit;
+  lua_settop(L, 0);
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, e.msg);
+  lua_pushstring(L, e.code == DP_ECONFIG ? "config"
+                    : hit == HIT_WALL ? "wall" : hit == HIT_TIME ? "time" : hit == HIT_MEMORY ? "memory" : "error");
+  return 3;
+}
+
+/* script_limits([t]) -> { seconds, load_seconds, memory_mb, wall_seconds } (t sets some of
+ * them: serve and specs). */
+static int l_script_limits(lua_State *L) {
+  guard *g = guard_get(L, 1);
+  if (lua_istable(L, 1)) {
+    static const char *names[] = {"seconds", "load_seconds", "memory_mb", "wall_seconds"};
+    double *vals[] = {&g->lim.seconds, &g->lim.load_seconds, &g->lim.memory_mb, &g->lim.wall_seconds};
+    for (int i = 0; i < 4; i++) {
+      lua_getfield(L, 1, names[i]);
+      if (!lua_isnil(L, -1)) {
+        double d = lua_tonumber(L, -1);
+        if (!(d > 0) || !isfinite(d)) return luaL_error(L, "script_limits: %s must be a positive number", names[i]);
+        *vals[i] = d;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_createtable(L, 0, 4);
+  lua_pushnumber(L, g->lim.wall_seconds);
+  lua_setfield(L, -2, "wall_seconds");
+  lua_pushnumber(L, g->lim.seconds);
+  lua_setfield(L, -2, "seconds");
+  lua_pushnumber(L, g->lim.load_seconds);
+  lua_setfield(L, -2, "load_seconds");
+  lua_pushnumber(L, g->lim.memory_mb);
+  lua_setfield(L, -2, "memory_mb");
+  return 1;
+}
+
+/* script_memory_left() -> bytes the running script may still grow the heap by, or nil outside
+ * a guarded call (the engine's string.rep and table.concat check it before they allocate). */
+static int l_script_memory_left(lua_State *L) {
+  guard *g = guard_get(L, 0);
+  if (!g || g->depth == 0) return 0;
+  lua_pushnumber(L, (lua_Number)(g->mem_cap - (g->allocated - g->mem_base)));
+  return 1;
+}
+
+void dp_script_lua_register(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+      {"script_call", l_script_call},
+      {"script_limits", l_script_limits},
+      {"script_memory_left", l_script_memory_left},
+      {NULL, NULL},
+  };
+  luaL_register(L, NULL, funcs);
 }

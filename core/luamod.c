@@ -582,6 +582,7 @@ static const dp_lua_registrar registrars[] = {
     dp_inbox_lua_register,   /* inbox.c: file_info, file_move */
     dp_gold_lua_register,    /* gold.c: gold_begin (builders for specs) */
     dp_cron_lua_register,    /* cron.c: cron_check, cron_next, cron_prev, tz_check, tz_offset */
+    dp_script_lua_register,  /* luabridge.h: script_call, script_limits, script_memory_left */
     NULL, /* keep last */
 };
 

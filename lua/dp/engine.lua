@@ -38,14 +38,24 @@ local function configured()
   return config
 end
 
+-- Which connectors loading the metadata runs: runs load only those of enabled systems, so a
+-- disabled system's script never runs on their path; `metadata validate|push|show` set
+-- M.all_connectors (core/cmd_metadata.c) and check every system's connector, each under the
+-- script load time limit.
+M.all_connectors = false
+
+local function load_opts()
+  return { scripts_dir = configured().scripts_dir, connectors = M.all_connectors and "all" or "enabled" }
+end
+
 function M.load_metadata(dir)
-  return metadata.load_dir(dir, { scripts_dir = configured().scripts_dir })
+  return metadata.load_dir(dir, load_opts())
 end
 
 -- texts: { ["systems.json"] = ..., ["entities.json"] = ..., ["gold.json"] = ... } (e.g. read
 -- back from MongoDB).
 function M.load_metadata_texts(texts)
-  return metadata.load_texts(texts, { scripts_dir = configured().scripts_dir })
+  return metadata.load_texts(texts, load_opts())
 end
 
 function M.connector_path(type_name)
@@ -134,8 +144,10 @@ end
 ---------------------------------------------------------------------------------------------
 -- Secrets (docs/secrets.md): { secret = "name" } in the validated metadata is a reference.
 
+-- Read raw (rawget, next): no metamethod decides what the engine treats as a reference, and
+-- the engine's metadata tables never reach a script (scripts get copies: sandbox.export).
 local function is_secret_ref(v)
-  return type(v) == "table" and type(v.secret) == "string" and next(v, (next(v))) == nil
+  return type(v) == "table" and type(rawget(v, "secret")) == "string" and next(v, (next(v))) == nil
 end
 
 local function key_order(a, b)
@@ -152,18 +164,18 @@ local function collect_secret_refs(v, path, out)
     return out
   end
   local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = k end
+  for k in next, v do keys[#keys + 1] = k end
   table.sort(keys, key_order)
   for _, k in ipairs(keys) do
-    collect_secret_refs(v[k], type(k) == "number" and (path .. "[" .. (k - 1) .. "]") or (path .. "." .. tostring(k)), out)
+    collect_secret_refs(rawget(v, k), type(k) == "number" and (path .. "[" .. (k - 1) .. "]") or (path .. "." .. tostring(k)), out)
   end
   return out
 end
 
 -- Replaces every reference in t (a copy) by its value, in place.
 local function substitute_secrets(t, values)
-  for k, x in pairs(t) do
-    if is_secret_ref(x) then t[k] = values[x.secret]
+  for k, x in next, t do
+    if is_secret_ref(x) then rawset(t, k, values[rawget(x, "secret")])
     elseif type(x) == "table" then substitute_secrets(x, values) end
   end
   return t
@@ -361,7 +373,7 @@ local function extend_files(files, system, data_dir, on_commit, log)
   end
 end
 
-local function extend_ctx(ctx, meta, system, entity, data_dir)
+local function extend_ctx(ctx, meta, system, entity, data_dir, http_system, what)
   local core = require "dp.core"
   local key = system.name .. "\0" .. entity.name
   pending[key] = {}
@@ -370,21 +382,23 @@ local function extend_ctx(ctx, meta, system, entity, data_dir)
       error("ctx.on_commit: expected a function, got " .. schema.describe(fn), 2)
     end
     local list = pending[key]
-    list[#list + 1] = fn
+    list[#list + 1] = sandbox.wrap(fn, what .. ": a ctx.on_commit function")
   end
   ctx.entities = {}
   for _, e in ipairs(meta.entities or {}) do
-    if e.system == system.name then ctx.entities[e.name] = schema.deep_copy(e) end
+    if e.system == system.name then ctx.entities[e.name] = sandbox.export(e) end
   end
   ctx.json.select = core.json_select
   ctx.json.value = function(text, path) return json_value(core, text, path or "") end
   ctx.json.records = function(text, path) return json_records(core, text, path or "") end
   extend_files(ctx.files, system, data_dir, ctx.on_commit, ctx.log)
-  -- ctx.system has its {"secret": name} references replaced by their values already (#7); a
-  -- reference that still reaches the client goes through ctx.secret.
-  ctx.http = http.for_system(ctx.system, {
+  -- The client gets the engine's own copy of the system, with its {"secret": name} references
+  -- replaced by their values already (#7), not ctx.system, which the script may change; a
+  -- reference that still reaches the client goes through the system's own secrets.
+  local secret = ctx.secret
+  ctx.http = http.for_system(http_system, {
     log = ctx.log,
-    secret = function(name) return ctx.secret(name) end,
+    secret = function(name) return secret(name) end,
   })
 end
 
@@ -448,19 +462,26 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log, event)
   local cfg = configured()
   local system = metadata.find_system(meta, system_name)
   if not system then error("engine.extract: no system " .. quote(system_name) .. " in the metadata", 2) end
+  if system.enabled == false then
+    error("system " .. quote(system_name) .. " is disabled in metadata (\"enabled\": false): its connector is not loaded", 0)
+  end
   local entity = metadata.find_entity(meta, system_name, entity_name)
   if not entity then
     error("engine.extract: no entity " .. quote(system_name .. "." .. tostring(entity_name)) .. " in the metadata", 2)
   end
+  -- the references are read from the engine's validated metadata before any script of this
+  -- run is loaded, and only those of this system and entity
+  local secrets = resolve_secrets(meta, system, entity)
   local conn, err = sandbox.load_connector(M.connector_path(system.type))
   if not conn then error(err, 0) end
-  local secrets = resolve_secrets(meta, system, entity)
   local scrub = next(secrets) ~= nil
   local core = require "dp.core"
   local cjson = require("cjson").new()
+  local what = conn.path .. ": extract (system " .. quote(system.name) .. ", entity " .. quote(entity.name) .. ")"
+  -- what the script gets is a fresh copy: no table the engine reads again, no shared metatable
   local ctx = {
-    system = substitute_secrets(schema.deep_copy(system), secrets),
-    entity = substitute_secrets(schema.deep_copy(entity), secrets),
+    system = sandbox.export(substitute_secrets(schema.deep_copy(system), secrets)),
+    entity = sandbox.export(substitute_secrets(schema.deep_copy(entity), secrets)),
     cursor = cursor,
     event = event and cjson.decode(event) or nil, -- a fresh table per call
     log = make_log(log),
@@ -473,8 +494,9 @@ function M.extract(meta, system_name, entity_name, cursor, emit, log, event)
       line_col = metadata.line_col, -- line and column of a byte offset, for messages
     },
   }
-  extend_ctx(ctx, meta, system, entity, cfg.data_dir) -- issue #4, see above
-  local new_cursor = conn.extract(ctx)
+  extend_ctx(ctx, meta, system, entity, cfg.data_dir, substitute_secrets(schema.deep_copy(system), secrets), what)
+  local ok, new_cursor = sandbox.call(what, "call", conn.extract, ctx)
+  if not ok then error(new_cursor, 0) end
   if type(new_cursor) == "number" and new_cursor == math.floor(new_cursor) then
     new_cursor = schema.format_number(new_cursor)
   end

@@ -27,6 +27,9 @@ function M.check(mod, path)
     return bad("a gold script must return a table with sql = function(ref) or rows = function(ctx), got "
       .. schema.describe(mod))
   end
+  local raw = {}
+  for k, v in next, mod do raw[k] = v end -- read raw: no script metamethod runs here
+  mod = raw
   for k in pairs(mod) do
     local known = false
     for _, name in ipairs(M.KEYS) do known = known or k == name end
@@ -43,7 +46,7 @@ function M.check(mod, path)
   if type(fn) ~= "function" then
     return bad(key .. " must be a function(" .. param .. "), got " .. schema.describe(fn))
   end
-  local info = debug.getinfo(fn, "u")
+  local info = debug.getinfo(sandbox.original(fn), "u")
   if info.nparams < 1 and not info.isvararg then
     return bad(key .. " must take " .. param .. " as its parameter: function(" .. param .. ")")
   end
@@ -54,16 +57,17 @@ function M.check(mod, path)
   if bs ~= nil and (type(bs) ~= "number" or bs < 1 or bs ~= math.floor(bs) or bs > 1e6) then
     return bad("batch_size must be an integer between 1 and 1000000, got " .. schema.describe(bs))
   end
-  return { path = path, style = key, sql = mod.sql, rows = mod.rows, description = mod.description,
+  -- the engine calls the script's function under the script limits (sandbox.wrap)
+  local what = path .. ": " .. key .. "(" .. param .. ")"
+  return { path = path, style = key, sql = mod.sql and sandbox.wrap(mod.sql, what),
+    rows = mod.rows and sandbox.wrap(mod.rows, what), description = mod.description,
     batch_size = bs or M.DEFAULT_BATCH }
 end
 
 -- Loads a script in a fresh sandbox environment and checks its shape.
 function M.compile(path)
-  local chunk, err = sandbox.loadfile(path, sandbox.new_env())
-  if not chunk then return nil, err end
-  local ok, mod = pcall(chunk)
-  if not ok then return nil, tostring(mod) end
+  local mod, err = sandbox.dofile(path) -- a fresh sandbox, DP_SCRIPT_LOAD_TIMEOUT
+  if err then return nil, err end
   return M.check(mod, path)
 end
 
@@ -347,7 +351,7 @@ function M.build(model, script, builder, opts)
   local emitted = 0
   local log = opts.log or function() end
   local ctx = {
-    model = schema.deep_copy(model),
+    model = sandbox.export(model), -- a fresh copy: nothing the engine reads again
     run_id = opts.run_id, run_ts = opts.run_ts,
     ref = (function()
       local r = M.make_ref(model, 3)

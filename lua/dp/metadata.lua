@@ -120,11 +120,14 @@ local function find_cycles(nodes, edges)
 end
 
 -- Loads connectors/<type>.lua for each system type; a missing or broken connector is an error
--- at systems.json[i].type (for every system of that type).
+-- at systems.json[i].type (for every system of that type). With opts.connectors = "enabled"
+-- (what runs use) a disabled system ("enabled": false) loads no script: its connector's code
+-- never runs, and its own attributes are kept as written, checked against the base System model
+-- only. Each load runs under DP_SCRIPT_LOAD_TIMEOUT (dp.sandbox).
 local function load_connectors(systems, opts, errs)
   local connectors, failed = {}, {}
   for i, s in ipairs(systems) do
-    local t = type(s) == "table" and s.type
+    local t = type(s) == "table" and (opts.connectors ~= "enabled" or rawget(s, "enabled") ~= false) and s.type
     if type(t) == "string" and models.connector_type(t) then -- (else: reported by the model)
       if not connectors[t] and not failed[t] then
         local path = (opts.scripts_dir or ".") .. "/connectors/" .. t .. ".lua"
@@ -167,6 +170,12 @@ local function validate_systems(systems, connectors, errs)
         base[k] = s[k]
       end
       v, e = validate_item(models.System, base, p)
+      if v and v.enabled == false and not connectors[s.type] then
+        -- a disabled system loads no connector: its own attributes are kept as written
+        for k, x in pairs(s) do
+          if base[k] == nil and v[k] == nil and type(k) == "string" then v[k] = schema.deep_copy(x) end
+        end
+      end
     else
       v, e = validate_item(models.System, s, p)
     end

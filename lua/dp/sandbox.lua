@@ -1,14 +1,23 @@
--- dp.sandbox: loads untrusted scripts (connectors/, gold/) in an allowlisted environment, and
--- checks the shape of connector modules at load time.
+-- dp.sandbox: loads untrusted scripts (connectors/, gold/) in an allowlisted environment, runs
+-- every call into them under the engine's script limits, and checks the shape of connector
+-- modules at load time (docs/connectors.md, "What the sandbox promises, and what it does not").
 --
 -- A script sees: assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall
--- setmetatable getmetatable rawequal rawget rawset, copies of string (without dump), table,
--- math, coroutine and bit, os = { time, date, clock }, and a require that only returns cjson (a
--- fresh instance) and the dp.* modules listed in M.SCRIPT_MODULES (a fresh instance per script).
--- No io, os.execute, loadstring, dofile, package, debug, ffi or jit. Reading an undefined global
--- or assigning a new one raises. Bytecode is refused.
+-- rawequal rawget rawset, setmetatable/getmetatable limited to metatables the script set itself,
+-- copies of string (without dump), table, math, coroutine and bit, os = { time, date, clock },
+-- and a require that only returns cjson (a fresh instance) and the dp.* modules listed in
+-- M.SCRIPT_MODULES (a fresh instance per script). No io, os.execute, load, loadstring, dofile,
+-- package, debug, ffi, jit, collectgarbage, newproxy, getfenv or setfenv. Reading an undefined
+-- global or assigning a new one raises. Bytecode is refused. Script code runs interpreted (the
+-- JIT is off for it, so the limits' count hook always fires), and every call into it goes
+-- through M.call (dp.core script_call: a CPU-time deadline and a heap cap, core/luabridge.c).
+--
+-- The engine never reads back through a table a script could have touched: what the engine
+-- hands a script is a fresh copy without metatables (M.export), and what a script hands the
+-- engine is copied raw, without metatables, its functions wrapped in guarded calls (M.import).
 local schema = require "dp.schema"
 local models = require "dp.models"
+local core = require "dp.core"
 
 local M = {}
 
@@ -44,6 +53,130 @@ local function copy(t, skip)
   return out
 end
 
+---------------------------------------------------------------------------------------------
+-- Guarded calls
+
+-- Calls fn(...) under the script limits. what names the script and where it runs; kind is
+-- "call" (DP_SCRIPT_TIMEOUT) or "load" (DP_SCRIPT_LOAD_TIMEOUT). Returns true, results... or
+-- false, message (a string starting with what for a limit), reason ("time", "memory", "error",
+-- "config").
+function M.call(what, kind, fn, ...)
+  return core.script_call(what, kind, fn, ...)
+end
+
+local originals = setmetatable({}, { __mode = "k" })
+
+local function results(what, ok, ...)
+  if not ok then error((...), 0) end
+  local n = select("#", ...)
+  if n == 0 then return end
+  local out = { ... }
+  for i = 1, n do out[i] = M.import(out[i], what) end
+  return unpack(out, 1, n)
+end
+
+-- A function that calls the script function fn under the limits and raises (level 0) its error.
+-- The script gets fresh copies of the arguments (M.export: a validator cannot change the value
+-- the engine is building) and the engine gets raw copies of its results (M.import).
+function M.wrap(fn, what)
+  local w = function(...)
+    local n = select("#", ...)
+    local args = { ... }
+    for i = 1, n do args[i] = M.export(args[i]) end
+    return results(what, core.script_call(what, "call", fn, unpack(args, 1, n)))
+  end
+  originals[w] = fn
+  return w
+end
+
+-- The script function behind a wrapper (for arity checks), or fn itself.
+function M.original(fn)
+  return originals[fn] or fn
+end
+
+local MAX_DEPTH = 100
+
+-- A copy of a value a script handed the engine: tables copied raw (no metamethod runs) and
+-- without metatables, functions wrapped with M.wrap(fn, what), other values as they are.
+-- Raises for cycles, nesting deeper than 100 and coroutines or userdata.
+function M.import(v, what, depth, seen)
+  local t = type(v)
+  if t == "function" then return originals[v] and v or M.wrap(v, what) end
+  if t ~= "table" then
+    if t == "thread" or t == "userdata" then
+      if v == schema.null then return v end
+      error(what .. ": a " .. t .. " cannot be handed to the engine", 0)
+    end
+    return v
+  end
+  depth, seen = depth or 0, seen or {}
+  if depth > MAX_DEPTH then error(what .. ": tables nested deeper than " .. MAX_DEPTH .. " levels", 0) end
+  if seen[v] then error(what .. ": a table that contains itself", 0) end
+  seen[v] = true
+  local out = {}
+  for k, x in next, v do
+    out[M.import(k, what, depth + 1, seen)] = M.import(x, what, depth + 1, seen)
+  end
+  seen[v] = nil
+  return out
+end
+
+-- A fresh copy of an engine value for a script: plain tables, no metatable (the engine's own
+-- dp.schema.array list marker included), nothing shared with the engine.
+function M.export(v, seen)
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local out = {}
+  seen[v] = out
+  for k, x in next, v do out[M.export(k, seen)] = M.export(x, seen) end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- The string methods every string shares (the string metatable's __index) are a copy of the
+-- string library without dump, whose rep checks the script memory limit: scripts reach them
+-- as ("").rep, so the engine's own string table is never handed out.
+
+local real_rep, real_concat = string.rep, table.concat
+
+local function checked_rep(s, n, sep)
+  local left = core.script_memory_left()
+  if left and (type(s) == "string" or type(s) == "number") and type(n) == "number" and n > 0 then
+    local size = (#tostring(s) + (type(sep) == "string" and #sep or 0)) * n
+    if size > left then
+      error("string.rep: a result of " .. string.format("%.0f", size) .. " bytes is over the script memory limit"
+        .. " (DP_SCRIPT_MEMORY)", 2)
+    end
+  end
+  return real_rep(s, n, sep)
+end
+
+local function checked_concat(t, sep, i, j)
+  local left = core.script_memory_left()
+  if left and type(t) == "table" then
+    local size, seplen = 0, type(sep) == "string" and #sep or 0
+    for k = tonumber(i) or 1, tonumber(j) or #t do
+      local x = rawget(t, k)
+      size = size + (type(x) == "string" and #x or 24) + seplen
+      if size > left then
+        error("table.concat: the result is over the script memory limit (DP_SCRIPT_MEMORY)", 2)
+      end
+    end
+  end
+  return real_concat(t, sep, i, j)
+end
+
+local STRING_METHODS = copy(string, { dump = true })
+STRING_METHODS.rep = checked_rep
+do
+  local smt = debug.getmetatable("")
+  if smt then
+    smt.__index = STRING_METHODS
+    smt.__metatable = false -- getmetatable("") is false, even for trusted code
+  end
+end
+
 local function script_module_list()
   local names = { "cjson" }
   for name in pairs(M.SCRIPT_MODULES) do names[#names + 1] = name end
@@ -53,6 +186,8 @@ end
 
 -- A new guarded environment for one script.
 function M.new_env()
+  -- metatables this script set: the only ones it may read or replace
+  local own = setmetatable({}, { __mode = "k" })
   local os_subset = setmetatable({ time = os.time, date = os.date, clock = os.clock }, {
     __index = function(_, k)
       error("os." .. tostring(k) .. " is not available to scripts (allowed: os.time, os.date, os.clock)", 2)
@@ -62,16 +197,35 @@ function M.new_env()
   local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
     select = select, tonumber = tonumber, tostring = tostring, type = type, unpack = unpack,
-    xpcall = xpcall, setmetatable = setmetatable, rawequal = rawequal, rawget = rawget, rawset = rawset,
-    -- the string metatable's __index is the engine's string table: do not hand it out
+    xpcall = xpcall, rawequal = rawequal, rawget = rawget, rawset = rawset,
+    -- a script sees and changes only metatables it set itself: never the engine's (the string
+    -- metatable, the dp.schema.array list marker, the classes of engine objects)
     getmetatable = function(v)
-      if type(v) == "string" then return nil end
+      local mt = debug.getmetatable(v)
+      if mt == nil or not own[mt] then return nil end
       return getmetatable(v)
     end,
-    string = copy(string, { dump = true }), table = copy(table), math = copy(math),
+    setmetatable = function(t, mt)
+      if type(t) ~= "table" then
+        error("bad argument #1 to 'setmetatable' (table expected, got " .. type(t) .. ")", 2)
+      end
+      if mt ~= nil and type(mt) ~= "table" then
+        error("bad argument #2 to 'setmetatable' (nil or table expected)", 2)
+      end
+      local cur = debug.getmetatable(t)
+      if cur ~= nil and not own[cur] then
+        error("setmetatable: this table's metatable belongs to the engine and cannot be changed", 2)
+      end
+      if mt ~= nil then own[mt] = true end
+      return setmetatable(t, mt)
+    end,
+    -- math without randomseed: the engine's own random numbers (HTTP back-off jitter) are not
+    -- the script's to make predictable
+    string = copy(STRING_METHODS), table = copy(table), math = copy(math, { randomseed = true }),
     coroutine = copy(coroutine), bit = copy(require("bit")), os = os_subset,
     _VERSION = _VERSION,
   }
+  env.table.concat = checked_concat
   env.require = function(name)
     if loaded[name] then return loaded[name] end
     local mod
@@ -80,6 +234,7 @@ function M.new_env()
     elseif type(name) == "string" and M.SCRIPT_MODULES[name] then
       local path = assert(package.searchpath(name, package.path))
       local chunk = assert(loadfile(path))
+      if jit then jit.off(chunk, true) end -- it runs script callbacks: keep the count hook firing
       -- trusted code, but its script-facing requires resolve to this script's instances
       setfenv(chunk, setmetatable({ require = function(n)
         if M.SCRIPT_MODULES[n] then return env.require(n) end
@@ -106,16 +261,21 @@ function M.loadfile(path, env)
   if src:sub(1, 1) == "\27" then
     return nil, path .. ": precompiled bytecode is not allowed in scripts: ship the Lua source"
   end
-  return load(src, "@" .. path, "t", env or M.new_env())
+  local chunk, err = load(src, "@" .. path, "t", env or M.new_env())
+  if not chunk then return nil, err end
+  -- compiled traces skip the count hook that enforces the time limit: script code runs in the
+  -- interpreter (this covers every function the chunk defines)
+  if jit then jit.off(chunk, true) end
+  return chunk
 end
 
--- Runs a script in a fresh sandbox. Returns its return value, or nil and an error. Errors
--- carry the script's file:line.
+-- Runs a script's top-level code in a fresh sandbox under DP_SCRIPT_LOAD_TIMEOUT. Returns its
+-- return value, or nil and an error. Errors carry the script's file:line.
 function M.dofile(path)
   local chunk, err = M.loadfile(path)
   if not chunk then return nil, err end
-  local ok, res = pcall(chunk)
-  if not ok then return nil, tostring(res) end
+  local ok, res = M.call(path .. ": loading the script", "load", chunk)
+  if not ok then return nil, res end
   return res
 end
 
@@ -148,6 +308,14 @@ function M.load_connector(path)
     return bad("a connector must return a table with extract (and system_schema, entity_schema), got "
       .. schema.describe(mod))
   end
+  -- read the returned table raw: no metamethod of the script runs on the engine's path
+  local ok_import, flat = pcall(function()
+    local out = {}
+    for k, v in next, mod do out[k] = v end
+    return out
+  end)
+  if not ok_import then return bad(tostring(flat)) end
+  mod = flat
   for k in pairs(mod) do
     local private = type(k) == "string" and k:sub(1, 1) == "_"
     local known = false
@@ -164,11 +332,20 @@ function M.load_connector(path)
     return bad("extract must take the context as its parameter: function(ctx)")
   end
   local conn = { path = path, extract = mod.extract, description = mod.description, version = mod.version }
-  conn.system_schema, err = record_schema(path, "system_schema", mod.system_schema)
+  if type(conn.description) ~= "string" then conn.description = nil end
+  if type(conn.version) ~= "string" and type(conn.version) ~= "number" then conn.version = nil end
+  -- the schemas are read by the engine at every validation: its own raw copies, their
+  -- functions (custom validators, defaults, checks) called under the limits
+  local ok, ss = pcall(M.import, mod.system_schema, path .. ": system_schema")
+  if not ok then return bad(tostring(ss)) end
+  local ok2, es = pcall(M.import, mod.entity_schema, path .. ": entity_schema")
+  if not ok2 then return bad(tostring(es)) end
+  conn.system_schema, err = record_schema(path, "system_schema", ss)
   if not conn.system_schema then return nil, err end
-  conn.entity_schema, err = record_schema(path, "entity_schema", mod.entity_schema)
+  conn.entity_schema, err = record_schema(path, "entity_schema", es)
   if not conn.entity_schema then return nil, err end
-  local ok, model = pcall(models.system_model, conn)
+  local model
+  ok, model = pcall(models.system_model, conn)
   if not ok then return bad(tostring(model)) end
   conn.system_model = model
   ok, model = pcall(models.entity_model, conn)

@@ -14,6 +14,7 @@ describe("metadata/examples/github", function()
     local systems = cjson.decode(H.read_file(dir .. "systems.json"))
     systems[1].base_url = server.url
     systems[1].auth = { type = "bearer", token = "tok-123" }
+    systems[1].enabled = true -- the example ships disabled; runs load only enabled systems' connectors
     local meta = assert(engine.load_metadata_texts({
       ["systems.json"] = cjson.encode(systems), ["entities.json"] = H.read_file(dir .. "entities.json"),
     }))
