@@ -404,23 +404,26 @@ static void source_close(doc_source *src) {
   memset(src, 0, sizeof *src);
 }
 
-/* The bronze documents written since the run `since` ("" for all; UUID v7 run ids sort by time). */
+/* The bronze documents written by loads that started after since_ms (the start of silver's last
+ * committed run, in ms; < 0 for all). Loads are ordered by their run's start time, not by run id:
+ * runs of one system never overlap, so start times increase, while run ids need not (serve hands
+ * them out when it queues a run, Prefect's are random). */
 static void source_query(doc_source *src, mongoc_client_t *cli, const char *db, const dp_entity *ent,
-                         const char *since) {
+                         int64_t since_ms) {
   dp_bronze_collection_name(ent, src->cname, sizeof src->cname);
   src->coll = mongoc_client_get_collection(cli, db, src->cname);
   bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
-  if (since[0]) {
+  if (since_ms >= 0) {
     bson_t or, a, b, ga, gb;
     BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
     BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
-    BSON_APPEND_DOCUMENT_BEGIN(&a, "_dp.run_id", &ga);
-    BSON_APPEND_UTF8(&ga, "$gt", since);
+    BSON_APPEND_DOCUMENT_BEGIN(&a, "_dp.run_ts", &ga);
+    BSON_APPEND_DATE_TIME(&ga, "$gt", since_ms);
     bson_append_document_end(&a, &ga);
     bson_append_document_end(&or, &a);
     BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
-    BSON_APPEND_DOCUMENT_BEGIN(&b, "_dp.deleted_run_id", &gb);
-    BSON_APPEND_UTF8(&gb, "$gt", since);
+    BSON_APPEND_DOCUMENT_BEGIN(&b, "_dp.deleted_at", &gb);
+    BSON_APPEND_DATE_TIME(&gb, "$gt", since_ms);
     bson_append_document_end(&b, &gb);
     bson_append_document_end(&or, &b);
     bson_append_array_end(&filter, &or);
@@ -905,7 +908,8 @@ static int settle_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, 
   return 0;
 }
 
-/* The change files of the bronze loads of the entity after run `since` ("": all), in load order,
+/* The change files of the bronze loads of the entity that started after `since` (silver's last
+ * committed run's run_ts as text; "": all), in load order,
  * when every such load succeeded and its file is there: 1 (files and *dups filled), 0 when silver
  * must ask bronze instead. */
 static int change_files(PGconn *c, const dp_entity *ent, const char *dir, const char *since, char ***files,
@@ -915,7 +919,7 @@ static int change_files(PGconn *c, const dp_entity *ent, const char *dir, const 
   *files = NULL;
   int rc = dp_pg_exec(c,
                       "SELECT run_id::text, status FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
-                      "AND status <> 'skipped' AND ($3 = '' OR run_id > $3::uuid) ORDER BY run_id",
+                      "AND status <> 'skipped' AND ($3 = '' OR run_ts > $3::timestamptz) ORDER BY run_ts",
                       3, p, &r, e);
   if (rc) return rc;
   int n = PQntuples(r), ok = 1;
@@ -942,9 +946,11 @@ static int change_files(PGconn *c, const dp_entity *ent, const char *dir, const 
   return 1;
 }
 
-/* After a commit: the change files of loads up to run_id are consumed (a failed removal is harmless:
- * later runs only read files after their own last commit). */
-static void remove_consumed(const char *dir, const char *run_id) {
+/* After a commit every change file in the folder is consumed: it was read, or the bronze query
+ * covered its load (runs of a system never overlap, so no later load exists yet); .part files are
+ * loads that never finished. A failed removal is harmless: later runs only read files of loads
+ * after their own last commit. */
+static void remove_consumed(const char *dir) {
   DIR *d = opendir(dir);
   if (!d) return;
   struct dirent *de;
@@ -952,7 +958,7 @@ static void remove_consumed(const char *dir, const char *run_id) {
     size_t len = strlen(de->d_name);
     int full = len == 41 && strcmp(de->d_name + 36, ".bson") == 0;
     int part = len == 46 && strcmp(de->d_name + 36, ".bson.part") == 0;
-    if ((full || part) && strncmp(de->d_name, run_id, 36) <= 0) {
+    if (full || part) {
       char path[4400];
       snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
       unlink(path);
@@ -965,7 +971,7 @@ static void remove_consumed(const char *dir, const char *run_id) {
  * of the __rejected table with bronze's reason and the raw reference, counted as read and
  * rejected. The record itself stays in the raw file at that line. */
 static int bronze_rejects(PGconn *c, mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
-                          const char *since, dp_counts *out, dp_err *e) {
+                          const char *since, int64_t since_ms, dp_counts *out, dp_err *e) {
   char cname[300];
   /* only the rejects of bronze loads that succeeded: a crashed or failed load may have left some,
    * and its rerun rejects those lines again */
@@ -973,7 +979,7 @@ static int bronze_rejects(PGconn *c, mongoc_client_t *cli, const char *db, const
   PGresult *ok_runs = NULL;
   int rc = dp_pg_exec(c,
                       "SELECT run_id::text FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
-                      "AND layer = 'bronze' AND status = 'succeeded' AND ($3 = '' OR run_id > $3::uuid)",
+                      "AND layer = 'bronze' AND status = 'succeeded' AND ($3 = '' OR run_ts > $3::timestamptz)",
                       3, pa, &ok_runs, e);
   if (rc) return rc;
   if (PQntuples(ok_runs) == 0) {
@@ -983,9 +989,9 @@ static int bronze_rejects(PGconn *c, mongoc_client_t *cli, const char *db, const
   dp_bronze_rejects_collection_name(ent, cname, sizeof cname);
   mongoc_collection_t *coll = mongoc_client_get_collection(cli, db, cname);
   bson_t filter = BSON_INITIALIZER, gt;
-  if (since[0]) {
-    BSON_APPEND_DOCUMENT_BEGIN(&filter, "_dp.run_id", &gt);
-    BSON_APPEND_UTF8(&gt, "$gt", since);
+  if (since_ms >= 0) {
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "_dp.run_ts", &gt);
+    BSON_APPEND_DATE_TIME(&gt, "$gt", since_ms);
     bson_append_document_end(&filter, &gt);
   }
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, NULL, NULL);
@@ -1042,22 +1048,34 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   if (rc) goto fail;
   /* where silver's last committed run left off (locked until this transaction ends); a changed
    * definition (columns, types, paths, history, keys) means every document is read again */
-  char since[40] = "", defhash[37];
+  /* since: that run's start (run_ts), as text for the audit and in ms for bronze; a run whose
+   * audit row is gone means every document is read again */
+  char since[64] = "", defhash[37];
+  int64_t since_ms = -1;
   int full = (flags & DP_SILVER_FULL_READ) != 0;
   definition_hash(ent, defhash);
   {
     const char *p[] = {ent->system, ent->name};
     PGresult *r = NULL;
-    rc = dp_pg_exec(c, "SELECT silver_run_id, definition_hash FROM dp.entity_state "
-                       "WHERE system = $1 AND entity = $2 FOR UPDATE", 2, p, &r, e);
+    rc = dp_pg_exec(c, "SELECT s.silver_run_id, s.definition_hash, r.run_ts,"
+                       " floor(extract(epoch FROM r.run_ts) * 1000)::bigint FROM dp.entity_state s"
+                       " LEFT JOIN audit.system_run r ON r.run_id = s.silver_run_id"
+                       " WHERE s.system = $1 AND s.entity = $2 FOR UPDATE OF s", 2, p, &r, e);
     if (rc) goto fail;
     if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
-      if (PQgetisnull(r, 0, 1) || strcmp(PQgetvalue(r, 0, 1), defhash) != 0) full = 1;
-      else snprintf(since, sizeof since, "%s", PQgetvalue(r, 0, 0));
+      if (PQgetisnull(r, 0, 1) || strcmp(PQgetvalue(r, 0, 1), defhash) != 0 || PQgetisnull(r, 0, 2)) {
+        full = 1;
+      } else {
+        snprintf(since, sizeof since, "%s", PQgetvalue(r, 0, 2));
+        since_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+      }
     }
     PQclear(r);
   }
-  if (full) since[0] = '\0';
+  if (full) {
+    since[0] = '\0';
+    since_ms = -1;
+  }
 
   /* the input: the change files when they are complete, else a bronze query */
   int from_files = 0;
@@ -1069,7 +1087,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   }
   size_t nfiles = 0;
   while (src.files && src.files[nfiles]) nfiles++;
-  if (!from_files) source_query(&src, cli, bronze_db, ent, since);
+  if (!from_files) source_query(&src, cli, bronze_db, ent, since_ms);
   /* a change file holds each key once (bronze resolves repeats), so a key comes more than once
    * only across change files; bronze itself holds one document per key */
   int may_repeat = from_files && nfiles > 1;
@@ -1142,7 +1160,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
     rc = dp_pg_exec(c, "ANALYZE _dp_stage", 0, NULL, NULL, e);
     if (rc == 0) rc = merge(c, ent, run, out, e);
   }
-  if (rc == 0 && cli) rc = bronze_rejects(c, cli, bronze_db, ent, run, since, out, e);
+  if (rc == 0 && cli) rc = bronze_rejects(c, cli, bronze_db, ent, run, since, since_ms, out, e);
   if (rc) goto fail;
   double t2 = dp_monotonic();
   /* where the time goes (docs/performance.md): reading the input vs the PostgreSQL merge */
@@ -1168,7 +1186,7 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
   }
   rc = dp_pg_commit(c, e);
   if (rc) goto fail;
-  if (bronze_dir) remove_consumed(bronze_dir, run->id_str);
+  if (bronze_dir) remove_consumed(bronze_dir);
   goto cleanup;
 fail:
   dp_pg_rollback(c);

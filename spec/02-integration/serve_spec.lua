@@ -543,3 +543,32 @@ describe("serve reload", function()
     assert(ok, err)
   end)
 end)
+
+describe("serve's run ids", function()
+  it("a run queued before a CLI run but started after it still reaches silver (loads ordered by start)", function()
+    local env = setup_env("serve_order")
+    local srv = start_serve(env, { DP_WORKERS = "1" })
+    local pg = H.pg(env)
+    local ok, err = pcall(function()
+      -- the only worker is busy for 4 s; the callback waits in the queue with its run id
+      local _, b1 = http("POST", srv.url .. "/api/v1/systems/slow/runs")
+      eventually(30, "the slow run to start", function()
+        return assert(pg:query("SELECT 1 FROM audit.system_run WHERE run_id::text = $1", json(b1).run_id))[1]
+      end)
+      local _, b2 = http("POST", srv.url .. "/api/v1/hooks/hooked/ping", { body = '{"v": 2}' })
+      local queued = json(b2).run_id
+      -- meanwhile a CLI run of the same system: a later run id, committed first
+      local rc, out, cerr = H.engine(env, "run", "hooked")
+      assert.equal(0, rc, tostring(out) .. tostring(cerr))
+      local cli_id = assert(pg:query("SELECT run_id::text AS id FROM audit.system_run WHERE system = 'hooked'"
+        .. " AND trigger_kind = 'manual'"))[1].id
+      assert.truthy(cli_id > queued, "the CLI run's id sorts after the queued one")
+      assert.equal("succeeded", eventually(30, "the queued run", function() return finished(pg, queued) end))
+      local rows = assert(pg:query("SELECT event->>'v' AS v FROM silver.hooked__events WHERE _dp_is_current"))
+      assert.equal("2", rows[1].v)
+    end)
+    stop_serve(srv)
+    pg:close()
+    assert(ok, err)
+  end)
+end)
