@@ -413,7 +413,7 @@ static int l_reader_line(lua_State *L) {
   reader *r = check_reader(L);
   size_t from = r->pos;
   for (;;) {
-    char *nl = memchr(r->buf + from, '\n', r->len - from);
+    char *nl = r->len > from ? memchr(r->buf + from, '\n', r->len - from) : NULL; /* buf is NULL at first */
     if (nl) {
       lua_pushlstring(L, r->buf + r->pos, (size_t)(nl - (r->buf + r->pos)));
       r->pos = (size_t)(nl - r->buf) + 1;

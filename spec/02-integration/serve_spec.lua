@@ -60,7 +60,7 @@ end
 local function http(method, url, opts)
   opts = opts or {}
   local bodyfile, infile = os.tmpname(), nil
-  local cmd = { "curl -s -o", bodyfile, "-w '%{http_code}' -X", method }
+  local cmd = { "curl -s --max-time 60 -o", bodyfile, "-w '%{http_code}' -X", method }
   if opts.token ~= false then cmd[#cmd + 1] = "-H " .. H.sh_quote("Authorization: Bearer " .. (opts.token or TOKEN)) end
   if opts.body then
     infile = os.tmpname()
