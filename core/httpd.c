@@ -37,7 +37,7 @@ struct dp_httpd_conn {
   int handles; /* open libuv handles (tcp, timer) */
   size_t head_bytes;
   int reject;  /* an HTTP status to answer with once the request cannot be served */
-  dp_buf url, field, value, auth, body, out;
+  dp_buf url, field, value, auth, cookie, body, out;
   int in_value;
   char method[16];
   char *path, *query;
@@ -50,6 +50,7 @@ static void free_conn(dp_httpd_conn *c) {
   dp_buf_free(&c->field);
   dp_buf_free(&c->value);
   dp_buf_free(&c->auth);
+  dp_buf_free(&c->cookie);
   dp_buf_free(&c->body);
   dp_buf_free(&c->out);
   free(c->path);
@@ -75,6 +76,7 @@ static const char *reason(int status) {
   switch (status) {
     case 200: return "OK";
     case 202: return "Accepted";
+    case 303: return "See Other";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 404: return "Not Found";
@@ -144,9 +146,13 @@ static int on_url(http_parser *p, const char *at, size_t n) {
 }
 
 static void header_done(dp_httpd_conn *c) {
-  if (c->field.len && strcasecmp(c->field.data, "authorization") == 0) {
-    dp_buf_reset(&c->auth);
-    dp_buf_append(&c->auth, c->value.data ? c->value.data : "", c->value.len);
+  dp_buf *keep = !c->field.len                                   ? NULL
+                 : strcasecmp(c->field.data, "authorization") == 0 ? &c->auth
+                 : strcasecmp(c->field.data, "cookie") == 0        ? &c->cookie
+                                                                   : NULL;
+  if (keep) {
+    dp_buf_reset(keep);
+    dp_buf_append(keep, c->value.data ? c->value.data : "", c->value.len);
   }
   dp_buf_reset(&c->field);
   dp_buf_reset(&c->value);
@@ -207,6 +213,7 @@ static int on_message_complete(http_parser *p) {
   c->req.path = c->path;
   c->req.query = c->query;
   c->req.auth = c->auth.len ? c->auth.data : NULL;
+  c->req.cookie = c->cookie.len ? c->cookie.data : NULL;
   if (!c->body.data) dp_buf_puts(&c->body, "");
   c->req.body = c->body.data;
   c->req.body_len = c->body.len;

@@ -19,6 +19,7 @@ typedef struct dp_http_req {
   const char *path;    /* decoded of nothing: the raw path, without the query */
   const char *query;   /* raw query string without "?", "" when none */
   const char *auth;    /* the Authorization header, NULL when absent */
+  const char *cookie; /* the Cookie header, NULL when absent */
   const char *body;    /* NUL-terminated copy of the body ("" when none) */
   size_t body_len;
 } dp_http_req;

@@ -19,8 +19,10 @@
 #include "runinfo.h"
 #include "snapshot.h"
 #include "uuid.h"
+#include "webui.h"
 
 #include <bson/bson.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
@@ -42,6 +44,13 @@
 #endif
 
 #define BUSY_RETRY_S 5
+
+/* The status page: scripts and styles from this origin only; no framing, no referrer. */
+#define PAGE_HEADERS                                                                                     \
+  "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " \
+  "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'\r\n"                \
+  "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+
 
 /* ---- jobs and per-target state ------------------------------------------------------------- */
 
@@ -108,6 +117,7 @@ typedef struct serve {
   dp_httpd *http;
   char token_hash[crypto_generichash_BYTES];
   int have_token;
+  char session[2 * crypto_generichash_BYTES + 1]; /* the status page's cookie: derived from the token */
   size_t max_body;
   double settle_ms, grace_s;
   int64_t clock_offset;    /* DP_TEST_NOW: seconds added to the wall clock */
@@ -991,12 +1001,15 @@ static void on_tick(uv_timer_t *t) { /* wakes workers for busy retries whose wai
 
 /* ---- HTTP API ------------------------------------------------------------------------------- */
 
+enum { W_HEALTH, W_RUNS, W_RUN, W_OVERVIEW, W_SYSTEM, W_LINEAGE, W_PAGE };
+
 typedef struct api_work {
   uv_work_t w;
   serve *srv;
   dp_httpd_conn *conn;
-  int kind;       /* 0 health, 1 runs list, 2 run show */
+  int kind;       /* see enum below */
   char *system, *run_id;
+  dp_snapshot *snap; /* a reference, for the status page's reads */
   int limit;
   int status;
   dp_buf body;
@@ -1130,10 +1143,44 @@ static void api_query(api_work *a) {
   pool_put(s, c);
 }
 
+/* The status page's reads (webui.c), on the thread pool. */
+static void ui_query(api_work *a) {
+  serve *s = a->srv;
+  dp_err e;
+  PGconn *c = pool_get(s, &e);
+  int rc = -1;
+  if (c) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = (double)ts.tv_sec + ts.tv_nsec / 1e9 + (double)s->clock_offset;
+    if (a->kind == W_OVERVIEW) {
+      rc = dp_webui_overview(c, a->snap, now, &a->body, NULL);
+    } else if (a->kind == W_SYSTEM) {
+      const dp_snap_target *t = dp_snapshot_find(a->snap, a->system, 0);
+      rc = t ? dp_webui_system_json(c, t, &a->body) : -2;
+    } else if (a->kind == W_LINEAGE) {
+      rc = dp_webui_lineage_json(c, a->snap, &a->body);
+    } else {
+      dp_buf html = DP_BUF_INIT;
+      rc = dp_webui_overview(c, a->snap, now, NULL, &html);
+      if (rc == 0) dp_webui_page(&a->body, html.data);
+      dp_buf_free(&html);
+    }
+    if (rc == -1) { PQfinish(c); } else { pool_put(s, c); }
+  }
+  if (rc == 0) {
+    a->status = 200;
+  } else {
+    a->status = rc == -2 ? 404 : 503;
+    json_error(&a->body, rc == -2 ? "no such system" : "the audit could not be read");
+  }
+}
+
 static void api_work_run(uv_work_t *w) {
   api_work *a = w->data;
-  if (a->kind == 0) health_check(a);
-  else api_query(a);
+  if (a->kind == W_HEALTH) health_check(a);
+  else if (a->kind == W_RUNS || a->kind == W_RUN) api_query(a);
+  else ui_query(a);
 }
 
 static void api_work_done(uv_work_t *w, int status) {
@@ -1145,9 +1192,13 @@ static void api_work_done(uv_work_t *w, int status) {
     dp_json_put_string(&a->body, s->reload_error, strlen(s->reload_error));
     dp_buf_puts(&a->body, "}");
   }
-  if (a->kind == 0) dp_buf_puts(&a->body, "}");
-  dp_httpd_respond(a->conn, a->status, "application/json", NULL, a->body.data, a->body.len);
+  if (a->kind == W_HEALTH) dp_buf_puts(&a->body, "}");
+  if (a->kind == W_PAGE && a->status == 200)
+    dp_httpd_respond(a->conn, 200, "text/html; charset=utf-8", PAGE_HEADERS, a->body.data, a->body.len);
+  else
+    dp_httpd_respond(a->conn, a->status, "application/json", NULL, a->body.data, a->body.len);
   dp_buf_free(&a->body);
+  dp_snapshot_unref(a->snap);
   free(a->system);
   free(a->run_id);
   free(a);
@@ -1165,8 +1216,95 @@ static void start_work(serve *s, dp_httpd_conn *c, int kind, const char *system,
   a->system = system ? strdup(system) : NULL;
   a->run_id = run_id ? strdup(run_id) : NULL;
   a->limit = limit;
+  if (kind >= W_OVERVIEW) a->snap = dp_snapshot_ref(s->snap);
   a->w.data = a;
   uv_queue_work(&s->loop, &a->w, api_work_run, api_work_done);
+}
+
+static int query_param(const char *q, const char *name, char *out, size_t cap);
+
+/* Whether the request carries the status page's session cookie (set by POST /login). */
+static int has_session(serve *s, const dp_http_req *r) {
+  if (!s->have_token) return 1;
+  if (!r->cookie) return 0;
+  const char *p = strstr(r->cookie, "dp_session=");
+  if (!p || (p != r->cookie && p[-1] != ' ' && p[-1] != ';')) return 0;
+  p += strlen("dp_session=");
+  size_t n = strcspn(p, "; ");
+  return n == strlen(s->session) && sodium_memcmp(p, s->session, n) == 0;
+}
+
+/* application/x-www-form-urlencoded: the value of name, decoded, into out. 1 when found. */
+static int form_value(const char *body, const char *name, char *out, size_t cap) {
+  char raw[2048];
+  if (query_param(body, name, raw, sizeof raw) != 1) return 0;
+  size_t k = 0;
+  for (const char *p = raw; *p && k + 1 < cap; p++) {
+    if (*p == '+') out[k++] = ' ';
+    else if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+      char h[3] = {p[1], p[2], 0};
+      out[k++] = (char)strtol(h, NULL, 16);
+      p += 2;
+    } else out[k++] = *p;
+  }
+  out[k] = 0;
+  return 1;
+}
+
+static int token_ok(serve *s, const char *tok) {
+  unsigned char h[crypto_generichash_BYTES];
+  crypto_generichash(h, sizeof h, (const unsigned char *)tok, strlen(tok), NULL, 0);
+  return sodium_memcmp(h, s->token_hash, sizeof h) == 0;
+}
+
+/* GET /, /ui/..., POST /login, GET /logout. Returns 1 when it answered. */
+static int handle_page(serve *s, dp_httpd_conn *c, const dp_http_req *r, int get, int post) {
+  if (strcmp(r->path, "/") == 0 || strcmp(r->path, "/index.html") == 0) {
+    if (!get) { dp_httpd_error(c, 405, "use GET"); return 1; }
+    if (has_session(s, r)) {
+      start_work(s, c, W_PAGE, NULL, NULL, 0);
+    } else {
+      dp_buf b = DP_BUF_INIT;
+      dp_webui_page(&b, NULL);
+      dp_httpd_respond(c, 200, "text/html; charset=utf-8", PAGE_HEADERS, b.data, b.len);
+      dp_buf_free(&b);
+    }
+    return 1;
+  }
+  if (strncmp(r->path, "/ui/", 4) == 0) {
+    const char *type;
+    const unsigned char *data;
+    size_t len;
+    if (!get) { dp_httpd_error(c, 405, "use GET"); return 1; }
+    if (dp_webui_asset(r->path + 4, &type, &data, &len) != 0) { dp_httpd_error(c, 404, "no such file"); return 1; }
+    dp_httpd_respond(c, 200, type, "X-Content-Type-Options: nosniff\r\n", (const char *)data, len);
+    return 1;
+  }
+  if (strcmp(r->path, "/login") == 0) {
+    char tok[1024];
+    if (!post) { dp_httpd_error(c, 405, "use POST"); return 1; }
+    if (!s->have_token || (form_value(r->body, "token", tok, sizeof tok) && token_ok(s, tok))) {
+      char hdr[300];
+      snprintf(hdr, sizeof hdr, "Location: /\r\nSet-Cookie: dp_session=%s; Path=/; HttpOnly; SameSite=Strict\r\n",
+               s->session);
+      dp_httpd_respond(c, 303, "text/plain; charset=utf-8", hdr, "", 0);
+    } else {
+      dp_buf b = DP_BUF_INIT;
+      dp_webui_page(&b, "<section class=\"login\"><h1>Sign in</h1><p class=\"error\" role=\"alert\">That token was "
+                        "refused.</p><form method=\"post\" action=\"/login\" id=\"login\"><label for=\"token\">API "
+                        "token</label><input id=\"token\" name=\"token\" type=\"password\" required><button "
+                        "type=\"submit\">Sign in</button></form></section>");
+      dp_httpd_respond(c, 401, "text/html; charset=utf-8", PAGE_HEADERS, b.data, b.len);
+      dp_buf_free(&b);
+    }
+    return 1;
+  }
+  if (strcmp(r->path, "/logout") == 0) {
+    dp_httpd_respond(c, 303, "text/plain; charset=utf-8",
+                     "Location: /\r\nSet-Cookie: dp_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0\r\n", "", 0);
+    return 1;
+  }
+  return 0;
 }
 
 static int authorized(serve *s, const dp_http_req *r) {
@@ -1297,6 +1435,7 @@ static void handle(dp_httpd_conn *c, const dp_http_req *r, void *ud) {
     start_work(s, c, 0, NULL, NULL, 0);
     return;
   }
+  if (handle_page(s, c, r, get, post)) return;
   if (!authorized(s, r)) { dp_httpd_error(c, 401, "missing or wrong bearer token"); return; }
   if (s->shutting_down) { dp_httpd_error(c, 503, "shutting down"); return; }
   if (strcmp(r->path, "/metrics") == 0) {
@@ -1312,6 +1451,22 @@ static void handle(dp_httpd_conn *c, const dp_http_req *r, void *ud) {
     return;
   }
   const char *what = seg[2];
+  if (strcmp(what, "overview") == 0 || strcmp(what, "lineage") == 0) {
+    if (!get) { dp_httpd_error(c, 405, "use GET"); return; }
+    if (nseg != 3) { dp_httpd_error(c, 404, "no such route"); return; }
+    start_work(s, c, what[0] == 'o' ? W_OVERVIEW : W_LINEAGE, NULL, NULL, 0);
+    return;
+  }
+  if (strcmp(what, "systems") == 0 && nseg == 4 && get) {
+    int count = 0;
+    for (const char *p = r->path; *p; p++)
+      if (*p == '/' && p[1] && p[1] != '/') count++;
+    if (count == 4) {
+      if (!valid_name(seg[3]) || !dp_snapshot_find(s->snap, seg[3], 0)) { dp_httpd_error(c, 404, "no such system"); return; }
+      start_work(s, c, W_SYSTEM, seg[3], NULL, 0);
+      return;
+    }
+  }
   if (strcmp(what, "runs") == 0 && nseg == 3) {
     if (!get) { dp_httpd_error(c, 405, "use GET"); return; }
     char sys[256], lim[16];
@@ -1434,6 +1589,13 @@ static int read_token(serve *s, const char *listen, dp_err *e) {
     crypto_generichash((unsigned char *)s->token_hash, sizeof s->token_hash, (const unsigned char *)tok, strlen(tok),
                        NULL, 0);
     s->have_token = 1;
+    /* the status page's session cookie: a keyed hash of a fixed text under the token's hash, so the
+     * cookie never holds the token, and a new token ends every session */
+    unsigned char sess[crypto_generichash_BYTES];
+    static const char what[] = "dp-engine status page session";
+    crypto_generichash(sess, sizeof sess, (const unsigned char *)what, sizeof what - 1,
+                       (const unsigned char *)s->token_hash, sizeof s->token_hash);
+    sodium_bin2hex(s->session, sizeof s->session, sess, sizeof sess);
     sodium_memzero(file_tok ? file_tok : (char *)"", file_tok ? strlen(file_tok) : 0);
     free(file_tok);
     return 0;

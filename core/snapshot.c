@@ -24,6 +24,8 @@ static void free_snapshot(dp_snapshot *s) {
     free(t->triggers);
     for (size_t k = 0; k < t->ndepends; k++) free(t->depends_on[k]);
     free(t->depends_on);
+    for (size_t k = 0; k < t->nentities; k++) free(t->entities[k]);
+    free(t->entities);
   }
   free(s->targets);
   dp_meta_texts_free(&s->meta);
@@ -105,6 +107,28 @@ static int read_targets(lua_State *L, dp_snapshot *s, int is_gold) {
   return 0;
 }
 
+/* meta.entities (meta on top of the stack): each system's entity names. */
+static int read_entities(lua_State *L, dp_snapshot *s) {
+  lua_getfield(L, -1, "entities");
+  size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  for (size_t k = 0; k < s->ntargets; k++) {
+    if (s->targets[k].is_gold) continue;
+    s->targets[k].entities = calloc(n ? n : 1, sizeof(char *));
+    if (!s->targets[k].entities) { lua_pop(L, 1); return DP_ENOMEM; }
+  }
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    char *sys = dp_lua_strfield(L, -1, "system"), *name = dp_lua_strfield(L, -1, "name");
+    lua_pop(L, 1);
+    dp_snap_target *t = sys ? (dp_snap_target *)dp_snapshot_find(s, sys, 0) : NULL;
+    if (t && name) t->entities[t->nentities++] = name;
+    else free(name);
+    free(sys);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
 int dp_snapshot_load(const dp_config *cfg, dp_snapshot **out, dp_err *e) {
   *out = NULL;
   dp_engine eng;
@@ -143,7 +167,9 @@ int dp_snapshot_load(const dp_config *cfg, dp_snapshot **out, dp_err *e) {
   rc = read_targets(L, s, 0);
   lua_pop(L, 1);
   if (rc == 0 && lua_istable(L, -1)) rc = read_targets(L, s, 1);
-  lua_pop(L, 3);
+  lua_pop(L, 2);
+  if (rc == 0) rc = read_entities(L, s);
+  lua_pop(L, 1);
   if (rc) {
     dp_err_set(e, rc, "out of memory reading the metadata snapshot");
     goto cleanup;

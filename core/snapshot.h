@@ -31,6 +31,8 @@ typedef struct dp_snap_target {
   size_t ntriggers;
   char **depends_on;        /* gold: "system.entity" or a model name */
   size_t ndepends;
+  char **entities;          /* systems: their entities' names, in metadata order */
+  size_t nentities;
 } dp_snap_target;
 
 typedef struct dp_snapshot {

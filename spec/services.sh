@@ -54,6 +54,8 @@ readonly DEBIAN_PACKAGES=(
   postgresql postgresql-contrib
   # The HTTP test server of the connector specs (spec/http_server.py; standard library only).
   python3
+  # The status page specs look at serve's pages with headless Chromium; curl drives the API specs.
+  chromium curl
   # Not a library of ours, but a bare Debian image lacks it, and Go fetches modules over HTTPS.
   ca-certificates
 )
