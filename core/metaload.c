@@ -4,13 +4,22 @@
 #include "luabridge.h"
 #include "rawfile.h"
 
+#include <dirent.h>
 #include <lauxlib.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
 void dp_meta_texts_free(dp_meta_texts *t) {
   for (int i = 0; i < DP_META_NFILES; i++) free(t->texts[i]);
+  for (size_t i = 0; i < t->nscripts; i++) {
+    free(t->script_paths[i]);
+    free(t->script_texts[i]);
+  }
+  free(t->script_paths);
+  free(t->script_texts);
+  free(t->script_lens);
   free(t->source);
   free(t->pushed_hash);
   memset(t, 0, sizeof *t);
@@ -56,7 +65,67 @@ int dp_meta_texts_read(dp_engine *eng, dp_meta_texts *out, dp_err *e) {
   return 0;
 }
 
+/* Adds the *.lua files of dir (and its sub-folders, to depth 8) to t. A missing dir is fine. */
+static int read_scripts(const char *dir, int depth, dp_meta_texts *t, dp_err *e) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  struct dirent *de;
+  int rc = 0;
+  while (rc == 0 && (de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    struct stat st;
+    if (stat(path, &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      if (depth < 8) rc = read_scripts(path, depth + 1, t, e);
+      continue;
+    }
+    size_t n = strlen(de->d_name);
+    if (!S_ISREG(st.st_mode) || n < 5 || strcmp(de->d_name + n - 4, ".lua") != 0) continue;
+    char **p = realloc(t->script_paths, (t->nscripts + 1) * sizeof *p);
+    if (p) t->script_paths = p;
+    char **x = p ? realloc(t->script_texts, (t->nscripts + 1) * sizeof *x) : NULL;
+    if (x) t->script_texts = x;
+    size_t *l = x ? realloc(t->script_lens, (t->nscripts + 1) * sizeof *l) : NULL;
+    if (!l) {
+      rc = dp_err_set(e, DP_ENOMEM, "out of memory reading the scripts");
+      break;
+    }
+    t->script_lens = l;
+    char *text = NULL;
+    size_t len = 0;
+    if ((rc = dp_read_file(path, &text, &len, e)) != 0) break;
+    t->script_paths[t->nscripts] = strdup(path);
+    t->script_texts[t->nscripts] = text;
+    t->script_lens[t->nscripts++] = len;
+  }
+  closedir(d);
+  return rc;
+}
+
+int dp_meta_scripts_read(const dp_config *cfg, dp_meta_texts *t, dp_err *e) {
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/connectors", cfg->scripts);
+  int rc = read_scripts(dir, 0, t, e);
+  snprintf(dir, sizeof dir, "%s/gold", cfg->scripts);
+  if (rc == 0) rc = read_scripts(dir, 0, t, e);
+  return rc;
+}
+
 int dp_meta_validate(lua_State *L, const dp_meta_texts *t, dp_err *e) {
+  if (t->nscripts) { /* the version's scripts: validation and the run read these, not the files */
+    lua_getglobal(L, "__dp_engine");
+    lua_getfield(L, -1, "set_script_texts");
+    lua_remove(L, -2);
+    lua_createtable(L, 0, (int)t->nscripts);
+    for (size_t i = 0; i < t->nscripts; i++) {
+      lua_pushlstring(L, t->script_texts[i], t->script_lens[i]);
+      lua_setfield(L, -2, t->script_paths[i]);
+    }
+    int rc = dp_lua_pcall(L, 1, 0, e);
+    if (rc) return rc;
+  }
   lua_getglobal(L, "__dp_engine");
   lua_getfield(L, -1, "load_metadata_texts");
   lua_remove(L, -2);

@@ -840,19 +840,13 @@ static void do_reload(serve *s) {
   }
   free(s->reload_error);
   s->reload_error = NULL;
-  if (s->snap && next->hash && s->snap->hash && strcmp(next->hash, s->snap->hash) == 0 &&
-      strcmp(s->cfg->metadata, "mongo") != 0) {
-    /* metadata unchanged; scripts may have changed: runs load them afresh anyway */
-    dp_snapshot_unref(next);
-    dp_log(DP_LOG_INFO, "serve: reloaded (metadata unchanged)");
-    return;
-  }
   disarm_all(s);
   dp_snapshot *old = s->snap;
   s->snap = next;
   arm_all(s, 0);
   dp_snapshot_unref(old);
-  dp_log(DP_LOG_INFO, "serve: reloaded metadata %.12s from %s", next->hash ? next->hash : "?", next->meta.source);
+  dp_log(DP_LOG_INFO, "serve: reloaded metadata %.12s from %s and %zu scripts", next->hash ? next->hash : "?",
+         next->meta.source, next->meta.nscripts);
 }
 
 static void on_reload_timer(uv_timer_t *t) {

@@ -1,6 +1,7 @@
 /* snapshot.c - see snapshot.h. The only place serve's view of the metadata is read from Lua. */
 #include "snapshot.h"
 #include "luabridge.h"
+#include "buf.h"
 #include "metaload.h"
 
 #include <lauxlib.h>
@@ -138,6 +139,7 @@ int dp_snapshot_load(const dp_config *cfg, dp_snapshot **out, dp_err *e) {
   memset(&t, 0, sizeof t);
   dp_snapshot *s = NULL;
   int rc = dp_meta_texts_read(&eng, &t, e);
+  if (rc == 0) rc = dp_meta_scripts_read(cfg, &t, e);
   if (rc) goto cleanup;
   if (!(eng.L = dp_lua_new(cfg, e))) {
     rc = e->code;
@@ -146,6 +148,25 @@ int dp_snapshot_load(const dp_config *cfg, dp_snapshot **out, dp_err *e) {
   rc = dp_meta_validate(eng.L, &t, e);
   if (rc) goto cleanup;
   lua_State *L = eng.L;
+  /* the gold scripts too: a version is taken only when all of it loads */
+  lua_getglobal(L, "__dp_engine");
+  lua_getfield(L, -1, "check_gold_scripts");
+  lua_remove(L, -2);
+  lua_pushvalue(L, -2);
+  if ((rc = dp_lua_pcall(L, 1, 1, e)) != 0) goto cleanup;
+  if (lua_istable(L, -1)) {
+    dp_buf b = DP_BUF_INIT;
+    dp_buf_printf(&b, "gold scripts under %s:", cfg->scripts);
+    for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+      lua_rawgeti(L, -1, (int)i);
+      dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+      lua_pop(L, 1);
+    }
+    rc = dp_err_set(e, DP_EMETA, "%s", b.data);
+    dp_buf_free(&b);
+    goto cleanup;
+  }
+  lua_pop(L, 1);
   s = calloc(1, sizeof *s);
   if (!s) {
     rc = dp_err_set(e, DP_ENOMEM, "out of memory");

@@ -54,6 +54,11 @@ end
 
 -- texts: { ["systems.json"] = ..., ["entities.json"] = ..., ["gold.json"] = ... } (e.g. read
 -- back from MongoDB).
+-- serve: the scripts of the version a run uses (path -> source; nil: read the files).
+function M.set_script_texts(texts)
+  sandbox.script_texts = texts
+end
+
 function M.load_metadata_texts(texts)
   return metadata.load_texts(texts, load_opts())
 end
@@ -727,6 +732,22 @@ function M.gold_model(meta, name)
   if not g then error("no gold model named " .. quote(name), 0) end
   return { system = "gold", name = g.name, columns = g.columns, primary_key = g.primary_key,
     materialization = g.materialization }
+end
+
+-- serve, before it takes a new version: every gold model's script compiles and has the right
+-- shape (an SQL model's refs match its depends_on). Returns nil, or a list of errors.
+function M.check_gold_scripts(meta)
+  local errs = {}
+  for _, g in ipairs(meta.gold or {}) do
+    local path = configured().scripts_dir .. "/gold/" .. g.script
+    local script, err = gold.compile(path)
+    if script and script.style == "sql" then
+      local _, rerr = gold.render_sql(g, script)
+      err = rerr
+    end
+    if err then errs[#errs + 1] = "gold model " .. quote(g.name) .. ": " .. err end
+  end
+  return #errs > 0 and errs or nil
 end
 
 -- Runs the model's script into builder; returns the row count or raises.

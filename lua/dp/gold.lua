@@ -142,7 +142,13 @@ end
 -- that kept the previous version, or nil and the error when no version ever loaded.
 function Loader:get(model)
   local path = self:path(model)
-  local info, ierr = require("dp.core").file_info(path)
+  local info, ierr
+  if sandbox.script_texts then -- serve's version of the scripts (sandbox.read_script)
+    local text = sandbox.script_texts[path]
+    if text then info = { mtime = 0, size = #text } else ierr = "No such file or directory" end
+  else
+    info, ierr = require("dp.core").file_info(path)
+  end
   local entry = self.cache[path]
   local stamp = info and (string.format("%.9f", info.mtime) .. " " .. info.size)
   if entry and entry.stamp == stamp and entry.deps == table.concat(model.depends_on or {}, ",") then

@@ -131,11 +131,9 @@ local function load_connectors(systems, opts, errs)
     if type(t) == "string" and models.connector_type(t) then -- (else: reported by the model)
       if not connectors[t] and not failed[t] then
         local path = (opts.scripts_dir or ".") .. "/connectors/" .. t .. ".lua"
-        local f = io.open(path, "rb")
-        if not f then
+        if not sandbox.read_script(path) then
           failed[t] = "no connector " .. quote(t) .. " (" .. path .. " does not exist)"
         else
-          f:close()
           local conn, err = sandbox.load_connector(path)
           connectors[t] = conn
           failed[t] = not conn and ("connector " .. quote(t) .. " is broken: " .. err) or nil
@@ -291,8 +289,7 @@ function M.load_texts(texts, opts)
     end
     if v then
       local path = (opts.scripts_dir or ".") .. "/gold/" .. v.script
-      local f = io.open(path, "rb")
-      if f then f:close() else
+      if not sandbox.read_script(path) then
         errs.add("gold.json", i - 1, p .. ".script: no gold script " .. quote(v.script) .. " (" .. path .. " does not exist)")
       end
     end

@@ -251,13 +251,31 @@ function M.new_env()
   return setmetatable(env, GUARD)
 end
 
--- Loads a Lua source file as a chunk running in env. Returns chunk, or nil and an error
--- naming the file. Precompiled bytecode is refused.
-function M.loadfile(path, env)
+-- The texts of a version of the scripts (path -> source), set by serve (engine.set_script_texts):
+-- scripts are then read from here, never from disk, so a run uses the version it started with and
+-- a broken file on disk does not reach it. nil: read the files.
+M.script_texts = nil
+
+-- The source of the script at path: from the version's texts when set, else from the file.
+-- Returns the text, or nil and an error.
+function M.read_script(path)
+  if M.script_texts then
+    local src = M.script_texts[path]
+    if src == nil then return nil, path .. ": No such file or directory" end
+    return src
+  end
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local src = f:read("*a")
   f:close()
+  return src
+end
+
+-- Loads a Lua source file as a chunk running in env. Returns chunk, or nil and an error
+-- naming the file. Precompiled bytecode is refused.
+function M.loadfile(path, env)
+  local src, err = M.read_script(path)
+  if not src then return nil, err end
   if src:sub(1, 1) == "\27" then
     return nil, path .. ": precompiled bytecode is not allowed in scripts: ship the Lua source"
   end

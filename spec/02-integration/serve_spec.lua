@@ -523,6 +523,42 @@ describe("serve reload", function()
     assert(ok, err)
   end)
 
+  it("a broken gold script keeps the old version (its run succeeds); a fixed one is used by the next run", function()
+    local env = setup_env("serve_gold_reload")
+    drop_bank_export(env, 1)
+    assert.equal(0, (H.engine(env, "run", "bank")))
+    local srv = start_serve(env, { DP_FILE_SETTLE_MS = "600000" })
+    local pg = H.pg(env)
+    local script = env.DP_SCRIPTS .. "/gold/bank_count.lua"
+    local good = H.read_file(script)
+    local function gold_run()
+      local code, body = http("POST", srv.url .. "/api/v1/gold/bank_count/runs")
+      assert.equal(202, code, body)
+      local id = json(body).run_id
+      assert.equal("succeeded", eventually(30, "the gold run", function() return finished(pg, id) end))
+      return assert(pg:query("SELECT transactions::text AS n FROM gold.bank_count"))[1].n
+    end
+    local ok, err = pcall(function()
+      H.write_file(script, "return { sql = function(ref) return 'SELECT' .. end }\n") -- a syntax error
+      eventually(10, "the reload error in /health", function()
+        local _, body = http("GET", srv.url .. "/health", { token = false })
+        local h = json(body)
+        return h.reload and h.reload.error:find("bank_count.lua", 1, true)
+      end)
+      assert.equal("6", gold_run()) -- the previous version, although the file on disk is broken
+      H.write_file(script, (good:gsub("count%(%*%)", "count(*) * 10")))
+      eventually(10, "the fixed version", function()
+        local _, body = http("GET", srv.url .. "/health", { token = false })
+        return json(body).reload == nil
+      end)
+      assert.equal("60", gold_run())
+    end)
+    H.write_file(script, good)
+    stop_serve(srv)
+    pg:close()
+    assert(ok, err)
+  end)
+
   it("with DP_METADATA=mongo, a new push is picked up by polling its hash", function()
     local env = setup_env("serve_push")
     local meta = metadata_copy()
@@ -542,6 +578,31 @@ describe("serve reload", function()
       end)
     end)
     stop_serve(srv)
+    assert(ok, err)
+  end)
+end)
+
+describe("serve's script limits", function()
+  it("a connector that loops fails its entity at the deadline, and the worker takes the next run", function()
+    local env = setup_env("serve_limits")
+    local srv = start_serve(env, { DP_WORKERS = "1", DP_SCRIPT_TIMEOUT = "1" })
+    local pg = H.pg(env)
+    local ok, err = pcall(function()
+      local _, b1 = http("POST", srv.url .. "/api/v1/systems/slow/runs") -- busy for 4 s of CPU
+      local _, b2 = http("POST", srv.url .. "/api/v1/systems/hooked/runs")
+      local t0 = H.core.monotonic()
+      assert.equal("failed", eventually(30, "the looping run", function() return finished(pg, json(b1).run_id) end))
+      assert.truthy(H.core.monotonic() - t0 < 10)
+      local e = assert(pg:query("SELECT error FROM audit.entity_layer_run WHERE run_id::text = $1 AND layer = 'raw'",
+        json(b1).run_id))[1].error
+      assert.truthy(e:find("DP_SCRIPT_TIMEOUT", 1, true), e)
+      assert.equal("succeeded", eventually(30, "the next run", function() return finished(pg, json(b2).run_id) end))
+      local n = assert(pg:query("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database ="
+        .. " (SELECT oid FROM pg_database WHERE datname = current_database())"))[1].n
+      assert.equal("0", n) -- the failed run released its lock
+    end)
+    stop_serve(srv)
+    pg:close()
     assert(ok, err)
   end)
 end)
