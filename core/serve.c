@@ -1151,7 +1151,7 @@ static void ui_query(api_work *a) {
       rc = dp_webui_overview(c, a->snap, now, &a->body, NULL);
     } else if (a->kind == W_SYSTEM) {
       const dp_snap_target *t = dp_snapshot_find(a->snap, a->system, 0);
-      rc = t ? dp_webui_system_json(c, t, &a->body) : -2;
+      rc = t ? dp_webui_system_json(c, t, getenv("PREFECT_UI_URL"), &a->body) : -2;
     } else if (a->kind == W_LINEAGE) {
       rc = dp_webui_lineage_json(c, a->snap, &a->body);
     } else {

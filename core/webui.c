@@ -189,11 +189,13 @@ int dp_webui_overview(PGconn *c, const dp_snapshot *snap, double now, dp_buf *js
   return 0;
 }
 
-int dp_webui_system_json(PGconn *c, const dp_snap_target *sys, dp_buf *out) {
+int dp_webui_system_json(PGconn *c, const dp_snap_target *sys, const char *prefect_ui_url, dp_buf *out) {
   dp_err e;
   PGresult *r = NULL;
   dp_buf_puts(out, "{\"name\":");
   json_str(out, sys->name);
+  dp_buf_puts(out, ",\"prefect_ui_url\":");
+  json_str(out, prefect_ui_url && *prefect_ui_url ? prefect_ui_url : NULL);
   dp_buf_printf(out, ",\"enabled\":%s,\"entities\":[", sys->enabled ? "true" : "false");
   for (size_t i = 0; i < sys->nentities; i++) {
     /* silver."<system>__<entity>" and its __rejected table, when they exist */

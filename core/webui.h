@@ -18,8 +18,9 @@ int dp_webui_asset(const char *name, const char **type, const unsigned char **da
  * (html_out); either may be NULL. Returns 0, or -1 when the audit could not be read. */
 int dp_webui_overview(PGconn *c, const dp_snapshot *snap, double now, dp_buf *json_out, dp_buf *html_out);
 /* GET /api/v1/systems/{name}: entities with current rows, versions and rejects; the last runs
- * with per-layer counts. Returns 0, -1 (audit unreadable). */
-int dp_webui_system_json(PGconn *c, const dp_snap_target *sys, dp_buf *out);
+ * with per-layer counts; prefect_ui_url (PREFECT_UI_URL, or NULL) for links to flow runs.
+ * Returns 0, -1 (audit unreadable). */
+int dp_webui_system_json(PGconn *c, const dp_snap_target *sys, const char *prefect_ui_url, dp_buf *out);
 /* GET /api/v1/lineage: nodes (systems, entities, gold models, with the last status) and edges. */
 int dp_webui_lineage_json(PGconn *c, const dp_snapshot *snap, dp_buf *out);
 

@@ -125,7 +125,9 @@
           el("td", {}, [status(r.status)]), td(r.trigger_kind + (r.trigger_detail ? " (" + r.trigger_detail + ")" : "")),
           td(r.seconds != null ? Number(r.seconds).toFixed(1) : "", "num"), td(num(raw.in), "num"),
           td(num(sil.inserted), "num"), td(num(sil.updated), "num"), td(num(sil.deleted), "num"), td(num(sil.rejected), "num"),
-          td(r.prefect_flow_run_id || "")]);
+          el("td", {}, [!r.prefect_flow_run_id ? "" : s.prefect_ui_url
+            ? el("a", { href: s.prefect_ui_url.replace(/\/+$/, "") + "/runs/flow-run/" + r.prefect_flow_run_id, text: "flow run" })
+            : r.prefect_flow_run_id])]);
       });
       show([el("section", { "aria-labelledby": "h-sys" }, [el("h1", { id: "h-sys", text: s.name }),
         table("Entities in silver: current rows, all versions, rejected records", ["entity", "current", "versions", "rejected"], ents),

@@ -52,7 +52,8 @@ describe("the status page", function()
     os.remove(rcfile)
     local pidfile = os.tmpname()
     H.sh("(sh -c " .. H.sh_quote("echo $$ > " .. pidfile .. "; exec " .. sh_env(env, { DP_API_TOKEN = TOKEN,
-      DP_LISTEN = "127.0.0.1:0", DP_FILE_SETTLE_MS = "600000" }) .. " " .. H.sh_quote(H.bin) .. " serve >" .. out
+      DP_LISTEN = "127.0.0.1:0", DP_FILE_SETTLE_MS = "600000", PREFECT_UI_URL = "http://prefect.example/" })
+      .. " " .. H.sh_quote(H.bin) .. " serve >" .. out
       .. " 2>/dev/null") .. "; echo $? > " .. rcfile .. ") >/dev/null 2>&1 & true")
     for _ = 1, 200 do
       local port = (H.try_read(out) or ""):match("listening on port (%d+)")
@@ -66,6 +67,9 @@ describe("the status page", function()
     assert(url, "serve did not start")
     local pg = H.pg(env)
     run_id = assert(pg:query("SELECT run_id::text AS id FROM audit.system_run WHERE system = 'bank' ORDER BY started_at DESC"))[1].id
+    -- as if Prefect had reported the run (issue #14): the page links to the flow run
+    assert(pg:query("UPDATE audit.system_run SET prefect_flow_run_id = $1 WHERE run_id::text = $2",
+      "5f0c4b0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", run_id))
     pg:close()
   end)
 
@@ -110,6 +114,7 @@ describe("the status page", function()
     for n in row:gmatch('<td class="num">([%d,]+)</td>') do nums[#nums + 1] = n end
     assert.same({ "7", "9", "0" }, nums)
     assert.truthy(dom:find("Changes per run", 1, true))
+    assert.truthy(dom:find('href="http://prefect.example/runs/flow-run/5f0c4b0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"', 1, true))
     assert.truthy(dom:find("<svg", 1, true))
     chromium(url .. "/#token=" .. TOKEN .. "&page=/system/bank", nil, OUT .. "/system.png")
   end)
