@@ -12,12 +12,12 @@
 #include <strings.h>
 
 #define DP_HTTPD_MAX_HEAD (16 * 1024)
-#define DP_HTTPD_TIMEOUT_MS 10000
 
 struct dp_httpd {
   uv_tcp_t tcp;
   uv_loop_t *loop;
   size_t max_body;
+  uint64_t timeout_ms; /* a request must arrive whole within this */
   dp_httpd_handler handler;
   void *ud;
   int port;
@@ -287,7 +287,7 @@ static void on_connection(uv_stream_t *server, int status) {
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   uv_tcp_nodelay(&c->tcp, 1);
-  uv_timer_start(&c->timer, on_timeout, DP_HTTPD_TIMEOUT_MS, 0);
+  uv_timer_start(&c->timer, on_timeout, s->timeout_ms, 0);
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
@@ -330,8 +330,8 @@ static void on_server_closed(uv_handle_t *h) {
   if (s->nconns == 0) free(s);
 }
 
-int dp_httpd_start(uv_loop_t *loop, const char *listen, size_t max_body, dp_httpd_handler h, void *ud,
-                   dp_httpd **out, dp_err *e) {
+int dp_httpd_start(uv_loop_t *loop, const char *listen, size_t max_body, uint64_t timeout_ms, dp_httpd_handler h,
+                   void *ud, dp_httpd **out, dp_err *e) {
   *out = NULL;
   struct sockaddr_storage ss;
   if (parse_listen(listen, &ss) != 0)
@@ -340,6 +340,7 @@ int dp_httpd_start(uv_loop_t *loop, const char *listen, size_t max_body, dp_http
   if (!s) return dp_err_set(e, DP_ENOMEM, "out of memory");
   s->loop = loop;
   s->max_body = max_body;
+  s->timeout_ms = timeout_ms;
   s->handler = h;
   s->ud = ud;
   uv_tcp_init(loop, &s->tcp);

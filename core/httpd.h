@@ -2,12 +2,13 @@
  *
  * One request per connection (the response says "Connection: close"). Limits: the request line
  * and headers together at most 16 KiB (431), the body at most max_body bytes (413), the whole
- * request within 10 s of the connection (408). The handler runs on the loop thread and answers
+ * request within timeout_ms of the connection (408). The handler runs on the loop thread and answers
  * now or later with dp_httpd_respond; a connection the client closed meanwhile answers nowhere. */
 #ifndef DP_HTTPD_H
 #define DP_HTTPD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 #include "error.h"
 
@@ -29,8 +30,8 @@ typedef void (*dp_httpd_handler)(dp_httpd_conn *c, const dp_http_req *req, void 
 
 /* Listens on "HOST:PORT" (IPv4 or [IPv6]) on loop. Returns 0 and *out (owned by the loop: close
  * with dp_httpd_close), or DP_ECONFIG with e naming the address and the reason. */
-int dp_httpd_start(uv_loop_t *loop, const char *listen, size_t max_body, dp_httpd_handler h, void *ud,
-                   dp_httpd **out, dp_err *e);
+int dp_httpd_start(uv_loop_t *loop, const char *listen, size_t max_body, uint64_t timeout_ms, dp_httpd_handler h,
+                   void *ud, dp_httpd **out, dp_err *e);
 /* The bound port (useful with port 0). */
 int dp_httpd_port(const dp_httpd *s);
 /* Stops listening; open connections finish their responses. Frees s once everything closed. */

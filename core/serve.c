@@ -1629,6 +1629,7 @@ int dp_serve_main(dp_engine *eng) {
   s->settle_ms = env_num("DP_FILE_SETTLE_MS", 3000, 0, 3600000, &e, &bad);
   s->max_body = (size_t)env_num("DP_API_MAX_BODY", 1048576, 0, 1073741824, &e, &bad);
   s->poll_s = env_num("DP_RELOAD_POLL", 10, 0.1, 86400, &e, &bad);
+  double request_s = env_num("DP_API_REQUEST_TIMEOUT", 10, 0.1, 3600, &e, &bad);
   double test_now = env_num("DP_TEST_NOW", 0, 0, 1e11, &e, &bad);
   if (bad || read_token(s, listen, &e) != 0) {
     fprintf(stderr, "dp-engine serve: %s\n", e.msg);
@@ -1648,7 +1649,7 @@ int dp_serve_main(dp_engine *eng) {
   uv_loop_init(&s->loop);
   uv_mutex_init(&s->mu);
   uv_cond_init(&s->cv);
-  if (dp_httpd_start(&s->loop, listen, s->max_body, handle, s, &s->http, &e) != 0) {
+  if (dp_httpd_start(&s->loop, listen, s->max_body, (uint64_t)(request_s * 1000), handle, s, &s->http, &e) != 0) {
     fprintf(stderr, "dp-engine serve: %s\n", e.msg);
     return 2;
   }

@@ -118,7 +118,7 @@ describe("serve", function()
   setup(function()
     env = setup_env("serve")
     drop_bank_export(env, 1) -- there at start: the file trigger fires once for it
-    srv = start_serve(env, { DP_FILE_SETTLE_MS = "2500", DP_API_MAX_BODY = "4096" })
+    srv = start_serve(env, { DP_FILE_SETTLE_MS = "2500", DP_API_MAX_BODY = "4096", DP_API_REQUEST_TIMEOUT = "1" })
     pg = H.pg(env)
   end)
 
@@ -246,6 +246,19 @@ describe("serve", function()
       assert.equal(c[4], code, c[1] .. " " .. c[2] .. " -> " .. tostring(code) .. " " .. tostring(body))
       assert.is_string(json(body).error, c[2])
     end
+  end)
+
+  it("a client that sends its request too slowly gets 408; headers over 16 KiB get 431", function()
+    local script = ("exec 3<>/dev/tcp/127.0.0.1/%d; printf 'GET /health HTTP/1.1\\r\\nHost: x\\r\\n' >&3; "
+      .. "sleep 1.5; timeout 5 cat <&3"):format(srv.port)
+    local _, out = H.sh("bash -c " .. H.sh_quote(script))
+    assert.truthy(out:find("^HTTP/1.1 408"), out)
+    assert.truthy(out:find('"error":"request not received in time"', 1, true), out)
+    local f = os.tmpname()
+    H.write_file(f, "X-Big: " .. string.rep("a", 20000))
+    local _, code = H.sh("env -u LD_PRELOAD curl -s -o /dev/null -w '%{http_code}' -H @" .. f .. " " .. srv.url .. "/health")
+    os.remove(f)
+    assert.equal("431", code)
   end)
 
   it("a callback's JSON body reaches the connector as ctx.event", function()
