@@ -9,6 +9,7 @@
 #include "meta.h"
 #include "metastore.h"
 #include "pg.h"
+#include "prefect.h"
 #include "progress.h"
 #include "rawfile.h"
 #include "silver.h"
@@ -287,6 +288,43 @@ static void print_summary(const dp_runinfo *run, const char *system, const char 
   fflush(stdout);
 }
 
+/* Starts the run's Prefect reporting (NULL without PREFECT_API_URL or when Prefect is down; see
+ * prefect.h): flow dp-engine.<system>, the run's entities and layers as parameters. */
+static dp_prefect *prefect_begin(const char *system, const dp_run_opts *o, const ent_state *st, size_t nent,
+                                 dp_runinfo *run, char *report, size_t cap) {
+  static const char *names[] = {"raw", "bronze", "silver"};
+  char flow[300];
+  snprintf(flow, sizeof flow, "dp-engine.%s", system);
+  dp_buf params = DP_BUF_INIT;
+  dp_buf_puts(&params, "{\"entities\":[");
+  for (size_t i = 0; i < nent; i++) {
+    if (i) dp_buf_putc(&params, ',');
+    dp_json_put_string(&params, st[i].ent.name, strlen(st[i].ent.name));
+  }
+  dp_buf_puts(&params, "],\"layers\":[");
+  for (int l = 0, k = 0; l < 3; l++)
+    if (o->layers & (1u << l)) dp_buf_printf(&params, "%s\"%s\"", k++ ? "," : "", names[l]);
+  dp_buf_printf(&params, "],\"full_refresh\":%s}", o->full_refresh ? "true" : "false");
+  dp_prefect_flow f = {flow, system, o->trigger ? o->trigger : "manual", params.data, o->run_id != NULL,
+                       o->replay == DP_REPLAY_NONE};
+  dp_prefect *pf = dp_prefect_begin(&f, run, report, cap);
+  dp_buf_free(&params);
+  return pf;
+}
+
+/* Ends the run's Prefect reporting and writes how far it got into the audit row. */
+static void prefect_end(dp_engine *eng, dp_prefect **pf, const dp_runinfo *run, const char *status,
+                        const char *message, char *report, size_t cap) {
+  if (!*pf) return;
+  char id[37];
+  snprintf(id, sizeof id, "%s", dp_prefect_flow_run_id(*pf));
+  dp_prefect_end(*pf, status, message, report, cap);
+  *pf = NULL;
+  dp_err e;
+  if (dp_audit_set_prefect(eng->audit, run, id, report[0] ? report : NULL, &e) != 0)
+    dp_log(DP_LOG_WARN, "prefect: cannot record the reporting state in the audit: %s", e.msg);
+}
+
 int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int *run_failed, dp_err *e) {
   int rc;
   *run_failed = 0;
@@ -302,6 +340,10 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   char *meta_hash = dp_lua_strfield(L, meta_idx, "hash");
   dp_runinfo run;
   dp_buf details = DP_BUF_INIT;
+  dp_prefect *pf = NULL;          /* the run's Prefect reporter (docs/orchestration.md), or NULL */
+  char pf_report[1024] = "";
+  char **crashed_runs = NULL;     /* flow runs of runs the crash marking ends */
+  int ncrashed_runs = 0;
 
   /* the system */
   int found = 0, enabled = 0;
@@ -375,16 +417,21 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   if (rc) { *run_failed = 1; goto cleanup; }
   locked = 1;
   int crashed = 0;
-  rc = dp_audit_mark_crashed(eng->audit, system, &crashed, e);
+  rc = dp_audit_running_flow_runs(eng->audit, system, &crashed_runs, &ncrashed_runs, e);
+  if (rc == 0) rc = dp_audit_mark_crashed(eng->audit, system, &crashed, e);
   if (rc) goto cleanup;
   if (crashed) dp_log(DP_LOG_WARN, "%s: marked %d earlier run(s) left running as crashed", system, crashed);
   if (o->run_id) rc = dp_runinfo_from_id(&run, o->run_id, e);
   else dp_runinfo_new(&run);
   if (rc) goto cleanup;
+  pf = prefect_begin(system, o, st, nent, &run, pf_report, sizeof pf_report);
   rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", o->trigger_detail,
                              meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;
   started = 1;
+  rc = dp_audit_set_prefect(eng->audit, &run, dp_prefect_flow_run_id(pf), pf_report[0] ? pf_report : NULL, e);
+  if (rc) goto cleanup;
+  for (int k = 0; k < ncrashed_runs; k++) dp_prefect_crashed(pf, crashed_runs[k]);
   dp_log(DP_LOG_INFO, "run %s of %s started (%zu entities)", run.id_str, system, nent);
 
   static const char *layer_names[] = {"raw", "bronze", "silver"};
@@ -406,6 +453,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       }
       rc = dp_audit_entity_start(eng->audit, &run, system, s->ent.name, layer_names[l], "running", NULL, e);
       if (rc) goto cleanup;
+      int ptask = dp_prefect_task_begin(pf, s->ent.name, layer_names[l]);
       dp_err le;
       dp_err_clear(&le);
       double t0 = dp_monotonic();
@@ -446,6 +494,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
                layer_names[l], system, s->ent.name, n->in, n->inserted, n->updated, n->deleted,
                n->unchanged, n->rejected, dt, dt > 0 ? (double)n->in / dt : 0.0);
       }
+      dp_prefect_task_end(pf, ptask, lrc == 0, le.msg);
       rc = dp_audit_entity_end(eng->audit, &run, s->ent.name, layer_names[l], statuses[i][l], n,
                                lrc ? le.msg : NULL, details.data, e);
       dp_buf_reset(&details);
@@ -465,6 +514,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
     rc = dp_audit_system_end(eng->audit, &run, status, ok, failed, skipped_disabled, failed ? err : NULL, e);
     started = 0;
     if (rc) goto cleanup;
+    prefect_end(eng, &pf, &run, status, failed ? err : NULL, pf_report, sizeof pf_report);
     print_summary(&run, system, status, st, nent, counts, statuses);
     if (failed) {
       *run_failed = 1;
@@ -479,6 +529,9 @@ cleanup:
     *run_failed = 1;
     dp_audit_system_end(eng->audit, &run, "failed", 0, (int)nent, 0, e->msg, &tmp);
   }
+  if (pf) prefect_end(eng, &pf, &run, "failed", e->msg, pf_report, sizeof pf_report);
+  for (int k = 0; k < ncrashed_runs; k++) free(crashed_runs[k]);
+  free(crashed_runs);
   if (started || locked) commit_hook(L, "discard_pending", system, NULL);
   if (locked) dp_audit_unlock_system(eng->audit, system);
   for (size_t i = 0; i < nent; i++) {
