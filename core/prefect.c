@@ -269,7 +269,8 @@ struct dp_prefect {
   int warned;
   int stopped;
   int ops_unsent;
-  char problem[700];    /* the first call that was given up, or where reporting stopped */
+  char problem[1000];   /* the first call that was given up, or where reporting stopped */
+  char last_error[256]; /* of the last call that is to be retried */
 };
 
 static void now_iso(char *out, size_t cap) {
@@ -509,6 +510,20 @@ static void *worker(void *ud) {
     }
     op *o = p->head;
     if (superseded(o)) { pop(p, 1); continue; }
+    if (p->closing) {
+      /* the run has ended: no call may outlast the wait at its end */
+      double left = p->deadline - dp_monotonic();
+      if (left < 0.05) {
+        char what[400];
+        describe(o, 1, what, sizeof what);
+        p->stopped = 1;
+        if (!strstr(p->problem, "reporting stopped"))
+          snprintf(p->problem, sizeof p->problem, "reporting stopped at %s: no time left at the end of the run%s%s%s",
+                   what, p->last_error[0] ? " (last error: " : "", p->last_error, p->last_error[0] ? ")" : "");
+        continue;
+      }
+      p->c->timeout_ms = left * 1000 < CALL_MS ? (long)(left * 1000) : CALL_MS;
+    }
     pthread_mutex_unlock(&p->mu);
     dp_err e;
     dp_err_clear(&e);
@@ -536,6 +551,7 @@ static void *worker(void *ud) {
       continue;
     }
     /* RETRY, with back-off, until the run has ended and the wait at its end is over */
+    snprintf(p->last_error, sizeof p->last_error, "%.250s", e.msg);
     if (!p->warned) {
       p->warned = 1;
       dp_log(DP_LOG_WARN, "prefect: %s: %s; retrying in the background (this run logs only this first "
@@ -698,7 +714,9 @@ void dp_prefect_end(dp_prefect *p, const char *status, const char *message, char
   p->deadline = dp_monotonic() + END_WAIT_S;
   pthread_cond_broadcast(&p->cv);
   pthread_mutex_unlock(&p->mu);
+  dp_log(DP_LOG_DEBUG, "prefect: waiting for the reporting thread");
   pthread_join(p->th, NULL);
+  dp_log(DP_LOG_DEBUG, "prefect: reporting thread ended");
   if (report && cap) {
     if (p->problem[0] || p->logs_dropped)
       snprintf(report, cap, "incomplete: %s%s(%d call(s) not sent, %d log line(s) dropped)", p->problem,
