@@ -73,6 +73,11 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
     if (pp.layers) o.layers = pp.layers;
     if (pp.full_refresh) o.full_refresh = 1;
     o.trigger = "prefect";
+    if (o.layers != DP_LAYER_RAW && o.layers != (DP_LAYER_RAW | DP_LAYER_BRONZE) && o.layers != DP_LAYER_ALL) {
+      dp_prefect_params_free(&pp);
+      free(ents);
+      return dp_cli_usage_error(RUN_USAGE, "%s", "the flow run's parameter layers must start at raw (raw, raw+bronze or all)");
+    }
   }
   int failed = 0;
   int rc = dp_run_system(eng, system, &o, &failed, &e);
