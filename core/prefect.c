@@ -268,7 +268,8 @@ struct dp_prefect {
   /* what the worker found */
   int warned;
   int stopped;
-  int ops_unsent;
+  int ops_unsent;       /* task runs and states not sent */
+  int logs_unsent;      /* log lines not sent (beyond those dropped) */
   char problem[1000];   /* the first call that was given up, or where reporting stopped */
   char last_error[256]; /* of the last call that is to be retried */
 };
@@ -504,7 +505,10 @@ static void *worker(void *ud) {
     while (!p->head && !p->closing) pthread_cond_wait(&p->cv, &p->mu);
     if (!p->head) break;
     if (p->stopped) {
-      for (op *x = p->head; x; x = x->next) p->ops_unsent++;
+      for (op *x = p->head; x; x = x->next) {
+        if (x->kind == OP_LOG) p->logs_unsent++;
+        else p->ops_unsent++;
+      }
       pop(p, 1 << 30);
       continue;
     }
@@ -544,7 +548,8 @@ static void *worker(void *ud) {
         p->warned = 1;
         dp_log(DP_LOG_WARN, "prefect: %s (this run logs only this first reporting problem)", p->problem);
       }
-      p->ops_unsent += taken;
+      if (o->kind == OP_LOG) p->logs_unsent += taken;
+      else p->ops_unsent += taken;
       pop(p, taken);
       if (res == STOP) p->stopped = 1;
       attempt = 0;
@@ -719,8 +724,8 @@ void dp_prefect_end(dp_prefect *p, const char *status, const char *message, char
   dp_log(DP_LOG_DEBUG, "prefect: reporting thread ended");
   if (report && cap) {
     if (p->problem[0] || p->logs_dropped)
-      snprintf(report, cap, "incomplete: %s%s(%d call(s) not sent, %d log line(s) dropped)", p->problem,
-               p->problem[0] ? " " : "", p->ops_unsent, p->logs_dropped);
+      snprintf(report, cap, "incomplete: %s%s(%d task run or state call(s) and %d log line(s) not sent)",
+               p->problem, p->problem[0] ? " " : "", p->ops_unsent, p->logs_unsent + p->logs_dropped);
   }
   while (p->tasks) {
     task *t = p->tasks;
