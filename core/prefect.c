@@ -584,7 +584,8 @@ static void *worker(void *ud) {
 const char *dp_prefect_flow_run_id(const dp_prefect *p) { return p ? p->flow_run_id : NULL; }
 
 /* Creates the flow run: POST /flows/, then POST /flow_runs/ (PENDING). */
-static int create_flow_run(dp_prefect_client *c, const dp_prefect_flow *f, char id[37], dp_err *e) {
+static int create_flow_run(dp_prefect_client *c, const dp_prefect_flow *f, const dp_runinfo *run, char id[37],
+                           dp_err *e) {
   char flow_id[37];
   int rc = dp_prefect_flow_id(c, f->flow_name, flow_id, e);
   if (rc) return rc;
@@ -601,6 +602,8 @@ static int create_flow_run(dp_prefect_client *c, const dp_prefect_flow *f, char 
   snprintf(tag, sizeof tag, "trigger:%s", f->trigger ? f->trigger : "manual");
   dp_buf_putc(&req, ',');
   dp_json_put_string(&req, tag, strlen(tag));
+  /* a run whose id was handed out before (serve): the tag finds its flow run */
+  if (f->keep_run_id) dp_buf_printf(&req, ",\"dp-run:%s\"", run->id_str);
   dp_buf_printf(&req, "],\"parameters\":%s}", f->parameters_json ? f->parameters_json : "{}");
   long st;
   rc = dp_prefect_call(c, "POST", "/flow_runs/", req.data, &st, &body, e);
@@ -630,7 +633,7 @@ dp_prefect *dp_prefect_begin(const dp_prefect_flow *f, dp_runinfo *run, char *re
     dp_uuid_format(raw, id); /* the flow run exists (Prefect started us): no call needed */
   } else {
     double t0 = dp_monotonic();
-    int rc = create_flow_run(c, f, id, &e);
+    int rc = create_flow_run(c, f, run, id, &e);
     if (rc) {
       snprintf(report, cap, "not reported: no flow run (%s); the run id is the engine's own UUID v7", e.msg);
       dp_log(DP_LOG_WARN, "prefect: cannot create a flow run (%s, after %.1f s): the run goes on unreported", e.msg,
