@@ -230,7 +230,8 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     if ((rc = dp_audit_system_start(eng->audit, &run, name, trigger, named && o ? o->trigger_detail : NULL, meta_hash,
                                     DP_VERSION, e)) != 0)
       goto unlock;
-    if ((rc = dp_audit_set_prefect(eng->audit, &run, pf ? pf_id : NULL, pf_report[0] ? pf_report : NULL, e)) != 0)
+    if ((pf || pf_report[0]) &&
+        (rc = dp_audit_set_prefect(eng->audit, &run, pf ? pf_id : NULL, pf_report[0] ? pf_report : NULL, e)) != 0)
       goto unlock;
     if ((rc = dp_audit_layer_start(eng->audit, &run, name, "gold", e)) != 0) goto unlock;
     const char *status;

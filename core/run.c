@@ -430,7 +430,8 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
                              meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;
   started = 1;
-  rc = dp_audit_set_prefect(eng->audit, &run, dp_prefect_flow_run_id(pf), pf_report[0] ? pf_report : NULL, e);
+  if (pf || pf_report[0])
+    rc = dp_audit_set_prefect(eng->audit, &run, dp_prefect_flow_run_id(pf), pf_report[0] ? pf_report : NULL, e);
   if (rc) goto cleanup;
   for (int k = 0; k < ncrashed_runs; k++) dp_prefect_crashed(pf, crashed_runs[k]);
   dp_log(DP_LOG_INFO, "run %s of %s started (%zu entities)", run.id_str, system, nent);
