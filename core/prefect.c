@@ -337,12 +337,12 @@ static const char *state_name(const char *type) {
   return type;
 }
 
-static void describe(const op *o, int nlogs, char *out, size_t cap) {
+static void describe(const dp_prefect *p, const op *o, int nlogs, char *out, size_t cap) {
   switch (o->kind) {
     case OP_TASK_CREATE: snprintf(out, cap, "creating task run %s/%s", o->t->entity, o->t->layer); break;
     case OP_TASK_STATE: snprintf(out, cap, "task run %s/%s -> %s", o->t->entity, o->t->layer, o->type); break;
     case OP_FLOW_STATE:
-      snprintf(out, cap, "flow run %s -> %s", o->target[0] ? o->target : "", o->type);
+      snprintf(out, cap, "flow run %s -> %s", o->target[0] ? o->target : p->flow_run_id, o->type);
       break;
     default: snprintf(out, cap, "sending %d log line(s)", nlogs); break;
   }
@@ -519,7 +519,7 @@ static void *worker(void *ud) {
       double left = p->deadline - dp_monotonic();
       if (left < 0.05) {
         char what[400];
-        describe(o, 1, what, sizeof what);
+        describe(p, o, 1, what, sizeof what);
         p->stopped = 1;
         if (!strstr(p->problem, "reporting stopped"))
           snprintf(p->problem, sizeof p->problem, "reporting stopped at %s: no time left at the end of the run%s%s%s",
@@ -535,7 +535,7 @@ static void *worker(void *ud) {
     double wait_s = 0;
     int res = send_op(p, o, &taken, &wait_s, &e);
     char what[400];
-    describe(o, taken, what, sizeof what);
+    describe(p, o, taken, what, sizeof what);
     pthread_mutex_lock(&p->mu);
     if (res == SENT) {
       pop(p, taken);
