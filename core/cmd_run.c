@@ -17,6 +17,8 @@ static const char *RUN_USAGE =
     "                 so the chosen layers must start at raw (raw | raw,bronze | all)\n"
     "  --full-refresh ignore the stored delta cursor and extract from the start\n"
     "  --with-gold    after a succeeded run, build the gold models that depend on the system\n"
+    "Started by a Prefect worker (PREFECT__FLOW_RUN_ID set), the run is that flow run and its\n"
+    "parameters entities, layers and full_refresh replace these options (docs/orchestration.md).\n"
     "Exit codes: 0 every entity succeeded, 1 an entity failed, 2 usage or configuration error.\n";
 
 int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
