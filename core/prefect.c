@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Timeouts: a reporting call is given little time, so that a Prefect that hangs costs the run
  * at most a few seconds in all (docs/orchestration.md). */
@@ -124,13 +125,27 @@ int dp_prefect_json_str(const char *json, size_t len, const char *path, char *ou
   return 0;
 }
 
+/* dp_prefect_call, tried again twice (after 0.1 s, then 0.3 s) when the server answered 5xx or
+ * 429: a busy server (its SQLite locked) says 503 now and then. A network failure or a timeout
+ * is not tried again here: the caller must not wait. For idempotent requests only. */
+static int call_again_if_busy(dp_prefect_client *c, const char *method, const char *path, const char *json,
+                              long *status, dp_buf *body, dp_err *e) {
+  int rc = 0;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    if (attempt) usleep(attempt == 1 ? 100000 : 300000);
+    rc = dp_prefect_call(c, method, path, json, status, body, e);
+    if (rc == 0 || !(*status >= 500 || *status == 429)) break;
+  }
+  return rc;
+}
+
 int dp_prefect_flow_id(dp_prefect_client *c, const char *flow_name, char id[37], dp_err *e) {
   dp_buf req = DP_BUF_INIT, body = DP_BUF_INIT;
   long st;
   dp_buf_puts(&req, "{\"name\":");
   dp_json_put_string(&req, flow_name, strlen(flow_name));
   dp_buf_puts(&req, ",\"tags\":[\"dp-engine\"]}");
-  int rc = dp_prefect_call(c, "POST", "/flows/", req.data, &st, &body, e);
+  int rc = call_again_if_busy(c, "POST", "/flows/", req.data, &st, &body, e);
   if (rc == 0) rc = dp_prefect_json_str(body.data, body.len, "id", id, 37, e);
   dp_buf_free(&req);
   dp_buf_free(&body);
@@ -606,7 +621,7 @@ static int create_flow_run(dp_prefect_client *c, const dp_prefect_flow *f, const
   if (f->keep_run_id) dp_buf_printf(&req, ",\"dp-run:%s\"", run->id_str);
   dp_buf_printf(&req, "],\"parameters\":%s}", f->parameters_json ? f->parameters_json : "{}");
   long st;
-  rc = dp_prefect_call(c, "POST", "/flow_runs/", req.data, &st, &body, e);
+  rc = call_again_if_busy(c, "POST", "/flow_runs/", req.data, &st, &body, e); /* idempotency_key */
   if (rc == 0) rc = dp_prefect_json_str(body.data, body.len, "id", id, 37, e);
   dp_buf_free(&req);
   dp_buf_free(&body);

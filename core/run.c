@@ -313,14 +313,37 @@ static dp_prefect *prefect_begin(const char *system, const dp_run_opts *o, const
   return pf;
 }
 
-/* Ends the run's Prefect reporting and writes how far it got into the audit row. */
+/* A flow run that Prefect starts again (a retry, or the same PREFECT__FLOW_RUN_ID twice) has
+ * its id in the audit already: this attempt gets a UUID v7 of its own, and *note says why.
+ * Returns 0 or the audit's error. */
+static int prefect_new_attempt(dp_engine *eng, dp_runinfo *run, char *note, size_t cap, dp_err *e) {
+  const char *p[] = {run->id_str};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->audit, "SELECT status FROM audit.system_run WHERE run_id = $1::uuid", 1, p, &r, e);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    snprintf(note, cap, "flow run %s ran before (as run %s, %s): this attempt's run id is a UUID v7", run->id_str,
+             run->id_str, PQgetvalue(r, 0, 0));
+    dp_runinfo_new(run);
+  }
+  PQclear(r);
+  return 0;
+}
+
+/* Ends the run's Prefect reporting and writes how far it got (after note, if any) into the
+ * audit row. */
 static void prefect_end(dp_engine *eng, dp_prefect **pf, const dp_runinfo *run, const char *status,
-                        const char *message, char *report, size_t cap) {
+                        const char *message, const char *note, char *report, size_t cap) {
   if (!*pf) return;
   char id[37];
   snprintf(id, sizeof id, "%s", dp_prefect_flow_run_id(*pf));
   dp_prefect_end(*pf, status, message, report, cap);
   *pf = NULL;
+  if (note && *note) {
+    char both[2200];
+    snprintf(both, sizeof both, "%s%s%s", note, report[0] ? "; " : "", report);
+    snprintf(report, cap, "%s", both);
+  }
   dp_err e;
   if (dp_audit_set_prefect(eng->audit, run, id, report[0] ? report : NULL, &e) != 0)
     dp_log(DP_LOG_WARN, "prefect: cannot record the reporting state in the audit: %s", e.msg);
@@ -342,7 +365,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   dp_runinfo run;
   dp_buf details = DP_BUF_INIT;
   dp_prefect *pf = NULL;          /* the run's Prefect reporter (docs/orchestration.md), or NULL */
-  char pf_report[1024] = "";
+  char pf_report[1024] = "", pf_note[300] = "";
   char **crashed_runs = NULL;     /* flow runs of runs the crash marking ends */
   int ncrashed_runs = 0;
 
@@ -426,6 +449,8 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   else dp_runinfo_new(&run);
   if (rc) goto cleanup;
   pf = prefect_begin(system, o, st, nent, &run, pf_report, sizeof pf_report);
+  if (pf && !o->run_id && (rc = prefect_new_attempt(eng, &run, pf_note, sizeof pf_note, e)) != 0) goto cleanup;
+  if (pf_note[0]) snprintf(pf_report, sizeof pf_report, "%s", pf_note);
   rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", o->trigger_detail,
                              meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;
@@ -516,7 +541,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
     rc = dp_audit_system_end(eng->audit, &run, status, ok, failed, skipped_disabled, failed ? err : NULL, e);
     started = 0;
     if (rc) goto cleanup;
-    prefect_end(eng, &pf, &run, status, failed ? err : NULL, pf_report, sizeof pf_report);
+    prefect_end(eng, &pf, &run, status, failed ? err : NULL, pf_note, pf_report, sizeof pf_report);
     print_summary(&run, system, status, st, nent, counts, statuses);
     if (failed) {
       *run_failed = 1;
@@ -531,7 +556,7 @@ cleanup:
     *run_failed = 1;
     dp_audit_system_end(eng->audit, &run, "failed", 0, (int)nent, 0, e->msg, &tmp);
   }
-  if (pf) prefect_end(eng, &pf, &run, "failed", e->msg, pf_report, sizeof pf_report);
+  if (pf) prefect_end(eng, &pf, &run, "failed", e->msg, pf_note, pf_report, sizeof pf_report);
   for (int k = 0; k < ncrashed_runs; k++) free(crashed_runs[k]);
   free(crashed_runs);
   if (started || locked) commit_hook(L, "discard_pending", system, NULL);

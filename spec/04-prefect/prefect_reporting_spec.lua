@@ -109,6 +109,18 @@ describe("Prefect reporting", function()
     -- no second flow run was made for it
     local runs = P.api("POST", "/flow_runs/filter", { flow_runs = { id = { any_ = { fr.id } } } })
     assert.are.equal(1, #runs)
+
+    -- Prefect starts the same flow run again (a retry): the audit keeps one row per run, so this
+    -- attempt gets its own UUID v7; prefect_flow_run_id and prefect_report say which flow run
+    rc, out, err = P.engine(P.env(env, { PREFECT__FLOW_RUN_ID = fr.id }), "run", "bank")
+    assert.are.equal(0, rc, out .. err)
+    local again = latest_run(pg)
+    assert.are_not.equal(fr.id, again.run_id)
+    assert.are.equal("7", again.run_id:sub(15, 15))
+    assert.are.equal(fr.id, again.flow_run)
+    assert.are.equal("flow run " .. fr.id .. " ran before (as run " .. fr.id .. ", succeeded): this attempt's run id"
+      .. " is a UUID v7", again.prefect_report)
+    assert.are.equal("COMPLETED", P.flow_run(fr.id).state_type)
   end)
 
   it("without the auth string the server refuses, and the run goes on with its own UUID v7", function()
