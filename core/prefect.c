@@ -304,8 +304,9 @@ static void op_free(op *o) {
   free(o);
 }
 
-/* Queues o (taken). */
+/* Queues o (taken; NULL, from an op_new out of memory, is ignored). */
 static void enqueue(dp_prefect *p, op *o) {
+  if (!o) return;
   pthread_mutex_lock(&p->mu);
   if (o->kind == OP_LOG) {
     if (p->nlogs_queued >= LOG_QUEUE_MAX) {
