@@ -43,7 +43,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 home=$(mktemp -d /tmp/dp-prefect-spec.XXXXXX)
 auth="dp-spec:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 SECONDS=0
-# setsid: the server and its children are one process group that the trap can stop at once
+# Prefect 3 serves from this one process (no child), so the specs can SIGSTOP it by its pid
 PREFECT_HOME=$home PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_API_AUTH_STRING=$auth \
   PREFECT_SERVER_UI_ENABLED=false env -u PREFECT_API_URL -u PREFECT_API_KEY \
   "$venv/bin/prefect" server start --host 127.0.0.1 --port "$port" >"$home/server.log" 2>&1 &
