@@ -23,6 +23,7 @@ tag=${DP_SPEC_TAG:+_$DP_SPEC_TAG}
 db=dp_docs_prefect$tag
 tmp=$(mktemp -d /tmp/dp-prefect-shot.XXXXXX)
 server_pid=
+# shellcheck disable=SC2317,SC2329 # called by the trap
 cleanup() {
   [[ -n $server_pid ]] && { kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true; }
   psql "$DP_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true

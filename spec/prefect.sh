@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 stage="installing the Prefect venv (spec/prefect-venv.sh)"
 server_pid=
 home=
-# shellcheck disable=SC2329 # called by the trap
+# shellcheck disable=SC2317,SC2329 # called by the trap
 on_exit() {
   local rc=$?
   if [[ -n $server_pid ]]; then
