@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define LOCK_KEY "hashtextextended('dp-engine/system/' || $1, 0)"
 
@@ -118,4 +119,29 @@ int dp_audit_entity_end(PGconn *c, const dp_runinfo *run, const char *entity, co
                     " records_unchanged = $9, records_rejected = $10, error = $11, details = $12::jsonb"
                     " WHERE run_id = $1 AND entity = $2 AND layer = $3",
                     12, p, NULL, e);
+}
+
+int dp_audit_set_prefect(PGconn *c, const dp_runinfo *run, const char *flow_run_id, const char *report, dp_err *e) {
+  const char *p[] = {run->id_str, flow_run_id, report};
+  return dp_pg_exec(c, "UPDATE audit.system_run SET prefect_flow_run_id = $2, prefect_report = $3 WHERE run_id = $1",
+                    3, p, NULL, e);
+}
+
+/* Fills *ids (caller frees) with the flow run ids of the system's runs left running. */
+int dp_audit_running_flow_runs(PGconn *c, const char *system, char ***ids, int *n, dp_err *e) {
+  const char *p[] = {system};
+  PGresult *r = NULL;
+  *ids = NULL;
+  *n = 0;
+  int rc = dp_pg_exec(c,
+                      "SELECT prefect_flow_run_id::text FROM audit.system_run WHERE system = $1 AND status = 'running'"
+                      " AND prefect_flow_run_id IS NOT NULL",
+                      1, p, &r, e);
+  if (rc) return rc;
+  int rows = PQntuples(r);
+  if (rows > 0 && (*ids = calloc((size_t)rows, sizeof **ids)) != NULL) {
+    for (int i = 0; i < rows; i++) (*ids)[(*n)++] = strdup(PQgetvalue(r, i, 0));
+  }
+  PQclear(r);
+  return 0;
 }

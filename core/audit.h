@@ -29,4 +29,11 @@ int dp_audit_entity_end(PGconn *c, const dp_runinfo *run, const char *entity, co
                         const char *status, const dp_counts *n, const char *error,
                         const char *details_json, dp_err *e);
 
+/* Prefect (docs/orchestration.md): the flow run id (NULL: none) and how far reporting got
+ * (NULL: in full or not configured; see migrations/0008_prefect.sql). */
+int dp_audit_set_prefect(PGconn *c, const dp_runinfo *run, const char *flow_run_id, const char *report, dp_err *e);
+/* With the lock held, before dp_audit_mark_crashed: the flow run ids of the runs it will mark.
+ * *ids (owned by the caller: free each, then the array) gets *n of them. */
+int dp_audit_running_flow_runs(PGconn *c, const char *system, char ***ids, int *n, dp_err *e);
+
 #endif

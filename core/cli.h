@@ -17,6 +17,7 @@ int dp_cmd_replay(dp_engine *eng, int argc, char **argv);
 int dp_cmd_secrets(dp_engine *eng, int argc, char **argv);
 int dp_cmd_gold(dp_engine *eng, int argc, char **argv);
 int dp_cmd_serve(dp_engine *eng, int argc, char **argv);
+int dp_cmd_prefect(dp_engine *eng, int argc, char **argv);
 
 /* True when --help or -h is among the arguments. */
 int dp_cli_wants_help(int argc, char **argv);

@@ -1,6 +1,7 @@
 /* cmd_run.c - dp-engine run. */
 #include "cli.h"
 #include "goldrun.h"
+#include "prefect.h"
 #include "run.h"
 
 #include <stdio.h>
@@ -16,6 +17,8 @@ static const char *RUN_USAGE =
     "                 so the chosen layers must start at raw (raw | raw,bronze | all)\n"
     "  --full-refresh ignore the stored delta cursor and extract from the start\n"
     "  --with-gold    after a succeeded run, build the gold models that depend on the system\n"
+    "Started by a Prefect worker (PREFECT__FLOW_RUN_ID set), the run is that flow run and its\n"
+    "parameters entities, layers and full_refresh replace these options (docs/orchestration.md).\n"
     "Exit codes: 0 every entity succeeded, 1 an entity failed, 2 usage or configuration error.\n";
 
 int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
@@ -62,9 +65,26 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   }
   dp_err e;
   dp_err_clear(&e);
+  /* Started by Prefect (PREFECT__FLOW_RUN_ID): the flow run's parameters, where given, replace
+   * the command line's (docs/orchestration.md). */
+  dp_prefect_params pp;
+  int attached = dp_prefect_attach_params(&pp, &e);
+  if (attached < 0) { free(ents); return dp_cli_fail_config(&e); }
+  if (attached) {
+    if (pp.nentities > 0) { o.entities = (const char **)pp.entities; o.nentities = pp.nentities; }
+    if (pp.layers) o.layers = pp.layers;
+    if (pp.full_refresh) o.full_refresh = 1;
+    o.trigger = "prefect";
+    if (o.layers != DP_LAYER_RAW && o.layers != (DP_LAYER_RAW | DP_LAYER_BRONZE) && o.layers != DP_LAYER_ALL) {
+      dp_prefect_params_free(&pp);
+      free(ents);
+      return dp_cli_usage_error(RUN_USAGE, "%s", "the flow run's parameter layers must start at raw (raw, raw+bronze or all)");
+    }
+  }
   int failed = 0;
   int rc = dp_run_system(eng, system, &o, &failed, &e);
   free(ents);
+  if (attached) dp_prefect_params_free(&pp);
   if (with_gold && rc == 0) { /* gold only after a fully succeeded run (docs/gold.md) */
     rc = dp_gold_run(eng, NULL, 0, system, NULL, &failed, &e);
     if (rc == 0) return DP_EXIT_OK;

@@ -5,6 +5,7 @@
 #include "log.h"
 #include "luabridge.h"
 #include "pg.h"
+#include "prefect.h"
 #include "run.h"
 
 #include <inttypes.h>
@@ -139,6 +140,8 @@ static int upstream_failed(lua_State *L, int meta_idx, const char *name, char **
   return hit;
 }
 
+static const char *ok_status(int skip, int lrc) { return !skip && !lrc ? "succeeded" : "failed"; }
+
 int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const char *system, const dp_gold_opts *o,
                 int *run_failed, dp_err *e) {
   *run_failed = 0;
@@ -204,6 +207,8 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
       continue;
     }
     int crashed = 0;
+    dp_prefect *pf = NULL; /* the model run's Prefect reporter (docs/orchestration.md), or NULL */
+    char pf_report[1024] = "", pf_id[37] = "";
     dp_runinfo run;
     dp_counts n;
     memset(&n, 0, sizeof n);
@@ -215,8 +220,18 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     } else {
       dp_runinfo_new(&run);
     }
+    {
+      char flow[300];
+      snprintf(flow, sizeof flow, "dp-engine.gold.%s", name);
+      dp_prefect_flow pfl = {flow, name, trigger, NULL, named && o && o->run_id, 0};
+      pf = dp_prefect_begin(&pfl, &run, pf_report, sizeof pf_report);
+      if (pf) snprintf(pf_id, sizeof pf_id, "%s", dp_prefect_flow_run_id(pf));
+    }
     if ((rc = dp_audit_system_start(eng->audit, &run, name, trigger, named && o ? o->trigger_detail : NULL, meta_hash,
                                     DP_VERSION, e)) != 0)
+      goto unlock;
+    if ((pf || pf_report[0]) &&
+        (rc = dp_audit_set_prefect(eng->audit, &run, pf ? pf_id : NULL, pf_report[0] ? pf_report : NULL, e)) != 0)
       goto unlock;
     if ((rc = dp_audit_layer_start(eng->audit, &run, name, "gold", e)) != 0) goto unlock;
     const char *status;
@@ -227,8 +242,10 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
       rc = dp_audit_entity_start(eng->audit, &run, name, name, "gold", "skipped", le.msg, e);
     } else {
       if ((rc = dp_audit_entity_start(eng->audit, &run, name, name, "gold", "running", NULL, e)) != 0) goto unlock;
+      int ptask = dp_prefect_task_begin(pf, name, "gold");
       lrc = build_model(eng, meta_idx, name, &run, timeout_ms, &n, &le);
       if (lrc) strip_traceback(&le, name);
+      dp_prefect_task_end(pf, ptask, lrc == 0, le.msg);
       status = lrc ? "failed" : "succeeded";
       rc = dp_audit_entity_end(eng->audit, &run, name, "gold", status, &n, lrc ? le.msg : NULL, "{}", e);
     }
@@ -251,6 +268,12 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     if (!ok) printf("  %s: %s\n", name, le.msg);
     fflush(stdout);
   unlock:
+    if (pf) {
+      dp_err pe;
+      dp_prefect_end(pf, rc ? "failed" : ok_status(skip, lrc), rc ? e->msg : le.msg, pf_report, sizeof pf_report);
+      if (dp_audit_set_prefect(eng->audit, &run, pf_id, pf_report[0] ? pf_report : NULL, &pe) != 0)
+        dp_log(DP_LOG_WARN, "prefect: cannot record the reporting state in the audit: %s", pe.msg);
+    }
     dp_audit_unlock_system(eng->audit, name);
     if (rc) goto cleanup;
   }

@@ -16,6 +16,15 @@
 static dp_log_level g_level = DP_LOG_INFO;
 static int g_json = 0;
 
+/* The run's reporter on this thread (see log.h); a run is one thread. */
+static __thread dp_log_sink_fn t_sink;
+static __thread void *t_sink_ud;
+
+void dp_log_set_sink(dp_log_sink_fn fn, void *ud) {
+  t_sink = fn;
+  t_sink_ud = fn ? ud : NULL;
+}
+
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
 int dp_log_level_parse(const char *s, dp_log_level *out) {
@@ -117,7 +126,8 @@ const char *dp_log_shown(const char *s, char *dst, size_t cap) {
 }
 
 void dp_log(dp_log_level level, const char *fmt, ...) {
-  if (level < g_level) return;
+  int to_sink = t_sink != NULL && level >= DP_LOG_INFO;
+  if (level < g_level && !to_sink) return;
   char msg[4096];
   va_list ap;
   va_start(ap, fmt);
@@ -132,6 +142,13 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
     if (n >= 0) { sodium_memzero(full, (size_t)n); free(full); }
   }
   va_end(ap);
+  if (to_sink) {
+    dp_log_sink_fn fn = t_sink;
+    t_sink = NULL; /* a line logged by the sink itself does not come back to it */
+    fn(t_sink_ud, level, msg);
+    t_sink = fn;
+  }
+  if (level < g_level) return;
 
   struct timeval tv;
   gettimeofday(&tv, NULL);

@@ -15,6 +15,12 @@ int dp_log_level_parse(const char *s, dp_log_level *out);
  * a record value cannot forge a log line. */
 void dp_log(dp_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A second destination for this thread's lines of level info and above (whatever DP_LOG_LEVEL
+ * says): the Prefect reporter of the run on this thread ships them. msg is redacted, not
+ * escaped, and only valid during the call. fn NULL removes it. */
+typedef void (*dp_log_sink_fn)(void *ud, dp_log_level level, const char *msg);
+void dp_log_set_sink(dp_log_sink_fn fn, void *ud);
+
 typedef struct dp_buf dp_buf;
 /* Appends s (len bytes, any bytes) to b with these escaped: line feed, carriage return and tab
  * as \n \r \t; other C0 controls and DEL as \xNN (json: \u00NN); C1 controls, U+2028/U+2029

@@ -35,13 +35,16 @@ static const char *USAGE =
     "  serve                            the service: triggers, HTTP API (docs/triggers.md)\n"
     "  secrets set|get|list|rm NAME     the encrypted secret store (values from stdin, never argv);\n"
     "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
+    "  prefect deploy [SYSTEM]... [--with-schedules]\n"
+    "                                   a Prefect process work pool and a deployment per system\n"
     "  retention [--dry-run]            (not built yet)\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
     "Environment: DP_POSTGRES_URL, DP_MONGO_URL, DP_DATA_DIR (./data), DP_METADATA (./metadata, or\n"
     "  mongo), DP_METADATA_DB (metadata), DP_BRONZE_DB (bronze),\n"
     "  DP_SCRIPTS, DP_HOME, DP_LOG_LEVEL (debug|info|warn|error), DP_LOG_FORMAT (text|json),\n"
-    "  DP_MASTER_KEY_FILE | DP_MASTER_KEY, DP_SECRETS_FILE ($DP_DATA_DIR/secrets.enc), DP_SECRETS_DIR.\n"
+    "  DP_MASTER_KEY_FILE | DP_MASTER_KEY, DP_SECRETS_FILE ($DP_DATA_DIR/secrets.enc), DP_SECRETS_DIR,\n"
+    "  PREFECT_API_URL, PREFECT_API_AUTH_STRING | PREFECT_API_KEY (docs/orchestration.md).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
 
 int main(int argc, char **argv) {
@@ -68,6 +71,7 @@ int main(int argc, char **argv) {
       {"runs", dp_cmd_runs, NULL},
       {"serve", dp_cmd_serve, NULL},
       {"secrets", dp_cmd_secrets, NULL},
+      {"prefect", dp_cmd_prefect, NULL},
       {"retention", NULL, "a later issue"},
   };
   dp_cmd_fn fn = NULL;

@@ -9,6 +9,7 @@
 #include "meta.h"
 #include "metastore.h"
 #include "pg.h"
+#include "prefect.h"
 #include "progress.h"
 #include "rawfile.h"
 #include "silver.h"
@@ -294,6 +295,67 @@ static void print_summary(const dp_runinfo *run, const char *system, const char 
   fflush(stdout);
 }
 
+/* Starts the run's Prefect reporting (NULL without PREFECT_API_URL or when Prefect is down; see
+ * prefect.h): flow dp-engine.<system>, the run's entities and layers as parameters. */
+static dp_prefect *prefect_begin(const char *system, const dp_run_opts *o, const ent_state *st, size_t nent,
+                                 dp_runinfo *run, char *report, size_t cap) {
+  static const char *names[] = {"raw", "bronze", "silver"};
+  char flow[300];
+  snprintf(flow, sizeof flow, "dp-engine.%s", system);
+  dp_buf params = DP_BUF_INIT;
+  dp_buf_puts(&params, "{\"entities\":[");
+  for (size_t i = 0; i < nent; i++) {
+    if (i) dp_buf_putc(&params, ',');
+    dp_json_put_string(&params, st[i].ent.name, strlen(st[i].ent.name));
+  }
+  dp_buf_puts(&params, "],\"layers\":[");
+  for (int l = 0, k = 0; l < 3; l++)
+    if (o->layers & (1u << l)) dp_buf_printf(&params, "%s\"%s\"", k++ ? "," : "", names[l]);
+  dp_buf_printf(&params, "],\"full_refresh\":%s}", o->full_refresh ? "true" : "false");
+  /* only a run of `dp-engine run` attaches to PREFECT__FLOW_RUN_ID (not replays, not serve's) */
+  dp_prefect_flow f = {flow, system, o->trigger ? o->trigger : "manual", params.data, o->run_id != NULL,
+                       o->replay == DP_REPLAY_NONE && o->run_id == NULL};
+  dp_prefect *pf = dp_prefect_begin(&f, run, report, cap);
+  dp_buf_free(&params);
+  return pf;
+}
+
+/* A flow run that Prefect starts again (a retry, or the same PREFECT__FLOW_RUN_ID twice) has
+ * its id in the audit already: this attempt gets a UUID v7 of its own, and *note says why.
+ * Returns 0 or the audit's error. */
+static int prefect_new_attempt(dp_engine *eng, dp_runinfo *run, char *note, size_t cap, dp_err *e) {
+  const char *p[] = {run->id_str};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->audit, "SELECT status FROM audit.system_run WHERE run_id = $1::uuid", 1, p, &r, e);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    snprintf(note, cap, "flow run %s ran before (as run %s, %s): this attempt's run id is a UUID v7", run->id_str,
+             run->id_str, PQgetvalue(r, 0, 0));
+    dp_runinfo_new(run);
+  }
+  PQclear(r);
+  return 0;
+}
+
+/* Ends the run's Prefect reporting and writes how far it got (after note, if any) into the
+ * audit row. */
+static void prefect_end(dp_engine *eng, dp_prefect **pf, const dp_runinfo *run, const char *status,
+                        const char *message, const char *note, char *report, size_t cap) {
+  if (!*pf) return;
+  char id[37];
+  snprintf(id, sizeof id, "%s", dp_prefect_flow_run_id(*pf));
+  dp_prefect_end(*pf, status, message, report, cap);
+  *pf = NULL;
+  if (note && *note) {
+    char both[2200];
+    snprintf(both, sizeof both, "%s%s%s", note, report[0] ? "; " : "", report);
+    snprintf(report, cap, "%s", both);
+  }
+  dp_err e;
+  if (dp_audit_set_prefect(eng->audit, run, id, report[0] ? report : NULL, &e) != 0)
+    dp_log(DP_LOG_WARN, "prefect: cannot record the reporting state in the audit: %s", e.msg);
+}
+
 int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int *run_failed, dp_err *e) {
   int rc;
   *run_failed = 0;
@@ -309,6 +371,10 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   char *meta_hash = dp_lua_strfield(L, meta_idx, "hash");
   dp_runinfo run;
   dp_buf details = DP_BUF_INIT;
+  dp_prefect *pf = NULL;          /* the run's Prefect reporter (docs/orchestration.md), or NULL */
+  char pf_report[1024] = "", pf_note[300] = "";
+  char **crashed_runs = NULL;     /* flow runs of runs the crash marking ends */
+  int ncrashed_runs = 0;
 
   /* the system */
   int found = 0, enabled = 0;
@@ -382,16 +448,24 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   if (rc) { *run_failed = 1; goto cleanup; }
   locked = 1;
   int crashed = 0;
-  rc = dp_audit_mark_crashed(eng->audit, system, &crashed, e);
+  rc = dp_audit_running_flow_runs(eng->audit, system, &crashed_runs, &ncrashed_runs, e);
+  if (rc == 0) rc = dp_audit_mark_crashed(eng->audit, system, &crashed, e);
   if (rc) goto cleanup;
   if (crashed) dp_log(DP_LOG_WARN, "%s: marked %d earlier run(s) left running as crashed", system, crashed);
   if (o->run_id) rc = dp_runinfo_from_id(&run, o->run_id, e);
   else dp_runinfo_new(&run);
   if (rc) goto cleanup;
+  pf = prefect_begin(system, o, st, nent, &run, pf_report, sizeof pf_report);
+  if (pf && !o->run_id && (rc = prefect_new_attempt(eng, &run, pf_note, sizeof pf_note, e)) != 0) goto cleanup;
+  if (pf_note[0]) snprintf(pf_report, sizeof pf_report, "%s", pf_note);
   rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", o->trigger_detail,
                              meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;
   started = 1;
+  if (pf || pf_report[0])
+    rc = dp_audit_set_prefect(eng->audit, &run, dp_prefect_flow_run_id(pf), pf_report[0] ? pf_report : NULL, e);
+  if (rc) goto cleanup;
+  for (int k = 0; k < ncrashed_runs; k++) dp_prefect_crashed(pf, crashed_runs[k]);
   dp_log(DP_LOG_INFO, "run %s of %s started (%zu entities)", run.id_str, system, nent);
 
   static const char *layer_names[] = {"raw", "bronze", "silver"};
@@ -413,6 +487,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       }
       rc = dp_audit_entity_start(eng->audit, &run, system, s->ent.name, layer_names[l], "running", NULL, e);
       if (rc) goto cleanup;
+      int ptask = dp_prefect_task_begin(pf, s->ent.name, layer_names[l]);
       dp_err le;
       dp_err_clear(&le);
       double t0 = dp_monotonic();
@@ -453,6 +528,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
                layer_names[l], system, s->ent.name, n->in, n->inserted, n->updated, n->deleted,
                n->unchanged, n->rejected, dt, dt > 0 ? (double)n->in / dt : 0.0);
       }
+      dp_prefect_task_end(pf, ptask, lrc == 0, le.msg);
       rc = dp_audit_entity_end(eng->audit, &run, s->ent.name, layer_names[l], statuses[i][l], n,
                                lrc ? le.msg : NULL, details.data, e);
       dp_buf_reset(&details);
@@ -472,6 +548,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
     rc = dp_audit_system_end(eng->audit, &run, status, ok, failed, skipped_disabled, failed ? err : NULL, e);
     started = 0;
     if (rc) goto cleanup;
+    prefect_end(eng, &pf, &run, status, failed ? err : NULL, pf_note, pf_report, sizeof pf_report);
     print_summary(&run, system, status, st, nent, counts, statuses);
     if (failed) {
       *run_failed = 1;
@@ -486,6 +563,9 @@ cleanup:
     *run_failed = 1;
     dp_audit_system_end(eng->audit, &run, "failed", 0, (int)nent, 0, e->msg, &tmp);
   }
+  if (pf) prefect_end(eng, &pf, &run, "failed", e->msg, pf_note, pf_report, sizeof pf_report);
+  for (int k = 0; k < ncrashed_runs; k++) free(crashed_runs[k]);
+  free(crashed_runs);
   if (started || locked) commit_hook(L, "discard_pending", system, NULL);
   if (locked) dp_audit_unlock_system(eng->audit, system);
   for (size_t i = 0; i < nent; i++) {

@@ -1,0 +1,205 @@
+/* cmd_prefect.c - dp-engine prefect deploy: a process work pool and one deployment per system
+ * (docs/orchestration.md). */
+#include "cli.h"
+#include "json.h"
+#include "log.h"
+#include "luabridge.h"
+#include "prefect.h"
+#include "run.h"
+
+#include <lauxlib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *PREFECT_USAGE =
+    "usage: dp-engine prefect deploy [SYSTEM]... [--with-schedules] [--pool NAME]\n"
+    "\n"
+    "Creates, through PREFECT_API_URL, the Prefect work pool NAME (type process, default\n"
+    "dp-engine; DP_PREFECT_WORK_POOL) when it is missing, and one deployment per system (every\n"
+    "enabled system when none is named): deployment SYSTEM of flow dp-engine.SYSTEM, whose\n"
+    "command is `<this binary> run SYSTEM`. Start a worker with\n"
+    "  prefect worker start --pool dp-engine --type process\n"
+    "in an environment that has the engine's DP_* variables; the engine then attaches to the\n"
+    "flow run the worker hands it (PREFECT__FLOW_RUN_ID) and honours its parameters\n"
+    "(entities, layers, full_refresh).\n"
+    "  --with-schedules  also the system's schedule triggers as Prefect schedules (by default\n"
+    "                    `dp-engine serve` owns schedules; do not use both for one system)\n"
+    "Exit codes: 0 deployed, 1 Prefect refused or could not be reached, 2 usage or configuration.\n";
+
+/* The parameters a deployment's run may carry (shown as a form in Prefect's UI). */
+static const char *PARAM_SCHEMA =
+    "{\"title\":\"Parameters\",\"type\":\"object\",\"properties\":{"
+    "\"entities\":{\"title\":\"entities\",\"description\":\"only these entities (empty: every enabled one)\","
+    "\"type\":\"array\",\"items\":{\"type\":\"string\"},\"position\":0},"
+    "\"layers\":{\"title\":\"layers\",\"description\":\"raw | raw, bronze | raw, bronze, silver (empty: all)\","
+    "\"type\":\"array\",\"items\":{\"type\":\"string\",\"enum\":[\"raw\",\"bronze\",\"silver\"]},\"position\":1},"
+    "\"full_refresh\":{\"title\":\"full_refresh\",\"description\":\"ignore the stored delta cursor\","
+    "\"type\":\"boolean\",\"default\":false,\"position\":2}},\"required\":[]}";
+
+/* Appends the system's schedule triggers (the system table at idx) as Prefect schedules. */
+static void put_schedules(lua_State *L, int idx, dp_buf *b) {
+  int n = 0;
+  lua_getfield(L, idx, "triggers");
+  if (lua_istable(L, -1)) {
+    for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+      lua_rawgeti(L, -1, (int)i);
+      lua_getfield(L, -1, "type");
+      lua_getfield(L, -2, "cron");
+      lua_getfield(L, -3, "timezone");
+      if (lua_isstring(L, -3) && strcmp(lua_tostring(L, -3), "schedule") == 0 && lua_isstring(L, -2)) {
+        const char *cron = lua_tostring(L, -2);
+        const char *tz = lua_isstring(L, -1) ? lua_tostring(L, -1) : "UTC";
+        dp_buf_puts(b, n++ ? "," : "");
+        dp_buf_puts(b, "{\"active\":true,\"schedule\":{\"cron\":");
+        dp_json_put_string(b, cron, strlen(cron));
+        dp_buf_puts(b, ",\"timezone\":");
+        dp_json_put_string(b, tz, strlen(tz));
+        dp_buf_puts(b, "}}");
+      }
+      lua_pop(L, 4);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static int ensure_pool(dp_prefect_client *c, const char *pool, dp_err *e) {
+  char path[400];
+  snprintf(path, sizeof path, "/work_pools/%s", pool);
+  dp_buf body = DP_BUF_INIT, req = DP_BUF_INIT;
+  long st;
+  dp_err ge;
+  int rc = dp_prefect_call(c, "GET", path, NULL, &st, &body, &ge);
+  if (rc == 0) goto done;
+  if (st != 404) { rc = dp_err_set(e, DP_EIO, "%s", ge.msg); goto done; }
+  /* An empty base job template: the first process worker fills in its default one. */
+  dp_buf_puts(&req, "{\"name\":");
+  dp_json_put_string(&req, pool, strlen(pool));
+  dp_buf_puts(&req, ",\"type\":\"process\",\"description\":\"dp-engine runs (dp-engine prefect deploy)\"}");
+  rc = dp_prefect_call(c, "POST", "/work_pools/", req.data, &st, &body, e);
+  if (rc == 0) printf("work pool %s created (type process)\n", pool);
+done:
+  dp_buf_free(&body);
+  dp_buf_free(&req);
+  return rc;
+}
+
+static int deploy_system(dp_prefect_client *c, lua_State *L, int sys_idx, const char *system, const char *pool,
+                         int with_schedules, const char *exe, dp_err *e) {
+  char flow[300], flow_id[37], id[37];
+  snprintf(flow, sizeof flow, "dp-engine.%s", system);
+  int rc = dp_prefect_flow_id(c, flow, flow_id, e);
+  if (rc) return rc;
+  dp_buf req = DP_BUF_INIT, body = DP_BUF_INIT, cmd = DP_BUF_INIT;
+  dp_buf_printf(&cmd, "%s run %s", exe, system);
+  dp_buf_puts(&req, "{\"name\":");
+  dp_json_put_string(&req, system, strlen(system));
+  dp_buf_printf(&req, ",\"flow_id\":\"%s\",\"work_pool_name\":", flow_id);
+  dp_json_put_string(&req, pool, strlen(pool));
+  dp_buf_puts(&req, ",\"job_variables\":{\"command\":");
+  dp_json_put_string(&req, cmd.data, cmd.len);
+  dp_buf_puts(&req, "},\"parameters\":{},\"enforce_parameter_schema\":false,\"parameter_openapi_schema\":");
+  dp_buf_puts(&req, PARAM_SCHEMA);
+  dp_buf_puts(&req, ",\"tags\":[\"dp-engine\"],\"description\":");
+  char desc[400];
+  snprintf(desc, sizeof desc, "dp-engine run %s (raw, bronze, silver)", system);
+  dp_json_put_string(&req, desc, strlen(desc));
+  dp_buf_puts(&req, ",\"schedules\":[");
+  if (with_schedules) put_schedules(L, sys_idx, &req);
+  dp_buf_puts(&req, "]}");
+  long st;
+  rc = dp_prefect_call(c, "POST", "/deployments/", req.data, &st, &body, e);
+  if (rc == 0) rc = dp_prefect_json_str(body.data, body.len, "id", id, sizeof id, e);
+  if (rc == 0) printf("deployment %s/%s: %s (pool %s, command: %s)\n", flow, system, id, pool, cmd.data);
+  dp_buf_free(&req);
+  dp_buf_free(&body);
+  dp_buf_free(&cmd);
+  return rc;
+}
+
+int dp_cmd_prefect(dp_engine *eng, int argc, char **argv) {
+  if (argc == 0 || dp_cli_wants_help(argc, argv)) { fputs(PREFECT_USAGE, argc ? stdout : stderr); return argc ? DP_EXIT_OK : DP_EXIT_USAGE; }
+  if (strcmp(argv[0], "deploy") != 0) return dp_cli_usage_error(PREFECT_USAGE, "unknown prefect command: %s", argv[0]);
+  int with_schedules = 0;
+  const char *pool = getenv("DP_PREFECT_WORK_POOL");
+  if (!pool || !*pool) pool = "dp-engine";
+  const char **names = calloc((size_t)argc, sizeof *names);
+  int nnames = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--with-schedules") == 0) with_schedules = 1;
+    else if (strcmp(argv[i], "--pool") == 0 && i + 1 < argc) pool = argv[++i];
+    else if (argv[i][0] == '-') { free(names); return dp_cli_usage_error(PREFECT_USAGE, "unknown option: %s", argv[i]); }
+    else names[nnames++] = argv[i];
+  }
+  dp_err e;
+  dp_err_clear(&e);
+  dp_prefect_client *c = dp_prefect_client_from_env(10000, &e);
+  if (!c) {
+    free(names);
+    if (!e.code) dp_err_set(&e, DP_ECONFIG, "PREFECT_API_URL is not set");
+    return dp_cli_fail_config(&e);
+  }
+  int rc = dp_load_metadata(eng, &e);
+  if (rc) { free(names); dp_prefect_client_free(c); return dp_cli_fail_config(&e); }
+  lua_State *L = eng->L;
+  int meta_idx = lua_gettop(L);
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) snprintf(exe, sizeof exe, "dp-engine");
+  else exe[n] = '\0';
+  int exit_code = DP_EXIT_OK, deployed = 0;
+  rc = ensure_pool(c, pool, &e);
+  if (rc) {
+    fprintf(stderr, "dp-engine prefect deploy: work pool %s: %s\n", pool, e.msg);
+    exit_code = DP_EXIT_RUN_FAILED;
+    goto done;
+  }
+  for (int k = 0; k < nnames; k++) { /* every named system must exist */
+    int found = 0;
+    lua_getfield(L, meta_idx, "systems");
+    for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+      lua_rawgeti(L, -1, (int)i);
+      lua_getfield(L, -1, "name");
+      found |= lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), names[k]) == 0;
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    if (!found) {
+      fprintf(stderr, "dp-engine prefect deploy: no system named %s\n", names[k]);
+      exit_code = DP_EXIT_USAGE;
+      goto done;
+    }
+  }
+  lua_getfield(L, meta_idx, "systems");
+  for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
+    lua_rawgeti(L, -1, (int)i);
+    int sys = lua_gettop(L);
+    lua_getfield(L, sys, "name");
+    lua_getfield(L, sys, "enabled");
+    const char *name = lua_tostring(L, -2);
+    int enabled = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    int wanted = nnames == 0 ? enabled : 0;
+    for (int k = 0; k < nnames; k++) wanted |= name && strcmp(names[k], name) == 0;
+    if (name && wanted) {
+      dp_err de;
+      dp_err_clear(&de);
+      if (deploy_system(c, L, sys, name, pool, with_schedules, exe, &de) != 0) {
+        fprintf(stderr, "dp-engine prefect deploy: %s: %s\n", name, de.msg);
+        exit_code = DP_EXIT_RUN_FAILED;
+      } else {
+        deployed++;
+      }
+    }
+    lua_settop(L, sys - 1);
+  }
+  lua_pop(L, 1);
+  if (exit_code == DP_EXIT_OK)
+    printf("%d deployment(s); start a worker: prefect worker start --pool %s --type process\n", deployed, pool);
+done:
+  lua_settop(L, meta_idx - 1);
+  free(names);
+  dp_prefect_client_free(c);
+  return exit_code;
+}
