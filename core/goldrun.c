@@ -223,7 +223,8 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     {
       char flow[300];
       snprintf(flow, sizeof flow, "dp-engine.gold.%s", name);
-      dp_prefect_flow pfl = {flow, name, trigger, NULL, named && o && o->run_id, 0};
+      dp_prefect_flow pfl = {flow, name, trigger, NULL, named && o && o->run_id, 0,
+                             named && o ? o->prefect_flow_run_id : NULL};
       pf = dp_prefect_begin(&pfl, &run, pf_report, sizeof pf_report);
       if (pf) snprintf(pf_id, sizeof pf_id, "%s", dp_prefect_flow_run_id(pf));
     }

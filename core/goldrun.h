@@ -19,6 +19,7 @@ typedef struct dp_gold_opts {
   const char *trigger_detail;
   const char *run_id;
   int only_named;
+  const char *prefect_flow_run_id; /* serve: the flow run created at queue time (= run_id), or NULL */
 } dp_gold_opts;
 
 int dp_gold_run(dp_engine *eng, const char *const *models, int n, const char *system, const dp_gold_opts *o,

@@ -629,6 +629,42 @@ static int create_flow_run(dp_prefect_client *c, const dp_prefect_flow *f, const
   return rc;
 }
 
+int dp_prefect_create_pending(const dp_prefect_flow *f, char id[37], dp_err *e) {
+  dp_err_clear(e);
+  dp_prefect_client *c = dp_prefect_client_from_env(CALL_MS, e);
+  if (!c) return e->code ? e->code : DP_ENOTFOUND;
+  dp_runinfo run;
+  memset(&run, 0, sizeof run);
+  dp_prefect_flow g = *f;
+  g.keep_run_id = 0; /* no dp-run tag: the flow run's id becomes the run id */
+  int rc = create_flow_run(c, &g, &run, id, e);
+  dp_prefect_client_free(c);
+  return rc;
+}
+
+void dp_prefect_set_flow_state(const char *flow_run_id, const char *type, const char *message) {
+  dp_err e;
+  dp_err_clear(&e);
+  dp_prefect_client *c = dp_prefect_client_from_env(CALL_MS, &e);
+  if (!c) return;
+  dp_buf req = DP_BUF_INIT, body = DP_BUF_INIT;
+  dp_buf_printf(&req, "{\"state\":{\"type\":\"%s\",\"name\":\"%s\"", type, state_name(type));
+  if (message) {
+    dp_buf_puts(&req, ",\"message\":\"");
+    dp_log_escape(&req, message, strlen(message), 1);
+    dp_buf_puts(&req, "\"");
+  }
+  dp_buf_puts(&req, "},\"force\":false}");
+  char path[128];
+  snprintf(path, sizeof path, "/flow_runs/%s/set_state", flow_run_id);
+  long st;
+  if (dp_prefect_call(c, "POST", path, req.data, &st, &body, &e) != 0)
+    dp_log(DP_LOG_WARN, "prefect: cannot set flow run %s to %s: %s", flow_run_id, type, e.msg);
+  dp_buf_free(&req);
+  dp_buf_free(&body);
+  dp_prefect_client_free(c);
+}
+
 /* Returns a reporter (freed by dp_prefect_end) or NULL; see prefect.h. */
 dp_prefect *dp_prefect_begin(const dp_prefect_flow *f, dp_runinfo *run, char *report, size_t cap) {
   report[0] = '\0';
@@ -643,7 +679,7 @@ dp_prefect *dp_prefect_begin(const dp_prefect_flow *f, dp_runinfo *run, char *re
     return NULL;
   }
   char id[37] = "";
-  const char *attach = f->may_attach ? getenv("PREFECT__FLOW_RUN_ID") : NULL;
+  const char *attach = f->flow_run_id ? f->flow_run_id : f->may_attach ? getenv("PREFECT__FLOW_RUN_ID") : NULL;
   uint8_t raw[16];
   if (attach && *attach && dp_uuid_parse(attach, raw) == 0) {
     dp_uuid_format(raw, id); /* the flow run exists (Prefect started us): no call needed */

@@ -64,7 +64,19 @@ typedef struct dp_prefect_flow {
   const char *parameters_json; /* the flow run's parameters (a JSON object), or NULL */
   int keep_run_id;             /* run->id was handed out already (serve): keep it */
   int may_attach;              /* a system run started by Prefect: use PREFECT__FLOW_RUN_ID */
+  const char *flow_run_id;     /* serve: the flow run created when the run was queued (its id is
+                                  the run id): attach to it; NULL otherwise */
 } dp_prefect_flow;
+
+/* serve, when it queues a run: creates its flow run (PENDING, the same flow, tags and parameters
+ * dp_prefect_begin would use), so the run id serve answers with is the flow run's id. Returns 0
+ * and id; DP_ENOTFOUND when PREFECT_API_URL is unset; another error (e) when Prefect cannot be
+ * reached or refused: the run then keeps serve's own id and is reported as usual. Blocks for at
+ * most the client's short timeouts: call it off the loop thread. */
+int dp_prefect_create_pending(const dp_prefect_flow *f, char id[37], dp_err *e);
+/* Best effort, blocking briefly: sets a flow run's state (e.g. CANCELLED for a queued run that
+ * was merged into another one before it started). */
+void dp_prefect_set_flow_state(const char *flow_run_id, const char *type, const char *message);
 
 /* Starts reporting a run. Without PREFECT_API_URL returns NULL and *report is "". Else it
  * attaches to PREFECT__FLOW_RUN_ID or creates a flow run (short timeouts) and, unless

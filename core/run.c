@@ -314,7 +314,7 @@ static dp_prefect *prefect_begin(const char *system, const dp_run_opts *o, const
   dp_buf_printf(&params, "],\"full_refresh\":%s}", o->full_refresh ? "true" : "false");
   /* only a run of `dp-engine run` attaches to PREFECT__FLOW_RUN_ID (not replays, not serve's) */
   dp_prefect_flow f = {flow, system, o->trigger ? o->trigger : "manual", params.data, o->run_id != NULL,
-                       o->replay == DP_REPLAY_NONE && o->run_id == NULL};
+                       o->replay == DP_REPLAY_NONE && o->run_id == NULL, o->prefect_flow_run_id};
   dp_prefect *pf = dp_prefect_begin(&f, run, report, cap);
   dp_buf_free(&params);
   return pf;

@@ -20,6 +20,8 @@ typedef struct dp_run_opts {
   const char *trigger_detail; /* what fired it: a cron slot, a file name, an upstream run (audit) */
   const char *event;      /* a callback's JSON body, handed to the connector as ctx.event */
   const char *run_id;     /* the run id to use (serve hands out ids when it queues), or NULL */
+  const char *prefect_flow_run_id; /* serve: the flow run it created when it queued the run (then
+                                      also run_id), reported to instead of a new one; or NULL */
 } dp_run_opts;
 
 /* Loads metadata into eng->L (creating the state when needed) and leaves the validated

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metastore.h"
 #include "pg.h"
+#include "prefect.h"
 #include "run.h"
 #include "runinfo.h"
 #include "snapshot.h"
@@ -59,6 +60,7 @@ typedef struct job {
   int is_gold;
   char *target;
   char run_id[37];
+  char flow_run_id[37]; /* Prefect: the flow run created when it was queued (= run_id), or "" */
   const char *trigger;  /* static: "schedule", "file", "after", "callback", "api" */
   char *detail;         /* what fired it */
   char *event;          /* callback body (JSON), or NULL */
@@ -74,6 +76,8 @@ typedef struct job {
   double started, seconds;
   char error[512];
   dp_counts layer_counts[4]; /* raw, bronze, silver, gold */
+  struct serve *srv;         /* for the Prefect step of submit() */
+  dp_httpd_conn *conn;       /* the API request waiting for the run id, or NULL */
   char **ok_entities;        /* "system.entity" of the silver loads that succeeded */
   int nok;
   double ok_at;              /* when (unix seconds) */
@@ -139,6 +143,7 @@ typedef struct serve {
   int ifd;                 /* inotify */
   uv_poll_t ipoll;
   int reload_wds[3];
+  int prefect;             /* PREFECT_API_URL is set: queued runs get their flow run first */
   uv_timer_t reload_timer, tick_timer, grace_timer, poll_timer;
   double poll_s;           /* DP_METADATA=mongo: seconds between looks at the pushed set's hash */
   int polling;             /* a look is under way */
@@ -267,11 +272,118 @@ static job *new_job(int is_gold, const char *target, const char *trigger, const 
   return j;
 }
 
+static void respond_queued(dp_httpd_conn *c, const char *run_id, int fresh);
+
+/* ---- Prefect: a queued run's flow run is created first, so its id is the run id ------------- */
+
+static void cancel_run(uv_work_t *w) {
+  job *j = w->data;
+  char msg[120];
+  snprintf(msg, sizeof msg, "merged into the waiting run %s before it started", j->run_id);
+  dp_prefect_set_flow_state(j->flow_run_id, "CANCELLED", msg);
+}
+
+static void cancel_done(uv_work_t *w, int status) {
+  (void)status;
+  job_free(w->data);
+  free(w);
+}
+
+static void create_flow_run(uv_work_t *w) {
+  job *j = w->data;
+  char flow[300];
+  snprintf(flow, sizeof flow, "dp-engine.%s%s", j->is_gold ? "gold." : "", j->target);
+  dp_buf params = DP_BUF_INIT;
+  if (!j->is_gold) {
+    static const char *names[] = {"raw", "bronze", "silver"};
+    dp_buf_puts(&params, "{\"entities\":[");
+    for (int i = 0; i < j->nentities; i++) {
+      if (i) dp_buf_putc(&params, ',');
+      dp_json_put_string(&params, j->entities[i], strlen(j->entities[i]));
+    }
+    dp_buf_puts(&params, "],\"layers\":[");
+    for (int l = 0, k = 0; l < 3; l++)
+      if (j->layers & (1u << l)) dp_buf_printf(&params, "%s\"%s\"", k++ ? "," : "", names[l]);
+    dp_buf_printf(&params, "],\"full_refresh\":%s}", j->full_refresh ? "true" : "false");
+  }
+  dp_prefect_flow f = {flow, j->target, j->trigger, params.data, 0, 0, NULL};
+  char id[37];
+  dp_err e;
+  if (dp_prefect_create_pending(&f, id, &e) == 0) {
+    snprintf(j->flow_run_id, sizeof j->flow_run_id, "%s", id);
+    snprintf(j->run_id, sizeof j->run_id, "%s", id);
+  } else if (e.code != DP_ENOTFOUND) {
+    dp_log(DP_LOG_WARN, "prefect: no flow run for the queued run of %s (%s): it keeps its own id %s", j->target,
+           e.msg, j->run_id);
+  }
+  dp_buf_free(&params);
+}
+
+static void flow_run_created(uv_work_t *w, int status) {
+  job *j = w->data;
+  serve *s = j->srv;
+  dp_httpd_conn *c = j->conn;
+  (void)status;
+  free(w);
+  j->conn = NULL;
+  if (s->shutting_down) {
+    if (c) dp_httpd_error(c, 503, "shutting down");
+    if (j->flow_run_id[0]) dp_prefect_set_flow_state(j->flow_run_id, "CANCELLED", "dp-engine serve shut down");
+    job_free(j);
+    return;
+  }
+  char flow_run[37];
+  snprintf(flow_run, sizeof flow_run, "%s", j->flow_run_id);
+  char id[37];
+  uv_mutex_lock(&s->mu);
+  tstate *t = state_of(s, j->is_gold, j->target);
+  int merged = t && t->waiting;
+  uv_mutex_unlock(&s->mu);
+  if (merged && flow_run[0]) { /* another trigger queued it meanwhile: this flow run never runs */
+    job *copy = calloc(1, sizeof *copy);
+    uv_work_t *cw = calloc(1, sizeof *cw);
+    if (copy && cw) {
+      snprintf(copy->flow_run_id, sizeof copy->flow_run_id, "%s", flow_run);
+      uv_mutex_lock(&s->mu);
+      snprintf(copy->run_id, sizeof copy->run_id, "%s", t->waiting ? t->waiting->run_id : "");
+      uv_mutex_unlock(&s->mu);
+      cw->data = copy;
+      uv_queue_work(&s->loop, cw, cancel_run, cancel_done);
+    } else {
+      free(copy);
+      free(cw);
+    }
+  }
+  int fresh = enqueue(s, j, id);
+  if (c) respond_queued(c, id, fresh);
+}
+
+/* Queues j (see enqueue) and answers c (when not NULL) with the run id. With Prefect, a job that
+ * does not merge into a waiting one gets its flow run created first, on the thread pool. */
+static void submit(serve *s, job *j, dp_httpd_conn *c) {
+  char id[37];
+  if (s->prefect) {
+    uv_mutex_lock(&s->mu);
+    tstate *t = state_of(s, j->is_gold, j->target);
+    int waiting = t && t->waiting;
+    uv_mutex_unlock(&s->mu);
+    uv_work_t *w = waiting ? NULL : calloc(1, sizeof *w);
+    if (w) {
+      j->srv = s;
+      j->conn = c;
+      w->data = j;
+      uv_queue_work(&s->loop, w, create_flow_run, flow_run_created);
+      return;
+    }
+  }
+  int fresh = enqueue(s, j, id);
+  if (c) respond_queued(c, id, fresh);
+}
+
 static void fire(serve *s, int is_gold, const char *target, const char *trigger, const char *detail) {
   if (s->shutting_down) return;
   job *j = new_job(is_gold, target, trigger, detail);
-  char id[37];
-  if (j) enqueue(s, j, id);
+  if (j) submit(s, j, NULL);
 }
 
 /* ---- workers -------------------------------------------------------------------------------- */
@@ -342,7 +454,7 @@ static void run_job(dp_engine *eng, job *j) {
   j->started = dp_monotonic();
   if (j->is_gold) {
     const char *models[1] = {j->target};
-    dp_gold_opts go = {j->trigger, j->detail, j->run_id, 1};
+    dp_gold_opts go = {j->trigger, j->detail, j->run_id, 1, j->flow_run_id[0] ? j->flow_run_id : NULL};
     j->rc = dp_gold_run(eng, models, 1, NULL, &go, &j->failed, &e);
   } else {
     dp_run_opts o;
@@ -354,6 +466,7 @@ static void run_job(dp_engine *eng, job *j) {
     o.trigger_detail = j->detail;
     o.event = j->event;
     o.run_id = j->run_id;
+    o.prefect_flow_run_id = j->flow_run_id[0] ? j->flow_run_id : NULL;
     o.full_refresh = j->full_refresh;
     j->rc = dp_run_system(eng, j->target, &o, &j->failed, &e);
   }
@@ -968,16 +1081,25 @@ static void begin_shutdown(serve *s, const char *why) {
   uv_timer_stop(&s->poll_timer);
   uv_mutex_lock(&s->mu);
   s->stopping = 1;
-  /* queued jobs are dropped: they never started, so nothing records them */
+  /* queued jobs are dropped: they never started, so nothing records them (a flow run created
+   * for one is cancelled, below) */
+  job *dropped = NULL;
   while (s->queue) {
     job *j = s->queue;
     s->queue = j->next;
     tstate *t = state_of(s, j->is_gold, j->target);
     if (t && t->waiting == j) t->waiting = NULL;
-    job_free(j);
+    j->next = dropped;
+    dropped = j;
   }
   uv_cond_broadcast(&s->cv);
   uv_mutex_unlock(&s->mu);
+  while (dropped) {
+    job *j = dropped;
+    dropped = j->next;
+    if (j->flow_run_id[0]) dp_prefect_set_flow_state(j->flow_run_id, "CANCELLED", "dp-engine serve shut down");
+    job_free(j);
+  }
   uv_timer_start(&s->grace_timer, on_grace, (uint64_t)(s->grace_s * 1000), 0);
   maybe_finish_shutdown(s);
 }
@@ -1552,9 +1674,7 @@ static void handle(dp_httpd_conn *c, const dp_http_req *r, void *ud) {
     }
   }
   if (!j) { dp_httpd_error(c, 500, "out of memory"); return; }
-  char id[37];
-  int fresh = enqueue(s, j, id);
-  respond_queued(c, id, fresh);
+  submit(s, j, c);
 }
 
 /* ---- main ----------------------------------------------------------------------------------- */
@@ -1683,6 +1803,8 @@ int dp_serve_main(dp_engine *eng) {
   uv_signal_start(&s->sig_int, on_signal, SIGINT);
   uv_signal_start(&s->sig_hup, on_sighup, SIGHUP);
   load_last_success(s);
+  const char *prefect_url = getenv("PREFECT_API_URL");
+  s->prefect = prefect_url && *prefect_url;
   worker *ws = calloc((size_t)s->nworkers, sizeof *ws);
   s->threads = calloc((size_t)s->nworkers, sizeof *s->threads);
   for (int i = 0; i < s->nworkers; i++) {
