@@ -44,6 +44,20 @@ int dp_audit_mark_crashed(PGconn *c, const char *system, int *n, dp_err *e) {
   return 0;
 }
 
+int dp_audit_stamp_run(PGconn *c, const char *system, dp_runinfo *run, dp_err *e) {
+  const char *p[] = {system};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(c,
+                      "SELECT floor(extract(epoch FROM greatest(clock_timestamp(),"
+                      " (SELECT max(run_ts) FROM audit.system_run WHERE system = $1) + interval '1 millisecond'))"
+                      " * 1000000)::bigint",
+                      1, p, &r, e);
+  if (rc) return rc;
+  dp_runinfo_set_ts(run, strtoll(PQgetvalue(r, 0, 0), NULL, 10));
+  PQclear(r);
+  return 0;
+}
+
 int dp_audit_system_start(PGconn *c, const dp_runinfo *run, const char *system, const char *trigger, const char *detail,
                           const char *metadata_hash, const char *version, dp_err *e) {
   const char *p[] = {run->id_str, run->ts_str, system, trigger, metadata_hash, version, detail};

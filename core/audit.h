@@ -15,6 +15,12 @@ void dp_audit_unlock_system(PGconn *c, const char *system);
 /* With the lock held: runs of this system still 'running' were left by a crash. *n gets how many. */
 int dp_audit_mark_crashed(PGconn *c, const char *system, int *n, dp_err *e);
 
+/* Sets run's start (run_ts) from PostgreSQL's clock, and later than every earlier run of the
+ * system by at least a millisecond (bronze keeps ms): runs of a system are ordered by run_ts
+ * (silver reads bronze loads in that order), which must hold whatever the clock of the host that
+ * started the run says. Call it holding the system's lock. */
+int dp_audit_stamp_run(PGconn *c, const char *system, dp_runinfo *run, dp_err *e);
+
 int dp_audit_system_start(PGconn *c, const dp_runinfo *run, const char *system, const char *trigger, const char *detail,
                           const char *metadata_hash, const char *version, dp_err *e);
 int dp_audit_system_end(PGconn *c, const dp_runinfo *run, const char *status, int ok, int failed,

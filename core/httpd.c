@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <strings.h>
 
 #define DP_HTTPD_MAX_HEAD (16 * 1024)
+#define DP_HTTPD_MAX_CONNS 256
 
 struct dp_httpd {
   uv_tcp_t tcp;
@@ -19,6 +21,7 @@ struct dp_httpd {
   size_t max_body;
   uint64_t timeout_ms; /* a request must arrive whole within this */
   dp_httpd_handler handler;
+  dp_httpd_body_ok body_ok;
   void *ud;
   int port;
   int closing, closed; /* dp_httpd_close was called; the listener handle is closed */
@@ -37,7 +40,8 @@ struct dp_httpd_conn {
   int handles; /* open libuv handles (tcp, timer) */
   size_t head_bytes;
   int reject;  /* an HTTP status to answer with once the request cannot be served */
-  dp_buf url, field, value, auth, cookie, body, out;
+  size_t body_limit; /* set by body_ok, 0: max_body */
+  dp_buf url, field, value, auth, cookie, host, body, out;
   int in_value;
   char method[16];
   char *path, *query;
@@ -51,6 +55,7 @@ static void free_conn(dp_httpd_conn *c) {
   dp_buf_free(&c->value);
   dp_buf_free(&c->auth);
   dp_buf_free(&c->cookie);
+  dp_buf_free(&c->host);
   dp_buf_free(&c->body);
   dp_buf_free(&c->out);
   free(c->path);
@@ -68,8 +73,9 @@ static void conn_close(dp_httpd_conn *c) {
   if (c->state == CONN_CLOSED) return;
   c->state = CONN_CLOSED;
   uv_timer_stop(&c->timer);
-  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-  uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+  /* at shutdown the loop's walk may have closed the handles already */
+  if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
 static const char *reason(int status) {
@@ -79,6 +85,7 @@ static const char *reason(int status) {
     case 303: return "See Other";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -103,6 +110,10 @@ void dp_httpd_respond(dp_httpd_conn *c, int status, const char *content_type, co
   /* A connection is only closed by this file once its response is written, or while it is still
    * reading (timeout, EOF): a handled request's connection is always open here. */
   if (c->state == CONN_CLOSED || c->state == CONN_WRITING) return;
+  if (uv_is_closing((uv_handle_t *)&c->tcp)) { /* the loop is shutting down: nobody to answer */
+    c->state = CONN_CLOSED;
+    return;
+  }
   c->state = CONN_WRITING;
   uv_timer_stop(&c->timer);
   uv_read_stop((uv_stream_t *)&c->tcp);
@@ -141,6 +152,7 @@ static int count_head(dp_httpd_conn *c, size_t n) {
 
 static int on_url(http_parser *p, const char *at, size_t n) {
   dp_httpd_conn *c = p->data;
+  if (c->state != CONN_READING) return -1; /* one request per connection: nothing after it */
   if (count_head(c, n)) return -1;
   return dp_buf_append(&c->url, at, n) ? -1 : 0;
 }
@@ -149,6 +161,7 @@ static void header_done(dp_httpd_conn *c) {
   dp_buf *keep = !c->field.len                                   ? NULL
                  : strcasecmp(c->field.data, "authorization") == 0 ? &c->auth
                  : strcasecmp(c->field.data, "cookie") == 0        ? &c->cookie
+                 : strcasecmp(c->field.data, "host") == 0          ? &c->host
                                                                    : NULL;
   if (keep) {
     dp_buf_reset(keep);
@@ -183,12 +196,28 @@ static int on_headers_complete(http_parser *p) {
     c->reject = 413;
     return -1;
   }
+  /* a body is read only for requests the server takes one for (e.g. authenticated POSTs): no
+   * one buffers megabytes before proving who they are */
+  if (c->srv->body_ok && (((p->flags & F_CONTENTLENGTH) && p->content_length > 0) || (p->flags & F_CHUNKED))) {
+    char m[16];
+    snprintf(m, sizeof m, "%s", http_method_str((enum http_method)p->method));
+    size_t limit = c->srv->body_ok(m, c->url.data ? c->url.data : "", c->auth.len ? c->auth.data : NULL, c->srv->ud);
+    if (limit == 0) {
+      c->reject = 401;
+      return -1;
+    }
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > limit) {
+      c->reject = 413;
+      return -1;
+    }
+    c->body_limit = limit;
+  }
   return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n) {
   dp_httpd_conn *c = p->data;
-  if (c->body.len + n > c->srv->max_body) {
+  if (c->body.len + n > (c->body_limit ? c->body_limit : c->srv->max_body)) {
     c->reject = 413;
     return -1;
   }
@@ -197,6 +226,7 @@ static int on_body(http_parser *p, const char *at, size_t n) {
 
 static int on_message_complete(http_parser *p) {
   dp_httpd_conn *c = p->data;
+  if (c->state != CONN_READING) return -1;
   struct http_parser_url u;
   http_parser_url_init(&u);
   if (!c->url.data || http_parser_parse_url(c->url.data, c->url.len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
@@ -214,12 +244,16 @@ static int on_message_complete(http_parser *p) {
   c->req.query = c->query;
   c->req.auth = c->auth.len ? c->auth.data : NULL;
   c->req.cookie = c->cookie.len ? c->cookie.data : NULL;
+  c->req.host = c->host.len ? c->host.data : NULL;
   if (!c->body.data) dp_buf_puts(&c->body, "");
   c->req.body = c->body.data;
   c->req.body_len = c->body.len;
   c->state = CONN_HANDLING;
   uv_read_stop((uv_stream_t *)&c->tcp);
   uv_timer_stop(&c->timer);
+  /* pipelined bytes after this request are never parsed (the parser stops here) and never
+   * answered: the response closes the connection */
+  http_parser_pause(p, 1);
   c->srv->handler(c, &c->req, c->srv->ud);
   return 0;
 }
@@ -251,12 +285,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   size_t done = http_parser_execute(&c->parser, &SETTINGS, buf->base, (size_t)nread);
-  if (c->state != CONN_READING) return; /* handled (or answering) */
+  if (c->state != CONN_READING) return; /* handled (or answering, or closed by the handler) */
   if (c->reject || done != (size_t)nread || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
     int status = c->reject ? c->reject : 400;
     dp_httpd_error(c, status,
-                   status == 413 ? "request body too large"
+                   status == 413   ? "request body too large"
                    : status == 431 ? "request headers too large"
+                   : status == 401 ? "missing or wrong bearer token"
                                    : "malformed HTTP request");
   }
 }
@@ -271,6 +306,15 @@ static void on_connection(uv_stream_t *server, int status) {
   if (status < 0 || s->closing) return;
   dp_httpd_conn *c = calloc(1, sizeof *c);
   if (!c) return;
+  if (s->nconns >= DP_HTTPD_MAX_CONNS) { /* accept and close at once: the client sees a reset */
+    uv_tcp_t *t = calloc(1, sizeof *t);
+    free(c);
+    if (!t) return;
+    uv_tcp_init(s->loop, t);
+    if (uv_accept(server, (uv_stream_t *)t) == 0) dp_log(DP_LOG_WARN, "http: %d connections open: one refused", s->nconns);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+    return;
+  }
   c->srv = s;
   uv_tcp_init(s->loop, &c->tcp);
   c->tcp.data = c;
@@ -331,7 +375,7 @@ static void on_server_closed(uv_handle_t *h) {
 }
 
 int dp_httpd_start(uv_loop_t *loop, const char *listen, size_t max_body, uint64_t timeout_ms, dp_httpd_handler h,
-                   void *ud, dp_httpd **out, dp_err *e) {
+                   dp_httpd_body_ok body_ok, void *ud, dp_httpd **out, dp_err *e) {
   *out = NULL;
   struct sockaddr_storage ss;
   if (parse_listen(listen, &ss) != 0)
@@ -342,6 +386,7 @@ int dp_httpd_start(uv_loop_t *loop, const char *listen, size_t max_body, uint64_
   s->max_body = max_body;
   s->timeout_ms = timeout_ms;
   s->handler = h;
+  s->body_ok = body_ok;
   s->ud = ud;
   uv_tcp_init(loop, &s->tcp);
   s->tcp.data = s;

@@ -458,6 +458,8 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   pf = prefect_begin(system, o, st, nent, &run, pf_report, sizeof pf_report);
   if (pf && !o->run_id && (rc = prefect_new_attempt(eng, &run, pf_note, sizeof pf_note, e)) != 0) goto cleanup;
   if (pf_note[0]) snprintf(pf_report, sizeof pf_report, "%s", pf_note);
+  rc = dp_audit_stamp_run(eng->audit, system, &run, e);
+  if (rc) goto cleanup;
   rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", o->trigger_detail,
                              meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;

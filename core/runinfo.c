@@ -8,14 +8,19 @@
 #include <sys/time.h>
 #include <time.h>
 
+void dp_runinfo_set_ts(dp_runinfo *r, int64_t us) {
+  r->ts_us = us;
+  time_t secs = (time_t)(us / 1000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  snprintf(r->ts_str, sizeof r->ts_str, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(us % 1000000));
+}
+
 static void stamp_now(dp_runinfo *r) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  r->ts_us = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-  struct tm tm;
-  gmtime_r(&tv.tv_sec, &tm);
-  snprintf(r->ts_str, sizeof r->ts_str, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec);
+  dp_runinfo_set_ts(r, (int64_t)tv.tv_sec * 1000000 + tv.tv_usec);
 }
 
 void dp_runinfo_new(dp_runinfo *r) {

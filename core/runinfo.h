@@ -19,6 +19,8 @@ typedef struct dp_counts {
 
 /* Fills a new run identity (UUID v7, now). */
 void dp_runinfo_new(dp_runinfo *r);
+/* Sets the run's start (ts_us and ts_str) to us microseconds since the epoch. */
+void dp_runinfo_set_ts(dp_runinfo *r, int64_t us);
 /* The same with a given id (text UUID) and now; 0, or DP_EINVAL with e. */
 int dp_runinfo_from_id(dp_runinfo *r, const char *id, struct dp_err *e);
 

@@ -86,6 +86,7 @@ typedef struct job {
 typedef struct tstate {
   char *key;    /* "s:NAME" or "g:NAME" */
   int running;
+  char running_id[37]; /* the run id of the running job */
   job *waiting; /* queued, not started (at most one) */
 } tstate;
 
@@ -144,6 +145,12 @@ typedef struct serve {
   uv_poll_t ipoll;
   int reload_wds[3];
   int prefect;             /* PREFECT_API_URL is set: queued runs get their flow run first */
+  int reloading, reload_again; /* a reload is being loaded; another change came meanwhile */
+  const char *listen;      /* DP_LISTEN */
+  int inflight;            /* API requests on the thread pool (shutdown waits for them) */
+  double health_at;        /* when the cached /health answer was made (monotonic), 0: none */
+  int health_status;
+  dp_buf health_body;
   uv_timer_t reload_timer, tick_timer, grace_timer, poll_timer;
   double poll_s;           /* DP_METADATA=mongo: seconds between looks at the pushed set's hash */
   int polling;             /* a look is under way */
@@ -219,29 +226,41 @@ static void queue_push(serve *s, job *j) {
 /* Merges what a new trigger asks for into a waiting job: all entities when either asks for all,
  * every layer either asks for, a full refresh when either does. */
 static void widen(job *w, const job *j) {
-  if (w->nentities && (!j->nentities || j->nentities != w->nentities)) {
+  if (w->nentities && !j->nentities) { /* one asks for all */
     for (int i = 0; i < w->nentities; i++) free(w->entities[i]);
     free(w->entities);
     w->entities = NULL;
     w->nentities = 0;
+  } else if (w->nentities) { /* both name entities: every one either names */
+    for (int k = 0; k < j->nentities; k++) {
+      int have = 0;
+      for (int i = 0; i < w->nentities && !have; i++) have = strcmp(w->entities[i], j->entities[k]) == 0;
+      if (have) continue;
+      char **n = realloc(w->entities, (size_t)(w->nentities + 1) * sizeof *n);
+      char *name = n ? strdup(j->entities[k]) : NULL;
+      if (n) w->entities = n;
+      if (!name) continue;
+      w->entities[w->nentities++] = name;
+    }
   }
   w->layers |= j->layers;
   w->full_refresh |= j->full_refresh;
 }
 
 /* Queues j (taking it) unless its target already waits, in which case j is merged into the
- * waiting job and freed. Writes the run id of the job that will run into run_id. Returns 1 when
+ * waiting job and freed. A callback's job carries its own event (ctx.event): it is never merged
+ * and never stands in for others; it waits in the queue and runs in turn. Writes the run id of the job that will run into run_id. Returns 1 when
  * queued anew, 0 when merged. */
 static int enqueue(serve *s, job *j, char run_id[37]) {
   uv_mutex_lock(&s->mu);
   tstate *t = state_of(s, j->is_gold, j->target);
   int fresh = 1;
-  if (t && t->waiting) {
+  if (t && t->waiting && !j->event) {
     widen(t->waiting, j);
     snprintf(run_id, 37, "%s", t->waiting->run_id);
     fresh = 0;
   } else {
-    if (t) t->waiting = j;
+    if (t && !j->event) t->waiting = j;
     queue_push(s, j);
     snprintf(run_id, 37, "%s", j->run_id);
     uv_cond_signal(&s->cv);
@@ -273,6 +292,7 @@ static job *new_job(int is_gold, const char *target, const char *trigger, const 
 }
 
 static void respond_queued(dp_httpd_conn *c, const char *run_id, int fresh);
+static void maybe_finish_shutdown(serve *s);
 
 /* ---- Prefect: a queued run's flow run is created first, so its id is the run id ------------- */
 
@@ -326,10 +346,12 @@ static void flow_run_created(uv_work_t *w, int status) {
   (void)status;
   free(w);
   j->conn = NULL;
+  s->inflight--;
   if (s->shutting_down) {
     if (c) dp_httpd_error(c, 503, "shutting down");
     if (j->flow_run_id[0]) dp_prefect_set_flow_state(j->flow_run_id, "CANCELLED", "dp-engine serve shut down");
     job_free(j);
+    maybe_finish_shutdown(s);
     return;
   }
   char flow_run[37];
@@ -372,6 +394,7 @@ static void submit(serve *s, job *j, dp_httpd_conn *c) {
       j->srv = s;
       j->conn = c;
       w->data = j;
+      s->inflight++;
       uv_queue_work(&s->loop, w, create_flow_run, flow_run_created);
       return;
     }
@@ -405,6 +428,7 @@ static job *take(serve *s) {
     if (t) {
       if (t->waiting == j) t->waiting = NULL;
       t->running = 1;
+      snprintf(t->running_id, sizeof t->running_id, "%s", j->run_id);
     }
     j->snap = dp_snapshot_ref(s->snap);
     s->nrunning++;
@@ -681,7 +705,6 @@ static void fire_dependants(serve *s, const job *j) {
   }
 }
 
-static void maybe_finish_shutdown(serve *s);
 
 static void on_done(uv_async_t *a) {
   serve *s = a->data;
@@ -701,15 +724,11 @@ static void on_done(uv_async_t *a) {
       j->snap = NULL;
       j->busy = 0;
       j->not_before = dp_monotonic() + BUSY_RETRY_S;
+      /* its run id was answered already: it runs under that id. When a newer trigger waits
+       * already, both run, in turn (neither id may vanish from the audit). */
       uv_mutex_lock(&s->mu);
       tstate *t = state_of(s, j->is_gold, j->target);
-      if (t && t->waiting) { /* a newer trigger waits already: it stands for this one */
-        widen(t->waiting, j);
-        uv_mutex_unlock(&s->mu);
-        job_free(j);
-        continue;
-      }
-      if (t) t->waiting = j;
+      if (t && !t->waiting && !j->event) t->waiting = j;
       queue_push(s, j);
       uv_mutex_unlock(&s->mu);
       continue;
@@ -940,31 +959,86 @@ static void watch_reload_folders(serve *s) {
   }
 }
 
-static void do_reload(serve *s) {
-  dp_snapshot *next = NULL;
+/* A reload loads and checks the next version on the thread pool (it reads MongoDB or files and
+ * compiles every script: the loop must not wait for that) and swaps it in on the loop. */
+typedef struct reload_work {
+  uv_work_t w;
+  serve *srv;
+  dp_snapshot *next;
   dp_err e;
-  dp_err_clear(&e);
-  if (dp_snapshot_load(s->cfg, &next, &e) != 0) {
+} reload_work;
+
+static void reload_run(uv_work_t *w) {
+  reload_work *r = w->data;
+  dp_err_clear(&r->e);
+  if (dp_snapshot_load(r->srv->cfg, &r->next, &r->e) != 0) r->next = NULL;
+}
+
+static void reload_done(uv_work_t *w, int status) {
+  reload_work *r = w->data;
+  serve *s = r->srv;
+  (void)status;
+  s->reloading = 0;
+  if (s->shutting_down) {
+    dp_snapshot_unref(r->next);
+    maybe_finish_shutdown(s);
+  } else if (!r->next) {
     s->reload_errors++;
     free(s->reload_error);
-    s->reload_error = strdup(e.msg);
-    dp_log(DP_LOG_ERROR, "serve: reload refused, the previous version keeps running: %s", e.msg);
-    return;
+    s->reload_error = strdup(r->e.msg);
+    dp_log(DP_LOG_ERROR, "serve: reload refused, the previous version keeps running: %s", r->e.msg);
+  } else {
+    free(s->reload_error);
+    s->reload_error = NULL;
+    /* file triggers whose settle time was running fire on the new version too */
+    char **pending = calloc(s->narmed ? s->narmed : 1, sizeof *pending);
+    size_t npending = 0;
+    for (size_t i = 0; pending && i < s->narmed; i++) {
+      armed *a = s->armed[i];
+      if (a->trig->kind == DP_TRIG_FILE && uv_is_active((uv_handle_t *)&a->timer) && a->last_file[0]) {
+        size_t n = strlen(a->target->name);
+        pending[npending] = malloc(n + 2 + strlen(a->last_file));
+        if (pending[npending]) sprintf(pending[npending++], "%s/%s", a->target->name, a->last_file);
+      }
+    }
+    disarm_all(s);
+    uv_mutex_lock(&s->mu); /* workers take their reference under mu */
+    dp_snapshot *old = s->snap;
+    s->snap = r->next;
+    uv_mutex_unlock(&s->mu);
+    arm_all(s, 0);
+    for (size_t k = 0; k < npending; k++) {
+      char *slash = strchr(pending[k], '/');
+      *slash = 0;
+      for (size_t i = 0; i < s->narmed; i++) {
+        armed *a = s->armed[i];
+        if (a->trig->kind == DP_TRIG_FILE && strcmp(a->target->name, pending[k]) == 0) file_event(a, slash + 1);
+      }
+      free(pending[k]);
+    }
+    free(pending);
+    dp_snapshot_unref(old);
+    dp_log(DP_LOG_INFO, "serve: reloaded metadata %.12s from %s and %zu scripts", s->snap->hash ? s->snap->hash : "?",
+           s->snap->meta.source, s->snap->meta.nscripts);
+    if (s->reload_again) schedule_reload(s);
   }
-  free(s->reload_error);
-  s->reload_error = NULL;
-  disarm_all(s);
-  dp_snapshot *old = s->snap;
-  s->snap = next;
-  arm_all(s, 0);
-  dp_snapshot_unref(old);
-  dp_log(DP_LOG_INFO, "serve: reloaded metadata %.12s from %s and %zu scripts", next->hash ? next->hash : "?",
-         next->meta.source, next->meta.nscripts);
+  s->reload_again = 0;
+  free(r);
 }
 
 static void on_reload_timer(uv_timer_t *t) {
   serve *s = t->data;
-  if (!s->shutting_down) do_reload(s);
+  if (s->shutting_down) return;
+  if (s->reloading) { /* one at a time: the change that came meanwhile is read after it */
+    s->reload_again = 1;
+    return;
+  }
+  reload_work *r = calloc(1, sizeof *r);
+  if (!r) return;
+  r->srv = s;
+  r->w.data = r;
+  s->reloading = 1;
+  uv_queue_work(&s->loop, &r->w, reload_run, reload_done);
 }
 
 static void schedule_reload(serve *s) {
@@ -1033,7 +1107,7 @@ static void maybe_finish_shutdown(serve *s) {
   uv_mutex_lock(&s->mu);
   int running = s->nrunning;
   uv_mutex_unlock(&s->mu);
-  if (running == 0) uv_stop(&s->loop);
+  if (running == 0 && s->inflight == 0 && !s->reloading) uv_stop(&s->loop);
 }
 
 /* Grace is over: the runs still in flight are failed in the audit with reason shutdown, and the
@@ -1044,24 +1118,32 @@ static void on_grace(uv_timer_t *t) {
   dp_err e;
   PGconn *c = dp_pg_connect(s->cfg->postgres_url, &e);
   if (c) {
-    for (size_t i = 0; i < s->snap->ntargets; i++) {
-      const char *p[] = {s->snap->targets[i].name};
-      uv_mutex_lock(&s->mu);
-      tstate *ts = state_of(s, s->snap->targets[i].is_gold, s->snap->targets[i].name);
-      int running = ts && ts->running;
-      uv_mutex_unlock(&s->mu);
-      if (!running) continue;
+    /* the runs still in flight, by their run ids (a target a reload removed included) */
+    uv_mutex_lock(&s->mu);
+    size_t n = 0;
+    char (*ids)[37] = calloc(s->nts ? s->nts : 1, sizeof *ids);
+    char **names = calloc(s->nts ? s->nts : 1, sizeof *names);
+    for (size_t i = 0; ids && names && i < s->nts; i++) {
+      if (!s->ts[i].running) continue;
+      snprintf(ids[n], 37, "%s", s->ts[i].running_id);
+      names[n++] = s->ts[i].key + 2;
+    }
+    uv_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+      const char *p[] = {ids[i]};
       dp_pg_exec(c,
                  "WITH r AS (UPDATE audit.system_run SET status = 'failed', ended_at = now(), error = 'shutdown'"
-                 "  WHERE system = $1 AND status = 'running' RETURNING run_id),"
+                 "  WHERE run_id::text = $1 AND status = 'running' RETURNING run_id),"
                  " l AS (UPDATE audit.system_layer_run SET status = 'failed', ended_at = now()"
                  "  WHERE run_id IN (SELECT run_id FROM r) AND status = 'running')"
                  " UPDATE audit.entity_layer_run SET status = 'failed', ended_at = now(), error = 'shutdown'"
                  "  WHERE run_id IN (SELECT run_id FROM r) AND status = 'running'",
                  1, p, NULL, &e);
-      dp_log(DP_LOG_WARN, "serve: %s did not finish within DP_SHUTDOWN_GRACE; marked failed (shutdown)",
-             s->snap->targets[i].name);
+      dp_log(DP_LOG_WARN, "serve: %s (run %s) did not finish within DP_SHUTDOWN_GRACE; marked failed (shutdown)",
+             names[i], ids[i]);
     }
+    free(ids);
+    free(names);
     PQfinish(c);
   }
   dp_log(DP_LOG_INFO, "serve: stopped");
@@ -1299,16 +1381,37 @@ static void api_work_run(uv_work_t *w) {
   else ui_query(a);
 }
 
+/* /health's dependency check is cached for a second: it costs a MongoDB client and a query, on
+ * the thread pool that API reads share, and it needs no token. */
+static void respond_health(serve *s, dp_httpd_conn *c) {
+  dp_buf b = DP_BUF_INIT;
+  dp_buf_append(&b, s->health_body.data, s->health_body.len);
+  if (s->health_status == 200 && s->reload_error) { /* works, on the previous version */
+    dp_buf_puts(&b, ",\"reload\":{\"ok\":false,\"error\":");
+    dp_json_put_string(&b, s->reload_error, strlen(s->reload_error));
+    dp_buf_puts(&b, "}");
+  }
+  dp_buf_puts(&b, "}");
+  dp_httpd_respond(c, s->health_status, "application/json", NULL, b.data, b.len);
+  dp_buf_free(&b);
+}
+
 static void api_work_done(uv_work_t *w, int status) {
   api_work *a = w->data;
   (void)status;
   serve *s = a->srv;
-  if (a->kind == 0 && a->status == 200 && s->reload_error) { /* works, on the previous version */
-    dp_buf_puts(&a->body, ",\"reload\":{\"ok\":false,\"error\":");
-    dp_json_put_string(&a->body, s->reload_error, strlen(s->reload_error));
-    dp_buf_puts(&a->body, "}");
+  s->inflight--;
+  if (a->kind == W_HEALTH) {
+    dp_buf_reset(&s->health_body);
+    dp_buf_append(&s->health_body, a->body.data, a->body.len);
+    s->health_status = a->status;
+    s->health_at = dp_monotonic();
+    respond_health(s, a->conn);
+    dp_buf_free(&a->body);
+    free(a);
+    maybe_finish_shutdown(s);
+    return;
   }
-  if (a->kind == W_HEALTH) dp_buf_puts(&a->body, "}");
   if (a->kind == W_PAGE && a->status == 200)
     dp_httpd_respond(a->conn, 200, "text/html; charset=utf-8", PAGE_HEADERS, a->body.data, a->body.len);
   else
@@ -1318,6 +1421,7 @@ static void api_work_done(uv_work_t *w, int status) {
   free(a->system);
   free(a->run_id);
   free(a);
+  maybe_finish_shutdown(s);
 }
 
 static void start_work(serve *s, dp_httpd_conn *c, int kind, const char *system, const char *run_id, int limit) {
@@ -1334,6 +1438,7 @@ static void start_work(serve *s, dp_httpd_conn *c, int kind, const char *system,
   a->limit = limit;
   if (kind >= W_OVERVIEW) a->snap = dp_snapshot_ref(s->snap);
   a->w.data = a;
+  s->inflight++;
   uv_queue_work(&s->loop, &a->w, api_work_run, api_work_done);
 }
 
@@ -1421,6 +1526,28 @@ static int handle_page(serve *s, dp_httpd_conn *c, const dp_http_req *r, int get
     return 1;
   }
   return 0;
+}
+
+/* Which requests may send a body, before any of it is read: a sign-in form (small), and requests
+ * with the right bearer token (or every request when serve runs without a token). */
+static size_t body_ok(const char *method, const char *url, const char *auth, void *ud) {
+  serve *s = ud;
+  if (strcmp(method, "POST") != 0) return 0;
+  if (strncmp(url, "/login", 6) == 0 && (url[6] == 0 || url[6] == '?')) return 4096;
+  if (!s->have_token) return s->max_body;
+  if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
+  return token_ok(s, auth + 7) ? s->max_body : 0;
+}
+
+/* Without a token (DP_API_INSECURE on loopback) a web page could reach serve through DNS
+ * rebinding: its requests carry the attacker's host name. Only loopback names are answered. */
+static int host_ok(serve *s, const dp_http_req *r) {
+  if (s->have_token) return 1;
+  if (!r->host) return 0;
+  size_t n = strcspn(r->host, ":");
+  if (r->host[0] == '[') n = strcspn(r->host, "]") + 1;
+  return (n == 9 && strncmp(r->host, "localhost", 9) == 0) || (n == 9 && strncmp(r->host, "127.0.0.1", 9) == 0) ||
+         (n == 5 && strncmp(r->host, "[::1]", 5) == 0);
 }
 
 static int authorized(serve *s, const dp_http_req *r) {
@@ -1546,9 +1673,11 @@ static void handle(dp_httpd_conn *c, const dp_http_req *r, void *ud) {
     seg[nseg++][len] = 0;
     p += len;
   }
+  if (!host_ok(s, r)) { dp_httpd_error(c, 403, "without a token, serve answers loopback host names only"); return; }
   if (strcmp(r->path, "/health") == 0) {
     if (!get) { dp_httpd_error(c, 405, "use GET"); return; }
-    start_work(s, c, 0, NULL, NULL, 0);
+    if (s->health_at > 0 && dp_monotonic() - s->health_at < 1.0) respond_health(s, c);
+    else start_work(s, c, W_HEALTH, NULL, NULL, 0);
     return;
   }
   if (handle_page(s, c, r, get, post)) return;
@@ -1769,7 +1898,9 @@ int dp_serve_main(dp_engine *eng) {
   uv_loop_init(&s->loop);
   uv_mutex_init(&s->mu);
   uv_cond_init(&s->cv);
-  if (dp_httpd_start(&s->loop, listen, s->max_body, (uint64_t)(request_s * 1000), handle, s, &s->http, &e) != 0) {
+  s->listen = listen;
+  if (dp_httpd_start(&s->loop, listen, s->max_body, (uint64_t)(request_s * 1000), handle, body_ok, s, &s->http, &e) !=
+      0) {
     fprintf(stderr, "dp-engine serve: %s\n", e.msg);
     return 2;
   }

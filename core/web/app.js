@@ -198,11 +198,14 @@
     });
   }
 
+  function decode(s) { try { return decodeURIComponent(s); } catch (e) { return null; } }
+
   function route() {
     var h = location.hash || "#/";
     if (h.indexOf("#token=") === 0) { // #token=TOKEN[&page=/system/bank]: sign in (and open a page)
       var rest = h.slice(7), amp = rest.indexOf("&page=");
-      sessionStorage.setItem(KEY, decodeURIComponent(amp < 0 ? rest : rest.slice(0, amp)));
+      var tok = decode(amp < 0 ? rest : rest.slice(0, amp));
+      if (tok) sessionStorage.setItem(KEY, tok);
       h = "#" + (amp < 0 ? "/" : rest.slice(amp + 6));
       history.replaceState(null, "", location.pathname + h);
     }
@@ -214,8 +217,9 @@
       return;
     }
     var m, p;
-    if ((m = h.match(/^#\/system\/(.+)$/))) p = system(decodeURIComponent(m[1]));
-    else if ((m = h.match(/^#\/run\/(.+)$/))) p = run(decodeURIComponent(m[1]));
+    if ((m = h.match(/^#\/(system|run)\/(.+)$/)) && decode(m[2]) == null) { show([el("p", { class: "error", role: "alert", text: "That address is not valid." })]); return; }
+    if ((m = h.match(/^#\/system\/(.+)$/))) p = system(decode(m[1]));
+    else if ((m = h.match(/^#\/run\/(.+)$/))) p = run(decode(m[1]));
     else if (h === "#/lineage") p = lineage();
     else p = overview();
     p.catch(function (e) { if (e && e.login) login(e.login); else show([el("p", { class: "error", role: "alert", text: (e && e.error) || String(e) })]); });

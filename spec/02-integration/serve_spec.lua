@@ -261,6 +261,20 @@ describe("serve", function()
     assert.equal("431", code)
   end)
 
+  it("answers the first of pipelined requests and ignores the rest; refuses a body without the token", function()
+    local req = "GET /ui/app.js HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+    local script = ("exec 3<>/dev/tcp/127.0.0.1/%d; printf '%s%s%sGET /health HTTP/1.1\\r\\n\\r\\n' >&3; timeout 5 cat <&3")
+      :format(srv.port, req, req, req)
+    local _, out = H.sh("bash -c " .. H.sh_quote(script))
+    local answers = 0
+    for _ in out:gmatch("HTTP/1%.1 %d%d%d") do answers = answers + 1 end
+    assert.equal(1, answers, out)
+    assert.equal(200, (http("GET", srv.url .. "/health", { token = false }))) -- still up
+    -- a body is not read before the token is right
+    local code, body = http("POST", srv.url .. "/api/v1/systems/bank/runs", { token = false, body = string.rep("x", 3000) })
+    assert.equal(401, code, body)
+  end)
+
   it("a callback's JSON body reaches the connector as ctx.event", function()
     local code, body = http("POST", srv.url .. "/api/v1/hooks/hooked/ping", { body = '{"file": "x.jsonl", "n": 42}' })
     assert.equal(202, code, body)
@@ -625,6 +639,51 @@ describe("serve's script limits", function()
     end)
     stop_serve(srv)
     pg:close()
+    assert(ok, err)
+  end)
+end)
+
+describe("serve's queue", function()
+  it("merges waiting runs' entity lists, and never merges callbacks (each event reaches a run)", function()
+    local env = setup_env("serve_merge")
+    drop_bank_export(env, 1)
+    local srv = start_serve(env, { DP_WORKERS = "1", DP_FILE_SETTLE_MS = "600000" })
+    local pg = H.pg(env)
+    local ok, err = pcall(function()
+      local _, b0 = http("POST", srv.url .. "/api/v1/systems/slow/runs") -- the only worker: busy 4 s
+      local _, b1 = http("POST", srv.url .. "/api/v1/systems/bank/runs", { body = '{"entities": ["transactions"]}' })
+      local _, b2 = http("POST", srv.url .. "/api/v1/systems/bank/runs", { body = '{"entities": ["accounts"]}' })
+      assert.equal(json(b1).run_id, json(b2).run_id)
+      local _, h1 = http("POST", srv.url .. "/api/v1/hooks/hooked/ping", { body = '{"n": 1}' })
+      local _, h2 = http("POST", srv.url .. "/api/v1/hooks/hooked/ping", { body = '{"n": 2}' })
+      assert.are_not.equal(json(h1).run_id, json(h2).run_id)
+      assert.is_nil(json(h2).merged)
+      for _, id in ipairs({ json(b0).run_id, json(b1).run_id, json(h1).run_id, json(h2).run_id }) do
+        eventually(40, "run " .. id, function() return finished(pg, id) end)
+      end
+      local ents = assert(pg:query("SELECT string_agg(DISTINCT entity, ',' ORDER BY entity) AS e FROM audit.entity_layer_run"
+        .. " WHERE run_id::text = $1", json(b1).run_id))[1].e
+      assert.equal("accounts,transactions", ents)
+      local v = assert(pg:query("SELECT event->>'n' AS n FROM silver.hooked__events WHERE _dp_is_current"))[1].n
+      assert.equal("2", v) -- the second callback ran after the first, with its own event
+      local versions = assert(pg:query("SELECT count(*) AS n FROM silver.hooked__events"))[1].n
+      assert.equal("2", versions)
+    end)
+    stop_serve(srv)
+    pg:close()
+    assert(ok, err)
+  end)
+
+  it("without a token (loopback only) answers loopback host names only", function()
+    local env = setup_env("serve_insecure")
+    local srv = start_serve(env, { DP_API_TOKEN = "", DP_API_INSECURE = "1" })
+    local ok, err = pcall(function()
+      assert.equal(200, (http("GET", srv.url .. "/api/v1/runs", { token = false })))
+      local _, code = H.sh("env -u LD_PRELOAD curl -s -o /dev/null -w '%{http_code}' -H 'Host: evil.example:8080' "
+        .. srv.url .. "/api/v1/runs")
+      assert.equal("403", code)
+    end)
+    stop_serve(srv)
     assert(ok, err)
   end)
 end)
