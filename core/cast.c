@@ -1,5 +1,6 @@
 /* cast.c - typed casting to canonical text (see docs/data-types.md for the rules). */
 #include "cast.h"
+#include "tz.h" /* dp_days_from_civil, dp_civil_from_days */
 #include "json.h"
 #include "jsonbson.h"
 #include "uuid.h"
@@ -40,28 +41,7 @@ void dp_format_double(double d, char buf[40]) {
   }
 }
 
-/* ---------- calendar arithmetic (proleptic Gregorian, H. Hinnant's algorithms) ---------- */
-
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = (unsigned)(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + (int64_t)doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const unsigned doe = (unsigned)(z - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
+/* ---------- calendar (days since 1970 and back: tz.c) ---------- */
 
 static int days_in_month(int64_t y, unsigned m) {
   static const int dm[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -86,7 +66,7 @@ static int parse_date(const char *s, size_t n, int64_t *out) {
       num(s + 8, 2, &d))
     return -1;
   if (y < 1 || m < 1 || m > 12 || d < 1 || d > days_in_month(y, (unsigned)m)) return -1;
-  *out = days_from_civil(y, (unsigned)m, (unsigned)d);
+  *out = dp_days_from_civil(y, (unsigned)m, (unsigned)d);
   return 0;
 }
 
@@ -98,7 +78,7 @@ static void digits(char *p, int n, uint64_t v) {
 static void format_date(int64_t days, dp_buf *out) {
   int64_t y;
   unsigned m, d;
-  civil_from_days(days, &y, &m, &d);
+  dp_civil_from_days(days, &y, &m, &d);
   if (y < 0 || y > 9999) { /* not from a parsed date: keep printf's rendering */
     dp_buf_printf(out, "%04" PRId64 "-%02u-%02u", y, m, d);
     return;
@@ -120,7 +100,7 @@ static int format_ts(int64_t us, dp_buf *out) {
   int64_t sod = secs - days * 86400;
   int64_t y;
   unsigned m, d;
-  civil_from_days(days, &y, &m, &d);
+  dp_civil_from_days(days, &y, &m, &d);
   if (y < 1 || y > 9999) return -1;
   char b[27]; /* YYYY-MM-DDTHH:MM:SS.ffffffZ */
   digits(b, 4, (uint64_t)y);

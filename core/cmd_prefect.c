@@ -78,7 +78,7 @@ static int ensure_pool(dp_prefect_client *c, const char *pool, dp_err *e) {
   dp_buf_puts(&req, "{\"name\":");
   dp_json_put_string(&req, pool, strlen(pool));
   dp_buf_puts(&req, ",\"type\":\"process\",\"description\":\"dp-engine runs (dp-engine prefect deploy)\"}");
-  rc = dp_prefect_call(c, "POST", "/work_pools/", req.data, &st, &body, e);
+  rc = dp_prefect_call_retry(c, "POST", "/work_pools/", req.data, &st, &body, e);
   if (rc == 0) printf("work pool %s created (type process)\n", pool);
 done:
   dp_buf_free(&body);
@@ -110,7 +110,7 @@ static int deploy_system(dp_prefect_client *c, lua_State *L, int sys_idx, const 
   if (with_schedules) put_schedules(L, sys_idx, &req);
   dp_buf_puts(&req, "]}");
   long st;
-  rc = dp_prefect_call(c, "POST", "/deployments/", req.data, &st, &body, e);
+  rc = dp_prefect_call_retry(c, "POST", "/deployments/", req.data, &st, &body, e);
   if (rc == 0) rc = dp_prefect_json_str(body.data, body.len, "id", id, sizeof id, e);
   if (rc == 0) printf("deployment %s/%s: %s (pool %s, command: %s)\n", flow, system, id, pool, cmd.data);
   dp_buf_free(&req);

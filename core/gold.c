@@ -621,17 +621,7 @@ static int l_reader_fetch(lua_State *L) {
   if (rc == 0) rc = dp_pg_sandbox_run(rd->c, stmt.data, rd->timeout_ms, &r, &e);
   dp_buf_free(&stmt);
   if (rc) return push_fail(L, e.msg);
-  int rows = PQntuples(r), cols = PQnfields(r);
-  lua_createtable(L, rows, 0);
-  for (int i = 0; i < rows; i++) {
-    lua_createtable(L, 0, cols);
-    for (int k = 0; k < cols; k++) {
-      if (PQgetisnull(r, i, k)) continue;
-      lua_pushlstring(L, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
-      lua_setfield(L, -2, PQfname(r, k));
-    }
-    lua_rawseti(L, -2, i + 1);
-  }
+  dp_lua_push_pg_rows(L, r);
   PQclear(r);
   return 1;
 }

@@ -234,8 +234,7 @@ cleanup:
   return rc;
 }
 
-/* Appends the code point cp as UTF-8. */
-static void put_utf8(dp_buf *b, unsigned cp) {
+void dp_json_put_utf8(dp_buf *b, unsigned cp) {
   char u[4];
   if (cp < 0x80) {
     dp_buf_putc(b, (char)cp);
@@ -282,7 +281,7 @@ static void unescape(const char *p, const char *end, dp_buf *b) {
             p += 6;
           }
         }
-        put_utf8(b, cp);
+        dp_json_put_utf8(b, cp);
         break;
       }
       default: dp_buf_putc(b, x); /* " \ / */

@@ -30,5 +30,7 @@ int dp_json_select(const char *text, size_t len, const char *path, size_t plen, 
 
 /* Appends s[0..n) as a JSON string literal, with quotes. */
 int dp_json_put_string(dp_buf *out, const char *s, size_t n);
+/* Appends the code point cp (at most 0x10FFFF) as UTF-8. */
+void dp_json_put_utf8(dp_buf *b, unsigned cp);
 
 #endif

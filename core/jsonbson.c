@@ -1,6 +1,7 @@
 /* jsonbson.c - exact JSON -> BSON for source records (see jsonbson.h for the rules). */
 #include "jsonbson.h"
 #include "cast.h"
+#include "json.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -75,27 +76,6 @@ static int utf8_len(const unsigned char *p, const unsigned char *end) {
   return n;
 }
 
-static void put_utf8(dp_buf *b, unsigned cp) {
-  char u[4];
-  if (cp < 0x80) {
-    dp_buf_putc(b, (char)cp);
-  } else if (cp < 0x800) {
-    u[0] = (char)(0xc0 | (cp >> 6));
-    u[1] = (char)(0x80 | (cp & 0x3f));
-    dp_buf_append(b, u, 2);
-  } else if (cp < 0x10000) {
-    u[0] = (char)(0xe0 | (cp >> 12));
-    u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    u[2] = (char)(0x80 | (cp & 0x3f));
-    dp_buf_append(b, u, 3);
-  } else {
-    u[0] = (char)(0xf0 | (cp >> 18));
-    u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    u[3] = (char)(0x80 | (cp & 0x3f));
-    dp_buf_append(b, u, 4);
-  }
-}
 
 /* Reads the string at j->p (an opening quote) decoded into j->s; *has_nul when it holds U+0000. */
 static int read_string(jb *j, int *has_nul) {
@@ -132,7 +112,7 @@ static int read_string(jb *j, int *has_nul) {
           return fail_at(j, esc, "a lone surrogate (\\udc00-\\udfff without its pair) is not a character");
         }
         if (cp == 0) *has_nul = 1;
-        put_utf8(&j->s, (unsigned)cp);
+        dp_json_put_utf8(&j->s, (unsigned)cp);
         continue;
       }
       const char *m = x ? strchr("\"\\/bfnrt", x) : NULL;

@@ -488,3 +488,17 @@ void dp_script_lua_register(lua_State *L) {
   };
   luaL_register(L, NULL, funcs);
 }
+
+void dp_lua_push_pg_rows(lua_State *L, const PGresult *r) {
+  int rows = PQntuples(r), cols = PQnfields(r);
+  lua_createtable(L, rows, 0);
+  for (int i = 0; i < rows; i++) {
+    lua_createtable(L, 0, cols);
+    for (int k = 0; k < cols; k++) {
+      if (PQgetisnull(r, i, k)) continue;
+      lua_pushlstring(L, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
+      lua_setfield(L, -2, PQfname(r, k));
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+}

@@ -43,6 +43,8 @@ void dp_script_lua_register(lua_State *L);
 
 /* Reads the validated entity table at idx into ent (ent owns copies of all strings). */
 int dp_entity_from_lua(lua_State *L, int idx, dp_entity *ent, dp_err *e);
+/* Pushes the rows of r as an array of tables (column name -> text; SQL NULL absent). */
+void dp_lua_push_pg_rows(lua_State *L, const PGresult *r);
 /* Returns t[key] as a heap string copy (caller frees), or NULL when absent/not a string. */
 char *dp_lua_strfield(lua_State *L, int idx, const char *key);
 

@@ -380,17 +380,7 @@ static int l_pg_query(lua_State *L) {
   int rc = dp_pg_exec(p->c, sql, n, vals, &r, &e);
   free(vals);
   if (rc) return push_err(L, e.msg);
-  int rows = PQntuples(r), cols = PQnfields(r);
-  lua_createtable(L, rows, 0);
-  for (int i = 0; i < rows; i++) {
-    lua_createtable(L, 0, cols);
-    for (int k = 0; k < cols; k++) {
-      if (PQgetisnull(r, i, k)) continue;
-      lua_pushlstring(L, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
-      lua_setfield(L, -2, PQfname(r, k));
-    }
-    lua_rawseti(L, -2, i + 1);
-  }
+  dp_lua_push_pg_rows(L, r);
   PQclear(r);
   return 1;
 }

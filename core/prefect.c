@@ -128,8 +128,8 @@ int dp_prefect_json_str(const char *json, size_t len, const char *path, char *ou
 /* dp_prefect_call, tried again twice (after 0.1 s, then 0.3 s) when the server answered 5xx or
  * 429: a busy server (its SQLite locked) says 503 now and then. A network failure or a timeout
  * is not tried again here: the caller must not wait. For idempotent requests only. */
-static int call_again_if_busy(dp_prefect_client *c, const char *method, const char *path, const char *json,
-                              long *status, dp_buf *body, dp_err *e) {
+int dp_prefect_call_retry(dp_prefect_client *c, const char *method, const char *path, const char *json,
+                          long *status, dp_buf *body, dp_err *e) {
   int rc = 0;
   for (int attempt = 0; attempt < 3; attempt++) {
     if (attempt) usleep(attempt == 1 ? 100000 : 300000);
@@ -145,7 +145,7 @@ int dp_prefect_flow_id(dp_prefect_client *c, const char *flow_name, char id[37],
   dp_buf_puts(&req, "{\"name\":");
   dp_json_put_string(&req, flow_name, strlen(flow_name));
   dp_buf_puts(&req, ",\"tags\":[\"dp-engine\"]}");
-  int rc = call_again_if_busy(c, "POST", "/flows/", req.data, &st, &body, e);
+  int rc = dp_prefect_call_retry(c, "POST", "/flows/", req.data, &st, &body, e);
   if (rc == 0) rc = dp_prefect_json_str(body.data, body.len, "id", id, 37, e);
   dp_buf_free(&req);
   dp_buf_free(&body);
@@ -368,16 +368,21 @@ static void describe(const dp_prefect *p, const op *o, int nlogs, char *out, siz
 enum { SENT, RETRY, GIVE_UP, STOP };
 
 /* Sends a state; checks the orchestration result's status. */
+/* The body of a set_state call: the state (type, its name, the message) without force. */
+static void state_body(dp_buf *req, const char *type, const char *msg) {
+  dp_buf_printf(req, "{\"state\":{\"type\":\"%s\",\"name\":\"%s\"", type, state_name(type));
+  if (msg) {
+    dp_buf_puts(req, ",\"message\":\"");
+    dp_log_escape(req, msg, strlen(msg), 1);
+    dp_buf_puts(req, "\"");
+  }
+  dp_buf_puts(req, "},\"force\":false}");
+}
+
 static int send_state(dp_prefect *p, const char *path, const char *type, const char *msg, double *wait_s,
                       dp_err *e) {
   dp_buf req = DP_BUF_INIT, body = DP_BUF_INIT;
-  dp_buf_printf(&req, "{\"state\":{\"type\":\"%s\",\"name\":\"%s\"", type, state_name(type));
-  if (msg) {
-    dp_buf_puts(&req, ",\"message\":\"");
-    dp_log_escape(&req, msg, strlen(msg), 1);
-    dp_buf_puts(&req, "\"");
-  }
-  dp_buf_puts(&req, "},\"force\":false}");
+  state_body(&req, type, msg);
   long st;
   int rc = dp_prefect_call(p->c, "POST", path, req.data, &st, &body, e);
   int res = SENT;
@@ -622,7 +627,7 @@ static int create_flow_run(dp_prefect_client *c, const dp_prefect_flow *f, const
   if (f->keep_run_id) dp_buf_printf(&req, ",\"dp-run:%s\"", run->id_str);
   dp_buf_printf(&req, "],\"parameters\":%s}", f->parameters_json ? f->parameters_json : "{}");
   long st;
-  rc = call_again_if_busy(c, "POST", "/flow_runs/", req.data, &st, &body, e); /* idempotency_key */
+  rc = dp_prefect_call_retry(c, "POST", "/flow_runs/", req.data, &st, &body, e); /* idempotency_key */
   if (rc == 0) rc = dp_prefect_json_str(body.data, body.len, "id", id, 37, e);
   dp_buf_free(&req);
   dp_buf_free(&body);
@@ -648,13 +653,7 @@ void dp_prefect_set_flow_state(const char *flow_run_id, const char *type, const 
   dp_prefect_client *c = dp_prefect_client_from_env(CALL_MS, &e);
   if (!c) return;
   dp_buf req = DP_BUF_INIT, body = DP_BUF_INIT;
-  dp_buf_printf(&req, "{\"state\":{\"type\":\"%s\",\"name\":\"%s\"", type, state_name(type));
-  if (message) {
-    dp_buf_puts(&req, ",\"message\":\"");
-    dp_log_escape(&req, message, strlen(message), 1);
-    dp_buf_puts(&req, "\"");
-  }
-  dp_buf_puts(&req, "},\"force\":false}");
+  state_body(&req, type, message);
   char path[128];
   snprintf(path, sizeof path, "/flow_runs/%s/set_state", flow_run_id);
   long st;

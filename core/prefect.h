@@ -34,6 +34,10 @@ const char *dp_prefect_client_url(const dp_prefect_client *c);
  * and the start of the body). body is the caller's (reset first). */
 int dp_prefect_call(dp_prefect_client *c, const char *method, const char *path, const char *json,
                     long *status, dp_buf *body, dp_err *e);
+/* dp_prefect_call, tried again twice (after 0.1 s, then 0.3 s) when the server answered 5xx or
+ * 429 (a busy server); never after a timeout. Only for calls that are safe to repeat. */
+int dp_prefect_call_retry(dp_prefect_client *c, const char *method, const char *path, const char *json,
+                          long *status, dp_buf *body, dp_err *e);
 /* POST /flows/ (create or find by name); writes the id. */
 int dp_prefect_flow_id(dp_prefect_client *c, const char *flow_name, char id[37], dp_err *e);
 /* The string at a dotted path of a JSON text, unquoted (simple strings only: no escapes);
