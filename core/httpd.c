@@ -28,12 +28,18 @@ struct dp_httpd {
   int nconns;          /* open connections; s is freed once closed and none is left */
 };
 
-enum { CONN_READING, CONN_HANDLING, CONN_WRITING, CONN_CLOSED };
+enum { CONN_READING, CONN_HANDLING, CONN_WRITING, CONN_LINGERING, CONN_CLOSED };
+
+/* After the response: how long what the client still sends (a body that was refused, pipelined
+ * requests) is read and dropped before the connection closes. Closing with unread bytes would
+ * send a reset, and the client could lose the response. */
+#define DP_HTTPD_LINGER_MS 2000
 
 struct dp_httpd_conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
   uv_write_t wr;
+  uv_shutdown_t shut;
   dp_httpd *srv;
   http_parser parser;
   int state;
@@ -98,18 +104,45 @@ static const char *reason(int status) {
   }
 }
 
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Lingering: drop what arrives until the client closes its side, or the time is up. */
+static void on_linger_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  dp_httpd_conn *c = st->data;
+  (void)buf;
+  if (nread < 0) conn_close(c);
+}
+
+static void on_linger_timeout(uv_timer_t *t) { conn_close(t->data); }
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  dp_httpd_conn *c = req->data;
+  if (c->state != CONN_LINGERING) return;
+  if (status < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_linger_read) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_linger_timeout, DP_HTTPD_LINGER_MS, 0);
+}
+
 static void on_written(uv_write_t *w, int status) {
   dp_httpd_conn *c = w->data;
-  (void)status;
-  /* a half close lets the client read everything before the connection goes */
-  conn_close(c);
+  /* a half close (FIN) after the response, then read until the client closes: everything the
+   * client was sent reaches it */
+  if (status < 0 || c->state != CONN_WRITING || uv_is_closing((uv_handle_t *)&c->tcp)) {
+    conn_close(c);
+    return;
+  }
+  c->state = CONN_LINGERING;
+  c->shut.data = c;
+  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
 }
 
 void dp_httpd_respond(dp_httpd_conn *c, int status, const char *content_type, const char *extra_headers,
                       const char *body, size_t len) {
   /* A connection is only closed by this file once its response is written, or while it is still
    * reading (timeout, EOF): a handled request's connection is always open here. */
-  if (c->state == CONN_CLOSED || c->state == CONN_WRITING) return;
+  if (c->state == CONN_CLOSED || c->state == CONN_WRITING || c->state == CONN_LINGERING) return;
   if (uv_is_closing((uv_handle_t *)&c->tcp)) { /* the loop is shutting down: nobody to answer */
     c->state = CONN_CLOSED;
     return;
