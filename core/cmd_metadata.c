@@ -1,5 +1,6 @@
 /* cmd_metadata.c - dp-engine metadata validate|push|show. */
 #include "cli.h"
+#include "version.h"
 #include "luabridge.h"
 #include "metastore.h"
 #include "run.h"
@@ -10,9 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef DP_VERSION
-#define DP_VERSION "0.0.0"
-#endif
 
 static const char *METADATA_USAGE =
     "usage: dp-engine metadata validate [--dir DIR]\n"

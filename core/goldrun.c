@@ -1,5 +1,6 @@
 /* goldrun.c - the gold run driver (see goldrun.h). */
 #include "goldrun.h"
+#include "version.h"
 #include "audit.h"
 #include "gold.h"
 #include "log.h"
@@ -34,9 +35,6 @@ static int gold_timeout_from_env(long *ms, dp_err *e) {
   return 0;
 }
 
-#ifndef DP_VERSION
-#define DP_VERSION "0.0.0"
-#endif
 
 /* log(level, message) for gold scripts and the loader. */
 static int l_log(lua_State *L) {

@@ -1,5 +1,6 @@
 /* http.c - one HTTP request through libcurl, and its dp.core binding. */
 #include "http.h"
+#include "version.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -11,9 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef DP_VERSION
-#define DP_VERSION "0.0.0"
-#endif
 
 #define HTTP_MT "dp.core.http"
 #define MAX_REDIRECTS 5L

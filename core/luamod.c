@@ -2,6 +2,7 @@
  * Misuse raises (luaL_error); runtime failures return nil, err. Userdata metatables are
  * registered once, with __gc. */
 #include "cast.h"
+#include "version.h"
 #include "engine.h"
 #include "gold.h"
 #include "hash.h"
@@ -30,9 +31,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#ifndef DP_VERSION
-#define DP_VERSION "0.0.0"
-#endif
 
 #define RAW_MT "dp.core.raw_writer"
 #define PG_MT "dp.core.pg"

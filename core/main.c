@@ -2,6 +2,7 @@
  * builds the engine context and hands it to the command. Exit codes: 0 success, 1 the run
  * failed or partly failed, 2 usage or configuration error. */
 #include "cli.h"
+#include "version.h"
 #include "engine.h"
 #include "log.h"
 
@@ -11,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef DP_VERSION
-#define DP_VERSION "0.0.0"
-#endif
 
 static const char *USAGE =
     "usage: dp-engine COMMAND [ARGS]\n"

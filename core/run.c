@@ -1,5 +1,6 @@
 /* run.c - the run driver. */
 #include "run.h"
+#include "version.h"
 #include "audit.h"
 #include "bronze.h"
 #include "buf.h"
@@ -21,9 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef DP_VERSION
-#define DP_VERSION "0.0.0"
-#endif
 
 typedef struct ent_state {
   dp_entity ent;

@@ -6,6 +6,7 @@
  * API reads that need PostgreSQL run on libuv's thread pool with a connection each from a small
  * pool, so the loop never blocks on a database. */
 #include "serve.h"
+#include "version.h"
 #include "audit.h"
 #include "buf.h"
 #include "cron.h"
@@ -40,9 +41,6 @@
 #include <uv.h>
 #include <lua.h>
 
-#ifndef DP_VERSION
-#define DP_VERSION "0.0.0"
-#endif
 
 #define BUSY_RETRY_S 5
 
