@@ -61,7 +61,7 @@ pkg_installed() {
 
 install_packages() {
   local p missing=()
-  for p in buildah podman runc debootstrap uidmap curl ca-certificates; do
+  for p in buildah podman runc debootstrap uidmap curl ca-certificates openssl python3; do
     pkg_installed "$p" || missing+=("$p")
   done
   (( ${#missing[@]} )) || return 0
@@ -282,14 +282,25 @@ run_checks() {
      ! grep -Eq '^\s*(POSTGRES_PASSWORD|DP_API_TOKEN|DP_MASTER_KEY|MONGO_INITDB_ROOT_PASSWORD):' <<<"$out"; then
     pass "docker/compose.yml: passwords, API token and master key only as secrets (no *_PASSWORD/TOKEN/KEY values)"
   else fail "docker/compose.yml: passwords, API token and master key only as secrets (no *_PASSWORD/TOKEN/KEY values)"; fi
+  if out=$(ACME_EMAIL=ci@example.org compose --env-file "$envdir/.env" -f "$ROOT/docker/compose.yml" \
+             -f "$ROOT/docker/compose.tls.yml" config 2>&1) && grep -q 'tls.certresolver: le' <<<"$out"; then
+    pass "docker/compose.yml + compose.tls.yml (Let's Encrypt) validates"
+  else printf '%s\n' "$out" | tail -n 5; fail "docker/compose.yml + compose.tls.yml (Let's Encrypt) validates"; fi
   local dotenv_missing
-  dotenv_missing=$(grep -o '\${[A-Z_][A-Z0-9_]*' "$ROOT/docker/compose.yml" | sed 's/^\${//' | sort -u |
+  dotenv_missing=$(cat "$ROOT/docker/compose.yml" "$ROOT/docker/compose.tls.yml" | grep -o '\${[A-Z_][A-Z0-9_]*' | sed 's/^\${//' | sort -u |
                    while read -r v; do grep -q "^#* *$v=" "$ROOT/docker/.env.example" || echo "$v"; done)
   if [[ -z $dotenv_missing ]]; then pass "docker/.env.example names every variable compose.yml uses"
   else printf '  not in .env.example: %s\n' $dotenv_missing; fail "docker/.env.example names every variable compose.yml uses"; fi
   if out=$(DP_CI_SECRETS=$envdir/secrets compose -f "$ROOT/docker/compose.ci.yml" config -q 2>&1); then
     pass "docker/compose.ci.yml validates"
   else printf '%s\n' "$out"; fail "docker/compose.ci.yml validates"; fi
+
+  local sdir=$WORK/secrets-sh
+  if out=$(DP_SECRETS_DIR=$sdir PREFECT_UI_PASSWORD=ci-pw bash "$ROOT/docker/secrets.sh" ci 2>&1) &&
+     [[ $(stat -c %a "$sdir") == 700 && -s $sdir/postgres_password && -s $sdir/dp_api_token &&
+        $(base64 -d "$sdir/dp_master_key" | wc -c) == 32 && $(cat "$sdir/traefik_basic_auth") == ci:\$apr1\$* ]]; then
+    pass "docker/secrets.sh creates every secret file (0700 folder, 32-byte master key, apr1 basic auth)"
+  else printf '%s\n' "$out"; fail "docker/secrets.sh creates every secret file"; fi
 
   echo "== docker/ci.sh: images (buildah bud --isolation chroot, BASE=$BASE_IMAGE)"
   local t
@@ -339,8 +350,8 @@ run_checks() {
     '! command -v cc && ! command -v cmake && ! test -e /usr/include/libpq-fe.h' 
   local labels
   labels=$(podman image inspect -f '{{json .Labels}}' "$ENGINE_IMAGE")
-  check "OCI labels: version, source, Watchtower enable" grep -q '"com.centurylinklabs.watchtower.enable":"true"' <<<"$labels"
-  grep -q 'org.opencontainers.image.version' <<<"$labels" && grep -q 'org.opencontainers.image.source' <<<"$labels" || fail "OCI version/source labels"
+  check "OCI labels: version, source, Watchtower enable" bash -c \
+    'grep -q "\"com.centurylinklabs.watchtower.enable\":\"true\"" <<<"$1" && grep -q org.opencontainers.image.version <<<"$1" && grep -q org.opencontainers.image.source <<<"$1"' _ "$labels"
   check "HEALTHCHECK on /health is declared" grep -q 'health' <<<"$(podman image inspect -f '{{json .Config.Healthcheck}}' "$ENGINE_IMAGE" 2>/dev/null)"
   if out=$("${prun[@]}" -e DP_POSTGRES_URL=postgresql://dp@nowhere.invalid/dp -e DP_MONGO_URL=mongodb://nowhere.invalid/ \
              -e DP_WAIT_TIMEOUT=3 "$ENGINE_IMAGE" 2>&1); then
@@ -402,6 +413,8 @@ run_stack() {
   echo "   API published at $url (loopback only)"
   code=$(curl -s -o "$WORK/health.json" -w '%{http_code}' "$url/health" || true)
   check "GET /health answers 200 without a token" test "$code" = 200
+  check "the image's HEALTHCHECK command (dp-entrypoint health) passes in the container" \
+    podman exec "$PROJECT-dp-engine-1" /usr/local/bin/dp-entrypoint health
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$url/api/v1/systems/bank/runs" || true)
   check "POST /api/v1/systems/bank/runs without a token answers 401" test "$code" = 401
 
