@@ -73,9 +73,15 @@ install_packages() {
 # Our own containers.conf (CONTAINERS_CONF), so the machine's configuration is left alone: runc
 # (crun fails on setrlimit in this sandbox), cgroupfs (no systemd), explicit ulimits.
 write_containers_conf() {
-  cat >"$WORK/containers.conf" <<'EOF'
+  # the limits must not exceed this process's hard limits (raising them fails in the sandbox)
+  local nofile nproc
+  nofile=$(ulimit -Hn); [[ $nofile == unlimited ]] && nofile=65536
+  nproc=$(ulimit -Hu); [[ $nproc == unlimited ]] && nproc=4096
+  (( nproc > 4096 )) && nproc=4096
+  (( nofile > 65536 )) && nofile=65536
+  cat >"$WORK/containers.conf" <<EOF
 [containers]
-default_ulimits = ["nofile=65536:65536", "nproc=4096:4096"]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 log_driver = "k8s-file"
 [engine]
 runtime = "runc"
@@ -191,7 +197,7 @@ lint_dockerfile() { # FILE
       if (ins == "ADD" && line ~ /https?:\/\//) problem("ADD of a URL: use curl in a RUN with a checksum, or COPY")
       if (ins == "RUN" && line ~ /apt-get install/ && line !~ /--no-install-recommends/) problem("apt-get install without --no-install-recommends")
       if (ins == "RUN" && line ~ /apt-get install/ && line !~ /apt-get[^&]*-y/) problem("apt-get install without -y")
-      if (ins == "RUN" && line ~ /apt-get update/ && line !~ /rm -rf \/var\/lib\/apt\/lists/) problem("apt-get update without removing /var/lib/apt/lists in the same layer")
+      if (ins == "RUN" && line ~ /apt-get update/ && line !~ /rm -rf[^&]*\/var\/lib\/apt\/lists/) problem("apt-get update without removing /var/lib/apt/lists in the same layer")
       if (ins == "RUN" && line ~ /apt-get upgrade|dist-upgrade/) problem("apt-get upgrade in an image: pin the base instead")
       if (ins == "RUN" && line ~ /(^|[[:space:]])cd[[:space:]]/) problem("cd in RUN: use WORKDIR")
       if (ins == "RUN" && line ~ /sudo /) problem("sudo in RUN")
@@ -249,7 +255,7 @@ container_rss_mib() { # CONTAINER: RSS of the main process
 run_checks() {
   local df out problems
   echo "== docker/ci.sh: lint"
-  for df in "$ROOT/docker/Dockerfile" "$ROOT"/docker/ci/*.Dockerfile; do
+  for df in "$ROOT/docker/Dockerfile" "$ROOT/docker/prefect-worker.Dockerfile" "$ROOT"/docker/ci/*.Dockerfile; do
     local strict=0
     [[ $df == "$ROOT/docker/Dockerfile" ]] && strict=1
     if problems=$(lint_dockerfile "$df" "$strict"); then pass "lint ${df#"$ROOT"/}"
@@ -282,6 +288,12 @@ run_checks() {
      ! grep -Eq '^\s*(POSTGRES_PASSWORD|DP_API_TOKEN|DP_MASTER_KEY|MONGO_INITDB_ROOT_PASSWORD):' <<<"$out"; then
     pass "docker/compose.yml: passwords, API token and master key only as secrets (no *_PASSWORD/TOKEN/KEY values)"
   else fail "docker/compose.yml: passwords, API token and master key only as secrets (no *_PASSWORD/TOKEN/KEY values)"; fi
+  # the validator itself: an unknown key must be refused (so the passes above mean something)
+  sed 's/^    shm_size: 256m$/    shm_sise: 256m/' "$ROOT/docker/compose.yml" >"$envdir/compose.typo.yml"
+  if ! grep -q shm_sise "$envdir/compose.typo.yml"; then fail "compose refuses an unknown key (the test lost its anchor line)"
+  elif out=$(compose --env-file "$envdir/.env" --project-directory "$ROOT/docker" -f "$envdir/compose.typo.yml" config -q 2>&1); then
+    fail "compose refuses an unknown key (shm_sise was accepted)"
+  else pass "compose refuses an unknown key: ${out##*$'\n'}"; fi
   if out=$(ACME_EMAIL=ci@example.org compose --env-file "$envdir/.env" -f "$ROOT/docker/compose.yml" \
              -f "$ROOT/docker/compose.tls.yml" config 2>&1) && grep -q 'tls.certresolver: le' <<<"$out"; then
     pass "docker/compose.yml + compose.tls.yml (Let's Encrypt) validates"
@@ -305,7 +317,7 @@ run_checks() {
   echo "== docker/ci.sh: images (buildah bud --isolation chroot, BASE=$BASE_IMAGE)"
   local t
   t=$SECONDS
-  if buildah bud --isolation chroot --network=host --layers -q --build-arg BASE="$BASE_IMAGE" \
+  if buildah bud --isolation chroot --network=host --layers --format docker -q --build-arg BASE="$BASE_IMAGE" \
        --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
        -f "$ROOT/docker/Dockerfile" -t "$ENGINE_IMAGE" "$ROOT" >"$WORK/build-engine.log" 2>&1; then
     pass "engine image builds ($((SECONDS - t)) s)"
@@ -314,7 +326,7 @@ run_checks() {
     finish; return
   fi
   t=$SECONDS
-  if buildah bud --isolation chroot --network=host --layers -q --build-arg BASE="$BASE_IMAGE" \
+  if buildah bud --isolation chroot --network=host --layers --format docker -q --build-arg BASE="$BASE_IMAGE" \
        -f "$ROOT/docker/ci/postgres.Dockerfile" -t "$PG_IMAGE" "$ROOT" >"$WORK/build-pg.log" 2>&1; then
     pass "CI PostgreSQL image builds ($((SECONDS - t)) s)"
   else tail -n 40 "$WORK/build-pg.log"; fail "CI PostgreSQL image builds"; finish; return; fi
@@ -324,7 +336,7 @@ run_checks() {
   cp "$FERRETDB_BIN" "$fctx/ferretdb"
   cp "$ROOT/docker/ci/ferretdb-entrypoint.sh" "$fctx/"
   t=$SECONDS
-  if buildah bud --isolation chroot --network=host --layers -q --build-arg BASE="$BASE_IMAGE" \
+  if buildah bud --isolation chroot --network=host --layers --format docker -q --build-arg BASE="$BASE_IMAGE" \
        -f "$ROOT/docker/ci/ferretdb.Dockerfile" -t "$FDB_IMAGE" "$fctx" >"$WORK/build-fdb.log" 2>&1; then
     pass "CI FerretDB image builds ($((SECONDS - t)) s)"
   else tail -n 40 "$WORK/build-fdb.log"; fail "CI FerretDB image builds"; finish; return; fi

@@ -11,14 +11,15 @@ ARG DEBIAN_FRONTEND=noninteractive
 USER root
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
-      libluajit-5.1-2 lua-cjson libmongoc-1.0-0 libbson-1.0-0 libpq5 libcurl4 libuv1 \
+      libluajit-5.1-2 lua-cjson libpq5 libcurl4 libuv1 libssl3 libzstd1 \
       libsodium23 libxxhash0 zlib1g libhttp-parser2.9 tzdata ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \
- && groupadd --system --gid 10001 dp \
- && useradd --system --uid 10001 --gid dp --home-dir /srv/dp --shell /usr/sbin/nologin dp \
+ && groupadd --gid 10001 dp \
+ && useradd --uid 10001 --gid dp --no-create-home --home-dir /srv/dp --shell /usr/sbin/nologin dp \
  && mkdir -p /data /srv/dp /var/lib/prefect \
  && chown dp:dp /data /var/lib/prefect
 COPY --from=engine /usr/local/bin/dp-engine /usr/local/bin/dp-entrypoint /usr/local/bin/
+COPY --from=engine /usr/local/lib/dp-engine/ /usr/local/lib/dp-engine/
 COPY --from=engine /usr/local/share/dp-engine/ /usr/local/share/dp-engine/
 COPY --from=engine /srv/dp/ /srv/dp/
 ENV DP_HOME=/usr/local/share/dp-engine \
