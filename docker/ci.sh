@@ -30,6 +30,8 @@ readonly BASE_IMAGE=localhost/bookworm-slim
 readonly ENGINE_IMAGE=localhost/dp-engine:ci
 readonly PG_IMAGE=localhost/dp-ci-postgres:16
 readonly FDB_IMAGE=localhost/dp-ci-ferretdb:v1.24.2
+readonly PREFECT_IMAGE=localhost/dp-ci-prefect:3
+readonly WORKER_IMAGE=localhost/dp-ci-prefect-worker:ci
 readonly FERRETDB_BIN=$CACHE/ferretdb-v1.24.2/ferretdb
 readonly PROJECT=dpci
 # The Go toolchain compose v2.40.3 asks for is fetched by GOTOOLCHAIN=auto (as for FerretDB).
@@ -341,6 +343,24 @@ run_checks() {
     pass "CI FerretDB image builds ($((SECONDS - t)) s)"
   else tail -n 40 "$WORK/build-fdb.log"; fail "CI FerretDB image builds"; finish; return; fi
 
+  # Prefect from PyPI (pip goes through the host's CA bundle: CI may reach PyPI through a
+  # TLS-inspecting proxy), then docker/prefect-worker.Dockerfile on it and the engine image
+  local ca=() 
+  [[ -s /etc/ssl/certs/ca-certificates.crt ]] &&
+    ca=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro --build-arg PIP_CERT=/etc/ssl/host-ca.crt)
+  t=$SECONDS
+  if buildah bud --isolation chroot --network=host --layers --format docker -q --build-arg BASE="$BASE_IMAGE" \
+       "${ca[@]}" -f "$ROOT/docker/ci/prefect.Dockerfile" -t "$PREFECT_IMAGE" "$ROOT" >"$WORK/build-prefect.log" 2>&1; then
+    pass "CI Prefect image builds (prefect from PyPI, $((SECONDS - t)) s)"
+  else tail -n 40 "$WORK/build-prefect.log"; fail "CI Prefect image builds"; finish; return; fi
+  t=$SECONDS
+  if buildah bud --isolation chroot --network=host --layers --format docker -q \
+       --build-arg PREFECT_IMAGE="$PREFECT_IMAGE" --build-arg DP_ENGINE_IMAGE="$ENGINE_IMAGE" \
+       -f "$ROOT/docker/prefect-worker.Dockerfile" -t "$WORKER_IMAGE" "$ROOT" >"$WORK/build-worker.log" 2>&1; then
+    pass "docker/prefect-worker.Dockerfile builds on the Prefect and engine images ($((SECONDS - t)) s)"
+  else tail -n 40 "$WORK/build-worker.log"; fail "docker/prefect-worker.Dockerfile builds"; finish; return; fi
+  check "the worker image runs dp-engine --version" bash -c "podman run --rm --no-healthcheck --network none $WORKER_IMAGE dp-engine --version >/dev/null"
+
   local size_b size_mb
   size_b=$(podman image inspect -f '{{.Size}}' "$ENGINE_IMAGE")
   size_mb=$(awk -v b="$size_b" 'BEGIN { printf "%.1f", b / 1e6 }')
@@ -399,7 +419,7 @@ run_stack() {
 
   local t=$SECONDS
   if compose "${cf[@]}" up -d >"$WORK/up.log" 2>&1; then
-    pass "compose up -d (postgres, ferretdb, dp-engine)"
+    pass "compose up -d (postgres, ferretdb, dp-engine, prefect-server, prefect-worker)"
   else cat "$WORK/up.log"; fail "compose up -d"; return; fi
 
   local started=""
@@ -418,7 +438,8 @@ run_stack() {
   check "entrypoint ran migrate and metadata push" grep -q 'metadata push --dir /srv/dp/metadata' "$WORK/engine.log"
   check "secret values are not in the container's environment or logs" bash -c \
     "! podman inspect '$PROJECT-dp-engine-1' | grep -q '$token' && ! grep -q '$token' '$WORK/engine.log'"
-  check "in-image migrate again is a no-op (exit 0)" podman exec "$PROJECT-dp-engine-1" dp-entrypoint migrate
+  if out=$(podman exec "$PROJECT-dp-engine-1" dp-entrypoint migrate 2>&1); then pass "in-image migrate again: ${out##*$'\n'}"
+  else printf '%s\n' "$out"; fail "in-image migrate again"; fi
 
   local url code
   url=$(api_url)
@@ -466,11 +487,39 @@ run_stack() {
   got=$("${psql[@]}" "SELECT count(*) FROM silver.\"bank__transactions\" WHERE _dp_run_id <> '$run_id'" 2>&1 || true)
   check "every silver row points back to the run" test "$got" = 0
 
-  # idle memory, after the run, once things settle
+  # Prefect: the server on PostgreSQL, the worker's process pool runs `dp-engine run bank`
+  local pw=(podman exec "$PROJECT-prefect-worker-1")
+  local ready=""
+  t=$SECONDS
+  for i in $(seq 90); do
+    if "${pw[@]}" prefect work-pool inspect dp-engine >/dev/null 2>&1; then ready=1; break; fi
+    sleep 1
+  done
+  if [[ -n $ready ]]; then pass "Prefect server up and the worker's process pool dp-engine registered ($((SECONDS - t)) s)"
+  else compose "${cf[@]}" logs prefect-server prefect-worker 2>&1 | tail -n 30; fail "Prefect server up and the worker's pool registered"; fi
+  got=$(podman exec "$PROJECT-postgres-1" psql -h /run/postgresql -U dp -d prefect -XAtq \
+          -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'" 2>&1 || true)
+  check "the Prefect server keeps its state in PostgreSQL (database prefect: $got tables)" test "${got:-0}" -gt 10 2>/dev/null
+  if [[ -n $ready ]] && "${pw[@]}" python /srv/dp/prefect/dp_flows.py deploy bank >"$WORK/deploy.log" 2>&1; then
+    pass "docker/prefect/dp_flows.py deploys dp-run/bank on the process pool"
+    t=$SECONDS
+    if "${pw[@]}" prefect deployment run dp-run/bank --watch --watch-timeout 180 >"$WORK/flow.log" 2>&1 &&
+       grep -q "Completed" "$WORK/flow.log"; then
+      pass "a Prefect flow run of dp-run/bank completed on the worker ($((SECONDS - t)) s)"
+    else tail -n 20 "$WORK/flow.log"; compose "${cf[@]}" logs prefect-worker 2>&1 | tail -n 30; fail "a Prefect flow run of dp-run/bank completed"; fi
+    got=$("${psql[@]}" "SELECT count(*) FROM audit.system_run WHERE system = 'bank' AND status = 'succeeded'" 2>&1 || true)
+    check "audit.system_run has the API run and the Prefect-started run of bank, both succeeded (got $got)" test "$got" = 2
+    got=$("${psql[@]}" 'SELECT count(*) FROM silver."bank__transactions"' 2>&1 || true)
+    check "the second run of the same export changed nothing in silver ($got rows)" test "$got" = "$want_tx"
+  else
+    cat "$WORK/deploy.log" 2>/dev/null | tail -n 20; fail "docker/prefect/dp_flows.py deploys dp-run/bank"
+  fi
+
+  # idle memory, after the runs, once things settle
   sleep 5
   local c
   FIG_RSS=""
-  for c in dp-engine postgres ferretdb; do
+  for c in dp-engine postgres ferretdb prefect-server prefect-worker; do
     FIG_RSS+="   idle $c: RSS of the main process $(container_rss_mib "$PROJECT-$c-1") MiB, PSS of all its processes $(container_pss_mib "$PROJECT-$c-1") MiB"$'\n'
   done
   printf '%s' "$FIG_RSS"

@@ -22,6 +22,7 @@ COPY --from=engine /usr/local/bin/dp-engine /usr/local/bin/dp-entrypoint /usr/lo
 COPY --from=engine /usr/local/lib/dp-engine/ /usr/local/lib/dp-engine/
 COPY --from=engine /usr/local/share/dp-engine/ /usr/local/share/dp-engine/
 COPY --from=engine /srv/dp/ /srv/dp/
+COPY docker/prefect/ /srv/dp/prefect/
 ENV DP_HOME=/usr/local/share/dp-engine \
     DP_SCRIPTS=/srv/dp \
     DP_METADATA=mongo \
