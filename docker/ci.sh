@@ -534,6 +534,8 @@ run_stack() {
 }
 
 finish() {
+  # layers of builds a week old or more (each change of the sources leaves a few hundred MB)
+  podman image prune -f --filter until=168h >/dev/null 2>&1 || true
   echo "== docker/ci.sh: figures"
   [[ -n ${FIG_IMAGE:-} ]] && echo "   $FIG_IMAGE"
   [[ -n ${FIG_RSS:-} ]] && printf '%s' "$FIG_RSS"
