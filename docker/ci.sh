@@ -63,7 +63,7 @@ pkg_installed() {
 
 install_packages() {
   local p missing=()
-  for p in buildah podman runc debootstrap uidmap curl ca-certificates openssl python3; do
+  for p in buildah podman runc debootstrap uidmap curl ca-certificates openssl python3 shellcheck; do
     pkg_installed "$p" || missing+=("$p")
   done
   (( ${#missing[@]} )) || return 0
@@ -221,11 +221,11 @@ lint_dockerfile() { # FILE
 
 # COPY sources of a Dockerfile that do not exist in the build context (they fail the build late).
 copy_sources_exist() { # FILE CONTEXT
-  local src missing=0
+  local src absent=0
   while read -r src; do
-    [[ -e $2/$src ]] || { printf '  %s: COPY source %s not in the build context %s\n' "$1" "$src" "$2"; missing=1; }
+    [[ -e $2/$src ]] || { printf '  %s: COPY source %s not in the build context %s\n' "$1" "$src" "$2"; absent=1; }
   done < <(awk '$1 == "COPY" && $0 !~ /--from=/ { for (i = 2; i < NF; i++) if ($i !~ /^--/) print $i }' "$1")
-  return "$missing"
+  return "$absent"
 }
 
 compose() { "$COMPOSE_BIN" "$@"; }
@@ -266,7 +266,7 @@ run_checks() {
   if out=$(copy_sources_exist "$ROOT/docker/Dockerfile" "$ROOT"); then pass "docker/Dockerfile: every COPY source exists"
   else printf '%s\n' "$out"; fail "docker/Dockerfile: every COPY source exists"; fi
   local sh
-  for sh in "$ROOT"/docker/*.sh "$ROOT"/docker/ci/*.sh; do
+  for sh in "$ROOT"/docker/*.sh "$ROOT"/docker/ci/*.sh "$ROOT"/docker/postgres-init/*.sh; do
     if command -v shellcheck >/dev/null; then
       check "shellcheck ${sh#"$ROOT"/}" shellcheck -x "$sh"
     else
@@ -301,10 +301,11 @@ run_checks() {
     pass "docker/compose.yml + compose.tls.yml (Let's Encrypt) validates"
   else printf '%s\n' "$out" | tail -n 5; fail "docker/compose.yml + compose.tls.yml (Let's Encrypt) validates"; fi
   local dotenv_missing
+  # shellcheck disable=SC2016 # a literal ${ to find
   dotenv_missing=$(cat "$ROOT/docker/compose.yml" "$ROOT/docker/compose.tls.yml" | grep -o '\${[A-Z_][A-Z0-9_]*' | sed 's/^\${//' | sort -u |
                    while read -r v; do grep -q "^#* *$v=" "$ROOT/docker/.env.example" || echo "$v"; done)
   if [[ -z $dotenv_missing ]]; then pass "docker/.env.example names every variable compose.yml uses"
-  else printf '  not in .env.example: %s\n' $dotenv_missing; fail "docker/.env.example names every variable compose.yml uses"; fi
+  else printf '  not in .env.example: %s\n' "$dotenv_missing"; fail "docker/.env.example names every variable compose.yml uses"; fi
   if out=$(DP_CI_SECRETS=$envdir/secrets compose -f "$ROOT/docker/compose.ci.yml" config -q 2>&1); then
     pass "docker/compose.ci.yml validates"
   else printf '%s\n' "$out"; fail "docker/compose.ci.yml validates"; fi
@@ -315,6 +316,15 @@ run_checks() {
         $(base64 -d "$sdir/dp_master_key" | wc -c) == 32 && $(cat "$sdir/traefik_basic_auth") == ci:\$apr1\$* ]]; then
     pass "docker/secrets.sh creates every secret file (0700 folder, 32-byte master key, apr1 basic auth)"
   else printf '%s\n' "$out"; fail "docker/secrets.sh creates every secret file"; fi
+
+  # the entrypoint's secret handling, on the host (the script does nothing when sourced)
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  out=$(bash -c 'source "$1"; f=$2/pw; printf "p@ss:w/rd é\n" >"$f"
+                 DP_MONGO_URL="mongodb://dp@mongo:27017/?authSource=admin" DP_MONGO_PASSWORD_FILE=$f
+                 DP_POSTGRES_PASSWORD_FILE=$f; load_secrets; printf "%s|%s" "$DP_MONGO_URL" "$PGPASSWORD"' \
+          _ "$ROOT/docker/entrypoint.sh" "$WORK" 2>&1 || true)
+  check "entrypoint: passwords from files, percent-encoded into the MongoDB URL ($out)" \
+    test "$out" = 'mongodb://dp:p%40ss%3Aw%2Frd%20%C3%A9@mongo:27017/?authSource=admin|p@ss:w/rd é'
 
   echo "== docker/ci.sh: images (buildah bud --isolation chroot, BASE=$BASE_IMAGE)"
   local t
@@ -382,6 +392,7 @@ run_checks() {
     '! command -v cc && ! command -v cmake && ! test -e /usr/include/libpq-fe.h' 
   local labels
   labels=$(podman image inspect -f '{{json .Labels}}' "$ENGINE_IMAGE")
+  # shellcheck disable=SC2016 # $1 is expanded by the inner bash
   check "OCI labels: version, source, Watchtower enable" bash -c \
     'grep -q "\"com.centurylinklabs.watchtower.enable\":\"true\"" <<<"$1" && grep -q org.opencontainers.image.version <<<"$1" && grep -q org.opencontainers.image.source <<<"$1"' _ "$labels"
   check "HEALTHCHECK on /health is declared" grep -q 'health' <<<"$(podman image inspect -f '{{json .Config.Healthcheck}}' "$ENGINE_IMAGE" 2>/dev/null)"
@@ -411,8 +422,8 @@ run_stack() {
   local sock=$WORK/podman.sock
   podman system service --time=0 "unix://$sock" >"$WORK/podman-service.log" 2>&1 &
   SERVICE_PID=$!
-  local i
-  for i in $(seq 50); do [[ -S $sock ]] && break; sleep 0.2; done
+
+  for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.2; done
   export DOCKER_HOST=unix://$sock COMPOSE_BAKE=false DOCKER_BUILDKIT=0
   local cf=(-p "$PROJECT" -f "$ROOT/docker/compose.ci.yml")
   compose "${cf[@]}" down -v --timeout 5 >/dev/null 2>&1 || true   # a stack an earlier run left
@@ -423,7 +434,7 @@ run_stack() {
   else cat "$WORK/up.log"; fail "compose up -d"; return; fi
 
   local started=""
-  for i in $(seq 120); do
+  for _ in $(seq 120); do
     if compose "${cf[@]}" logs dp-engine 2>/dev/null | grep -q 'serve: listening on port'; then started=1; break; fi
     if [[ $(podman inspect -f '{{.State.Running}}' "$PROJECT-dp-engine-1" 2>/dev/null) == false ]]; then break; fi
     sleep 1
@@ -436,6 +447,11 @@ run_stack() {
     fail "engine container starts serving"; return
   fi
   check "entrypoint ran migrate and metadata push" grep -q 'metadata push --dir /srv/dp/metadata' "$WORK/engine.log"
+  if podman exec "$PROJECT-dp-engine-1" bash -c 'printf wrong >/tmp/wrong-pw; DP_MONGO_PASSWORD_FILE=/tmp/wrong-pw dp-entrypoint metadata push --dir /srv/dp/metadata' >"$WORK/wrong-pw.log" 2>&1; then
+    fail "MongoDB credentials from DP_MONGO_PASSWORD_FILE are checked (a wrong password was accepted)"
+  elif grep -q 'authentication failed' "$WORK/wrong-pw.log"; then
+    pass "MongoDB credentials from DP_MONGO_PASSWORD_FILE are checked: a wrong password is refused"
+  else tail -n 5 "$WORK/wrong-pw.log"; fail "MongoDB credentials from DP_MONGO_PASSWORD_FILE are checked"; fi
   check "secret values are not in the container's environment or logs" bash -c \
     "! podman inspect '$PROJECT-dp-engine-1' | grep -q '$token' && ! grep -q '$token' '$WORK/engine.log'"
   if out=$(podman exec "$PROJECT-dp-engine-1" dp-entrypoint migrate 2>&1); then pass "in-image migrate again: ${out##*$'\n'}"
@@ -465,7 +481,7 @@ run_stack() {
   else cat "$WORK/post.json"; fail "POST /api/v1/systems/bank/runs (HTTP $code)"; return; fi
   local status=""
   t=$SECONDS
-  for i in $(seq 120); do
+  for _ in $(seq 120); do
     curl -s -H "Authorization: Bearer $token" "$url/api/v1/runs/$run_id" >"$WORK/run.json" || true
     status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("status",""))' "$WORK/run.json" 2>/dev/null || true)
     [[ $status == running || $status == queued || -z $status ]] || break
@@ -491,7 +507,7 @@ run_stack() {
   local pw=(podman exec "$PROJECT-prefect-worker-1")
   local ready=""
   t=$SECONDS
-  for i in $(seq 90); do
+  for _ in $(seq 90); do
     if "${pw[@]}" prefect work-pool inspect dp-engine >/dev/null 2>&1; then ready=1; break; fi
     sleep 1
   done
@@ -512,7 +528,7 @@ run_stack() {
     got=$("${psql[@]}" 'SELECT count(*) FROM silver."bank__transactions"' 2>&1 || true)
     check "the second run of the same export changed nothing in silver ($got rows)" test "$got" = "$want_tx"
   else
-    cat "$WORK/deploy.log" 2>/dev/null | tail -n 20; fail "docker/prefect/dp_flows.py deploys dp-run/bank"
+    tail -n 20 "$WORK/deploy.log" 2>/dev/null; fail "docker/prefect/dp_flows.py deploys dp-run/bank"
   fi
 
   # idle memory, after the runs, once things settle

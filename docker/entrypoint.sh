@@ -43,7 +43,9 @@ read_secret() { # VAR FILE
   printf '%s' "$v"
 }
 
+# Percent-encode every byte outside RFC 3986's unreserved set (UTF-8 bytes one by one).
 urlencode() {
+  local LC_ALL=C
   local s=$1 i c out=""
   for (( i = 0; i < ${#s}; i++ )); do
     c=${s:i:1}
@@ -128,7 +130,7 @@ start() {
   [[ -n ${DP_MONGO_URL:-} ]] || die "DP_MONGO_URL is not set" 2
   wait_for PostgreSQL "$DP_POSTGRES_URL" 5432
   wait_for MongoDB "$DP_MONGO_URL" 27017
-  log "dp-engine $(dp-engine --version 2>/dev/null | head -n 1): migrate"
+  log "$(dp-engine --version 2>/dev/null | head -n 1): migrate"
   migrate
   if [[ ${DP_METADATA:-} == mongo ]]; then
     local dir=${DP_METADATA_DIR:-/srv/dp/metadata}
@@ -139,6 +141,9 @@ start() {
   log "exec dp-engine serve"
   exec dp-engine serve
 }
+
+# (sourced by docker/ci.sh to test the functions: then nothing runs)
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 
 case ${1:-serve} in
   health) health ;;
