@@ -408,6 +408,19 @@ run_checks() {
   finish
 }
 
+# Wait until the engine's log has more than AFTER lines matching PATTERN, for at most SECONDS;
+# the log is refreshed into $WORK/engine.log.
+wait_log() { # PATTERN SECONDS [AFTER]
+  local n
+  for _ in $(seq "$2"); do
+    compose -p "$PROJECT" -f "$ROOT/docker/compose.ci.yml" logs dp-engine >"$WORK/engine.log" 2>&1 || true
+    n=$(grep -c -- "$1" "$WORK/engine.log" || true)
+    (( n > ${3:-0} )) && return 0
+    sleep 1
+  done
+  return 1
+}
+
 run_stack() {
   export DP_CI_SECRETS=$WORK/secrets
   mkdir -p "$DP_CI_SECRETS"
@@ -417,6 +430,9 @@ run_stack() {
   chmod 0644 "$DP_CI_SECRETS"/*      # read by uid 10001 inside the container (a bind mount)
   local token
   token=$(<"$DP_CI_SECRETS/dp_api_token")
+  export DP_CI_SCRIPTS=$WORK/scripts
+  mkdir -p "$DP_CI_SCRIPTS"
+  cp -R "$ROOT/connectors" "$ROOT/gold" "$ROOT/metadata" "$DP_CI_SCRIPTS/"
 
   # podman's Docker-compatible API on a private socket, for compose
   local sock=$WORK/podman.sock
@@ -502,6 +518,33 @@ run_stack() {
   check "audit.system_run says succeeded for the run (got $got)" test "$got" = succeeded
   got=$("${psql[@]}" "SELECT count(*) FROM silver.\"bank__transactions\" WHERE _dp_run_id <> '$run_id'" 2>&1 || true)
   check "every silver row points back to the run" test "$got" = 0
+
+  # hot reload through the bind mounts: an edit on the host reaches serve without a restart
+  local gf
+  gf=$(find "$DP_CI_SCRIPTS/gold" -name '*.lua' | sort | head -n 1)
+  local before
+  if [[ -n $gf ]]; then
+    wait_log 'serve: listening' 1 || true
+    before=$(grep -c 'serve: reloaded' "$WORK/engine.log" || true)
+    printf '\n-- edited on the host by docker/ci.sh\n' >>"$gf"
+    if wait_log 'serve: reloaded' 20 "$before"; then pass "an edit of gold/${gf##*/} on the host is reloaded by serve in the container"
+    else tail -n 5 "$WORK/engine.log"; fail "an edit of gold/${gf##*/} on the host is reloaded by serve"; fi
+  fi
+  python3 - "$DP_CI_SCRIPTS/metadata/systems.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+systems = json.load(open(p))
+for s in systems:
+    if s["name"] == "bank":
+        s["description"] += " (edited by docker/ci.sh)"
+json.dump(systems, open(p, "w"), indent=2)
+PY
+  local hash=""
+  podman exec "$PROJECT-dp-engine-1" dp-entrypoint metadata push --dir /srv/dp/metadata >"$WORK/push.log" 2>&1 &&
+    hash=$(sed -n 's/.*hash \([0-9a-f]\{12\}\).*/\1/p' "$WORK/push.log" | tail -n 1)
+  if [[ -n $hash ]] && wait_log "serve: reloaded metadata $hash" 20; then
+    pass "metadata edited on the host, pushed in the container: serve reloads it (new hash $hash)"
+  else tail -n 5 "$WORK/push.log" "$WORK/engine.log"; fail "metadata edited on the host and pushed is reloaded by serve"; fi
 
   # Prefect: the server on PostgreSQL, the worker's process pool runs `dp-engine run bank`
   local pw=(podman exec "$PROJECT-prefect-worker-1")
