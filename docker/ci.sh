@@ -331,6 +331,7 @@ run_checks() {
   t=$SECONDS
   if buildah bud --isolation chroot --network=host --layers --format docker -q --build-arg BASE="$BASE_IMAGE" \
        --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+       --build-arg VERSION="$(sed -n 's/^project(dp-engine VERSION \([0-9.]*\).*/\1/p' "$ROOT/CMakeLists.txt")" \
        -f "$ROOT/docker/Dockerfile" -t "$ENGINE_IMAGE" "$ROOT" >"$WORK/build-engine.log" 2>&1; then
     pass "engine image builds ($((SECONDS - t)) s)"
   else
