@@ -39,6 +39,8 @@ readonly GO_FALLBACK=go1.24.3
 
 PASSED=0
 FAILED=0
+MODE=""
+SUMMARY_DONE=""
 T0=$SECONDS
 WORK=""
 
@@ -604,6 +606,12 @@ finish() {
 
 cleanup() {
   local rc=$?
+  # stopped by an unexpected error half way: still say so in the summary line
+  if [[ $MODE == all && -z $SUMMARY_DONE ]]; then
+    fail "docker/ci.sh stopped early (exit status $rc; see the lines above)"
+    echo "$PASSED passed, $FAILED failed"
+    (( rc )) || rc=1
+  fi
   if [[ -n ${DOCKER_HOST:-} && -x $COMPOSE_BIN && -f $ROOT/docker/compose.ci.yml ]]; then
     "$COMPOSE_BIN" -p "$PROJECT" -f "$ROOT/docker/compose.ci.yml" down -v --timeout 10 >/dev/null 2>&1 || true
   fi
@@ -616,7 +624,8 @@ cleanup() {
 }
 
 main() {
-  local mode=${1:-all}
+  MODE=${1:-all}
+  local mode=$MODE
   (( EUID == 0 )) || die "run as root (podman and buildah run rootful here)"
   WORK=$(mktemp -d /tmp/dp-docker-ci.XXXXXX)
   trap cleanup EXIT
@@ -625,6 +634,7 @@ main() {
   [[ $mode == prepare ]] && return 0
   [[ $mode == all ]] || die "usage: docker/ci.sh [prepare|all]"
   run_checks
+  SUMMARY_DONE=1
   echo "$PASSED passed, $FAILED failed"
   (( FAILED == 0 ))
 }
