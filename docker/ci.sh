@@ -466,6 +466,9 @@ run_stack() {
     fail "engine container starts serving"; return
   fi
   check "entrypoint ran migrate and metadata push" grep -q 'metadata push --dir /srv/dp/metadata' "$WORK/engine.log"
+  check "the engine runs on a read-only root filesystem, without capabilities (compose hardening)" bash -c \
+    "podman exec '$PROJECT-dp-engine-1' awk '\$2 == \"/\" { print \$4 }' /proc/mounts | grep -q '^ro' && podman exec '$PROJECT-dp-engine-1' test -d /data/tmp &&
+     [[ \$(podman exec '$PROJECT-dp-engine-1' awk '/^CapEff/ { print \$2 }' /proc/1/status) == 0000000000000000 ]]"
   if podman exec "$PROJECT-dp-engine-1" bash -c 'printf wrong >/tmp/wrong-pw; DP_MONGO_PASSWORD_FILE=/tmp/wrong-pw dp-entrypoint metadata push --dir /srv/dp/metadata' >"$WORK/wrong-pw.log" 2>&1; then
     fail "MongoDB credentials from DP_MONGO_PASSWORD_FILE are checked (a wrong password was accepted)"
   elif grep -q 'authentication failed' "$WORK/wrong-pw.log"; then

@@ -145,15 +145,22 @@ start() {
 # (sourced by docker/ci.sh to test the functions: then nothing runs)
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 
+# TMPDIR (compose.yml points it into the data volume) must exist before the engine spills there.
+make_tmpdir() {
+  [[ -z ${TMPDIR:-} || -d $TMPDIR ]] || mkdir -p "$TMPDIR" || die "cannot create TMPDIR=$TMPDIR" 2
+}
+
 case ${1:-serve} in
   health) health ;;
   serve)
     (( $# <= 1 )) || die "serve takes no arguments here (configure it with DP_* variables)" 2
     load_secrets
+    make_tmpdir
     start
     ;;
   *)
     load_secrets
+    make_tmpdir
     exec dp-engine "$@"
     ;;
 esac
