@@ -110,6 +110,12 @@ local function finished(pg, run_id)
   return r[1] and r[1].status ~= "running" and r[1].status
 end
 
+-- The runs of a system (read afresh), once its first run has finished; nil before.
+local function first_finished(pg, system)
+  local rows = runs_of(pg, system)
+  if rows[1] and finished(pg, rows[1].run_id) then return runs_of(pg, system) end
+end
+
 local function setup_env(name)
   local env = H.fresh_env(name, { metadata = FIXTURE .. "/metadata" })
   env.DP_SCRIPTS = scripts_dir()
@@ -160,10 +166,7 @@ describe("serve", function()
   end)
 
   it("runs the system a file in its inbox at start triggered, once", function()
-    local r = eventually(30, "the file-triggered bank run", function()
-      local rows = runs_of(pg, "bank")
-      return rows[1] and finished(pg, rows[1].run_id) and rows
-    end)
+    local r = eventually(30, "the file-triggered bank run", function() return first_finished(pg, "bank") end)
     assert.equal(1, #r)
     assert.equal("file", r[1].trigger_kind)
     assert.equal("transactions-2026-10.jsonl", r[1].trigger_detail)
@@ -172,17 +175,11 @@ describe("serve", function()
 
   it("after bank succeeded: the after-trigger and the gold dependant ran, each once", function()
     local bank = runs_of(pg, "bank")[1]
-    local f = eventually(30, "the follower run", function()
-      local rows = runs_of(pg, "follower")
-      return rows[1] and finished(pg, rows[1].run_id) and rows
-    end)
+    local f = eventually(30, "the follower run", function() return first_finished(pg, "follower") end)
     assert.equal(1, #f)
     assert.equal("after", f[1].trigger_kind)
     assert.equal("bank run " .. bank.run_id, f[1].trigger_detail)
-    local g = eventually(30, "the gold run", function()
-      local rows = runs_of(pg, "bank_count")
-      return rows[1] and finished(pg, rows[1].run_id) and rows
-    end)
+    local g = eventually(30, "the gold run", function() return first_finished(pg, "bank_count") end)
     assert.equal(1, #g)
     assert.equal("succeeded", g[1].status)
     assert.equal("after", g[1].trigger_kind)
