@@ -10,6 +10,36 @@ int dp_cli_wants_help(int argc, char **argv) {
   return 0;
 }
 
+int dp_cli_layers(const char *arg, unsigned *mask) {
+  static const struct { const char *name; unsigned bit; } names[] = {
+      {"raw", 1}, {"bronze", 2}, {"silver", 4}, {"all", 7}};
+  const char *p = arg;
+  do {
+    size_t n = strcspn(p, ",");
+    int ok = 0;
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+      if (strlen(names[k].name) == n && strncmp(p, names[k].name, n) == 0) {
+        *mask |= names[k].bit;
+        ok = 1;
+      }
+    if (!ok) return -1;
+    p += n;
+  } while (*p++ == ',');
+  return 0;
+}
+
+int dp_cli_missing_value(int argc, char **argv, int i, const char *const *opts, const char *usage) {
+  for (const char *const *o = opts; *o; o++)
+    if (strcmp(argv[i], *o) == 0 && (i + 1 >= argc || (argv[i + 1][0] == '-' && argv[i + 1][1] == '-')))
+      return dp_cli_usage_error(usage, "option %s needs a value", argv[i]);
+  return 0;
+}
+
+const char *dp_cli_count(char *buf, size_t cap, size_t n, const char *one, const char *many) {
+  snprintf(buf, cap, "%zu %s", n, n == 1 ? one : many);
+  return buf;
+}
+
 int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg) {
   fprintf(stderr, "dp-engine: ");
   fprintf(stderr, fmt, arg);

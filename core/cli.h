@@ -19,6 +19,14 @@ int dp_cmd_gold(dp_engine *eng, int argc, char **argv);
 int dp_cmd_serve(dp_engine *eng, int argc, char **argv);
 int dp_cmd_prefect(dp_engine *eng, int argc, char **argv);
 
+/* The layers of "raw", "raw,bronze", "all", ... (names: raw, bronze, silver, all) ORed into
+ * *mask (DP_LAYER_* of run.h). Returns 0, or -1 when a name is not a layer. */
+int dp_cli_layers(const char *arg, unsigned *mask);
+/* When argv[i] is one of the options in opts (NULL-terminated) and no value follows it: prints
+ * "option X needs a value" with the usage and returns DP_EXIT_USAGE; else 0. */
+int dp_cli_missing_value(int argc, char **argv, int i, const char *const *opts, const char *usage);
+/* "1 system" / "2 systems": n and the right form of the word, into buf. */
+const char *dp_cli_count(char *buf, size_t cap, size_t n, const char *one, const char *many);
 /* True when --help or -h is among the arguments. */
 int dp_cli_wants_help(int argc, char **argv);
 /* Prints "dp-engine: <fmt with arg>" and the usage to stderr; returns DP_EXIT_USAGE. */

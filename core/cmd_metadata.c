@@ -66,8 +66,10 @@ static int cmd_validate(dp_engine *eng) {
   counts(L, &ns, &ne, &ng);
   char *hash = dp_lua_strfield(L, -1, "hash");
   char *source = dp_lua_strfield(L, -1, "source");
-  printf("metadata in %s is valid: %zu systems, %zu entities, %zu gold models (hash %.12s)\n",
-         source ? source : eng->cfg.metadata, ns, ne, ng, hash ? hash : "?");
+  char a[48], b[48], c[48];
+  printf("metadata in %s is valid: %s, %s, %s (hash %.12s)\n", source ? source : eng->cfg.metadata,
+         dp_cli_count(a, sizeof a, ns, "system", "systems"), dp_cli_count(b, sizeof b, ne, "entity", "entities"),
+         dp_cli_count(c, sizeof c, ng, "gold model", "gold models"), hash ? hash : "?");
   free(hash);
   free(source);
   return DP_EXIT_OK;
@@ -147,11 +149,13 @@ static int cmd_push(dp_engine *eng) {
   if (out.unchanged)
     printf("metadata in %s is already current in MongoDB database %s (push %s, hash %.12s): nothing pushed\n",
            eng->cfg.metadata, eng->cfg.metadata_db, out.push_id, set.hash);
-  else
-    printf("pushed metadata in %s to MongoDB database %s: %zu systems, %zu entities, %zu gold models "
-           "(push %s, hash %.12s)\n",
-           eng->cfg.metadata, eng->cfg.metadata_db, set.nitems[0], set.nitems[1], set.nitems[2], out.push_id,
-           set.hash);
+  else {
+    char a[48], b[48], c[48];
+    printf("pushed metadata in %s to MongoDB database %s: %s, %s, %s (push %s, hash %.12s)\n", eng->cfg.metadata,
+           eng->cfg.metadata_db, dp_cli_count(a, sizeof a, set.nitems[0], "system", "systems"),
+           dp_cli_count(b, sizeof b, set.nitems[1], "entity", "entities"),
+           dp_cli_count(c, sizeof c, set.nitems[2], "gold model", "gold models"), out.push_id, set.hash);
+  }
 
 cleanup:
   for (int i = 0; i < DP_META_NFILES; i++) free(items[i]);

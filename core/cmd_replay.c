@@ -24,7 +24,10 @@ int dp_cmd_replay(dp_engine *eng, int argc, char **argv) {
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
   dp_run_opts o = {.entities = ents, .trigger = "replay", .replay = DP_REPLAY_NONE};
   int rc = DP_EXIT_USAGE;
+  static const char *const valued[] = {"--from", "--run", "--entity", NULL};
   for (int i = 0; i < argc; i++) {
+    if ((rc = dp_cli_missing_value(argc, argv, i, valued, REPLAY_USAGE)) != 0) goto done;
+    rc = DP_EXIT_USAGE;
     if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
       const char *f = argv[++i];
       if (strcmp(f, "raw") == 0) o.replay = DP_REPLAY_RAW;

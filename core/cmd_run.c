@@ -27,15 +27,18 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
   dp_run_opts o = {.entities = ents, .trigger = "manual", .replay = DP_REPLAY_NONE};
   int with_gold = 0;
+  static const char *const valued[] = {"--entity", "--layer", NULL};
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--entity") == 0 && i + 1 < argc) {
+    int mv = dp_cli_missing_value(argc, argv, i, valued, RUN_USAGE);
+    if (mv) { free(ents); return mv; }
+    if (strcmp(argv[i], "--entity") == 0) {
       ents[o.nentities++] = argv[++i];
-    } else if (strcmp(argv[i], "--layer") == 0 && i + 1 < argc) {
+    } else if (strcmp(argv[i], "--layer") == 0) {
       const char *l = argv[++i];
-      if (strcmp(l, "raw") == 0) o.layers |= DP_LAYER_RAW;
-      else if (strcmp(l, "bronze") == 0) o.layers |= DP_LAYER_BRONZE;
-      else if (strcmp(l, "silver") == 0) o.layers |= DP_LAYER_SILVER;
-      else { free(ents); return dp_cli_usage_error(RUN_USAGE, "unknown layer: %s (raw, bronze or silver)", l); }
+      if (dp_cli_layers(l, &o.layers) != 0) {
+        free(ents);
+        return dp_cli_usage_error(RUN_USAGE, "unknown layer in %s (raw, bronze, silver or all; a list with commas)", l);
+      }
     } else if (strcmp(argv[i], "--with-gold") == 0) {
       with_gold = 1;
     } else if (strcmp(argv[i], "--full-refresh") == 0) {

@@ -55,7 +55,16 @@ int main(int argc, char **argv) {
     printf("dp-engine %s\n", DP_VERSION);
     return DP_EXIT_OK;
   }
-  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+  static char help_arg[] = "--help";
+  if (strcmp(cmd, "help") == 0 && argc >= 3) { /* `help CMD` is `CMD --help` */
+    static char *fake[4]; /* argv lives as long as main */
+    fake[0] = argv[0];
+    fake[1] = argv[2];
+    fake[2] = help_arg;
+    argv = fake;
+    argc = 3;
+    cmd = argv[1];
+  } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
     fputs(USAGE, stdout);
     return DP_EXIT_OK;
   }
