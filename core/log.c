@@ -1,5 +1,6 @@
 /* log.c - leveled logging to stderr, as text or JSON lines. */
 #include "log.h"
+#include "progress.h"
 #include "buf.h"
 #include "error.h"
 #include "redact.h"
@@ -171,6 +172,7 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
     if (!rc) rc = dp_log_escape(&b, msg, strlen(msg), 0);
     if (!rc) rc = dp_buf_putc(&b, '\n');
   }
+  dp_progress_clear_line();
   if (rc == 0) fputs(b.data, stderr);
   else fprintf(stderr, "%s %-5s (log line withheld: out of memory while escaping it)\n", ts, level_names[level]);
   dp_buf_free(&b);

@@ -23,8 +23,7 @@ void dp_progress_begin(const char *layer, const char *system, const char *entity
   const char *fmt = getenv("DP_LOG_FORMAT");
   cur.tty = isatty(2) && !(fmt && strcmp(fmt, "json") == 0);
   const char *every = getenv("DP_PROGRESS_SECONDS");
-  cur.every = every && *every ? atof(every) : 30.0;
-  if (cur.tty) cur.every = 0.5;
+  cur.every = every && *every ? atof(every) : cur.tty ? 0.5 : 30.0;
   snprintf(cur.label, sizeof cur.label, "%s %s.%s", layer, system, entity);
   cur.what = "records";
   cur.t0 = dp_monotonic();
@@ -64,6 +63,14 @@ void dp_progress_add(int64_t n, const char *what) {
     cur.drawn = 1;
   } else {
     dp_log(DP_LOG_INFO, "%s: %s %s so far (%s/s)", cur.label, a, cur.what, b);
+  }
+}
+
+void dp_progress_clear_line(void) {
+  if (cur.active && cur.drawn) {
+    fputs("\r\033[K", stderr);
+    cur.drawn = 0;
+    cur.next = 0; /* redraw at the next update */
   }
 }
 

@@ -12,5 +12,9 @@ void dp_progress_begin(const char *layer, const char *system, const char *entity
 /* n more records; what: "records", "keys", ... (a static string) */
 void dp_progress_add(int64_t n, const char *what);
 void dp_progress_end(void);
+/* Clears this thread's progress line from the terminal when one is drawn (the next update draws it
+ * again): the logger calls it before every line, so a log line never follows a progress line on
+ * the same row. */
+void dp_progress_clear_line(void);
 
 #endif

@@ -280,6 +280,34 @@ describe("bronze state", function()
     end)
   end)
 
+  describe("progress on a terminal", function()
+    it("is cleared before every log line (never a log line after it on the same row)", function()
+      local env = H.fresh_env("progress_tty")
+      local lines = {}
+      for i = 1, 300000 do
+        lines[i] = ('{"id":"TX-%d","booked_on":"2026-10-01","amount":-1.5,"currency":"EUR","description":"d"}'):format(i)
+      end
+      H.write_file(env.DP_DATA_DIR .. "/inbox/bank/transactions-2026-10.jsonl", table.concat(lines, "\n") .. "\n")
+      H.sh("touch -d '1 minute ago' " .. H.sh_quote(env.DP_DATA_DIR .. "/inbox/bank/transactions-2026-10.jsonl"))
+      local parts = { "env", "DP_LOG_LEVEL=info", "DP_PROGRESS_SECONDS=0" }
+      for k, v in pairs(env) do
+        if k:match("^DP_") and k ~= "DP_LOG_LEVEL" then parts[#parts + 1] = k .. "=" .. H.sh_quote(v) end
+      end
+      parts[#parts + 1] = H.sh_quote(H.bin) .. " run bank --entity transactions --layer raw"
+      local typescript = os.tmpname()
+      -- script(1) gives the engine a terminal; what it drew lands in the typescript file
+      local rc = H.sh("env -u LD_PRELOAD script -qec " .. H.sh_quote(table.concat(parts, " ")) .. " " .. typescript
+        .. " >/dev/null 2>&1")
+      local out = H.read_file(typescript)
+      os.remove(typescript)
+      assert.equal(0, rc, out)
+      assert.truthy(out:find("records (", 1, true), "no progress line was drawn: " .. out:sub(1, 400))
+      assert.truthy(out:find("raw bank.transactions: 300000 in", 1, true), out:sub(-600))
+      -- "\r\27[K" clears the row; a log line's timestamp never follows "(N/s)" on the same row
+      assert.is_nil(out:find("/s%)%d%d%d%d%-%d%d%-%d%dT"), out:sub(1, 600))
+    end)
+  end)
+
   describe("the bench's bronze baseline (dp.core)", function()
     it("exports a collection as BSON and inserts the same documents elsewhere", function()
       local env = H.fresh_env("bronze_state_bson")
