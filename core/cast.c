@@ -22,7 +22,8 @@ static void shown(char *dst, size_t cap, const char *s, size_t n) {
   size_t k = 0, i = 0;
   if (cap < 8) { if (cap) dst[0] = '\0'; return; }
   dst[k++] = '"';
-  for (; i < n && k + 8 < cap && i < MAX_SHOWN; i++) {
+  size_t shown_n = dp_utf8_prefix(s, n, MAX_SHOWN); /* never half a character */
+  for (; i < n && k + 8 < cap && i < shown_n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c >= 0x20 && c != 0x7f) { dst[k++] = (char)c; continue; }
     if (c == 0) k += (size_t)snprintf(dst + k, cap - k, "\\0");
@@ -207,8 +208,12 @@ static int cast_decimal_text(const dp_column *col, const char *s, size_t n, dp_b
   if (i < n && (s[i] == 'e' || s[i] == 'E')) {
     char *end;
     errno = 0;
-    long ex = strtol(s + i + 1, &end, 10);
-    if (end == s + i + 1 || (size_t)(end - s) != n || errno || ex > 1000 || ex < -1000)
+    /* strtol would skip white space: the exponent starts right after the e */
+    const char *x = s + i + 1;
+    int digit_next = x < s + n && (isdigit((unsigned char)*x) ||
+                                   ((*x == '+' || *x == '-') && x + 1 < s + n && isdigit((unsigned char)x[1])));
+    long ex = digit_next ? strtol(x, &end, 10) : 0;
+    if (!digit_next || end == x || (size_t)(end - s) != n || errno || ex > 1000 || ex < -1000)
       return dp_err_set(e, DP_ECAST, "%s is not a decimal number", sh);
     point += (int)ex;
     i = n;

@@ -234,6 +234,14 @@ cleanup:
   return rc;
 }
 
+size_t dp_utf8_prefix(const char *s, size_t n, size_t max) {
+  if (n <= max) return n;
+  size_t k = max;
+  /* back over continuation bytes to the start of the sequence the cut falls in */
+  while (k > 0 && ((unsigned char)s[k] & 0xc0) == 0x80) k--;
+  return k;
+}
+
 void dp_json_put_utf8(dp_buf *b, unsigned cp) {
   char u[4];
   if (cp < 0x80) {

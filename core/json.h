@@ -30,6 +30,9 @@ int dp_json_select(const char *text, size_t len, const char *path, size_t plen, 
 
 /* Appends s[0..n) as a JSON string literal, with quotes. */
 int dp_json_put_string(dp_buf *out, const char *s, size_t n);
+/* The longest prefix of s[0..n) of at most max bytes that does not cut a UTF-8 sequence (for
+ * shortened values in messages and reject rows, which PostgreSQL checks as UTF-8). */
+size_t dp_utf8_prefix(const char *s, size_t n, size_t max);
 /* Appends the code point cp (at most 0x10FFFF) as UTF-8. */
 void dp_json_put_utf8(dp_buf *b, unsigned cp);
 

@@ -265,8 +265,9 @@ static int check_duplicates(jb *j, size_t first, const char *obj) {
       if (same_key(j, &v[a - 1], &v[a])) dup = &v[a];
   }
   if (!dup) return 0;
+  size_t shown = dp_utf8_prefix(j->keys.data + dup->off, dup->len, 60); /* never half a character */
   snprintf(j->whatbuf, sizeof j->whatbuf, "duplicate member \"%.*s%s\" (a key may come once per object)",
-           dup->len > 60 ? 60 : (int)dup->len, j->keys.data + dup->off, dup->len > 60 ? "..." : "");
+           (int)shown, j->keys.data + dup->off, dup->len > shown ? "..." : "");
   return fail_at(j, obj, j->whatbuf);
 }
 

@@ -1,6 +1,7 @@
 /* record.c - cast a record to typed canonical texts and hash them. */
 #include "record.h"
 #include "cast.h"
+#include "json.h"
 #include "jsonbson.h"
 
 #include <stdio.h>
@@ -115,7 +116,9 @@ int dp_row_cast(dp_row *r, const dp_entity *ent, const bson_t *record, int flags
       if (src) {
         dp_buf v = DP_BUF_INIT;
         dp_bson_value_to_json(src, &v);
-        snprintf(r->bad_value, sizeof r->bad_value, "%s", v.data ? v.data : "");
+        size_t keep = v.data ? dp_utf8_prefix(v.data, v.len, sizeof r->bad_value - 1) : 0;
+        memcpy(r->bad_value, v.data ? v.data : "", keep);
+        r->bad_value[keep] = '\0';
         dp_buf_free(&v);
       }
       dp_err_prefix(e, "column %s: ", c->name);

@@ -176,4 +176,27 @@ describe("hostile source records", function()
       assert(pg:query("SELECT b::text AS b, odd::text AS odd, geo::text AS geo FROM silver.hz__log WHERE _dp_run_id = $1",
         r.run_id)))
   end)
+
+  it("rejects values with multi-byte text at the cut-off of messages and reject rows, and exponents with white space", function()
+    -- the rejected value (shown to 255 bytes) and the reason (60 bytes) are cut between characters
+    put("recs-9.jsonl", table.concat({
+      '{"id":"u1","i":"' .. string.rep("x", 253) .. '\195\169"}',
+      '{"id":"u2","i":"' .. string.rep("x", 59) .. '\195\169\195\169"}',
+      '{"id":"u3","n":"1e 5"}',
+      '{"id":"u4","n":"2e\\t3"}',
+      '{"id":"u5","n":"1e+2"}',
+    }, "\n") .. "\n")
+    local rc, out, err = run("recs")
+    assert.are.equal(0, rc, out .. err)
+    local s = counts(last_run().run_id, "recs", "silver")
+    assert.are.same({ "succeeded", 4 }, { s.status, s.rej })
+    local rows = assert(pg:query("SELECT reason FROM silver.hz__recs__rejected WHERE _dp_run_id = $1 ORDER BY raw_line",
+      last_run().run_id))
+    assert.truthy(rows[3].reason:find("is not a decimal number", 1, true), rows[3].reason)
+    assert.truthy(rows[4].reason:find("is not a decimal number", 1, true), rows[4].reason)
+    local ok = current("recs", "id, n::text AS n")
+    local u5
+    for _, r in ipairs(ok) do if r.id == "u5" then u5 = r.n end end
+    assert.are.equal("100.000000", u5)
+  end)
 end)
