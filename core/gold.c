@@ -158,7 +158,9 @@ int dp_gold_insert_select(dp_gold_builder *b, const char *select_sql, int64_t *n
   const char **names = calloc(m->ncols ? m->ncols : 1, sizeof *names);
   if (!names) return dp_err_set(e, DP_ENOMEM, "out of memory");
   for (size_t i = 0; i < m->ncols; i++) names[i] = m->cols[i].name;
-  rc = dp_pg_sandbox_prepare(&sb, b->c, select_sql, names, (int)m->ncols, 0, NULL, e);
+  /* the timeout holds for the prepare too (parse analysis runs input functions) */
+  rc = dp_pg_set_statement_timeout(b->c, b->timeout_ms, e);
+  if (rc == 0) rc = dp_pg_sandbox_prepare(&sb, b->c, select_sql, names, (int)m->ncols, 0, NULL, e);
   free(names);
   if (rc) goto cleanup;
   /* the INSERT is the engine's; the query inside gold_sandbox.query runs as dp_gold */

@@ -205,6 +205,7 @@ cleanup:
 #define GUARD_HOOK_COUNT 1000 /* instructions between two checks of wall clock and heap */
 #define GUARD_CPU_EVERY 10     /* hooks between two reads of the thread's CPU time (a syscall) */
 #define GUARD_BIG_ALLOC (64 * 1024) /* growth the allocator refuses once over the cap */
+#define GUARD_HEADROOM (8 * 1024 * 1024) /* small growth allowed past the cap (error paths) */
 
 enum { HIT_NONE = 0, HIT_TIME, HIT_MEMORY, HIT_WALL };
 
@@ -265,14 +266,19 @@ int dp_script_limits_from_env(dp_script_limits *l, dp_err *e) {
   return 0;
 }
 
-/* Counts every allocation; during a guarded call refuses a large growth that would pass the
- * cap (LuaJIT then raises "not enough memory", which the guard reports as the limit). */
+/* Counts every allocation. During a guarded call it refuses a large growth that would pass the
+ * cap, and any growth once the heap is GUARD_HEADROOM past it: a C function (cjson.decode
+ * building millions of small tables) never meets the hook, so the allocator is where the cap
+ * holds. LuaJIT then raises "not enough memory", which the guard reports as the limit; the
+ * headroom leaves room for the error's own path. */
 static void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   guard *g = ud;
-  if (nsize > osize && g->depth > 0 && nsize - osize >= GUARD_BIG_ALLOC &&
-      g->allocated + (int64_t)(nsize - osize) - g->mem_base > g->mem_cap) {
-    g->hit = HIT_MEMORY;
-    return NULL;
+  if (nsize > osize && g->depth > 0) {
+    int64_t over = g->allocated + (int64_t)(nsize - osize) - g->mem_base - g->mem_cap;
+    if (over > 0 && (nsize - osize >= GUARD_BIG_ALLOC || over > GUARD_HEADROOM)) {
+      g->hit = HIT_MEMORY;
+      return NULL;
+    }
   }
   void *p = g->orig(g->orig_ud, ptr, osize, nsize);
   if (p || nsize == 0) g->allocated += (int64_t)nsize - (int64_t)osize;
@@ -337,6 +343,18 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
   }
 }
 
+void dp_script_check_limits(lua_State *L) {
+  guard *g = guard_get(L, 0);
+  if (!g || g->depth == 0) return;
+  if (!g->hit && cpu_now() > g->deadline) g->hit = HIT_TIME;
+  if (!g->hit && wall_now() > g->wall_deadline) g->hit = HIT_WALL;
+  if (!g->hit && g->allocated - g->mem_base > g->mem_cap) g->hit = HIT_MEMORY;
+  if (g->hit) {
+    lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1); /* as the hook does: no pcall gets past it */
+    guard_raise(L, g);
+  }
+}
+
 /* Error handler of guarded calls: strings pass; any other error value is described without
  * calling its metamethods (a script's __tostring never runs on the engine's path). */
 static int guard_handler(lua_State *L) {
@@ -382,6 +400,10 @@ int dp_script_pcall(lua_State *L, const char *what, dp_script_kind kind, int nar
    * hook: the limits are checked once more when it returns */
   if (!g->hit && cpu_now() > g->deadline) g->hit = HIT_TIME;
   if (!g->hit && wall_now() > g->wall_deadline) g->hit = HIT_WALL;
+  if (!g->hit && g->allocated - g->mem_base > g->mem_cap) { /* what it built and kept counts too */
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    if (g->allocated - g->mem_base > g->mem_cap) g->hit = HIT_MEMORY;
+  }
   int hit = g->hit;
   g->last_hit = hit;
   g->depth--;

@@ -38,6 +38,9 @@ int dp_script_limits_from_env(dp_script_limits *l, dp_err *e);
  * and its variable), pops function and arguments, and returns DP_ELUA. Error values that are
  * not strings become "(error object is a T value)" without calling their metamethods. */
 int dp_script_pcall(lua_State *L, const char *what, dp_script_kind kind, int nargs, int nresults, dp_err *e);
+/* For C functions scripts call that may run long (the pattern matcher): inside a guarded call,
+ * raises the limit's error when the time or memory limit is passed; outside one, nothing. */
+void dp_script_check_limits(lua_State *L);
 /* dp.core registrar: script_call(what, kind, fn, ...), script_limits([t]), script_memory_left(). */
 void dp_script_lua_register(lua_State *L);
 

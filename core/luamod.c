@@ -8,6 +8,7 @@
 #include "hash.h"
 #include "http.h"
 #include "cron.h"
+#include "luapattern.h"
 #include "inbox.h"
 #include "json.h"
 #include "jsonbson.h"
@@ -570,6 +571,7 @@ static const dp_lua_registrar registrars[] = {
     dp_inbox_lua_register,   /* inbox.c: file_info, file_move */
     dp_gold_lua_register,    /* gold.c: gold_begin (builders for specs) */
     dp_cron_lua_register,    /* cron.c: cron_check, cron_next, cron_prev, tz_check, tz_offset */
+    dp_pattern_lua_register, /* luapattern.c: str_find, str_match, str_gmatch, str_gsub */
     dp_script_lua_register,  /* luabridge.h: script_call, script_limits, script_memory_left */
     NULL, /* keep last */
 };

@@ -408,7 +408,16 @@ int dp_pg_set_statement_timeout(PGconn *c, long ms, dp_err *e) {
   char v[32];
   snprintf(v, sizeof v, "%ld", ms > 0 ? ms : 0);
   const char *p[] = {v};
-  return dp_pg_exec(c, "SELECT pg_catalog.set_config('statement_timeout', $1, true)", 1, p, NULL, e);
+  /* with the timeout, before every statement: the memory a sort or hash may take (a query could
+   * have raised it for the session), and, where the engine may set it (a superuser), the temporary
+   * disk a statement may fill, which dp_gold cannot raise again */
+  return dp_pg_exec(c,
+                    "SELECT pg_catalog.set_config('statement_timeout', $1, true),"
+                    " pg_catalog.set_config('work_mem', '" DP_GOLD_WORK_MEM "', true),"
+                    " pg_catalog.set_config('hash_mem_multiplier', '2', true),"
+                    " CASE WHEN (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)"
+                    "  THEN pg_catalog.set_config('temp_file_limit', '" DP_GOLD_TEMP_FILE_LIMIT "', true) END",
+                    1, p, NULL, e);
 }
 
 int dp_pg_sandbox_verify(PGconn *c, dp_err *e) {

@@ -64,6 +64,9 @@ int dp_pg_sandbox_run(PGconn *c, const char *stmt, long timeout_ms, PGresult **o
 
 /* Sets statement_timeout for the rest of the current transaction (SET LOCAL); 0 = none. */
 int dp_pg_set_statement_timeout(PGconn *c, long ms, dp_err *e);
+/* What dp_pg_set_statement_timeout also sets for each gold statement. */
+#define DP_GOLD_WORK_MEM "64MB"
+#define DP_GOLD_TEMP_FILE_LIMIT "4GB"
 
 /* Fails when the untrusted SQL of this transaction left writes that table privileges cannot
  * stop (large objects owned by dp_gold). Returns 0 or DP_EPG ("the query created large

@@ -169,6 +169,10 @@ end
 
 local STRING_METHODS = copy(string, { dump = true })
 STRING_METHODS.rep = checked_rep
+-- the library's matcher runs in one C call that no hook interrupts (a backtracking pattern runs
+-- for hours): these are the same functions with a step budget that checks the script limits
+STRING_METHODS.find, STRING_METHODS.match = core.str_find, core.str_match
+STRING_METHODS.gmatch, STRING_METHODS.gsub = core.str_gmatch, core.str_gsub
 do
   local smt = debug.getmetatable("")
   if smt then

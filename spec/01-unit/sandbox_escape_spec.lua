@@ -367,6 +367,44 @@ return {
       assert_engine_intact()
     end)
 
+    it("a backtracking pattern in one string.find call stops at the deadline (the matcher checks it)", function()
+      for _, body in ipairs({
+        'return (("a"):rep(600)):find(("a-"):rep(4) .. "b")',
+        'return string.match(("a"):rep(600), ("a*"):rep(5) .. "b")',
+        'local n = 0 for _ in (("a"):rep(400)):gmatch(("a-"):rep(4) .. "b") do n = n + 1 end return n',
+        'return (("a"):rep(600)):gsub(("a-"):rep(4) .. "b", "x")',
+      }) do
+        local t0 = core.monotonic()
+        local err = attack_fails(body)
+        limit_error(err, "time limit of 1 s of CPU time (DP_SCRIPT_TIMEOUT)")
+        assert.truthy(core.monotonic() - t0 < 5, body)
+      end
+      -- and the matcher still matches as the library does
+      local cases = {
+        { "hello world", "(%w+) (%w+)" }, { "key = value", "^(%w+)%s*=%s*(%w+)$" }, { "[[x]]", "%b[]" },
+        { "THE (quick) fox", "%f[%a]%a+" }, { "abc", "()b()" }, { "aaa", "a-" }, { "x=1, y=22", "(%a)=(%d+)" },
+      }
+      for _, c in ipairs(cases) do
+        assert.same({ string.find(c[1], c[2]) }, { core.str_find(c[1], c[2]) }, c[2])
+        assert.same({ string.match(c[1], c[2]) }, { core.str_match(c[1], c[2]) }, c[2])
+        assert.same({ string.gsub(c[1], c[2], "<%0>") }, { core.str_gsub(c[1], c[2], "<%0>") }, c[2])
+        local a, b = {}, {}
+        for x in string.gmatch(c[1], c[2]) do a[#a + 1] = x end
+        for x in core.str_gmatch(c[1], c[2]) do b[#b + 1] = x end
+        assert.same(a, b, c[2])
+      end
+      assert_engine_intact()
+    end)
+
+    it("memory built inside one C call (cjson.decode of many small tables) is capped", function()
+      -- (the limits of this block: 1 s, 64 MiB)
+      local ok, err = pcall(attack_fails,
+        'local i = "[" .. ("[]"):rep(2000, ",") .. "]" return #ctx.json.decode("[" .. i:rep(2000, ",") .. "]")')
+      assert.is_true(ok, tostring(err))
+      limit_error(err, "memory limit of 64 MiB (DP_SCRIPT_MEMORY)")
+      assert_engine_intact()
+    end)
+
     it("time waiting in the engine's own calls is not CPU time; the wall-clock limit is the backstop", function()
       local server = H.http_server()
       local body = [[
