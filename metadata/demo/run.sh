@@ -110,6 +110,32 @@ DP_METADATA=mongo build/dp-engine run bank
 psql -q "$DP_POSTGRES_URL" -c "SELECT system, status, left(metadata_hash, 12) AS metadata_hash FROM audit.system_run
   WHERE system = 'bank' ORDER BY started_at"
 
+say "dp-engine serve (docs/triggers.md): the HTTP API starts a run, the status page shows it"
+TOKEN=demo-token-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+DEMO_DIR=$ROOT/.dp/demo
+SERVE_OUT=$DEMO_DIR/serve.out
+DP_API_TOKEN=$TOKEN DP_LISTEN=127.0.0.1:0 DP_LOG_LEVEL=warn build/dp-engine serve >"$SERVE_OUT" 2>"$DEMO_DIR/serve.err" &
+SERVE_PID=$!
+for _ in $(seq 1 100); do grep -q "listening on port" "$SERVE_OUT" && break; sleep 0.1; done
+URL=http://127.0.0.1:$(sed -n 's/.*listening on port //p' "$SERVE_OUT")
+echo "-- GET $URL/health"
+curl -s "$URL/health"; echo
+echo "-- POST $URL/api/v1/hooks/bank/new_export (a callback trigger of the bank system)"
+RUN=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" "$URL/api/v1/hooks/bank/new_export" -d '{"file": "demo"}')
+echo "$RUN"
+RUN_ID=$(sed -n 's/.*"run_id":"\([^"]*\)".*/\1/p' <<<"$RUN")
+for _ in $(seq 1 100); do
+  # the run's own status is the first in the document (its layers and entities follow)
+  STATUS=$(curl -s -H "Authorization: Bearer $TOKEN" "$URL/api/v1/runs/$RUN_ID" | grep -o '"status":"[a-z]*"' | head -n 1 || true)
+  case $STATUS in *succeeded* | *failed* | *partial*) break ;; esac
+  sleep 0.2
+done
+echo "-- GET $URL/api/v1/runs?system=bank&limit=2"
+curl -s -H "Authorization: Bearer $TOKEN" "$URL/api/v1/runs?system=bank&limit=2"; echo
+kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true
+echo "(serve stopped; run it yourself and open the status page at http://127.0.0.1:8080/#token=YOUR_TOKEN:"
+echo " DP_API_TOKEN=YOUR_TOKEN build/dp-engine serve, with the environment below)"
+
 cat <<EOT
 
 Done. To look around yourself:
