@@ -18,6 +18,7 @@
  *      along the way.
  * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
  * is how silver finds what changed when a change file is missing. */
+#include "config.h"
 #include "bronze.h"
 #include "cast.h"
 #include "extsort.h"
@@ -150,7 +151,7 @@ void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_
 
 /* DP_SORT_MEM (bytes) or the default: memory for sorting; more records go to sorted runs on disk. */
 static size_t sort_mem(void) {
-  const char *v = getenv("DP_SORT_MEM");
+  const char *v = dp_config_env("DP_SORT_MEM");
   char *end;
   unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
   return n > 0 && *end == '\0' ? (size_t)n : SORT_MEM;

@@ -51,3 +51,8 @@ int dp_cli_fail_config(const dp_err *e) {
   fprintf(stderr, "dp-engine: %s\n", e->msg);
   return DP_EXIT_USAGE;
 }
+
+int dp_cli_exit(const char *cmd, const dp_err *e) {
+  fprintf(stderr, "dp-engine %s: %s\n", cmd, e->msg[0] ? e->msg : dp_strerror(e->code));
+  return e->code ? dp_err_exit_class(e->code) : DP_EXIT_RUN_FAILED;
+}

@@ -31,6 +31,9 @@ const char *dp_cli_count(char *buf, size_t cap, size_t n, const char *one, const
 int dp_cli_wants_help(int argc, char **argv);
 /* Prints "dp-engine: <fmt with arg>" and the usage to stderr; returns DP_EXIT_USAGE. */
 int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg);
+/* The one way a command reports an error: prints "dp-engine CMD: <e's message>" to stderr and
+ * returns the exit class of e's code (DP_ERRNO_MAP, error.h); a message with no code is 1. */
+int dp_cli_exit(const char *cmd, const dp_err *e);
 /* Prints the error of a configuration problem; returns DP_EXIT_USAGE. */
 int dp_cli_fail_config(const dp_err *e);
 

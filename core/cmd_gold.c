@@ -28,6 +28,6 @@ int dp_cmd_gold(dp_engine *eng, int argc, char **argv) {
   int failed = 0;
   int rc = dp_gold_run(eng, (const char *const *)argv + 1, argc - 1, NULL, NULL, &failed, &e);
   if (rc == 0) return DP_EXIT_OK;
-  fprintf(stderr, "dp-engine gold run: %s\n", e.msg);
-  return failed ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;
+  int code = dp_cli_exit("gold run", &e);
+  return failed ? DP_EXIT_RUN_FAILED : code;
 }

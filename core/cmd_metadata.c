@@ -25,7 +25,7 @@ static const char *METADATA_USAGE =
     "          one gold model; --json for JSON\n"
     "\n"
     "Metadata is read from DIR, else DP_METADATA (a folder, or mongo), else ./metadata.\n"
-    "Exit codes: 0 success, 1 MongoDB failed (push), 2 invalid metadata or usage error.\n";
+    "Exit codes: 0 success, 1 MongoDB failed or could not be reached, 2 invalid metadata or usage.\n";
 
 /* The validated meta table is on top of the stack. */
 static void counts(lua_State *L, size_t *ns, size_t *ne, size_t *ng) {
@@ -38,28 +38,25 @@ static void counts(lua_State *L, size_t *ns, size_t *ne, size_t *ng) {
   lua_pop(L, 3);
 }
 
-static int load(dp_engine *eng) {
+/* Loads and validates the metadata; on error prints "dp-engine metadata CMD: ..." and returns
+ * the exit class (invalid metadata or configuration 2, MongoDB unreachable or failing 1). */
+static int load(dp_engine *eng, const char *cmd) {
   dp_err e;
   dp_err_clear(&e);
   /* validate, push and show check every system's connector, a disabled system's too (each
    * under the script load time limit); runs load only enabled systems' (lua/dp/engine.lua) */
-  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) {
-    fprintf(stderr, "%s\n", e.msg);
-    return DP_EXIT_USAGE;
-  }
+  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) return dp_cli_exit(cmd, &e);
   lua_getglobal(eng->L, "__dp_engine");
   lua_pushboolean(eng->L, 1);
   lua_setfield(eng->L, -2, "all_connectors");
   lua_pop(eng->L, 1);
   int rc = dp_load_metadata(eng, &e);
   if (rc == 0) return 0;
-  fprintf(stderr, "%s\n", e.msg);
-  /* invalid metadata or configuration: 2; MongoDB unreachable or failing: 1 */
-  return rc == DP_EMONGO ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;
+  return dp_cli_exit(cmd, &e);
 }
 
 static int cmd_validate(dp_engine *eng) {
-  int rc = load(eng);
+  int rc = load(eng, "metadata validate");
   if (rc) return rc;
   lua_State *L = eng->L;
   size_t ns, ne, ng;
@@ -101,7 +98,7 @@ static int cmd_push(dp_engine *eng) {
                     "to a folder (it is \"mongo\")\n");
     return DP_EXIT_USAGE;
   }
-  int rc = load(eng); /* invalid metadata: exit 2 before MongoDB is touched */
+  int rc = load(eng, "metadata push"); /* invalid metadata: exit 2 before MongoDB is touched */
   if (rc) return rc;
   lua_State *L = eng->L;
   int meta_idx = lua_gettop(L);
@@ -161,12 +158,11 @@ cleanup:
   for (int i = 0; i < DP_META_NFILES; i++) free(items[i]);
   lua_settop(L, meta_idx);
   if (rc == 0) return DP_EXIT_OK;
-  fprintf(stderr, "dp-engine metadata push: %s\n", e.msg);
-  return rc == DP_ECONFIG || rc == DP_EINVAL ? DP_EXIT_USAGE : DP_EXIT_RUN_FAILED;
+  return dp_cli_exit("metadata push", &e);
 }
 
 static int cmd_show(dp_engine *eng, const char *name, int as_json) {
-  int rc = load(eng);
+  int rc = load(eng, "metadata show");
   if (rc) return rc;
   lua_State *L = eng->L;
   int meta_idx = lua_gettop(L);
@@ -179,14 +175,11 @@ static int cmd_show(dp_engine *eng, const char *name, int as_json) {
   if (name) lua_pushstring(L, name);
   else lua_pushnil(L);
   lua_pushboolean(L, as_json);
-  if (dp_lua_pcall(L, 3, 2, &e)) {
-    fprintf(stderr, "dp-engine metadata show: %s\n", e.msg);
-    return DP_EXIT_USAGE;
-  }
-  if (lua_isnil(L, -2)) {
-    fprintf(stderr, "dp-engine metadata show: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+  if (dp_lua_pcall(L, 3, 2, &e)) return dp_cli_exit("metadata show", &e);
+  if (lua_isnil(L, -2)) { /* an unknown NAME */
+    dp_err_set(&e, DP_ENOTFOUND, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
     lua_settop(L, meta_idx);
-    return DP_EXIT_USAGE;
+    return dp_cli_exit("metadata show", &e);
   }
   size_t n;
   const char *text = lua_tolstring(L, -2, &n);

@@ -21,8 +21,7 @@ int dp_cmd_migrate(dp_engine *eng, int argc, char **argv) {
   snprintf(dir, sizeof dir, "%s/migrations", eng->cfg.home);
   int applied = 0;
   if (dp_migrate(eng->audit, dir, &applied, &e) != 0) {
-    fprintf(stderr, "dp-engine migrate: %s\n", e.msg);
-    return DP_EXIT_RUN_FAILED;
+    return dp_cli_exit("migrate", &e);
   }
   printf("migrations: %d applied, database is up to date\n", applied);
   return DP_EXIT_OK;

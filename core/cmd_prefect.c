@@ -1,5 +1,6 @@
 /* cmd_prefect.c - dp-engine prefect deploy: a process work pool and one deployment per system
  * (docs/orchestration.md). */
+#include "config.h"
 #include "cli.h"
 #include "json.h"
 #include "log.h"
@@ -123,8 +124,7 @@ int dp_cmd_prefect(dp_engine *eng, int argc, char **argv) {
   if (argc == 0 || dp_cli_wants_help(argc, argv)) { fputs(PREFECT_USAGE, argc ? stdout : stderr); return argc ? DP_EXIT_OK : DP_EXIT_USAGE; }
   if (strcmp(argv[0], "deploy") != 0) return dp_cli_usage_error(PREFECT_USAGE, "unknown prefect command: %s", argv[0]);
   int with_schedules = 0;
-  const char *pool = getenv("DP_PREFECT_WORK_POOL");
-  if (!pool || !*pool) pool = "dp-engine";
+  const char *pool = dp_config_get("DP_PREFECT_WORK_POOL");
   const char **names = calloc((size_t)argc, sizeof *names);
   int nnames = 0;
   for (int i = 1; i < argc; i++) {

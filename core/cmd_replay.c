@@ -16,7 +16,8 @@ static const char *REPLAY_USAGE =
     "  --from bronze  silver from every bronze document (not only those written since its last\n"
     "                 committed run)\n"
     "  --entity E     only this entity (repeatable)\n"
-    "Exit codes: 0 every entity succeeded, 1 an entity failed, 2 usage or configuration error.\n";
+    "Exit codes: 0 every entity succeeded, 1 an entity failed or a database could not be reached,\n"
+    "  2 usage, metadata or configuration error.\n";
 
 int dp_cmd_replay(dp_engine *eng, int argc, char **argv) {
   if (dp_cli_wants_help(argc, argv)) { fputs(REPLAY_USAGE, stdout); return DP_EXIT_OK; }
@@ -60,8 +61,8 @@ int dp_cmd_replay(dp_engine *eng, int argc, char **argv) {
   if (dp_run_system(eng, system, &o, &failed, &e) == 0) {
     rc = DP_EXIT_OK;
   } else {
-    fprintf(stderr, "dp-engine replay: %s\n", e.msg);
-    rc = failed ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;
+    int code = dp_cli_exit("replay", &e);
+    rc = failed ? DP_EXIT_RUN_FAILED : code;
   }
 done:
   free(ents);

@@ -19,7 +19,8 @@ static const char *RUN_USAGE =
     "  --with-gold    after a succeeded run, build the gold models that depend on the system\n"
     "Started by a Prefect worker (PREFECT__FLOW_RUN_ID set), the run is that flow run and its\n"
     "parameters entities, layers and full_refresh replace these options (docs/orchestration.md).\n"
-    "Exit codes: 0 every entity succeeded, 1 an entity failed, 2 usage or configuration error.\n";
+    "Exit codes: 0 every entity succeeded, 1 an entity failed or a database could not be reached,\n"
+    "  2 usage, metadata or configuration error.\n";
 
 int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   if (dp_cli_wants_help(argc, argv)) { fputs(RUN_USAGE, stdout); return DP_EXIT_OK; }
@@ -91,11 +92,11 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   if (with_gold && rc == 0) { /* gold only after a fully succeeded run (docs/gold.md) */
     rc = dp_gold_run(eng, NULL, 0, system, NULL, &failed, &e);
     if (rc == 0) return DP_EXIT_OK;
-    fprintf(stderr, "dp-engine run --with-gold: %s\n", e.msg);
-    return failed ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;
+    int code = dp_cli_exit("run --with-gold", &e);
+    return failed ? DP_EXIT_RUN_FAILED : code;
   }
   if (with_gold && failed) fprintf(stderr, "dp-engine run: gold models not run: the system run did not succeed\n");
   if (rc == 0) return DP_EXIT_OK;
-  fprintf(stderr, "dp-engine run: %s\n", e.msg);
-  return failed ? DP_EXIT_RUN_FAILED : DP_EXIT_USAGE;
+  int code = dp_cli_exit("run", &e); /* a run that failed part way is 1, else the error's class */
+  return failed ? DP_EXIT_RUN_FAILED : code;
 }

@@ -122,8 +122,7 @@ int dp_cmd_runs(dp_engine *eng, int argc, char **argv) {
     }
   }
   if (rc) {
-    fprintf(stderr, "dp-engine runs: %s\n", e.msg);
-    return DP_EXIT_RUN_FAILED;
+    return dp_cli_exit("runs", &e);
   }
   return DP_EXIT_OK;
 }

@@ -1,5 +1,6 @@
 /* engine.c - configuration from the environment and the engine's connections. */
 #include "engine.h"
+#include "config.h"
 #include "log.h"
 #include "pg.h"
 
@@ -13,9 +14,10 @@
 #define DP_INSTALL_SHARE "/usr/local/share/dp-engine"
 #endif
 
+/* The variable's value or its default from config.h, else def; strdup'ed (caller frees). */
 static char *env_or(const char *name, const char *def) {
-  const char *v = getenv(name);
-  if (v && *v) return strdup(v);
+  const char *v = dp_config_get(name);
+  if (v) return strdup(v);
   return def ? strdup(def) : NULL;
 }
 
@@ -47,12 +49,12 @@ int dp_config_from_env(dp_config *cfg, dp_err *e) {
     return DP_ECONFIG;
   }
   cfg->scripts = env_or("DP_SCRIPTS", cfg->home);
-  cfg->metadata = env_or("DP_METADATA", "./metadata");
-  cfg->data_dir = env_or("DP_DATA_DIR", "./data");
+  cfg->metadata = env_or("DP_METADATA", NULL);
+  cfg->data_dir = env_or("DP_DATA_DIR", NULL);
   cfg->postgres_url = env_or("DP_POSTGRES_URL", NULL);
   cfg->mongo_url = env_or("DP_MONGO_URL", NULL);
-  cfg->bronze_db = env_or("DP_BRONZE_DB", "bronze");
-  cfg->metadata_db = env_or("DP_METADATA_DB", "metadata");
+  cfg->bronze_db = env_or("DP_BRONZE_DB", NULL);
+  cfg->metadata_db = env_or("DP_METADATA_DB", NULL);
   return 0;
 }
 

@@ -10,16 +10,25 @@
 
 const char *dp_err_name(int code) {
   switch (code) {
-#define DP__ERR_NAME(name, c, msg) case c: return "DP_" #name;
+#define DP__ERR_NAME(name, c, exit, msg) case c: return "DP_" #name;
     DP_ERRNO_MAP(DP__ERR_NAME)
 #undef DP__ERR_NAME
   }
   return "DP_EUNKNOWN";
 }
 
+int dp_err_exit_class(int code) {
+  switch (code) {
+#define DP__ERR_EXIT(name, c, exit, msg) case c: return exit;
+    DP_ERRNO_MAP(DP__ERR_EXIT)
+#undef DP__ERR_EXIT
+  }
+  return 1;
+}
+
 const char *dp_strerror(int code) {
   switch (code) {
-#define DP__ERR_MSG(name, c, msg) case c: return msg;
+#define DP__ERR_MSG(name, c, exit, msg) case c: return msg;
     DP_ERRNO_MAP(DP__ERR_MSG)
 #undef DP__ERR_MSG
   }

@@ -4,27 +4,30 @@
 #ifndef DP_ERROR_H
 #define DP_ERROR_H
 
-/* X(name, code, message): one table gives the enum, the name and the message. */
-#define DP_ERRNO_MAP(X)                                   \
-  X(OK,       0,   "success")                             \
-  X(EINVAL,  -1,   "invalid argument")                    \
-  X(ENOMEM,  -2,   "out of memory")                       \
-  X(EIO,     -3,   "input/output error")                  \
-  X(EJSON,   -4,   "invalid JSON")                        \
-  X(ECAST,   -5,   "value cannot be cast")                \
-  X(EPG,     -6,   "PostgreSQL error")                    \
-  X(EMONGO,  -7,   "MongoDB error")                       \
-  X(ELUA,    -8,   "Lua error")                           \
-  X(EMETA,   -9,   "invalid metadata")                    \
-  X(EBUSY,   -10,  "already running")                     \
-  X(ECONFIG, -11,  "configuration error")                 \
-  X(EMIGRATE,-12,  "migration error")                     \
-  X(ENOTFOUND,-13, "not found")                          \
-  X(EKEY,    -14,  "wrong or unusable key")               \
-  X(ETAMPERED,-15, "data was modified or damaged")
+/* X(name, code, exit class, message): one table gives the enum, the name, the message and the
+ * exit code of a command that fails with it (dp_cli_exit, cli.h): 0 success, 1 something the
+ * engine did or reached failed (a service down, a run failed), 2 the user's input or
+ * configuration is wrong (usage, metadata, configuration, an unknown name, a wrong key). */
+#define DP_ERRNO_MAP(X)                                      \
+  X(OK,        0,   0, "success")                        \
+  X(EINVAL,    -1,  2, "invalid argument")               \
+  X(ENOMEM,    -2,  1, "out of memory")                  \
+  X(EIO,       -3,  1, "input/output error")             \
+  X(EJSON,     -4,  1, "invalid JSON")                   \
+  X(ECAST,     -5,  1, "value cannot be cast")           \
+  X(EPG,       -6,  1, "PostgreSQL error")               \
+  X(EMONGO,    -7,  1, "MongoDB error")                  \
+  X(ELUA,      -8,  1, "Lua error")                      \
+  X(EMETA,     -9,  2, "invalid metadata")               \
+  X(EBUSY,     -10, 1, "already running")                \
+  X(ECONFIG,   -11, 2, "configuration error")            \
+  X(EMIGRATE,  -12, 1, "migration error")                \
+  X(ENOTFOUND, -13, 2, "not found")                      \
+  X(EKEY,      -14, 2, "wrong or unusable key")          \
+  X(ETAMPERED, -15, 1, "data was modified or damaged")
 
 typedef enum {
-#define DP__ERR_ENUM(name, code, msg) DP_##name = code,
+#define DP__ERR_ENUM(name, code, exit, msg) DP_##name = code,
   DP_ERRNO_MAP(DP__ERR_ENUM)
 #undef DP__ERR_ENUM
 } dp_errno;
@@ -36,6 +39,8 @@ typedef struct dp_err {
 
 /* Returns the name of an error code ("DP_EPG"). Static storage. */
 const char *dp_err_name(int code);
+/* The exit class (0, 1 or 2) of an error code; 1 for a code not in the table. */
+int dp_err_exit_class(int code);
 /* Returns the generic message of an error code. Static storage. */
 const char *dp_strerror(int code);
 /* Sets code and a printf-formatted message on e (e may be NULL); returns code. */

@@ -1,4 +1,5 @@
 /* goldrun.c - the gold run driver (see goldrun.h). */
+#include "config.h"
 #include "goldrun.h"
 #include "version.h"
 #include "audit.h"
@@ -21,7 +22,7 @@
 /* DP_GOLD_STATEMENT_TIMEOUT: seconds (a decimal number, e.g. 300 or 0.5; 0 turns the timeout
  * off). Returns 0 with *ms set, or DP_ECONFIG naming the variable. */
 static int gold_timeout_from_env(long *ms, dp_err *e) {
-  const char *v = getenv("DP_GOLD_STATEMENT_TIMEOUT");
+  const char *v = dp_config_env("DP_GOLD_STATEMENT_TIMEOUT");
   *ms = GOLD_TIMEOUT_DEFAULT_MS;
   if (!v || !*v) return 0;
   char *end = NULL;

@@ -1,4 +1,5 @@
 /* luabridge.c - engine Lua state, protected calls, metadata tables -> C structs. */
+#include "config.h"
 #include "luabridge.h"
 
 #include <lauxlib.h>
@@ -243,7 +244,7 @@ static double wall_now(void) {
 }
 
 static int parse_limit(const char *var, double def, double *out, char *err, size_t cap) {
-  const char *v = getenv(var);
+  const char *v = dp_config_env(var);
   *out = def;
   if (!v || !*v) return 0;
   char *end;

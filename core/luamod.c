@@ -2,6 +2,7 @@
  * Misuse raises (luaL_error); runtime failures return nil, err. Userdata metatables are
  * registered once, with __gc. */
 #include "cast.h"
+#include "config.h"
 #include "version.h"
 #include "engine.h"
 #include "gold.h"
@@ -573,6 +574,7 @@ static const dp_lua_registrar registrars[] = {
     dp_cron_lua_register,    /* cron.c: cron_check, cron_next, cron_prev, tz_check, tz_offset */
     dp_pattern_lua_register, /* luapattern.c: str_find, str_match, str_gmatch, str_gsub */
     dp_script_lua_register,  /* luabridge.h: script_call, script_limits, script_memory_left */
+    dp_config_lua_register,  /* config.h: config_vars */
     NULL, /* keep last */
 };
 

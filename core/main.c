@@ -3,6 +3,7 @@
  * failed or partly failed, 2 usage or configuration error. */
 #include "cli.h"
 #include "version.h"
+#include "config.h"
 #include "engine.h"
 #include "log.h"
 
@@ -38,16 +39,18 @@ static const char *USAGE =
     "  retention [--dry-run]            (not built yet)\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
-    "Environment: DP_POSTGRES_URL, DP_MONGO_URL, DP_DATA_DIR (./data), DP_METADATA (./metadata, or\n"
-    "  mongo), DP_METADATA_DB (metadata), DP_BRONZE_DB (bronze),\n"
-    "  DP_SCRIPTS, DP_HOME, DP_LOG_LEVEL (debug|info|warn|error), DP_LOG_FORMAT (text|json),\n"
-    "  DP_MASTER_KEY_FILE | DP_MASTER_KEY, DP_SECRETS_FILE ($DP_DATA_DIR/secrets.enc), DP_SECRETS_DIR,\n"
-    "  PREFECT_API_URL, PREFECT_API_AUTH_STRING | PREFECT_API_KEY (docs/orchestration.md).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
+
+/* The usage and the Environment section, generated from config.h's table. */
+static void usage(FILE *out) {
+  fputs(USAGE, out);
+  fputc('\n', out);
+  dp_config_print_help(out);
+}
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fputs(USAGE, stderr);
+    usage(stderr);
     return DP_EXIT_USAGE;
   }
   const char *cmd = argv[1];
@@ -65,7 +68,7 @@ int main(int argc, char **argv) {
     argc = 3;
     cmd = argv[1];
   } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-    fputs(USAGE, stdout);
+    usage(stdout);
     return DP_EXIT_OK;
   }
   /* Each subcommand has its file (cmd_<name>.c); "later" ones say which issue builds them. */
@@ -96,7 +99,7 @@ int main(int argc, char **argv) {
   }
 
   /* The composition root: configuration and the engine context. */
-  if (dp_log_configure(getenv("DP_LOG_LEVEL"), getenv("DP_LOG_FORMAT")) != 0) {
+  if (dp_log_configure(dp_config_env("DP_LOG_LEVEL"), dp_config_env("DP_LOG_FORMAT")) != 0) {
     fprintf(stderr, "dp-engine: DP_LOG_LEVEL must be debug|info|warn|error and DP_LOG_FORMAT text|json\n");
     return DP_EXIT_USAGE;
   }

@@ -1,4 +1,5 @@
 /* progress.c - see progress.h. */
+#include "config.h"
 #include "progress.h"
 #include "log.h"
 
@@ -20,9 +21,9 @@ static _Thread_local progress cur;
 void dp_progress_begin(const char *layer, const char *system, const char *entity) {
   memset(&cur, 0, sizeof cur);
   cur.active = 1;
-  const char *fmt = getenv("DP_LOG_FORMAT");
+  const char *fmt = dp_config_env("DP_LOG_FORMAT");
   cur.tty = isatty(2) && !(fmt && strcmp(fmt, "json") == 0);
-  const char *every = getenv("DP_PROGRESS_SECONDS");
+  const char *every = dp_config_env("DP_PROGRESS_SECONDS");
   cur.every = every && *every ? atof(every) : cur.tty ? 0.5 : 30.0;
   snprintf(cur.label, sizeof cur.label, "%s %s.%s", layer, system, entity);
   cur.what = "records";

@@ -1,4 +1,5 @@
 /* secretlookup.c - the lookup order of secrets, and their Lua face (dp.core registrar). */
+#include "config.h"
 #include "secretlookup.h"
 #include "buf.h"
 #include "log.h"
@@ -16,22 +17,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char *env_or(const char *name, const char *def) {
-  const char *v = getenv(name);
-  return strdup(v && *v ? v : def);
+/* The variable's value or its default (config.h), strdup'ed (caller frees). */
+static char *env_or(const char *name) {
+  return strdup(dp_config_get(name));
 }
 
 int dp_secrets_config_from_env(const char *data_dir, dp_secrets_config *c, dp_err *e) {
   memset(c, 0, sizeof *c);
-  const char *file = getenv("DP_SECRETS_FILE");
+  const char *file = dp_config_env("DP_SECRETS_FILE");
   if (file && *file) {
     c->file = strdup(file);
   } else {
-    const char *dd = data_dir ? data_dir : getenv("DP_DATA_DIR");
+    const char *dd = data_dir ? data_dir : dp_config_get("DP_DATA_DIR");
     if (!dd || !*dd) dd = "./data";
     if (asprintf(&c->file, "%s/secrets.enc", dd) < 0) c->file = NULL;
   }
-  c->dir = env_or("DP_SECRETS_DIR", "/run/secrets");
+  c->dir = env_or("DP_SECRETS_DIR");
   if (!c->file || !c->dir) {
     dp_secrets_config_free(c);
     return dp_err_set(e, DP_ENOMEM, "out of memory");
@@ -67,7 +68,7 @@ static unsigned char *secure_copy(const void *value, size_t len) {
 static int is_key_file(const struct stat *sb) {
   static const char *vars[] = {"DP_MASTER_KEY_FILE", "DP_NEW_MASTER_KEY_FILE"};
   for (size_t i = 0; i < 2; i++) {
-    const char *p = getenv(vars[i]);
+    const char *p = dp_config_env(vars[i]);
     struct stat kb;
     if (p && *p && stat(p, &kb) == 0 && kb.st_dev == sb->st_dev && kb.st_ino == sb->st_ino) return 1;
   }

@@ -1,4 +1,5 @@
 /* secrets.c - the encrypted secret store (format version 1, see docs/secrets.md). */
+#include "config.h"
 #include "secrets.h"
 #include "log.h"
 #include "rawfile.h"
@@ -127,7 +128,7 @@ cleanup:
 int dp_secrets_key_from_env(const char *var, dp_secrets_key *key, dp_err *e) {
   char var_file[64];
   snprintf(var_file, sizeof var_file, "%s_FILE", var);
-  const char *file = getenv(var_file), *text = getenv(var);
+  const char *file = dp_config_env(var_file), *text = dp_config_env(var);
   int has_file = file && *file, has_text = text && *text;
   memset(key, 0, sizeof *key);
   if (has_file && has_text)

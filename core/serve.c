@@ -5,6 +5,7 @@
  * waiting job) are shared under `mu`. A finished job goes back to the loop through `done_async`.
  * API reads that need PostgreSQL run on libuv's thread pool with a connection each from a small
  * pool, so the loop never blocks on a database. */
+#include "config.h"
 #include "serve.h"
 #include "version.h"
 #include "audit.h"
@@ -1869,8 +1870,7 @@ int dp_serve_main(dp_engine *eng) {
   if (!s) return 2;
   s->cfg = &eng->cfg;
   int bad = 0;
-  const char *listen = getenv("DP_LISTEN");
-  if (!listen || !*listen) listen = "127.0.0.1:8080";
+  const char *listen = dp_config_get("DP_LISTEN");
   s->nworkers = (int)env_num("DP_WORKERS", 2, 1, 64, &e, &bad);
   s->grace_s = env_num("DP_SHUTDOWN_GRACE", 30, 0, 86400, &e, &bad);
   s->settle_ms = env_num("DP_FILE_SETTLE_MS", 3000, 0, 3600000, &e, &bad);

@@ -371,7 +371,7 @@ describe("metadata fuzzing", function()
           else
             binary_left = binary_left - 1
             assert(rc == 2, ctx .. ": the binary exits " .. tostring(rc) .. " (expected 2): " .. tostring(err))
-            assert.equal("invalid metadata in " .. tmp .. ":\n  " .. table.concat(errs, "\n  ") .. "\n", err, ctx)
+            assert.equal("dp-engine metadata validate: invalid metadata in " .. tmp .. ":\n  " .. table.concat(errs, "\n  ") .. "\n", err, ctx)
           end
         end
       end
