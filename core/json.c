@@ -27,7 +27,7 @@ static int emit(scan *s, const char *from, size_t n) {
   return 0;
 }
 
-static int hex4(const char *p) {
+int dp_json_hex4(const char *p) {
   int v = 0;
   for (int i = 0; i < 4; i++) {
     char c = p[i];
@@ -40,8 +40,7 @@ static int hex4(const char *p) {
   return v;
 }
 
-/* Length of a valid UTF-8 sequence at p (1..4), or 0 when invalid. */
-static int utf8_len(const unsigned char *p, const unsigned char *end) {
+int dp_utf8_len(const unsigned char *p, const unsigned char *end) {
   unsigned char c = p[0];
   int n;
   unsigned min;
@@ -72,7 +71,7 @@ static int scan_string(scan *s) {
       if (s->end - s->p < 2) return fail(s, "unterminated string");
       char x = s->p[1];
       if (x == 'u') {
-        if (s->end - s->p < 6 || hex4(s->p + 2) < 0) return fail(s, "bad \\u escape in string");
+        if (s->end - s->p < 6 || dp_json_hex4(s->p + 2) < 0) return fail(s, "bad \\u escape in string");
         s->p += 6;
       } else if (strchr("\"\\/bfnrt", x) && x) {
         s->p += 2;
@@ -82,7 +81,7 @@ static int scan_string(scan *s) {
       continue;
     }
     if (c < 0x20) return fail(s, "control character in string (escape it)");
-    int n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
+    int n = dp_utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
     if (n == 0) return fail(s, "invalid UTF-8 in string");
     s->p += n;
   }
@@ -280,10 +279,10 @@ static void unescape(const char *p, const char *end, dp_buf *b) {
       case 'r': dp_buf_putc(b, '\r'); break;
       case 't': dp_buf_putc(b, '\t'); break;
       case 'u': {
-        unsigned cp = (unsigned)hex4(p);
+        unsigned cp = (unsigned)dp_json_hex4(p);
         p += 4;
         if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-          int lo = hex4(p + 2);
+          int lo = dp_json_hex4(p + 2);
           if (lo >= 0xdc00 && lo <= 0xdfff) {
             cp = 0x10000 + ((cp - 0xd800) << 10) + ((unsigned)lo - 0xdc00);
             p += 6;

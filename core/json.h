@@ -30,6 +30,11 @@ int dp_json_select(const char *text, size_t len, const char *path, size_t plen, 
 
 /* Appends s[0..n) as a JSON string literal, with quotes. */
 int dp_json_put_string(dp_buf *out, const char *s, size_t n);
+/* The value of 4 hex digits at p (of a \uXXXX escape), or -1. */
+int dp_json_hex4(const char *p);
+/* Length of a valid UTF-8 sequence at p (1..4; no overlong forms, surrogates or values past
+ * U+10FFFF), or 0 when invalid. */
+int dp_utf8_len(const unsigned char *p, const unsigned char *end);
 /* The longest prefix of s[0..n) of at most max bytes that does not cut a UTF-8 sequence (for
  * shortened values in messages and reject rows, which PostgreSQL checks as UTF-8). */
 size_t dp_utf8_prefix(const char *s, size_t n, size_t max);

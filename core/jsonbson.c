@@ -44,37 +44,6 @@ static void skip_ws(jb *j) {
   while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
 }
 
-static int hex4(const char *p) {
-  int v = 0;
-  for (int i = 0; i < 4; i++) {
-    char c = p[i];
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= c - '0';
-    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-    else return -1;
-  }
-  return v;
-}
-
-/* Length of a valid UTF-8 sequence at p (1..4), or 0. */
-static int utf8_len(const unsigned char *p, const unsigned char *end) {
-  unsigned char c = p[0];
-  int n;
-  unsigned min, cp;
-  if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0) { n = 2; cp = c & 0x1f; min = 0x80; }
-  else if ((c & 0xf0) == 0xe0) { n = 3; cp = c & 0x0f; min = 0x800; }
-  else if ((c & 0xf8) == 0xf0) { n = 4; cp = c & 0x07; min = 0x10000; }
-  else return 0;
-  if (end - p < n) return 0;
-  for (int i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
 
 
 /* Reads the string at j->p (an opening quote) decoded into j->s; *has_nul when it holds U+0000. */
@@ -98,12 +67,12 @@ static int read_string(jb *j, int *has_nul) {
       if (j->end - j->p < 2) return fail_at(j, open, "unterminated string");
       char x = j->p[1];
       if (x == 'u') {
-        int cp = j->end - j->p >= 6 ? hex4(j->p + 2) : -1;
+        int cp = j->end - j->p >= 6 ? dp_json_hex4(j->p + 2) : -1;
         if (cp < 0) return fail(j, "bad \\u escape in string");
         const char *esc = j->p;
         j->p += 6;
         if (cp >= 0xd800 && cp <= 0xdbff) {
-          int lo = j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u' ? hex4(j->p + 2) : -1;
+          int lo = j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u' ? dp_json_hex4(j->p + 2) : -1;
           if (lo < 0xdc00 || lo > 0xdfff)
             return fail_at(j, esc, "a lone surrogate (\\ud800-\\udbff without its pair) is not a character");
           cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
@@ -123,7 +92,7 @@ static int read_string(jb *j, int *has_nul) {
       continue;
     }
     if (c < 0x20) return fail(j, c == 0 ? "a NUL byte in a string (write it as \\u0000)" : "control character in string (escape it)");
-    int n = utf8_len((const unsigned char *)j->p, (const unsigned char *)j->end);
+    int n = dp_utf8_len((const unsigned char *)j->p, (const unsigned char *)j->end);
     if (n == 0) return fail(j, "invalid UTF-8 in string");
     dp_buf_append(&j->s, j->p, (size_t)n);
     j->p += n;
