@@ -372,14 +372,9 @@ cleanup:
   return rc;
 }
 
-int dp_pg_sandbox_exec(PGconn *c, const dp_pg_sandbox *s, const char *stmt, int nextra,
-                       const char *const *extra, long timeout_ms, PGresult **out, dp_err *e) {
-  const char *vals[8];
-  if (nextra < 0 || nextra > 6) return dp_err_set(e, DP_EINVAL, "dp_pg_sandbox_exec: too many parameters");
-  vals[0] = s->sql.data;
-  vals[1] = s->params.data;
-  for (int i = 0; i < nextra; i++) vals[2 + i] = extra[i];
-  PGresult *r = PQexecParams(c, stmt, 2 + nextra, NULL, vals, NULL, NULL, 0);
+/* The result of an untrusted statement: *out (or cleared) when it worked, else the error as
+ * untrusted_error words it (r is cleared). Takes r. */
+static int sandbox_result(PGconn *c, PGresult *r, long timeout_ms, PGresult **out, dp_err *e) {
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
     int rc = untrusted_error(e, c, r, timeout_ms, NULL, 0, 0);
@@ -391,17 +386,18 @@ int dp_pg_sandbox_exec(PGconn *c, const dp_pg_sandbox *s, const char *stmt, int 
   return 0;
 }
 
+int dp_pg_sandbox_exec(PGconn *c, const dp_pg_sandbox *s, const char *stmt, int nextra,
+                       const char *const *extra, long timeout_ms, PGresult **out, dp_err *e) {
+  const char *vals[8];
+  if (nextra < 0 || nextra > 6) return dp_err_set(e, DP_EINVAL, "dp_pg_sandbox_exec: too many parameters");
+  vals[0] = s->sql.data;
+  vals[1] = s->params.data;
+  for (int i = 0; i < nextra; i++) vals[2 + i] = extra[i];
+  return sandbox_result(c, PQexecParams(c, stmt, 2 + nextra, NULL, vals, NULL, NULL, 0), timeout_ms, out, e);
+}
+
 int dp_pg_sandbox_run(PGconn *c, const char *stmt, long timeout_ms, PGresult **out, dp_err *e) {
-  PGresult *r = PQexecParams(c, stmt, 0, NULL, NULL, NULL, NULL, 0);
-  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    int rc = untrusted_error(e, c, r, timeout_ms, NULL, 0, 0);
-    PQclear(r);
-    return rc;
-  }
-  if (out) *out = r;
-  else PQclear(r);
-  return 0;
+  return sandbox_result(c, PQexecParams(c, stmt, 0, NULL, NULL, NULL, NULL, 0), timeout_ms, out, e);
 }
 
 int dp_pg_set_statement_timeout(PGconn *c, long ms, dp_err *e) {
