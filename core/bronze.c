@@ -205,11 +205,26 @@ static void collection_uuid(mongoc_client_t *cli, const char *db, const char *cn
   mongoc_database_destroy(d);
 }
 
+void dp_bronze_append_id(bson_t *doc, const char *field, const uint8_t key[16]) {
+  bson_append_binary(doc, field, -1, BSON_SUBTYPE_UUID, key, 16);
+}
+
+int dp_bronze_iter_id(const bson_iter_t *it, uint8_t key[16]) {
+  bson_subtype_t st;
+  uint32_t len = 0;
+  const uint8_t *id = NULL;
+  if (!BSON_ITER_HOLDS_BINARY(it)) return 0;
+  bson_iter_binary(it, &st, &len, &id);
+  if (!id || len != 16) return 0;
+  memcpy(key, id, 16);
+  return 1;
+}
+
 static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[16], const bson_t *data,
                         int64_t line) {
   bson_t *doc = bson_new();
   bson_t dp, raw;
-  BSON_APPEND_BINARY(doc, "_id", BSON_SUBTYPE_UUID, key, 16);
+  dp_bronze_append_id(doc, "_id", key);
   BSON_APPEND_DOCUMENT(doc, "data", data);
   BSON_APPEND_DOCUMENT_BEGIN(doc, "_dp", &dp);
   BSON_APPEND_UTF8(&dp, "run_id", L->run->id_str);
@@ -233,7 +248,7 @@ static void append_id_array(bson_t *parent, const char *op, uint8_t (*ids)[16], 
     char ix[16];
     const char *k;
     bson_uint32_to_string((uint32_t)i, &k, ix, sizeof ix);
-    bson_append_binary(&in, k, -1, BSON_SUBTYPE_UUID, ids[i], 16);
+    dp_bronze_append_id(&in, k, ids[i]);
   }
   bson_append_array_end(&idf, &in);
   bson_append_document_end(parent, &idf);
@@ -364,12 +379,10 @@ static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_e
     bson_iter_t it, ch;
     bson_subtype_t st;
     uint32_t len = 0;
-    const uint8_t *id = NULL, *h = NULL;
-    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) bson_iter_binary(&it, &st, &len, &id);
-    if (!id || len != 16) continue; /* not one of ours */
+    const uint8_t *h = NULL;
     stored k;
     memset(&k, 0, sizeof k);
-    memcpy(k.key, id, 16);
+    if (!bson_iter_init_find(&it, doc, "_id") || !dp_bronze_iter_id(&it, k.key)) continue; /* not one of ours */
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &ch) &&
         BSON_ITER_HOLDS_BINARY(&ch)) {
       bson_iter_binary(&ch, &st, &len, &h);
@@ -469,7 +482,7 @@ static int flush_deletions(loader *L, dp_err *e) {
   dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, dp_monotonic() - t0);
   for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
     bson_t d = BSON_INITIALIZER, dp;
-    BSON_APPEND_BINARY(&d, "_id", BSON_SUBTYPE_UUID, L->dels[j], 16);
+    dp_bronze_append_id(&d, "_id", L->dels[j]);
     BSON_APPEND_DOCUMENT_BEGIN(&d, "_dp", &dp);
     BSON_APPEND_BOOL(&dp, "deleted", true);
     BSON_APPEND_UTF8(&dp, "deleted_run_id", L->run->id_str);

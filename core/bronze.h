@@ -35,6 +35,13 @@ void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_
  * one {_id, _dp: {run_id, run_ts, rejected_at, reason, raw: {file, line}}} per record. */
 void dp_bronze_rejects_collection_name(const dp_entity *ent, char *buf, size_t cap);
 
+/* The bronze _id of a key hash: every reader and writer of bronze documents goes through these two,
+ * so the _id's form is decided here alone. dp_bronze_append_id appends field = the id of key;
+ * dp_bronze_iter_id reads one (it points at the field) into key and returns 1, or 0 when the value
+ * is not a bronze id. */
+void dp_bronze_append_id(bson_t *doc, const char *field, const uint8_t key[16]);
+int dp_bronze_iter_id(const bson_iter_t *it, uint8_t key[16]);
+
 /* Appends the collection name "<system>__<entity>" to buf (max 255 bytes). */
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap);
 

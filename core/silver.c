@@ -636,11 +636,9 @@ static int stage_rows(stager *st, doc_source *src, const dp_entity *ent, const d
     out->in++;
     dp_progress_add(1, "records");
     /* the bronze _id is the key hash (or, without a primary key, the row's own id) */
-    const uint8_t *id = NULL;
-    uint32_t idlen = 0;
-    bson_subtype_t stp;
-    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_BINARY(&it)) bson_iter_binary(&it, &stp, &idlen, &id);
-    if (!id || idlen != 16) continue;
+    uint8_t idb[16];
+    const uint8_t *id = idb;
+    if (!bson_iter_init_find(&it, doc, "_id") || !dp_bronze_iter_id(&it, idb)) continue;
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted", &it) && BSON_ITER_HOLDS_BOOL(&it) &&
         bson_iter_bool(&it)) {
       if (st->mode != TO_TABLE) stage_row(st, ent, id, NULL, NULL, 'd', NULL, NULL);
