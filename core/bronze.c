@@ -20,6 +20,7 @@
  * is how silver finds what changed when a change file is missing. */
 #include "config.h"
 #include "bronze.h"
+#include "rawcompress.h"
 #include "cast.h"
 #include "extsort.h"
 #include "hash.h"
@@ -694,7 +695,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
     rc = dp_err_set(e, DP_ENOMEM, "out of memory");
     goto cleanup;
   }
-  L->raw = fopen(raw_path, "r");
+  L->raw = dp_raw_fopen_read(raw_path, tmpdir); /* .jsonl or .jsonl.gz (rawcompress.h) */
   if (!L->raw) {
     rc = dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
     goto cleanup;

@@ -13,6 +13,8 @@
 #include "prefect.h"
 #include "progress.h"
 #include "rawfile.h"
+#include "rawcompress.h"
+#include "lifecycle.h"
 #include "silver.h"
 
 #include <inttypes.h>
@@ -103,8 +105,10 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   struct tm tm;
   time_t secs = (time_t)(run->ts_us / 1000000);
   gmtime_r(&secs, &tm);
-  snprintf(s->raw_ref, sizeof s->raw_ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl", s->ent.system,
-           s->ent.name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, run->id_str);
+  dp_lifecycle lc; /* raw.compression: gzip from the start (docs/lifecycle.md) */
+  dp_lifecycle_of(L, meta_idx, s->ent.system, s->ent.name, &lc);
+  snprintf(s->raw_ref, sizeof s->raw_ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl%s", s->ent.system,
+           s->ent.name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, run->id_str, lc.gzip ? ".gz" : "");
   snprintf(s->raw_path, sizeof s->raw_path, "%s/%s", eng->cfg.data_dir, s->raw_ref);
   int rc = o->full_refresh ? 0 : read_cursor(eng->audit, s, e);
   if (rc) return rc;
@@ -162,7 +166,7 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   put_json_str_or_null(&man, s->ent.name);
   dp_buf_printf(&man, ",\"details\":%s}\n", details->data);
   char mpath[4200];
-  snprintf(mpath, sizeof mpath, "%.*s.manifest.json", (int)(strlen(s->raw_path) - 6), s->raw_path);
+  dp_raw_manifest_path(s->raw_path, mpath, sizeof mpath);
   rc = dp_write_file_atomic(mpath, man.data, man.len, e);
   dp_buf_free(&man);
   return rc;
@@ -263,7 +267,8 @@ static int find_raw_file(dp_engine *eng, const dp_run_opts *o, ent_state *s, dp_
   dp_json_put_string(details, s->raw_ref, strlen(s->raw_ref));
   dp_buf_puts(details, "}");
   PQclear(r);
-  if (access(s->raw_path, R_OK) != 0)
+  char stored[sizeof s->raw_path];
+  if (dp_raw_locate(s->raw_path, stored, sizeof stored) != 0) /* X.jsonl or X.jsonl.gz */
     return dp_err_set(e, DP_ENOTFOUND, "replay: raw file %s is gone (retention?)", s->raw_path);
   return 0;
 }
