@@ -36,7 +36,10 @@ static const char *USAGE =
     "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
     "  prefect deploy [SYSTEM]... [--with-schedules]\n"
     "                                   a Prefect process work pool and a deployment per system\n"
-    "  retention [--dry-run]            (not built yet)\n"
+    "  retention [--dry-run] [--system S] [--json]\n"
+    "                                   compress and delete old data per entity (docs/lifecycle.md)\n"
+    "  forget SYSTEM.ENTITY --key K=V[,K=V] [--dry-run] [--allow-return]\n"
+    "                                   remove one key from raw, bronze, silver and gold\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
@@ -82,7 +85,8 @@ int main(int argc, char **argv) {
       {"serve", dp_cmd_serve, NULL},
       {"secrets", dp_cmd_secrets, NULL},
       {"prefect", dp_cmd_prefect, NULL},
-      {"retention", NULL, "a later issue"},
+      {"retention", dp_cmd_retention, NULL},
+      {"forget", dp_cmd_forget, NULL},
   };
   dp_cmd_fn fn = NULL;
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {

@@ -15,6 +15,7 @@
 #include "rawfile.h"
 #include "rawcompress.h"
 #include "lifecycle.h"
+#include "forget.h"
 #include "silver.h"
 
 #include <inttypes.h>
@@ -38,6 +39,7 @@ typedef struct ent_state {
 typedef struct emit_ctx {
   dp_raw_writer *w;
   dp_buf scratch;
+  dp_forget_filter *forget; /* the entity's forgotten keys, or NULL (forget.h) */
 } emit_ctx;
 
 /* emit(batch): batch is an array of JSON object texts; each is validated, compacted and
@@ -59,6 +61,10 @@ static int l_emit(lua_State *L) {
       return luaL_error(L, "emit: record %d: %s", (int)i, e.msg);
     if (ctx->scratch.len == 0 || ctx->scratch.data[0] != '{')
       return luaL_error(L, "emit: record %d is not a JSON object", (int)i);
+    if (ctx->forget && dp_forget_filter_drops(ctx->forget, ctx->scratch.data, ctx->scratch.len)) {
+      lua_pop(L, 1);
+      continue;
+    }
     if (dp_raw_append(ctx->w, ctx->scratch.data, ctx->scratch.len, &e) != 0)
       return luaL_error(L, "emit: %s", e.msg);
     lua_pop(L, 1);
@@ -116,7 +122,11 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   dp_raw_writer w;
   rc = dp_raw_open(&w, s->raw_path, e);
   if (rc) return rc;
-  emit_ctx ctx = {&w, DP_BUF_INIT};
+  emit_ctx ctx = {&w, DP_BUF_INIT, NULL};
+  if ((rc = dp_forget_filter_load(eng->audit, &s->ent, &ctx.forget, e)) != 0) {
+    dp_raw_abort(&w);
+    return rc;
+  }
   int top = lua_gettop(L);
   lua_getglobal(L, "__dp_engine");
   lua_getfield(L, -1, "extract");
@@ -134,6 +144,8 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   else lua_pushnil(L);
   rc = dp_lua_pcall(L, 7, 1, e);
   dp_buf_free(&ctx.scratch);
+  long long forgotten = dp_forget_filter_dropped(ctx.forget);
+  dp_forget_filter_free(ctx.forget);
   if (rc) {
     dp_raw_abort(&w);
     lua_settop(L, top);
@@ -152,6 +164,7 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   put_json_str_or_null(details, s->raw_ref);
   dp_buf_printf(details, ",\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"sha256\":\"%s\"", records,
                 bytes, w.sha256_hex);
+  if (forgotten) dp_buf_printf(details, ",\"forgotten\":%lld", forgotten);
   dp_buf_puts(details, ",\"cursor_before\":");
   put_json_str_or_null(details, s->cursor_before);
   dp_buf_puts(details, ",\"cursor_after\":");
