@@ -201,7 +201,7 @@ static int parse_key(forget_state *s, dp_err *e) {
   if ((rc = dp_json_to_bson(rec.data, rec.len, &doc, e)) == 0 &&
       (rc = dp_row_cast(&s->row, ent, &doc, DP_ROW_KEY_ONLY, e)) != 0) {
     dp_err_prefix(e, "--key: ");
-    rc = DP_EINVAL;
+    rc = e->code = DP_EINVAL; /* the user's value: a usage error */
   }
   bson_destroy(&doc);
   if (rc == 0) {

@@ -371,6 +371,28 @@ describe("forget", function()
     assert.are.equal(6, #assert(pg:query("SELECT 1 FROM silver.bank__transactions_current")))
   end)
 
+  it("casts each key value with its column's type and path: a bigint, a composite date + string key", function()
+    local rc, out, err = engine(env, "forget", "fitness.activities", "--key", "activity_id=8102345501")
+    assert.are.equal(0, rc, err .. out)
+    assert.matches("1 lines in 1 files", out, 1, true)
+    assert.are.equal("0", assert(pg:query("SELECT count(*) AS n FROM silver.fitness__activities WHERE activity_id = 8102345501"))[1].n)
+    for _, f in ipairs(raw_files(env, "../fitness/activities")) do
+      assert.is_nil(raw_text(f):find("8102345501", 1, true))
+    end
+    rc, out, err = engine(env, "forget", "fitness.body_measurements", "--key", "measured_on=2026-09-20,metric=weight")
+    assert.are.equal(0, rc, err .. out)
+    assert.matches("1 versions", out, 1, true)
+    local left = assert(pg:query([[SELECT metric FROM silver.fitness__body_measurements
+      WHERE measured_on = '2026-09-20' ORDER BY metric]]))
+    assert.are.same({ { metric = "body_fat" } }, left)
+    rc, _, err = engine(env, "forget", "fitness.body_measurements", "--key", "measured_on=someday,metric=weight")
+    assert.are.equal(2, rc)
+    assert.matches("--key: column measured_on", err, 1, true)
+    rc, _, err = engine(env, "forget", "fitness.body_measurements", "--key", "metric=weight")
+    assert.are.equal(2, rc)
+    assert.matches("the primary-key column measured_on is missing", err, 1, true)
+  end)
+
   it("lets the key come back after forget --allow-return", function()
     local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005", "--allow-return")
     assert.are.equal(0, rc, err)
