@@ -386,6 +386,7 @@ int dp_retention_run(dp_engine *eng, const dp_retention_opts *o, dp_buf *out, in
   target *t = NULL;
   size_t n = 0;
   int system_found = 0, first = 1;
+  dp_buf skipped = DP_BUF_INIT; /* --json: the systems whose lock was held */
   if ((rc = collect(L, meta_idx, o->system, &t, &n, &system_found)) != 0) {
     rc = dp_err_set(e, rc, "out of memory");
     goto cleanup;
@@ -412,7 +413,15 @@ int dp_retention_run(dp_engine *eng, const dp_retention_opts *o, dp_buf *out, in
     dp_err le;
     if (dp_audit_lock_system(eng->audit, t[i].system, &le) != 0) { /* a run or replay is on */
       dp_log(DP_LOG_WARN, "retention: %s skipped: %s", t[i].system, le.msg);
-      if (!o->json) dp_buf_printf(out, "  %s: skipped: %s\n", t[i].system, le.msg);
+      if (!o->json) {
+        dp_buf_printf(out, "  %s: skipped: %s\n", t[i].system, le.msg);
+      } else { /* after the actions: {"system": ..., "error": ...} */
+        dp_buf_puts(&skipped, skipped.len ? ",{\"system\":" : "{\"system\":");
+        dp_json_put_string(&skipped, t[i].system, strlen(t[i].system));
+        dp_buf_puts(&skipped, ",\"error\":");
+        dp_json_put_string(&skipped, le.msg, strlen(le.msg));
+        dp_buf_putc(&skipped, '}');
+      }
       *failed = 1;
       continue;
     }
@@ -423,13 +432,14 @@ int dp_retention_run(dp_engine *eng, const dp_retention_opts *o, dp_buf *out, in
     dp_audit_unlock_system(eng->audit, t[i].system);
     if (rc) goto cleanup;
   }
-  if (o->json) dp_buf_puts(out, "]}\n");
+  if (o->json) dp_buf_printf(out, "],\"skipped\":[%s]}\n", skipped.data ? skipped.data : "");
 cleanup:
   for (size_t i = 0; i < n; i++) {
     free(t[i].system);
     free(t[i].entity);
   }
   free(t);
+  dp_buf_free(&skipped);
   lua_settop(L, meta_idx - 1);
   return rc;
 }
