@@ -20,6 +20,8 @@
 #include "uuid.h"
 
 #include <dirent.h>
+#include <sodium.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <lauxlib.h>
@@ -288,9 +290,23 @@ static int record_key(forget_state *s, dp_err *e) {
                     5, q, NULL, e);
 }
 
+/* The manifest of a raw file whose content is now records + blank lines of bytes bytes. */
+static int set_manifest(const char *path, uint64_t records, uint64_t bytes, const char *sha, uint64_t blank,
+                        uint64_t stored, dp_err *e) {
+  dp_manifest_set sets[] = {
+      {"records", DP_MSET_INT, NULL, (int64_t)records},
+      {"bytes", DP_MSET_INT, NULL, (int64_t)bytes},
+      {"sha256", DP_MSET_STR, sha, 0},
+      {"forgotten_lines", DP_MSET_INT, NULL, (int64_t)blank},
+      {"stored_bytes", DP_MSET_INT, NULL, (int64_t)stored},
+  };
+  return dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
+}
+
 /* One raw file: counts the key's lines; unless a dry run, rewrites the file (same name, same
  * compression; each of those lines becomes an empty line, so other lines keep their numbers)
- * and its manifest. */
+ * and its manifest. A file an earlier forget rewrote (it has empty lines) gets its manifest set
+ * from its content again, so a forget that stopped between the two is completed by the next. */
 static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
   FILE *f = dp_raw_fopen_read(path, NULL);
   if (!f) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, strerror(errno));
@@ -300,16 +316,35 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
   long long hits = 0;
   uint8_t k[16];
   int rc = 0;
+  uint64_t blank = 0, lines = 0, bytes = 0;
+  crypto_hash_sha256_state sha;
+  crypto_hash_sha256_init(&sha);
   while ((len = getline(&line, &cap, f)) >= 0) {
     if (len > 0 && line[len - 1] == '\n') len--;
-    if (len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
+    lines++;
+    bytes += (uint64_t)len + 1;
+    crypto_hash_sha256_update(&sha, (const unsigned char *)line, (unsigned long long)len);
+    crypto_hash_sha256_update(&sha, (const unsigned char *)"\n", 1);
+    if (len == 0) blank++;
+    else if (key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
   }
   if (ferror(f)) rc = dp_err_set(e, DP_EIO, "forget: cannot read %s", path);
-  if (rc || hits == 0 || s->o->dry_run) goto done;
+  if (rc || s->o->dry_run) goto done;
+  if (hits == 0) {
+    if (blank > 0) {
+      unsigned char d[crypto_hash_sha256_BYTES];
+      char hex[65];
+      struct stat st;
+      crypto_hash_sha256_final(&sha, d);
+      sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+      rc = set_manifest(path, lines - blank, bytes, hex, blank, stat(path, &st) == 0 ? (uint64_t)st.st_size : 0, e);
+    }
+    goto done;
+  }
   rewind(f);
   dp_raw_writer w;
   if ((rc = dp_raw_open(&w, path, e)) != 0) goto done;
-  uint64_t blank = 0;
+  blank = 0;
   while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
     if (len > 0 && line[len - 1] == '\n') len--;
     int drop = len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0;
@@ -321,16 +356,10 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
     dp_raw_abort(&w);
     goto done;
   }
-  uint64_t records = w.records - blank, bytes = w.bytes;
+  uint64_t records = w.records - blank;
+  bytes = w.bytes;
   if ((rc = dp_raw_commit(&w, e)) != 0) goto done;
-  dp_manifest_set sets[] = {
-      {"records", DP_MSET_INT, NULL, (int64_t)records},
-      {"bytes", DP_MSET_INT, NULL, (int64_t)bytes},
-      {"sha256", DP_MSET_STR, w.sha256_hex, 0},
-      {"forgotten_lines", DP_MSET_INT, NULL, (int64_t)blank},
-      {"stored_bytes", DP_MSET_INT, NULL, (int64_t)w.stored},
-  };
-  rc = dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
+  rc = set_manifest(path, records, bytes, w.sha256_hex, blank, w.stored, e);
 done:
   if (rc == 0 && hits) {
     s->raw_files++;

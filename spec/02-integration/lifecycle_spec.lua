@@ -255,6 +255,7 @@ end)
 
 describe("forget", function()
   local env, pg, outputs
+  local old_manifests = {} -- before the forget: path -> text
   -- values of TX-1005 found nowhere else in the bank demo
   local NEEDLES = { "TX-1005", "Energy Supplier", "NL44INGB0001234567", "Electricity" }
 
@@ -342,6 +343,10 @@ describe("forget", function()
   it("removes the key from raw, bronze, silver and gold and leaves no trace of its values", function()
     local found = all_traces()
     assert.is_true(#found > 0, "the needles are there before forget")
+    for _, f in ipairs(raw_files(env, "transactions")) do
+      local m = (f:gsub("%.jsonl%.gz$", ""):gsub("%.jsonl$", "")) .. ".manifest.json"
+      old_manifests[m] = H.read_file(m)
+    end
     local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005")
     assert.are.equal(0, rc, err .. out)
     assert.matches("2 lines in 2 files", out, 1, true)
@@ -364,6 +369,21 @@ describe("forget", function()
     local g = assert(pg:query([[SELECT count(*) AS n FROM audit.system_run WHERE system = 'monthly_overview'
       AND trigger_kind = 'forget' AND status = 'succeeded']]))[1].n
     assert.are.equal("1", g)
+  end)
+
+  it("completes a forget that stopped between a raw file and its manifest when run again", function()
+    local want = {}
+    for m, old in pairs(old_manifests) do
+      want[m] = H.cjson.decode(H.read_file(m))
+      H.write_file(m, old) -- as if the process died after the file's rename
+    end
+    local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005")
+    assert.are.equal(0, rc, err .. out)
+    assert.matches("0 lines in 0 files", out, 1, true)
+    for m, w in pairs(want) do
+      local got = H.cjson.decode(H.read_file(m))
+      assert.are.same(w.details, got.details)
+    end
   end)
 
   it("keeps the key out of the next full load, whose source still has it", function()
