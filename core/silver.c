@@ -175,6 +175,20 @@ static int add_bronze_rejects(merge_run *m, dp_err *e) {
   return dp__silver_bronze_rejects(m->c, m->cli, m->bronze_db, m->ent, m->run, m->since, m->since_ms, m->out, e);
 }
 
+/* Keeps the entity's row of dp.<table> (entity_state or entity_cursor) as it was before this run
+ * (NULL: none) in dp.silver_undo, for `dp-engine rollback`. */
+static int save_state_before(merge_run *m, const char *table, dp_err *e) {
+  char sql[400];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO dp.silver_undo (run_id, system, entity, what, row_id, before) SELECT $1::uuid, $2, $3, '%s', 0, "
+           "(SELECT to_jsonb(s) FROM dp.%s s WHERE s.system = $2 AND s.entity = $3) ON CONFLICT DO NOTHING",
+           table, table);
+  const char *p[] = {m->run->id_str, m->ent->system, m->ent->name};
+  int rc = dp_pg_exec(m->c, sql, 3, p, NULL, e);
+  if (rc) dp_err_prefix(e, "cannot keep the entity's progress in dp.silver_undo (was `dp-engine migrate` run?): ");
+  return rc;
+}
+
 /* Where this run leaves off: dp.entity_state (the next merge starts here) and, for delta
  * entities, the source cursor, both in the merge's transaction. */
 static int save_progress(merge_run *m, dp_err *e) {
@@ -182,7 +196,8 @@ static int save_progress(merge_run *m, dp_err *e) {
   dp_log(DP_LOG_DEBUG, "silver %s.%s: read, cast and COPY %.3f s; merge %.3f s", m->ent->system, m->ent->name,
          m->t_merge - m->t_read, dp_monotonic() - m->t_merge);
   const char *ps[] = {m->ent->system, m->ent->name, m->run->id_str, m->defhash};
-  int rc = dp_pg_exec(m->c,
+  int rc = save_state_before(m, "entity_state", e);
+  if (rc == 0) rc = dp_pg_exec(m->c,
                       "INSERT INTO dp.entity_state (system, entity, silver_run_id, definition_hash, updated_at) "
                       "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (system, entity) DO UPDATE SET "
                       "silver_run_id = EXCLUDED.silver_run_id, definition_hash = EXCLUDED.definition_hash, "
@@ -190,7 +205,8 @@ static int save_progress(merge_run *m, dp_err *e) {
                       4, ps, NULL, e);
   if (rc || m->ent->full_load || !m->cursor) return rc;
   const char *pc[] = {m->ent->system, m->ent->name, m->cursor, m->run->id_str};
-  return dp_pg_exec(m->c,
+  rc = save_state_before(m, "entity_cursor", e);
+  return rc ? rc : dp_pg_exec(m->c,
                     "INSERT INTO dp.entity_cursor (system, entity, cursor, run_id, updated_at) "
                     "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (system, entity) DO UPDATE "
                     "SET cursor = EXCLUDED.cursor, run_id = EXCLUDED.run_id, updated_at = now()",

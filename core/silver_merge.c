@@ -43,6 +43,23 @@ static void insert_versions(dp_buf *q, const dp_entity *ent, const char *from, i
   dp_buf_free(&vf);
 }
 
+/* Keeps the before-image of the silver rows t that rows_sql selects ("JOIN ... WHERE ...", after
+ * "FROM <table> t") in dp.silver_undo, before the merge changes them in place, so that
+ * `dp-engine rollback` can give them back (docs/lifecycle.md#undoing-a-run). A row changed twice
+ * in one run keeps its first image. */
+static int save_before(PGconn *c, const dp_entity *ent, const dp_runinfo *run, const char *rows_sql, dp_err *e) {
+  dp_buf q = DP_BUF_INIT;
+  dp_buf_puts(&q, "INSERT INTO dp.silver_undo (run_id, system, entity, what, row_id, before) "
+                  "SELECT $1::uuid, $2, $3, 'row', t._dp_id, to_jsonb(t) FROM ");
+  dp__silver_tbl(&q, ent, "");
+  dp_buf_printf(&q, " t %s ON CONFLICT DO NOTHING", rows_sql);
+  const char *p[] = {run->id_str, ent->system, ent->name};
+  int rc = dp_pg_exec(c, q.data, 3, p, NULL, e);
+  dp_buf_free(&q);
+  if (rc) dp_err_prefix(e, "cannot keep the rows' earlier values in dp.silver_undo (was `dp-engine migrate` run?): ");
+  return rc;
+}
+
 int dp__silver_merge_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_counts *out, dp_err *e) {
   dp_buf q = DP_BUF_INIT;
   const char *p2[] = {run->id_str, run->ts_str};
@@ -76,6 +93,9 @@ int dp__silver_merge_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
 
   /* 2. scd1: overwrite in place on every version of the key */
   if (has_scd1) {
+    rc = save_before(c, ent, run, "JOIN _dp_cls s ON t._dp_key_hash = s._dp_key_hash "
+                                  "WHERE s._cur_id IS NOT NULL AND s._cur1 <> s._dp_scd1_hash", e);
+    if (rc) goto cleanup;
     dp_buf_reset(&q);
     dp_buf_puts(&q, "UPDATE ");
     dp__silver_tbl(&q, ent, "");
@@ -95,6 +115,9 @@ int dp__silver_merge_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
   }
 
   /* 3. scd2 change (or a deleted key returning): close the current version */
+  rc = save_before(c, ent, run, "JOIN _dp_cls s ON t._dp_id = s._cur_id WHERE s._cur2 <> s._dp_scd2_hash OR s._cur_del",
+                   e);
+  if (rc) goto cleanup;
   dp_buf_reset(&q);
   dp_buf_puts(&q, "UPDATE ");
   dp__silver_tbl(&q, ent, "");
@@ -121,6 +144,9 @@ int dp__silver_merge_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *ru
 
   /* 5. full load: keys missing from the run are closed, or get a tombstone version */
   if ((ent->full_load || ent->marker_col >= 0) && ent->npk > 0 && ent->delete_mode != DP_DELETE_IGNORE) {
+    rc = save_before(c, ent, run, "WHERE t._dp_is_current AND NOT t._dp_is_deleted AND t._dp_key_hash IN "
+                                  "(SELECT _dp_key_hash FROM _dp_stage WHERE _dp_op = 'd')", e);
+    if (rc) goto cleanup;
     dp_buf_reset(&q);
     /* tombstone needs $1 = run id and $2 = run ts; close needs only the ts */
     int tomb = ent->delete_mode == DP_DELETE_TOMBSTONE;
