@@ -36,6 +36,8 @@ static const char *USAGE =
     "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
     "  prefect deploy [SYSTEM]... [--with-schedules]\n"
     "                                   a Prefect process work pool and a deployment per system\n"
+    "  rollback RUN_ID [--dry-run] [--cascade] [--json]\n"
+    "                                   undo a run: silver, bronze, cursor, raw (quarantined), gold\n"
     "  retention [--dry-run]            (not built yet)\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
@@ -82,6 +84,7 @@ int main(int argc, char **argv) {
       {"serve", dp_cmd_serve, NULL},
       {"secrets", dp_cmd_secrets, NULL},
       {"prefect", dp_cmd_prefect, NULL},
+      {"rollback", dp_cmd_rollback, NULL},
       {"retention", NULL, "a later issue"},
   };
   dp_cmd_fn fn = NULL;
