@@ -90,7 +90,8 @@ void dp__silver_source_query(dp__silver_source *src, mongoc_client_t *cli, const
 /* The change files of the bronze loads of the entity that started after `since` (silver's last
  * committed run's run_ts as text; "": all), in load order,
  * when every such load succeeded and its file is there: 1 (files and *dups filled), 0 when silver
- * must ask bronze instead. */
+ * must ask bronze instead. A load that was rolled back, and a rollback's own row, changed nothing
+ * silver has to read (docs/lifecycle.md#undoing-a-run). */
 int dp__silver_change_files(PGconn *c, const dp_entity *ent, const char *dir, const char *since, char ***files,
                         dp_err *e) {
   const char *p[] = {ent->system, ent->name, since};
@@ -98,7 +99,9 @@ int dp__silver_change_files(PGconn *c, const dp_entity *ent, const char *dir, co
   *files = NULL;
   int rc = dp_pg_exec(c,
                       "SELECT run_id::text, status FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
-                      "AND status <> 'skipped' AND ($3 = '' OR run_ts > $3::timestamptz) ORDER BY run_ts",
+                      "AND status NOT IN ('skipped', 'rolled_back') AND ($3 = '' OR run_ts > $3::timestamptz) "
+                      "AND run_id NOT IN (SELECT run_id FROM audit.system_run WHERE trigger_kind = 'rollback') "
+                      "ORDER BY run_ts",
                       3, p, &r, e);
   if (rc) return rc;
   int n = PQntuples(r), ok = 1;
