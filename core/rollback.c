@@ -905,7 +905,17 @@ int dp_rollback(dp_engine *eng, const dp_rollback_opts *o, int *failed, dp_err *
     dp_err ge;
     dp_err_clear(&ge);
     dp_gold_opts go = {.trigger = "rollback", .trigger_detail = detail.data};
-    if (dp_gold_run(eng, NULL, 0, p.system, &go, &gfailed, &ge) == 0) {
+    /* with --json stdout holds the one report: the gold runs' own lines go to stderr */
+    int saved = -1;
+    fflush(stdout);
+    if (o->json && (saved = dup(STDOUT_FILENO)) >= 0) dup2(STDERR_FILENO, STDOUT_FILENO);
+    int grc = dp_gold_run(eng, NULL, 0, p.system, &go, &gfailed, &ge);
+    fflush(stdout);
+    if (saved >= 0) {
+      dup2(saved, STDOUT_FILENO);
+      close(saved);
+    }
+    if (grc == 0) {
       gold = "rebuilt the models that depend on the system";
     } else {
       gold = "failed (see the gold runs)";

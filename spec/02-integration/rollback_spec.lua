@@ -129,7 +129,11 @@ describe("rollback", function()
 
   local function fresh(name)
     if pg then pg:close() end
+    local scripts = H.tmpdir(name .. "_scripts")
+    assert(H.sh("mkdir -p " .. scripts .. " && cp -r " .. META .. "/gold " .. scripts .. "/gold && ln -sfn "
+      .. H.root .. "/connectors " .. scripts .. "/connectors") == 0)
     env = H.fresh_env(name, { metadata = META })
+    env.DP_SCRIPTS = scripts
     pg = H.pg(env)
     return generator, env.DP_DATA_DIR .. "/inbox/rb"
   end
@@ -266,9 +270,27 @@ describe("rollback", function()
       states[3] = dump(pg)
     end)
 
-    it("--cascade undoes the later runs too, newest first", function()
+    it("rebuilds the gold models that read the system", function()
+      local function totals()
+        return assert(pg:query("SELECT accounts::text AS n, total::text AS t FROM gold.rb_totals"))[1]
+      end
+      assert.are.equal(0, (H.engine(env, "gold", "run", "rb_totals")))
+      local was = totals()
       next_export()
+      local id = run()
+      assert.are.equal(0, (H.engine(env, "gold", "run", "rb_totals")))
+      local now = assert(pg:query("SELECT count(*)::text AS n, coalesce(sum(balance), 0)::text AS t "
+        .. "FROM silver.rb__accounts_current"))[1]
+      assert.are.same(now, totals())
+      local rc, out, err = rollback(id)
+      assert.are.equal(0, rc, tostring(out) .. tostring(err))
+      assert.matches("gold: rebuilt", out, 1, true)
+      assert.are.same(was, totals())
       runs[4] = run()
+      states[4] = dump(pg)
+    end)
+
+    it("--cascade undoes the later runs too, newest first", function()
       local rc, out, err = rollback(runs[2], "--cascade", "--json")
       assert.are.equal(0, rc, tostring(out) .. tostring(err))
       local r = H.cjson.decode(out)
