@@ -91,7 +91,7 @@ static int add_run(PGconn *a, rb_plan *p, const char *id, dp_err *e) {
   const char *pr[] = {id};
   PGresult *r = NULL;
   int rc = dp_pg_exec(a,
-                      "SELECT DISTINCT entity FROM audit.entity_layer_run WHERE run_id = $1::uuid "
+                      "SELECT DISTINCT entity FROM audit.entity_layer_run WHERE run_id = $1::uuid AND layer <> 'gold' "
                       "AND status NOT IN ('skipped', 'rolled_back') ORDER BY entity",
                       1, pr, &r, e);
   if (rc) return rc;
@@ -164,6 +164,9 @@ static int find_runs(PGconn *a, const dp_rollback_opts *o, rb_plan *p, dp_err *e
   PQclear(r);
   if (rc) return rc;
   if ((rc = add_run(a, p, o->run_id, e)) != 0) return rc;
+  if (p->runs[0].nents == 0)
+    return dp_err_set(e, DP_EINVAL, "run %s changed no entity of a system (a gold build is undone by building the "
+                      "model again): nothing to undo", o->run_id);
   for (;;) {
     PGresult *later = NULL;
     if ((rc = later_runs(a, p, o->run_id, &later, e)) != 0) return rc;
