@@ -60,6 +60,18 @@ static int save_before(PGconn *c, const dp_entity *ent, const dp_runinfo *run, c
   return rc;
 }
 
+int dp_silver_undo_forget_key(PGconn *c, const dp_entity *ent, const char *key_hash, long long *n, dp_err *e) {
+  const char *p[] = {ent->system, ent->name, key_hash};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(c,
+                      "WITH d AS (DELETE FROM dp.silver_undo WHERE system = $1 AND entity = $2 AND what = 'row' "
+                      "AND before->>'_dp_key_hash' = $3 RETURNING 1) SELECT count(*) FROM d",
+                      3, p, &r, e);
+  if (rc == 0 && n) *n = (long long)dp__silver_count(r, 0);
+  PQclear(r);
+  return rc;
+}
+
 int dp__silver_merge_stage(PGconn *c, const dp_entity *ent, const dp_runinfo *run, dp_counts *out, dp_err *e) {
   dp_buf q = DP_BUF_INIT;
   const char *p2[] = {run->id_str, run->ts_str};
