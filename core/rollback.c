@@ -8,6 +8,7 @@
  * before-images of dp.silver_undo put back, entity_state and cursor back), raw (quarantined),
  * the audit rows of the undone run marked; at the end gold is rebuilt. */
 #include "rollback.h"
+#include "rollback_int.h"
 #include "version.h"
 #include "audit.h"
 #include "bronze.h"
@@ -32,16 +33,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ID_BATCH 1000 /* bronze ids per find / bulk write */
-
-/* One (run, entity) to undo and what undoing it does (dry run: would do). */
-typedef struct rb_item {
-  size_t run, ent; /* indexes into plan.runs and plan.ents */
-  int64_t silver_removed, silver_restored, rejects_removed;
-  int64_t bronze_touched, bronze_rebuilt, bronze_removed, bronze_rejects_removed;
-  int64_t raw_files;
-  int cursor_restored;
-} rb_item;
 
 typedef struct rb_run {
   char id[37];
@@ -55,7 +46,7 @@ typedef struct rb_plan {
   size_t nruns;
   dp_entity *ents; /* owned: every entity of the plan, from metadata */
   size_t nents;
-  rb_item *items;
+  dp__rb_item *items;
   size_t nitems;
   dp_runinfo rb; /* the rollback's own run */
 } rb_plan;
@@ -69,19 +60,6 @@ static void plan_free(rb_plan *p) {
   for (size_t i = 0; i < p->nents; i++) dp_entity_free(&p->ents[i]);
   free(p->ents);
   free(p->items);
-}
-
-static int64_t first_int(PGresult *r) {
-  return PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
-}
-
-/* Runs sql with params and returns the bigint it selects in *n. */
-static int query_count(PGconn *c, const char *sql, int np, const char *const *p, int64_t *n, dp_err *e) {
-  PGresult *r = NULL;
-  int rc = dp_pg_exec(c, sql, np, p, &r, e);
-  if (rc == 0) *n = first_int(r);
-  PQclear(r);
-  return rc;
 }
 
 /* ---------- the plan ---------- */
@@ -250,382 +228,10 @@ static int load_entities(dp_engine *eng, rb_plan *p, dp_err *e) {
           rc = dp_err_set(e, DP_EMETA, "entity %s.%s of run %s is not in metadata any more: bronze cannot be rebuilt",
                           p->system, name, p->runs[i].id);
       }
-      if (rc == 0) p->items[p->nitems++] = (rb_item){.run = i, .ent = at};
+      if (rc == 0) p->items[p->nitems++] = (dp__rb_item){.run = i, .ent = at};
     }
   }
   lua_settop(L, meta_idx - 1);
-  return rc;
-}
-
-/* ---------- silver ---------- */
-
-/* silver."S__E<suffix>" when it exists (1), else 0. */
-static int table_exists(PGconn *c, const dp_entity *ent, const char *suffix, dp_err *e) {
-  char name[300];
-  dp_buf q = DP_BUF_INIT;
-  snprintf(name, sizeof name, "%s__%s%s", ent->system, ent->name, suffix);
-  dp_pg_qualified(&q, "silver", name);
-  const char *p[] = {q.data};
-  PGresult *r = NULL;
-  int rc = dp_pg_exec(c, "SELECT to_regclass($1) IS NOT NULL", 1, p, &r, e);
-  if (rc == 0) rc = PQgetvalue(r, 0, 0)[0] == 't';
-  PQclear(r);
-  dp_buf_free(&q);
-  return rc;
-}
-
-/* Appends silver."S__E<suffix>". */
-static void silver_table(dp_buf *b, const dp_entity *ent, const char *suffix) {
-  char name[300];
-  snprintf(name, sizeof name, "%s__%s%s", ent->system, ent->name, suffix);
-  dp_pg_qualified(b, "silver", name);
-}
-
-/* What undoing the run does to silver: counts into it (the dry run stops there). Refuses a run
- * whose merge committed before rollback was possible (no before-image of its progress). */
-static int silver_plan(PGconn *a, PGconn *c, const dp_entity *ent, const char *run, rb_item *it, dp_err *e) {
-  const char *p[] = {run, ent->system, ent->name};
-  int64_t merged = 0, undo = 0;
-  int rc = query_count(a, "SELECT count(*) FROM audit.entity_layer_run WHERE run_id = $1::uuid AND system = $2 "
-                          "AND entity = $3 AND layer = 'silver' AND status = 'succeeded'", 3, p, &merged, e);
-  if (rc == 0)
-    rc = query_count(c, "SELECT count(*) FROM dp.silver_undo WHERE run_id = $1::uuid AND system = $2 AND entity = $3 "
-                        "AND what = 'entity_state'", 3, p, &undo, e);
-  if (rc) return rc;
-  if (merged && !undo)
-    return dp_err_set(e, DP_EINVAL, "run %s merged %s.%s into silver before rollback was possible (migration 0012): "
-                      "it cannot be undone", run, ent->system, ent->name);
-  if (rc == 0)
-    rc = query_count(c, "SELECT count(*) FROM dp.silver_undo WHERE run_id = $1::uuid AND system = $2 AND entity = $3 "
-                        "AND what = 'row'", 3, p, &it->silver_restored, e);
-  if (rc == 0)
-    rc = query_count(c, "SELECT count(*) FROM dp.silver_undo WHERE run_id = $1::uuid AND system = $2 AND entity = $3 "
-                        "AND what = 'entity_cursor'", 3, p, &undo, e);
-  it->cursor_restored = undo > 0;
-  int have = rc == 0 ? table_exists(c, ent, "", e) : rc;
-  if (have < 0) return have;
-  if (have) {
-    dp_buf q = DP_BUF_INIT;
-    dp_buf_puts(&q, "SELECT count(*) FROM ");
-    silver_table(&q, ent, "");
-    dp_buf_puts(&q, " WHERE _dp_run_id = $1::uuid");
-    rc = query_count(c, q.data, 1, p, &it->silver_removed, e);
-    dp_buf_reset(&q);
-    dp_buf_puts(&q, "SELECT count(*) FROM ");
-    silver_table(&q, ent, "__rejected");
-    dp_buf_puts(&q, " WHERE _dp_run_id = $1::uuid");
-    if (rc == 0 && (rc = table_exists(c, ent, "__rejected", e)) == 1)
-      rc = query_count(c, q.data, 1, p, &it->rejects_removed, e);
-    dp_buf_free(&q);
-  }
-  return rc < 0 ? rc : 0;
-}
-
-/* Puts a dp.<table> row (entity_state or entity_cursor) of the entity back from its
- * before-image: deleted when there was none. Nothing when the run did not change it. */
-static int restore_state_row(PGconn *c, const char *table, const char *const *p, dp_err *e) {
-  char sql[600];
-  snprintf(sql, sizeof sql,
-           "DELETE FROM dp.%s s WHERE s.system = $2 AND s.entity = $3 AND EXISTS (SELECT 1 FROM dp.silver_undo "
-           "WHERE run_id = $1::uuid AND system = $2 AND entity = $3 AND what = '%s')",
-           table, table);
-  int rc = dp_pg_exec(c, sql, 3, p, NULL, e);
-  if (rc) return rc;
-  snprintf(sql, sizeof sql,
-           "INSERT INTO dp.%s SELECT r.* FROM dp.silver_undo u, jsonb_populate_record(NULL::dp.%s, u.before) r "
-           "WHERE u.run_id = $1::uuid AND u.system = $2 AND u.entity = $3 AND u.what = '%s' AND u.before IS NOT NULL",
-           table, table, table);
-  return dp_pg_exec(c, sql, 3, p, NULL, e);
-}
-
-/* Silver back to the state before the run, in one transaction: its versions deleted, the rows
- * it changed in place back from their before-images, its rejects deleted, entity_state and the
- * cursor back, the before-images dropped. */
-static int silver_undo(PGconn *c, const dp_entity *ent, const char *run, rb_item *it, dp_err *e) {
-  const char *p[] = {run, ent->system, ent->name};
-  dp_buf q = DP_BUF_INIT;
-  PGresult *r = NULL;
-  int rc = dp_pg_begin(c, e);
-  if (rc) return rc;
-  int have = table_exists(c, ent, "", e), have_rej = have == 1 ? table_exists(c, ent, "__rejected", e) : 0;
-  if (have < 0 || have_rej < 0) { rc = have < 0 ? have : have_rej; goto done; }
-  if (have) {
-    /* every column but the identity, as the table has them now */
-    dp_buf_puts(&q, "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum), "
-                    "string_agg('r.' || quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
-                    "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attname <> '_dp_id'");
-    dp_buf tname = DP_BUF_INIT;
-    silver_table(&tname, ent, "");
-    const char *pt[] = {tname.data};
-    rc = dp_pg_exec(c, q.data, 1, pt, &r, e);
-    if (rc) { dp_buf_free(&tname); goto done; }
-    dp_buf_reset(&q);
-    dp_buf_printf(&q, "WITH d AS (DELETE FROM %s WHERE _dp_run_id = $1::uuid RETURNING 1) SELECT count(*) FROM d",
-                  tname.data);
-    rc = query_count(c, q.data, 1, p, &it->silver_removed, e);
-    dp_buf_reset(&q);
-    dp_buf_printf(&q,
-                  "WITH u AS (UPDATE %s t SET (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, b.before) r) "
-                  "FROM dp.silver_undo b WHERE b.run_id = $1::uuid AND b.system = $2 AND b.entity = $3 "
-                  "AND b.what = 'row' AND t._dp_id = b.row_id RETURNING 1) SELECT count(*) FROM u",
-                  tname.data, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), tname.data);
-    PQclear(r);
-    r = NULL;
-    if (rc == 0) rc = query_count(c, q.data, 3, p, &it->silver_restored, e);
-    if (rc == 0 && have_rej) {
-      dp_buf_reset(&q);
-      dp_buf_puts(&q, "WITH d AS (DELETE FROM ");
-      silver_table(&q, ent, "__rejected");
-      dp_buf_puts(&q, " WHERE _dp_run_id = $1::uuid RETURNING 1) SELECT count(*) FROM d");
-      rc = query_count(c, q.data, 1, p, &it->rejects_removed, e);
-    }
-    dp_buf_free(&tname);
-    if (rc) goto done;
-  }
-  if ((rc = restore_state_row(c, "entity_state", p, e)) != 0) goto done;
-  if ((rc = restore_state_row(c, "entity_cursor", p, e)) != 0) goto done;
-  rc = dp_pg_exec(c, "DELETE FROM dp.silver_undo WHERE run_id = $1::uuid AND system = $2 AND entity = $3", 3, p, NULL,
-                  e);
-  if (rc == 0) rc = dp_pg_commit(c, e);
-done:
-  if (rc) {
-    dp_pg_rollback(c);
-    dp_err_prefix(e, "silver %s.%s: ", ent->system, ent->name);
-  }
-  dp_buf_free(&q);
-  return rc;
-}
-
-/* ---------- bronze ---------- */
-
-/* {$or: [{_dp.run_id: run}, {_dp.deleted_run_id: run}]}: the documents the run wrote or marked. */
-static void touched_filter(bson_t *f, const char *run) {
-  bson_t or, a, b;
-  BSON_APPEND_ARRAY_BEGIN(f, "$or", &or);
-  BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
-  BSON_APPEND_UTF8(&a, "_dp.run_id", run);
-  bson_append_document_end(&or, &a);
-  BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
-  BSON_APPEND_UTF8(&b, "_dp.deleted_run_id", run);
-  bson_append_document_end(&or, &b);
-  bson_append_array_end(f, &or);
-}
-
-/* The ids of the documents the run touched: *ids (owned by the caller) and *n. */
-static int touched_ids(mongoc_collection_t *coll, const char *run, uint8_t (**ids)[16], size_t *n, dp_err *e) {
-  bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
-  touched_filter(&f, run);
-  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-  BSON_APPEND_INT32(&proj, "_id", 1);
-  bson_append_document_end(&opts, &proj);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &f, &opts, NULL);
-  const bson_t *doc;
-  size_t cap = 0;
-  int rc = 0;
-  *ids = NULL;
-  *n = 0;
-  while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
-    bson_iter_t it;
-    uint8_t key[16];
-    if (!bson_iter_init_find(&it, doc, "_id") || !dp_bronze_iter_id(&it, key)) continue;
-    if (*n == cap) {
-      cap = cap ? cap * 2 : 256;
-      uint8_t(*g)[16] = realloc(*ids, cap * sizeof *g);
-      if (!g) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); break; }
-      *ids = g;
-    }
-    memcpy((*ids)[(*n)++], key, 16);
-  }
-  bson_error_t be;
-  if (rc == 0 && mongoc_cursor_error(cur, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze %s: %s", mongoc_collection_get_name(coll), be.message);
-  mongoc_cursor_destroy(cur);
-  bson_destroy(&f);
-  bson_destroy(&opts);
-  return rc;
-}
-
-/* Drops a collection; one that is not there is fine. */
-static int drop_collection(mongoc_client_t *cli, const char *db, const char *name, dp_err *e) {
-  mongoc_collection_t *c = mongoc_client_get_collection(cli, db, name);
-  bson_error_t be;
-  int rc = 0;
-  if (!mongoc_collection_drop(c, &be) && !strstr(be.message, "ns not found") && be.code != 26)
-    rc = dp_err_set(e, DP_EMONGO, "cannot drop %s: %s", name, be.message);
-  mongoc_collection_destroy(c);
-  return rc;
-}
-
-/* The scratch entity: the same columns, collection "S__E__rollback". name: its storage. */
-static dp_entity scratch_entity(const dp_entity *ent, char *name, size_t cap) {
-  dp_entity s = *ent;
-  snprintf(name, cap, "%s__rollback", ent->name);
-  s.name = name;
-  return s;
-}
-
-/* Loads the entity's earlier bronze loads (succeeded, in run order, each with its own run id and
- * start) from their raw files into the scratch collection: bronze as it was before the run. */
-static int build_scratch(dp_engine *eng, const dp_entity *ent, const char *run, dp_err *e) {
-  char sname[300], cname[300];
-  dp_entity s = scratch_entity(ent, sname, sizeof sname);
-  dp_bronze_collection_name(&s, cname, sizeof cname);
-  int rc = drop_collection(eng->mongo, eng->cfg.bronze_db, cname, e);
-  if (rc) return rc;
-  const char *p[] = {ent->system, ent->name, run};
-  PGresult *r = NULL;
-  rc = dp_pg_exec(eng->audit,
-                  "SELECT run_id::text, floor(extract(epoch FROM run_ts) * 1000000)::bigint, details->>'file' "
-                  "FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
-                  "AND status = 'succeeded' AND details ? 'file' "
-                  "AND run_ts < (SELECT run_ts FROM audit.system_run WHERE run_id = $3::uuid) ORDER BY run_ts",
-                  3, p, &r, e);
-  if (rc) return rc;
-  for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
-    dp_runinfo ri;
-    const char *file = PQgetvalue(r, i, 2);
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", eng->cfg.data_dir, file);
-    if ((rc = dp_runinfo_from_id(&ri, PQgetvalue(r, i, 0), e)) != 0) break;
-    dp_runinfo_set_ts(&ri, strtoll(PQgetvalue(r, i, 1), NULL, 10));
-    dp_bronze_io io = {NULL, NULL, 0, 0};
-    dp_counts n;
-    rc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s, &ri, path, file, &io, &n, e);
-    if (rc)
-      dp_err_prefix(e, "bronze %s.%s: cannot rebuild the state before run %s from the raw file %s of run %s: ",
-                    ent->system, ent->name, run, file, PQgetvalue(r, i, 0));
-  }
-  PQclear(r);
-  return rc;
-}
-
-/* Puts the touched documents back as the scratch collection has them (removed when it has none),
- * in batches; counts into it. */
-static int put_back(mongoc_collection_t *real, mongoc_collection_t *scratch, uint8_t (*ids)[16], size_t n,
-                    rb_item *it, dp_err *e) {
-  int rc = 0;
-  for (size_t at = 0; at < n && rc == 0; at += ID_BATCH) {
-    size_t m = n - at < ID_BATCH ? n - at : ID_BATCH;
-    char *found = calloc(m, 1);
-    if (!found) return dp_err_set(e, DP_ENOMEM, "out of memory");
-    bson_t f = BSON_INITIALIZER, in, idf;
-    BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &idf);
-    BSON_APPEND_ARRAY_BEGIN(&idf, "$in", &in);
-    for (size_t i = 0; i < m; i++) {
-      char ix[16];
-      const char *k;
-      bson_uint32_to_string((uint32_t)i, &k, ix, sizeof ix);
-      dp_bronze_append_id(&in, k, ids[at + i]);
-    }
-    bson_append_array_end(&idf, &in);
-    bson_append_document_end(&f, &idf);
-    bson_t bopts = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&bopts, "ordered", false);
-    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(real, &bopts);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(scratch, &f, NULL, NULL);
-    const bson_t *doc;
-    bson_error_t be;
-    while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
-      bson_iter_t iter;
-      uint8_t key[16];
-      if (!bson_iter_init_find(&iter, doc, "_id") || !dp_bronze_iter_id(&iter, key)) continue;
-      for (size_t i = 0; i < m; i++)
-        if (memcmp(ids[at + i], key, 16) == 0) found[i] = 1;
-      bson_t sel = BSON_INITIALIZER, ro = BSON_INITIALIZER;
-      dp_bronze_append_id(&sel, "_id", key);
-      BSON_APPEND_BOOL(&ro, "upsert", true);
-      if (!mongoc_bulk_operation_replace_one_with_opts(bulk, &sel, doc, &ro, &be))
-        rc = dp_err_set(e, DP_EMONGO, "bronze: %s", be.message);
-      bson_destroy(&sel);
-      bson_destroy(&ro);
-      it->bronze_rebuilt++;
-    }
-    if (rc == 0 && mongoc_cursor_error(cur, &be)) rc = dp_err_set(e, DP_EMONGO, "bronze scratch: %s", be.message);
-    for (size_t i = 0; i < m && rc == 0; i++) {
-      if (found[i]) continue;
-      bson_t sel = BSON_INITIALIZER;
-      dp_bronze_append_id(&sel, "_id", ids[at + i]);
-      if (!mongoc_bulk_operation_remove_one_with_opts(bulk, &sel, NULL, &be))
-        rc = dp_err_set(e, DP_EMONGO, "bronze: %s", be.message);
-      bson_destroy(&sel);
-      it->bronze_removed++;
-    }
-    bson_t reply;
-    if (rc == 0 && !mongoc_bulk_operation_execute(bulk, &reply, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot put documents back: %s", be.message);
-    if (rc == 0) bson_destroy(&reply);
-    mongoc_cursor_destroy(cur);
-    mongoc_bulk_operation_destroy(bulk);
-    bson_destroy(&f);
-    bson_destroy(&bopts);
-    free(found);
-  }
-  return rc;
-}
-
-/* Removes the entity's key file (written by the undone load or a later one) and the run's change
- * file: the next load reads the collection once. */
-static void remove_bronze_files(dp_engine *eng, const dp_entity *ent, const char *run) {
-  char dir[4200], path[4400];
-  snprintf(dir, sizeof dir, "%s/bronze/%s/%s", eng->cfg.data_dir, ent->system, ent->name);
-  snprintf(path, sizeof path, "%s/keys.idx", dir);
-  unlink(path);
-  dp_bronze_change_file(dir, run, path, sizeof path);
-  unlink(path);
-  strncat(path, ".part", sizeof path - strlen(path) - 1);
-  unlink(path);
-}
-
-/* Bronze back to the state before the run (plan only: counts the touched documents). */
-static int bronze_undo(dp_engine *eng, const dp_entity *ent, const char *run, int dry_run, rb_item *it, dp_err *e) {
-  char cname[300], rname[300], sname[300], scname[300];
-  dp_bronze_collection_name(ent, cname, sizeof cname);
-  dp_bronze_rejects_collection_name(ent, rname, sizeof rname);
-  dp_entity s = scratch_entity(ent, sname, sizeof sname);
-  dp_bronze_collection_name(&s, scname, sizeof scname);
-  mongoc_collection_t *real = mongoc_client_get_collection(eng->mongo, eng->cfg.bronze_db, cname);
-  mongoc_collection_t *rej = mongoc_client_get_collection(eng->mongo, eng->cfg.bronze_db, rname);
-  uint8_t(*ids)[16] = NULL;
-  size_t n = 0;
-  bson_error_t be;
-  bson_t rf = BSON_INITIALIZER;
-  BSON_APPEND_UTF8(&rf, "_dp.run_id", run);
-  int rc = touched_ids(real, run, &ids, &n, e);
-  if (rc) goto cleanup;
-  it->bronze_touched = (int64_t)n;
-  if (dry_run) {
-    int64_t k = mongoc_collection_count_documents(rej, &rf, NULL, NULL, NULL, &be);
-    it->bronze_rejects_removed = k > 0 ? k : 0;
-    goto cleanup;
-  }
-  if (n > 0) {
-    if ((rc = build_scratch(eng, ent, run, e)) != 0) goto cleanup;
-    mongoc_collection_t *scratch = mongoc_client_get_collection(eng->mongo, eng->cfg.bronze_db, scname);
-    rc = put_back(real, scratch, ids, n, it, e);
-    mongoc_collection_destroy(scratch);
-    if (rc) goto cleanup;
-  }
-  bson_t reply;
-  if (!mongoc_collection_delete_many(rej, &rf, NULL, &reply, &be)) {
-    rc = dp_err_set(e, DP_EMONGO, "bronze %s: cannot delete the run's rejects: %s", rname, be.message);
-    goto cleanup;
-  }
-  bson_iter_t ri;
-  if (bson_iter_init_find(&ri, &reply, "deletedCount")) it->bronze_rejects_removed = bson_iter_as_int64(&ri);
-  bson_destroy(&reply);
-  remove_bronze_files(eng, ent, run);
-cleanup:
-  if (!dry_run && n > 0) { /* the scratch collections, whatever happened */
-    dp_err tmp;
-    char srname[300];
-    dp_bronze_rejects_collection_name(&s, srname, sizeof srname);
-    drop_collection(eng->mongo, eng->cfg.bronze_db, scname, &tmp);
-    drop_collection(eng->mongo, eng->cfg.bronze_db, srname, &tmp);
-  }
-  free(ids);
-  bson_destroy(&rf);
-  mongoc_collection_destroy(real);
-  mongoc_collection_destroy(rej);
   return rc;
 }
 
@@ -633,7 +239,7 @@ cleanup:
 
 /* Moves the run's raw files of the entity (RUN_ID.* beside the file the audit names: the data,
  * compressed or not, and the manifest) to DP_DATA_DIR/quarantine/RUN_ID/<same path>. */
-static int raw_undo(dp_engine *eng, const dp_entity *ent, const char *run, int dry_run, rb_item *it, dp_err *e) {
+static int raw_undo(dp_engine *eng, const dp_entity *ent, const char *run, int dry_run, dp__rb_item *it, dp_err *e) {
   const char *p[] = {run, ent->system, ent->name};
   PGresult *r = NULL;
   int rc = dp_pg_exec(eng->audit,
@@ -688,7 +294,7 @@ static dp_counts layer_counts(const rb_plan *p, size_t k, int l, int *touched) {
   memset(&n, 0, sizeof n);
   *touched = 0;
   for (size_t i = 0; i < p->nitems; i++) {
-    const rb_item *it = &p->items[i];
+    const dp__rb_item *it = &p->items[i];
     if (it->ent != k) continue;
     *touched = 1;
     if (l == 0) n.deleted += it->raw_files;
@@ -730,7 +336,7 @@ static void report(const rb_plan *p, const dp_rollback_opts *o, const char *stat
       dp_buf_printf(&b, "%s{\"run_id\":\"%s\",\"entities\":[", i ? "," : "", p->runs[i].id);
       int first = 1;
       for (size_t k = 0; k < p->nitems; k++) {
-        const rb_item *it = &p->items[k];
+        const dp__rb_item *it = &p->items[k];
         if (it->run != i) continue;
         dp_buf_printf(&b, "%s{\"entity\":", first ? "" : ",");
         first = 0;
@@ -758,7 +364,7 @@ static void report(const rb_plan *p, const dp_rollback_opts *o, const char *stat
     for (size_t i = 0; i < p->nruns; i++) {
       printf("  run %s\n", p->runs[i].id);
       for (size_t k = 0; k < p->nitems; k++) {
-        const rb_item *it = &p->items[k];
+        const dp__rb_item *it = &p->items[k];
         if (it->run != i) continue;
         printf("    %-24s silver: %" PRId64 " versions removed, %" PRId64 " rows restored, %" PRId64
                " rejects removed%s\n",
@@ -787,13 +393,13 @@ static int undo_all(dp_engine *eng, rb_plan *p, dp_err *e) {
   for (size_t i = 0; i < p->nruns && rc == 0; i++) {
     const char *run = p->runs[i].id;
     for (size_t k = 0; k < p->nitems && rc == 0; k++) {
-      rb_item *it = &p->items[k];
+      dp__rb_item *it = &p->items[k];
       if (it->run != i) continue;
       const dp_entity *ent = &p->ents[it->ent];
-      memset(&it->silver_removed, 0, sizeof *it - offsetof(rb_item, silver_removed));
-      if ((rc = silver_plan(eng->audit, eng->data, ent, run, it, e)) != 0) break; /* refusals first */
-      if ((rc = bronze_undo(eng, ent, run, 0, it, e)) != 0) break;
-      if ((rc = silver_undo(eng->data, ent, run, it, e)) != 0) break;
+      memset(&it->silver_removed, 0, sizeof *it - offsetof(dp__rb_item, silver_removed));
+      if ((rc = dp__rollback_silver_plan(eng->audit, eng->data, ent, run, it, e)) != 0) break; /* refusals first */
+      if ((rc = dp__rollback_bronze(eng, ent, run, 0, it, e)) != 0) break;
+      if ((rc = dp__rollback_silver(eng->data, ent, run, it, e)) != 0) break;
       if ((rc = raw_undo(eng, ent, run, 0, it, e)) != 0) break;
       rc = mark_rolled_back(eng->audit, run, ent->name, &p->rb, e);
       if (rc == 0)
@@ -836,106 +442,132 @@ static int audit_rows(PGconn *a, const rb_plan *p, int start, const char *status
   return rc;
 }
 
-int dp_rollback(dp_engine *eng, const dp_rollback_opts *o, int *failed, dp_err *e) {
+/* The rollback under way: the plan and where the stages got. */
+typedef struct rollback {
+  dp_engine *eng;
+  const dp_rollback_opts *o;
   rb_plan p;
-  memset(&p, 0, sizeof p);
-  int rc, locked = 0, started = 0;
-  *failed = 0;
-  const char *gold = o->dry_run ? "would rebuild the models that depend on the system" : "not rebuilt";
-  dp_buf detail = DP_BUF_INIT;
-  if ((rc = dp_engine_open_pg(eng, e)) != 0 || (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
-  {
-    /* the system of the run, for its lock */
-    const char *pt[] = {o->run_id};
-    PGresult *r = NULL;
-    if ((rc = dp_pg_exec(eng->audit, "SELECT system FROM audit.system_run WHERE run_id::text = lower($1)", 1, pt, &r,
-                         e)) != 0)
-      goto cleanup;
-    if (PQntuples(r) == 1) {
-      snprintf(p.system, sizeof p.system, "%s", PQgetvalue(r, 0, 0));
-      rc = dp_audit_lock_system(eng->audit, p.system, e);
-      locked = rc == 0;
-    }
-    PQclear(r);
-    if (rc) goto cleanup;
-    int crashed = 0;
-    if (locked && (rc = dp_audit_mark_crashed(eng->audit, p.system, &crashed, e)) != 0) goto cleanup;
-  }
-  if ((rc = find_runs(eng->audit, o, &p, e)) != 0) goto cleanup;
-  if ((rc = load_entities(eng, &p, e)) != 0) goto cleanup;
-  for (size_t k = 0; k < p.nitems; k++) {
-    rb_item *it = &p.items[k];
-    const char *run = p.runs[it->run].id;
-    if ((rc = silver_plan(eng->audit, eng->data, &p.ents[it->ent], run, it, e)) != 0) goto cleanup;
-    if ((rc = bronze_undo(eng, &p.ents[it->ent], run, 1, it, e)) != 0) goto cleanup;
-    if ((rc = raw_undo(eng, &p.ents[it->ent], run, 1, it, e)) != 0) goto cleanup;
-  }
-  if (o->dry_run) {
-    report(&p, o, "dry run", gold, o->json);
-    goto cleanup;
-  }
+  int locked, started;
+  dp_buf detail;    /* the audit's trigger_detail */
+  const char *gold; /* what happened to gold, for the report */
+} rollback;
 
-  /* the rollback's own run */
-  detail_text(&p, &detail);
-  dp_runinfo_new(&p.rb);
-  if ((rc = dp_audit_stamp_run(eng->audit, p.system, &p.rb, e)) != 0) goto cleanup;
-  if ((rc = dp_audit_system_start(eng->audit, &p.rb, p.system, "rollback", detail.data, NULL, DP_VERSION, e)) != 0)
-    goto cleanup;
-  started = 1;
-  if ((rc = audit_rows(eng->audit, &p, 1, NULL, NULL, e)) != 0) goto cleanup;
-  dp_log(DP_LOG_INFO, "run %s of %s started: %s", p.rb.id_str, p.system, detail.data);
-  rc = undo_all(eng, &p, e);
-  {
-    dp_err ae;
-    const char *status = rc ? "failed" : "succeeded";
-    int arc = audit_rows(eng->audit, &p, 0, status, rc ? e->msg : NULL, &ae);
-    if (arc == 0)
-      arc = dp_audit_system_end(eng->audit, &p.rb, status, rc ? 0 : (int)p.nents, rc ? (int)p.nents : 0, 0,
-                                rc ? e->msg : NULL, &ae);
-    started = 0;
-    if (rc == 0 && arc) { rc = arc; *e = ae; }
+/* The system of the run, locked (no run of it meanwhile); runs it left running marked crashed.
+ * An unknown run is left to find_runs to report. */
+static int lock_system(rollback *r, dp_err *e) {
+  int rc = dp_engine_open_pg(r->eng, e);
+  if (rc == 0) rc = dp_engine_open_mongo(r->eng, e);
+  if (rc) return rc;
+  const char *pt[] = {r->o->run_id};
+  PGresult *q = NULL;
+  rc = dp_pg_exec(r->eng->audit, "SELECT system FROM audit.system_run WHERE run_id::text = lower($1)", 1, pt, &q, e);
+  if (rc == 0 && PQntuples(q) == 1) {
+    snprintf(r->p.system, sizeof r->p.system, "%s", PQgetvalue(q, 0, 0));
+    rc = dp_audit_lock_system(r->eng->audit, r->p.system, e);
+    r->locked = rc == 0;
   }
-  if (rc) {
-    *failed = 1;
-    report(&p, o, "failed", gold, o->json);
-    goto cleanup;
-  }
-  dp_audit_unlock_system(eng->audit, p.system);
-  locked = 0;
-  /* gold reads silver: the models that depend on the system, each its own audited run */
-  {
-    int gfailed = 0;
-    dp_err ge;
-    dp_err_clear(&ge);
-    dp_gold_opts go = {.trigger = "rollback", .trigger_detail = detail.data};
-    /* with --json stdout holds the one report: the gold runs' own lines go to stderr */
-    int saved = -1;
-    fflush(stdout);
-    if (o->json && (saved = dup(STDOUT_FILENO)) >= 0) dup2(STDERR_FILENO, STDOUT_FILENO);
-    int grc = dp_gold_run(eng, NULL, 0, p.system, &go, &gfailed, &ge);
-    fflush(stdout);
-    if (saved >= 0) {
-      dup2(saved, STDOUT_FILENO);
-      close(saved);
-    }
-    if (grc == 0) {
-      gold = "rebuilt the models that depend on the system";
-    } else {
-      gold = "failed (see the gold runs)";
-      *failed = 1;
-      rc = dp_err_set(e, ge.code ? ge.code : DP_EIO, "the data was rolled back, but rebuilding gold failed: %s", ge.msg);
-    }
-  }
-  report(&p, o, "succeeded", gold, o->json);
+  PQclear(q);
+  int crashed = 0;
+  if (rc == 0 && r->locked) rc = dp_audit_mark_crashed(r->eng->audit, r->p.system, &crashed, e);
+  return rc;
+}
 
-cleanup:
-  if (started) {
-    dp_err tmp;
-    *failed = 1;
-    dp_audit_system_end(eng->audit, &p.rb, "failed", 0, (int)p.nents, 0, e->msg, &tmp);
+static int find_plan_runs(rollback *r, dp_err *e) { return find_runs(r->eng->audit, r->o, &r->p, e); }
+static int find_plan_entities(rollback *r, dp_err *e) { return load_entities(r->eng, &r->p, e); }
+
+/* What each (run, entity) would undo, and the refusals, before anything changes. */
+static int plan_counts(rollback *r, dp_err *e) {
+  int rc = 0;
+  for (size_t k = 0; k < r->p.nitems && rc == 0; k++) {
+    dp__rb_item *it = &r->p.items[k];
+    const dp_entity *ent = &r->p.ents[it->ent];
+    const char *run = r->p.runs[it->run].id;
+    if ((rc = dp__rollback_silver_plan(r->eng->audit, r->eng->data, ent, run, it, e)) == 0 &&
+        (rc = dp__rollback_bronze(r->eng, ent, run, 1, it, e)) == 0)
+      rc = raw_undo(r->eng, ent, run, 1, it, e);
   }
-  if (locked) dp_audit_unlock_system(eng->audit, p.system);
-  dp_buf_free(&detail);
-  plan_free(&p);
+  return rc;
+}
+
+/* The rollback's own run: audit.system_run (trigger rollback) and its layer and entity rows. */
+static int start_audit(rollback *r, dp_err *e) {
+  detail_text(&r->p, &r->detail);
+  dp_runinfo_new(&r->p.rb);
+  int rc = dp_audit_stamp_run(r->eng->audit, r->p.system, &r->p.rb, e);
+  if (rc == 0)
+    rc = dp_audit_system_start(r->eng->audit, &r->p.rb, r->p.system, "rollback", r->detail.data, NULL, DP_VERSION, e);
+  if (rc) return rc;
+  r->started = 1;
+  dp_log(DP_LOG_INFO, "run %s of %s started: %s", r->p.rb.id_str, r->p.system, r->detail.data);
+  return audit_rows(r->eng->audit, &r->p, 1, NULL, NULL, e);
+}
+
+static int undo_plan(rollback *r, dp_err *e) { return undo_all(r->eng, &r->p, e); }
+
+/* Ends the rollback's run: succeeded when rc is 0, else failed with e's message. Returns rc, or
+ * the audit's error. */
+static int end_audit(rollback *r, int rc, dp_err *e) {
+  dp_err ae;
+  const char *status = rc ? "failed" : "succeeded";
+  int n = (int)r->p.nents;
+  int arc = audit_rows(r->eng->audit, &r->p, 0, status, rc ? e->msg : NULL, &ae);
+  if (arc == 0) arc = dp_audit_system_end(r->eng->audit, &r->p.rb, status, rc ? 0 : n, rc ? n : 0, 0, rc ? e->msg : NULL, &ae);
+  if (rc == 0 && arc) {
+    *e = ae;
+    return arc;
+  }
+  return rc;
+}
+
+/* Gold reads silver: the models that depend on the system, each its own audited run. With
+ * --json stdout holds the one report: the gold runs' own lines go to stderr. */
+static int rebuild_gold(rollback *r, dp_err *e) {
+  int gfailed = 0, saved = -1;
+  dp_err ge;
+  dp_err_clear(&ge);
+  dp_gold_opts go = {.trigger = "rollback", .trigger_detail = r->detail.data};
+  fflush(stdout);
+  if (r->o->json && (saved = dup(STDOUT_FILENO)) >= 0) dup2(STDERR_FILENO, STDOUT_FILENO);
+  int rc = dp_gold_run(r->eng, NULL, 0, r->p.system, &go, &gfailed, &ge);
+  fflush(stdout);
+  if (saved >= 0) {
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+  }
+  if (rc == 0) {
+    r->gold = "rebuilt the models that depend on the system";
+    return 0;
+  }
+  r->gold = "failed (see the gold runs)";
+  return dp_err_set(e, ge.code ? ge.code : DP_EIO, "the data was rolled back, but rebuilding gold failed: %s", ge.msg);
+}
+
+/* The algorithm, in order; a dry run stops after the plan. */
+static const struct {
+  int (*fn)(rollback *, dp_err *);
+  int dry_run; /* also in a dry run */
+} STAGES[] = {
+    {lock_system, 1},        /* the run's system, locked */
+    {find_plan_runs, 1},     /* the run, refusals, --cascade's later runs newest first */
+    {find_plan_entities, 1}, /* their entities' metadata */
+    {plan_counts, 1},        /* what each (run, entity) undoes; refusals */
+    {start_audit, 0},        /* the rollback's own run */
+    {undo_plan, 0},          /* newest run first: bronze, silver, raw, marks */
+};
+
+int dp_rollback(dp_engine *eng, const dp_rollback_opts *o, int *failed, dp_err *e) {
+  rollback r = {.eng = eng, .o = o, .detail = DP_BUF_INIT, .gold = "not rebuilt"};
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < sizeof STAGES / sizeof STAGES[0]; i++)
+    if (STAGES[i].dry_run || !o->dry_run) rc = STAGES[i].fn(&r, e);
+  if (r.started) rc = end_audit(&r, rc, e);
+  if (r.locked) dp_audit_unlock_system(eng->audit, r.p.system);
+  *failed = r.started && rc != 0;
+  const char *status = o->dry_run ? "dry run" : rc ? "failed" : "succeeded";
+  if (rc == 0 && !o->dry_run && (rc = rebuild_gold(&r, e)) != 0) *failed = 1;
+  if (o->dry_run) r.gold = "would rebuild the models that depend on the system";
+  if (r.started || (rc == 0 && o->dry_run)) report(&r.p, o, status, r.gold, o->json);
+  dp_buf_free(&r.detail);
+  plan_free(&r.p);
   return rc;
 }
