@@ -1,19 +1,20 @@
 /* bronze.c - raw JSON Lines -> MongoDB documents keyed by the key hash.
  *
  * Written for what a MongoDB wire server must do well, and what FerretDB v1 (our test and
- * home-server peer) does not: it filters most queries in its own process after reading the
- * whole collection, and a multi-statement update command can stall it. And written to keep
- * memory flat however large an entity grows. So a load
+ * home-server peer) does not: it pushes down to PostgreSQL only an equality on a string _id
+ * (anything else it filters in its own process after reading the whole collection), and it
+ * holds one pooled connection per statement of a command. And written to keep memory flat
+ * however large an entity grows. So a load
  *   1. reads the run's raw file once and sorts its records by key hash (key, then valid_from,
  *      then line: the last record of a key wins), in memory or in sorted runs on disk;
  *   2. reads the stored keys (_id, content hash, deleted flag) in key order: from the key file
  *      the entity's last successful load wrote, or else from one read of the collection (sorted
  *      the same way);
  *   3. walks both in step, as two sorted streams: a new key is inserted (insert_many batches); a
- *      changed, or deleted and returned, key is replaced (delete_many + insert_many of the batch);
- *      an unchanged key is not written at all; on a full load, a stored key the run did not
- *      deliver is marked deleted (update_many per batch). The record of a written key is read
- *      again from the raw file at its offset;
+ *      changed, or deleted and returned, key is replaced by _id (one statement per document, bulk
+ *      writes of WBATCH); an unchanged key is not written at all; on a full load, a stored key the
+ *      run did not deliver is marked deleted (likewise one update by _id each). The record of a
+ *      written key is read again from the raw file at its offset;
  *   4. leaves what it wrote in the run's change file (silver's input) and writes the new key file
  *      along the way.
  * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
@@ -39,10 +40,11 @@
 #include <unistd.h>
 
 #define BATCH 1000    /* new documents per insert_many */
-#define RBATCH 10000  /* replaced or deleted ids per delete_many / update_many: each one costs
-                       * FerretDB v1 a read of the whole collection, so fewer and larger */
+#define WBATCH 40     /* single-document statements (replace or mark deleted, by _id) per bulk
+                       * write: FerretDB v1 holds a pooled PostgreSQL connection per statement until
+                       * the command ends, and its pool has 50 (docs/performance.md) */
 #define SORT_MEM (16u << 20) /* bytes of records sorted in memory at a time (DP_SORT_MEM) */
-#define KEYFILE_MAGIC "DPKEYS2\n"
+#define KEYFILE_MAGIC "DPKEYS3\n" /* 3: the bronze _id is text (a key file of 2 is not used) */
 #define KEYFILE_HEADER 128 /* magic, run id, '\n', count as 16 hex digits, '\n', collection uuid, '\n', padding */
 #define CHASH 8           /* bytes of the content hash kept per key (of 16): a change goes
                            * unnoticed with probability 2^-64 */
@@ -76,10 +78,10 @@ static int cmp_incoming(const void *a, const void *b) {
 }
 
 typedef struct pending {
-  bson_t *docs[RBATCH];    /* owned until flushed */
-  uint8_t ids[RBATCH][16]; /* keys to delete first (replacements) */
+  bson_t *docs[BATCH];     /* owned until flushed */
+  uint8_t ids[BATCH][16];  /* their keys */
   size_t n, limit;
-  int replace;             /* 1: delete the ids before inserting */
+  int replace;             /* 1: replace by _id, one statement each; 0: insert_many */
 } pending;
 
 typedef struct loader {
@@ -88,7 +90,7 @@ typedef struct loader {
   const dp_runinfo *run;
   const char *raw_ref;
   pending ins, rep;
-  uint8_t (*dels)[16];     /* keys to mark deleted (RBATCH, owned) */
+  uint8_t dels[WBATCH][16]; /* keys to mark deleted */
   size_t ndels;
   dp_counts *out;
   FILE *changes;           /* the change file being written, or NULL */
@@ -206,18 +208,41 @@ static void collection_uuid(mongoc_client_t *cli, const char *db, const char *cn
 }
 
 void dp_bronze_append_id(bson_t *doc, const char *field, const uint8_t key[16]) {
-  bson_append_binary(doc, field, -1, BSON_SUBTYPE_UUID, key, 16);
+  static const char hexd[] = "0123456789abcdef";
+  char hex[DP_BRONZE_ID_LEN + 1];
+  for (int i = 0; i < 16; i++) {
+    hex[2 * i] = hexd[key[i] >> 4];
+    hex[2 * i + 1] = hexd[key[i] & 15];
+  }
+  hex[DP_BRONZE_ID_LEN] = '\0';
+  bson_append_utf8(doc, field, -1, hex, DP_BRONZE_ID_LEN);
+}
+
+static int hexval(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
 int dp_bronze_iter_id(const bson_iter_t *it, uint8_t key[16]) {
-  bson_subtype_t st;
   uint32_t len = 0;
-  const uint8_t *id = NULL;
-  if (!BSON_ITER_HOLDS_BINARY(it)) return 0;
-  bson_iter_binary(it, &st, &len, &id);
-  if (!id || len != 16) return 0;
-  memcpy(key, id, 16);
-  return 1;
+  if (BSON_ITER_HOLDS_UTF8(it)) {
+    const char *s = bson_iter_utf8(it, &len);
+    if (len != DP_BRONZE_ID_LEN) return 0;
+    for (int i = 0; i < 16; i++) {
+      int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+      if (hi < 0 || lo < 0) return 0;
+      key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return DP_BRONZE_ID_TEXT;
+  }
+  if (BSON_ITER_HOLDS_BINARY(it)) { /* the form before 0.2: a binary UUID (subtype 4) */
+    bson_subtype_t st;
+    const uint8_t *id = NULL;
+    bson_iter_binary(it, &st, &len, &id);
+    if (!id || len != 16 || st != BSON_SUBTYPE_UUID) return 0;
+    memcpy(key, id, 16);
+    return DP_BRONZE_ID_BINARY;
+  }
+  return 0;
 }
 
 static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[16], const bson_t *data,
@@ -240,48 +265,64 @@ static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[
   return doc;
 }
 
-static void append_id_array(bson_t *parent, const char *op, uint8_t (*ids)[16], size_t n) {
-  bson_t idf, in;
-  BSON_APPEND_DOCUMENT_BEGIN(parent, "_id", &idf);
-  BSON_APPEND_ARRAY_BEGIN(&idf, op, &in);
-  for (size_t i = 0; i < n; i++) {
-    char ix[16];
-    const char *k;
-    bson_uint32_to_string((uint32_t)i, &k, ix, sizeof ix);
-    dp_bronze_append_id(&in, k, ids[i]);
-  }
-  bson_append_array_end(&idf, &in);
-  bson_append_document_end(parent, &idf);
+/* One bulk write of single-document statements by _id (at most WBATCH): unordered, so the server
+ * may run them in any order (each touches its own document). what names them in an error.
+ * Destroys bulk. */
+static int bulk_write(mongoc_bulk_operation_t *bulk, const char *what, dp_err *e) {
+  bson_error_t be;
+  bson_t reply;
+  int rc = 0;
+  if (!mongoc_bulk_operation_execute(bulk, &reply, &be))
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot %s: %s", what, SERVER_MSG(be));
+  bson_destroy(&reply);
+  mongoc_bulk_operation_destroy(bulk);
+  return rc;
 }
 
-/* Writes a pending batch: for replacements, the old documents go first. Frees the docs. */
+/* {_id: the id of key} */
+static void id_filter(bson_t *sel, const uint8_t key[16]) {
+  bson_init(sel);
+  dp_bronze_append_id(sel, "_id", key);
+}
+
+/* Writes a pending batch: new documents with insert_many; replacements one replace statement per
+ * document by _id, never one `$in` for many (FerretDB pushes only an equality down to
+ * PostgreSQL). Frees the docs. */
 static int flush(loader *L, pending *p, dp_err *e) {
   int rc = 0;
   bson_error_t be;
   if (p->n == 0) return 0;
   L->wrote = 1;
-  double t0 = dp_monotonic(), t1 = t0;
+  double t0 = dp_monotonic();
+  bson_t opts = BSON_INITIALIZER;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
   if (p->replace) {
-    bson_t sel = BSON_INITIALIZER;
-    append_id_array(&sel, "$in", p->ids, p->n);
-    if (!mongoc_collection_delete_many(L->coll, &sel, NULL, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", SERVER_MSG(be));
-    bson_destroy(&sel);
-    t1 = dp_monotonic();
-  }
-  if (rc == 0) {
-    bson_t opts = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&opts, "ordered", false);
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(L->coll, &opts);
+    bson_t ropts = BSON_INITIALIZER;
+    /* upsert: a load run again after a crash may find the document gone or already replaced */
+    BSON_APPEND_BOOL(&ropts, "upsert", true);
+    BSON_APPEND_BOOL(&ropts, "validate", false); /* keys as the source wrote them, as below */
+    for (size_t i = 0; rc == 0 && i < p->n; i++) {
+      bson_t sel;
+      id_filter(&sel, p->ids[i]);
+      if (!mongoc_bulk_operation_replace_one_with_opts(bulk, &sel, p->docs[i], &ropts, &be))
+        rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", SERVER_MSG(be));
+      bson_destroy(&sel);
+    }
+    bson_destroy(&ropts);
+    if (rc == 0) rc = bulk_write(bulk, "replace documents", e);
+    else mongoc_bulk_operation_destroy(bulk);
+  } else {
     /* keys as the source wrote them ("$x", "a.b", ""): jsonbson.c checked what the server needs */
     BSON_APPEND_BOOL(&opts, "validate", false);
     if (!mongoc_collection_insert_many(L->coll, (const bson_t **)p->docs, p->n, &opts, NULL, &be))
       rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", SERVER_MSG(be));
-    bson_destroy(&opts);
   }
+  bson_destroy(&opts);
   /* where a load's time goes (docs/performance.md) */
-  double t2 = dp_monotonic();
-  L->write_s += t2 - t0;
-  if (p->replace) dp_log(DP_LOG_DEBUG, "bronze: %zu replacements: delete %.3f s, insert %.3f s", p->n, t1 - t0, t2 - t1);
+  double t1 = dp_monotonic();
+  L->write_s += t1 - t0;
+  dp_log(DP_LOG_DEBUG, "bronze: %zu %s in %.3f s", p->n, p->replace ? "replacements" : "inserts", t1 - t0);
   for (size_t i = 0; rc == 0 && L->changes && i < p->n; i++)
     if (fwrite(bson_get_data(p->docs[i]), 1, p->docs[i]->len, L->changes) != p->docs[i]->len)
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
@@ -382,7 +423,16 @@ static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_e
     const uint8_t *h = NULL;
     stored k;
     memset(&k, 0, sizeof k);
-    if (!bson_iter_init_find(&it, doc, "_id") || !dp_bronze_iter_id(&it, k.key)) continue; /* not one of ours */
+    int form = bson_iter_init_find(&it, doc, "_id") ? dp_bronze_iter_id(&it, k.key) : 0;
+    if (form == 0) continue; /* not one of ours */
+    if (form == DP_BRONZE_ID_BINARY) { /* new documents would stand beside the old ones */
+      rc = dp_err_set(e, DP_EMIGRATE,
+                      "bronze: collection %s holds _ids of the binary form written before dp-engine 0.2: run "
+                      "'dp-engine migrate --bronze-ids' once to convert it, or rebuild it with "
+                      "'dp-engine replay SYSTEM --from raw' (docs/storage.md)",
+                      mongoc_collection_get_name(L->coll));
+      break;
+    }
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &ch) &&
         BSON_ITER_HOLDS_BINARY(&ch)) {
       bson_iter_binary(&ch, &st, &len, &h);
@@ -461,23 +511,32 @@ static int queue(loader *L, pending *p, bson_t *doc, const uint8_t key[16], dp_e
   return p->n == p->limit ? flush(L, p, e) : 0;
 }
 
-/* Keys a full load did not deliver: marked deleted (one update_many per batch), and a
- * {_id, _dp: {deleted, deleted_run_id, deleted_at}} document each in the change file. */
+/* Keys a full load did not deliver: marked deleted (one update statement per key, by _id, in a
+ * bulk write of at most WBATCH), and a {_id, _dp: {deleted, deleted_run_id, deleted_at}} document
+ * each in the change file. */
 static int flush_deletions(loader *L, dp_err *e) {
   if (L->ndels == 0) return 0;
   L->wrote = 1;
-  bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+  bson_t upd = BSON_INITIALIZER, set, opts = BSON_INITIALIZER;
   bson_error_t be;
   int rc = 0;
-  append_id_array(&sel, "$in", L->dels, L->ndels);
   BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
   BSON_APPEND_BOOL(&set, "_dp.deleted", true);
   BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
   BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
   bson_append_document_end(&upd, &set);
+  BSON_APPEND_BOOL(&opts, "ordered", false);
   double t0 = dp_monotonic();
-  if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", SERVER_MSG(be));
+  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(L->coll, &opts);
+  for (size_t j = 0; rc == 0 && j < L->ndels; j++) {
+    bson_t sel;
+    id_filter(&sel, L->dels[j]);
+    if (!mongoc_bulk_operation_update_one_with_opts(bulk, &sel, &upd, NULL, &be))
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", SERVER_MSG(be));
+    bson_destroy(&sel);
+  }
+  if (rc == 0) rc = bulk_write(bulk, "mark deleted keys", e);
+  else mongoc_bulk_operation_destroy(bulk);
   L->write_s += dp_monotonic() - t0;
   dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, dp_monotonic() - t0);
   for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
@@ -492,8 +551,8 @@ static int flush_deletions(loader *L, dp_err *e) {
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
     bson_destroy(&d);
   }
-  bson_destroy(&sel);
   bson_destroy(&upd);
+  bson_destroy(&opts);
   L->ndels = 0;
   return rc;
 }
@@ -687,10 +746,9 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   L->raw_ref = raw_ref;
   L->out = out;
   L->ins.limit = BATCH;
-  L->rep.limit = RBATCH;
+  L->rep.limit = WBATCH;
   L->rep.replace = 1;
-  L->dels = malloc(RBATCH * sizeof *L->dels);
-  if (!L->dels || dp_row_init(&L->row, ent->ncols)) {
+  if (dp_row_init(&L->row, ent->ncols)) {
     rc = dp_err_set(e, DP_ENOMEM, "out of memory");
     goto cleanup;
   }
@@ -815,7 +873,7 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
           memcpy(L->dels[L->ndels++], o.key, 16);
           out->deleted++;
           o.deleted = 1;
-          if (L->ndels == RBATCH && (rc = flush_deletions(L, e)) != 0) break;
+          if (L->ndels == WBATCH && (rc = flush_deletions(L, e)) != 0) break;
         }
         key_file_put(L, o.key, o.content, o.deleted);
         if ((ho = old_next(&old, &o, e)) < 0) { rc = ho; break; }
@@ -895,7 +953,6 @@ cleanup:
   if (have_news) dp_extsort_free(&news);
   if (L->raw) fclose(L->raw);
   free(L->line);
-  free(L->dels);
   dp_row_free(&L->row);
   mongoc_collection_destroy(L->coll);
   free(L);
