@@ -116,7 +116,7 @@ typedef struct loader {
 /* A server's error message without its internals: FerretDB prefixes its Go call sites
  * ("[msg_insert.go:168 handler.(*Handler).MsgInsert] ") and PostgreSQL's codes ("(SQLSTATE 22P05)").
  * Writes into out (cap bytes) and returns it. */
-static const char *server_msg(const bson_error_t *be, char *out, size_t cap) {
+const char *dp_bronze_server_msg(const bson_error_t *be, char *out, size_t cap) {
   const char *p = be->message;
   size_t k = 0;
   while (*p && k + 1 < cap) {
@@ -141,7 +141,7 @@ static const char *server_msg(const bson_error_t *be, char *out, size_t cap) {
   out[k] = '\0';
   return out;
 }
-#define SERVER_MSG(be) server_msg(&(be), (char[sizeof (be).message]){0}, sizeof (be).message)
+#define SERVER_MSG(be) DP_BRONZE_SERVER_MSG(be)
 
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);

@@ -48,6 +48,12 @@ enum { DP_BRONZE_ID_TEXT = 1, DP_BRONZE_ID_BINARY = 2 };
 void dp_bronze_append_id(bson_t *doc, const char *field, const uint8_t key[16]);
 int dp_bronze_iter_id(const bson_iter_t *it, uint8_t key[16]);
 
+/* A server's error message without its internals (FerretDB's Go call sites, PostgreSQL's
+ * SQLSTATE), written into out (cap bytes); returns out. DP_BRONZE_SERVER_MSG(be) uses a
+ * temporary buffer. */
+const char *dp_bronze_server_msg(const bson_error_t *be, char *out, size_t cap);
+#define DP_BRONZE_SERVER_MSG(be) dp_bronze_server_msg(&(be), (char[sizeof (be).message]){0}, sizeof (be).message)
+
 /* Appends the collection name "<system>__<entity>" to buf (max 255 bytes). */
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap);
 
