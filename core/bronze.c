@@ -723,24 +723,31 @@ static int reject_line(loader *L, mongoc_client_t *cli, const char *db, int64_t 
   return L->nrej == BATCH ? flush_rejects(L, e) : 0;
 }
 
-int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
-                   const char *raw_path, const char *raw_ref, dp_bronze_io *io, dp_counts *out, dp_err *e) {
-  char cname[256], keyfile[4096] = "", keytmp[4200] = "", changes[4096] = "", changes_part[4200] = "",
-       tmpdir[4200];
-  int rc = 0;
-  old_keys old;
-  dp_extsort news;
-  int have_news = 0;
-  double t_start = dp_monotonic();
-  memset(&old, 0, sizeof old);
-  memset(out, 0, sizeof *out);
-  io->duplicates = 0;
-  io->used_key_file = 0;
-  dp_bronze_collection_name(ent, cname, sizeof cname);
-  snprintf(tmpdir, sizeof tmpdir, "%s", io->dir ? io->dir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"));
-  loader *L = calloc(1, sizeof *L);
+/* ---------- a load, stage by stage ---------- */
+
+/* One load: its loader, the stored keys and the run's sorted records, and its file names. */
+typedef struct load {
+  loader *L;
+  mongoc_client_t *cli;
+  const char *db;
+  dp_bronze_io *io;
+  char cname[256], keyfile[4096], keytmp[4200], changes[4096], changes_part[4200], tmpdir[4200];
+  old_keys old;       /* stage 2's stream */
+  dp_extsort news;    /* stage 1's stream */
+  int have_news;
+  double t_start;
+} load;
+
+/* Opens what a load writes to: the collection (with its index), the raw file, and in the state
+ * folder the change file (.part until the load succeeded). */
+static int load_open(load *S, const dp_entity *ent, const dp_runinfo *run, const char *raw_path,
+                     const char *raw_ref, dp_counts *out, dp_err *e) {
+  dp_bronze_io *io = S->io;
+  dp_bronze_collection_name(ent, S->cname, sizeof S->cname);
+  snprintf(S->tmpdir, sizeof S->tmpdir, "%s", io->dir ? io->dir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"));
+  loader *L = S->L = calloc(1, sizeof *L);
   if (!L) return dp_err_set(e, DP_ENOMEM, "out of memory");
-  L->coll = mongoc_client_get_collection(cli, db, cname);
+  L->coll = mongoc_client_get_collection(S->cli, S->db, S->cname);
   L->ent = ent;
   L->run = run;
   L->raw_ref = raw_ref;
@@ -748,213 +755,250 @@ int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, c
   L->ins.limit = BATCH;
   L->rep.limit = WBATCH;
   L->rep.replace = 1;
-  if (dp_row_init(&L->row, ent->ncols)) {
-    rc = dp_err_set(e, DP_ENOMEM, "out of memory");
-    goto cleanup;
-  }
+  if (dp_row_init(&L->row, ent->ncols)) return dp_err_set(e, DP_ENOMEM, "out of memory");
   L->raw = fopen(raw_path, "r");
-  if (!L->raw) {
-    rc = dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
-    goto cleanup;
-  }
+  if (!L->raw) return dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
   if (io->dir) {
-    rc = dp_mkdirs(io->dir, e);
-    if (rc) goto cleanup;
-    snprintf(keyfile, sizeof keyfile, "%s/keys.idx", io->dir);
-    snprintf(keytmp, sizeof keytmp, "%s.tmp", keyfile);
-    dp_bronze_change_file(io->dir, run->id_str, changes, sizeof changes);
-    snprintf(changes_part, sizeof changes_part, "%s.part", changes);
-    L->changes = fopen(changes_part, "wb");
-    if (!L->changes) {
-      rc = dp_err_set(e, DP_EIO, "bronze: cannot create %s: %s", changes_part, strerror(errno));
-      goto cleanup;
-    }
+    int rc = dp_mkdirs(io->dir, e);
+    if (rc) return rc;
+    snprintf(S->keyfile, sizeof S->keyfile, "%s/keys.idx", io->dir);
+    snprintf(S->keytmp, sizeof S->keytmp, "%s.tmp", S->keyfile);
+    dp_bronze_change_file(io->dir, run->id_str, S->changes, sizeof S->changes);
+    snprintf(S->changes_part, sizeof S->changes_part, "%s.part", S->changes);
+    L->changes = fopen(S->changes_part, "wb");
+    if (!L->changes) return dp_err_set(e, DP_EIO, "bronze: cannot create %s: %s", S->changes_part, strerror(errno));
   }
-  rc = ensure_indexes(L->coll, e);
-  if (rc) goto cleanup;
+  return ensure_indexes(L->coll, e);
+}
 
-  if (ent->npk == 0) {
-    /* no primary key: every record is appended under a new id, in file order */
-    bson_t data;
-    int more;
-    while ((more = next_line(L, &data, e)) >= 1) {
-      if (more == 2) {
-        out->in++;
-        bson_destroy(&data);
-        if ((rc = reject_line(L, cli, db, L->lineno, L->reason, e)) != 0) goto cleanup;
-        continue;
-      }
-      uint8_t key[16], content[16];
-      dp_hash_bytes(L->line, L->linelen, content);
-      dp_uuid_v7(key);
-      out->in++;
-      out->inserted++;
-      dp_progress_add(1, "records");
-      rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), key, e);
+/* Without a primary key: every record is appended under a new id, in file order. */
+static int append_records(load *S, dp_err *e) {
+  loader *L = S->L;
+  bson_t data;
+  int more, rc = 0;
+  while ((more = next_line(L, &data, e)) >= 1) {
+    L->out->in++;
+    if (more == 2) {
       bson_destroy(&data);
-      if (rc) goto cleanup;
+      if ((rc = reject_line(L, S->cli, S->db, L->lineno, L->reason, e)) != 0) return rc;
+      continue;
     }
-    rc = more < 0 ? more : flush(L, &L->ins, e);
-    if (rc == 0) rc = flush_rejects(L, e);
-    goto finish;
+    uint8_t key[16], content[16];
+    dp_hash_bytes(L->line, L->linelen, content);
+    dp_uuid_v7(key);
+    L->out->inserted++;
+    dp_progress_add(1, "records");
+    rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), key, e);
+    bson_destroy(&data);
+    if (rc) return rc;
   }
+  return more < 0 ? more : 0;
+}
 
-  /* 1. the run's records, sorted by key (then valid_from, then line) */
-  rc = dp_extsort_init(&news, sizeof(incoming), cmp_incoming, sort_mem(), tmpdir, e);
-  if (rc) goto cleanup;
-  have_news = 1;
-  {
-    bson_t data;
-    int more;
-    while ((more = next_line(L, &data, e)) >= 1) {
-      out->in++;
-      if (more == 2) {
-        bson_destroy(&data);
-        if ((rc = reject_line(L, cli, db, L->lineno, L->reason, e)) != 0) goto cleanup;
-        continue;
-      }
-      incoming in;
-      memset(&in, 0, sizeof in); /* padding too: records go to disk whole */
-      uint8_t content[16];
-      dp_hash_bytes(L->line, L->linelen, content);
-      memcpy(in.content, content, CHASH);
-      in.line = L->lineno;
-      in.offset = L->linestart;
-      rc = read_record(L, &data, &in, L->lineno, e);
+/* Stage 1: the run's records, sorted by key (then valid_from, then line). */
+static int sort_run(load *S, dp_err *e) {
+  loader *L = S->L;
+  int rc = dp_extsort_init(&S->news, sizeof(incoming), cmp_incoming, sort_mem(), S->tmpdir, e);
+  if (rc) return rc;
+  S->have_news = 1;
+  bson_t data;
+  int more;
+  while ((more = next_line(L, &data, e)) >= 1) {
+    L->out->in++;
+    if (more == 2) {
       bson_destroy(&data);
-      if (rc == DP_ECAST && !ent->fail_on_type_error) { /* no key, no place in bronze */
-        if ((rc = reject_line(L, cli, db, L->lineno, e->msg, e)) != 0) goto cleanup;
-        continue;
-      }
-      if (rc == 0) rc = dp_extsort_add(&news, &in, e);
-      if (rc) goto cleanup;
-      dp_progress_add(1, "records read");
+      if ((rc = reject_line(L, S->cli, S->db, L->lineno, L->reason, e)) != 0) return rc;
+      continue;
     }
-    if (more < 0) {
-      rc = more;
-      goto cleanup;
+    incoming in;
+    memset(&in, 0, sizeof in); /* padding too: records go to disk whole */
+    uint8_t content[16];
+    dp_hash_bytes(L->line, L->linelen, content);
+    memcpy(in.content, content, CHASH);
+    in.line = L->lineno;
+    in.offset = L->linestart;
+    rc = read_record(L, &data, &in, L->lineno, e);
+    bson_destroy(&data);
+    if (rc == DP_ECAST && !L->ent->fail_on_type_error) { /* no key, no place in bronze */
+      if ((rc = reject_line(L, S->cli, S->db, L->lineno, e->msg, e)) != 0) return rc;
+      continue;
     }
-    rc = dp_extsort_finish(&news, e);
-    if (rc) goto cleanup;
+    if (rc == 0) rc = dp_extsort_add(&S->news, &in, e);
+    if (rc) return rc;
+    dp_progress_add(1, "records read");
   }
+  return more < 0 ? more : dp_extsort_finish(&S->news, e);
+}
 
-  /* 2. the stored keys, in key order */
-  if (keyfile[0]) collection_uuid(cli, db, cname, L->coll_uuid);
-  rc = keyfile[0] ? open_key_file(L, &old, keyfile, io->trusted_run, e) : 0;
-  if (rc < 0) goto cleanup;
+/* Stage 2: the stored keys, in key order, from the key file or the collection; and the new key
+ * file begun. */
+static int open_stored_keys(load *S, dp_err *e) {
+  loader *L = S->L;
+  dp_bronze_io *io = S->io;
+  if (S->keyfile[0]) collection_uuid(S->cli, S->db, S->cname, L->coll_uuid);
+  int rc = S->keyfile[0] ? open_key_file(L, &S->old, S->keyfile, io->trusted_run, e) : 0;
+  if (rc < 0) return rc;
   io->used_key_file = rc == 1;
-  if (!io->used_key_file) rc = read_collection_keys(L, &old, tmpdir, e);
-  if (rc < 0) goto cleanup;
-  rc = 0;
-  dp_log(DP_LOG_DEBUG, "bronze %s: stored keys from %s", cname, io->used_key_file ? "the key file" : "the collection");
-  if (keyfile[0] && L->coll_uuid[0] && (rc = key_file_begin(L, keytmp, e)) != 0) goto cleanup;
+  if (!io->used_key_file && (rc = read_collection_keys(L, &S->old, S->tmpdir, e)) < 0) return rc;
+  dp_log(DP_LOG_DEBUG, "bronze %s: stored keys from %s", S->cname, io->used_key_file ? "the key file" : "the collection");
+  return S->keyfile[0] && L->coll_uuid[0] ? key_file_begin(L, S->keytmp, e) : 0;
+}
 
-  /* 3. both in step */
-  {
-    stored o;
-    incoming n, peek;
-    int ho = old_next(&old, &o, e), hp = dp_extsort_next(&news, &peek, e), hn = 0;
-    if (ho < 0 || hp < 0) { rc = ho < 0 ? ho : hp; goto cleanup; }
-    for (;;) {
-      if (!hn && hp == 1) { /* the next key of the run: its last record wins */
+/* Stage 3: both streams in step. Of the records of one key the last (in sort order) wins; a new
+ * key is inserted, a changed or returning one replaced, an unchanged one left alone, and on a
+ * full load a stored key the run lacks is marked deleted. */
+static int merge_streams(load *S, dp_err *e) {
+  loader *L = S->L;
+  const dp_entity *ent = L->ent;
+  dp_counts *out = L->out;
+  stored o;
+  incoming n, peek;
+  int rc = 0, ho = old_next(&S->old, &o, e), hp = dp_extsort_next(&S->news, &peek, e), hn = 0;
+  if (ho < 0 || hp < 0) return ho < 0 ? ho : hp;
+  for (;;) {
+    if (!hn && hp == 1) { /* the next key of the run: its last record wins */
+      n = peek;
+      while ((hp = dp_extsort_next(&S->news, &peek, e)) == 1 && memcmp(peek.key, n.key, 16) == 0) {
         n = peek;
-        while ((hp = dp_extsort_next(&news, &peek, e)) == 1 && memcmp(peek.key, n.key, 16) == 0) {
-          n = peek;
-          io->duplicates++;
-        }
-        if (hp < 0) { rc = hp; break; }
-        hn = 1;
+        S->io->duplicates++;
       }
-      if (!ho && !hn) break;
-      dp_progress_add(1, "keys compared");
-      int c = !ho ? 1 : !hn ? -1 : memcmp(o.key, n.key, 16);
-      if (c < 0) { /* stored, not in the run: deleted by a full load */
-        if (ent->full_load && !o.deleted) {
-          memcpy(L->dels[L->ndels++], o.key, 16);
-          out->deleted++;
-          o.deleted = 1;
-          if (L->ndels == WBATCH && (rc = flush_deletions(L, e)) != 0) break;
-        }
-        key_file_put(L, o.key, o.content, o.deleted);
-        if ((ho = old_next(&old, &o, e)) < 0) { rc = ho; break; }
-        continue;
-      }
-      if (c == 0 && !o.deleted && memcmp(o.content, n.content, CHASH) == 0) {
-        out->unchanged++;
-        key_file_put(L, o.key, o.content, 0);
-      } else { /* new (c > 0), or changed or back from deleted (c == 0) */
-        bson_t *doc = NULL;
-        if ((rc = doc_at(L, n.key, n.content, n.offset, n.line, &doc, e)) != 0) break;
-        if (c == 0) out->updated++;
-        else out->inserted++;
-        key_file_put(L, n.key, n.content, 0);
-        if ((rc = queue(L, c == 0 ? &L->rep : &L->ins, doc, n.key, e)) != 0) break;
-      }
-      if (c == 0 && (ho = old_next(&old, &o, e)) < 0) { rc = ho; break; }
-      hn = 0;
+      if (hp < 0) return hp;
+      hn = 1;
     }
+    if (!ho && !hn) break;
+    dp_progress_add(1, "keys compared");
+    int c = !ho ? 1 : !hn ? -1 : memcmp(o.key, n.key, 16);
+    if (c < 0) { /* stored, not in the run: deleted by a full load */
+      if (ent->full_load && !o.deleted) {
+        memcpy(L->dels[L->ndels++], o.key, 16);
+        out->deleted++;
+        o.deleted = 1;
+        if (L->ndels == WBATCH && (rc = flush_deletions(L, e)) != 0) return rc;
+      }
+      key_file_put(L, o.key, o.content, o.deleted);
+      if ((ho = old_next(&S->old, &o, e)) < 0) return ho;
+      continue;
+    }
+    if (c == 0 && !o.deleted && memcmp(o.content, n.content, CHASH) == 0) {
+      out->unchanged++;
+      key_file_put(L, o.key, o.content, 0);
+    } else { /* new (c > 0), or changed or back from deleted (c == 0) */
+      bson_t *doc = NULL;
+      if ((rc = doc_at(L, n.key, n.content, n.offset, n.line, &doc, e)) != 0) return rc;
+      if (c == 0) out->updated++;
+      else out->inserted++;
+      key_file_put(L, n.key, n.content, 0);
+      if ((rc = queue(L, c == 0 ? &L->rep : &L->ins, doc, n.key, e)) != 0) return rc;
+    }
+    if (c == 0 && (ho = old_next(&S->old, &o, e)) < 0) return ho;
+    hn = 0;
   }
-  if (rc) goto cleanup;
-  rc = flush(L, &L->ins, e);
+  if (S->io->duplicates)
+    dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the %s of each key was kept", S->cname,
+           (long long)S->io->duplicates,
+           ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
+  return 0;
+}
+
+/* What is still queued: inserts, replacements, deletion marks, rejects. */
+static int flush_all(load *S, dp_err *e) {
+  loader *L = S->L;
+  int rc = flush(L, &L->ins, e);
   if (rc == 0) rc = flush(L, &L->rep, e);
   if (rc == 0) rc = flush_deletions(L, e);
   if (rc == 0) rc = flush_rejects(L, e);
-  if (rc == 0 && io->duplicates)
-    dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the %s of each key was kept", cname,
-           (long long)io->duplicates, ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
+  return rc;
+}
 
-finish:
-  /* nothing lost: every record of the raw file was stored, found unchanged, repeated a key, or
-   * rejected with its reason */
-  if (rc == 0 && out->in != out->inserted + out->updated + out->unchanged + out->rejected + io->duplicates)
-    rc = dp_err_set(e, DP_EIO, "bronze %s: %lld records read but %lld accounted for (a bug: please report it)", cname,
-                    (long long)out->in,
-                    (long long)(out->inserted + out->updated + out->unchanged + out->rejected + io->duplicates));
-  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", cname, L->write_s, dp_monotonic() - t_start);
-  if (rc == 0) rc = make_durable(L, cli, db, cname, e);
-  /* then the key file, then the change file: each gets its final name only when all before it
-   * worked (and the audit, written after this, is what makes either trusted) */
-  if (rc == 0 && L->keys_out) rc = key_file_end(L, keytmp, keyfile, e);
-  else if (rc == 0 && keyfile[0] && ent->npk > 0) unlink(keyfile); /* no uuid to tell the collection by */
-  if (rc == 0 && L->changes) {
-    /* the change file, complete: silver's input */
+/* Nothing lost: every record of the raw file was stored, found unchanged, repeated a key, or
+ * rejected with its reason. */
+static int check_accounts(load *S, dp_err *e) {
+  const dp_counts *out = S->L->out;
+  long long kept = out->inserted + out->updated + out->unchanged + out->rejected + S->io->duplicates;
+  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", S->cname, S->L->write_s,
+         dp_monotonic() - S->t_start);
+  if (out->in != kept)
+    return dp_err_set(e, DP_EIO, "bronze %s: %lld records read but %lld accounted for (a bug: please report it)",
+                      S->cname, (long long)out->in, kept);
+  return 0;
+}
+
+/* The writes made durable, then the key file, then the change file: each gets its final name
+ * only when all before it worked (and the audit, written after this, is what makes either
+ * trusted). */
+static int commit_files(load *S, dp_err *e) {
+  loader *L = S->L;
+  int rc = make_durable(L, S->cli, S->db, S->cname, e);
+  if (rc == 0 && L->keys_out) rc = key_file_end(L, S->keytmp, S->keyfile, e);
+  else if (rc == 0 && S->keyfile[0] && L->ent->npk > 0) unlink(S->keyfile); /* no uuid to tell the collection by */
+  if (rc == 0 && L->changes) { /* the change file, complete: silver's input */
     FILE *c = L->changes;
     L->changes = NULL;
     int bad = fflush(c) | fsync(fileno(c));
     bad |= fclose(c);
-    if (bad || rename(changes_part, changes) != 0) {
-      rc = dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", changes, strerror(errno));
-      unlink(changes_part);
+    if (bad || rename(S->changes_part, S->changes) != 0) {
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", S->changes, strerror(errno));
+      unlink(S->changes_part);
     }
   }
-  if (rc == 0 && io->dir) rc = dp_fsync_dir_of(changes[0] ? changes : keyfile, e);
-cleanup:
-  if (rc != 0 && L->rej_coll && (L->rej_cleared || L->nrej)) {
-    /* a failed load leaves no rejects either: the next load rejects those lines again (best effort:
-     * a rejected line counted twice is a smaller harm than the error this would hide) */
-    bson_t sel = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
-    mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, NULL);
-    bson_destroy(&sel);
+  if (rc == 0 && S->io->dir) rc = dp_fsync_dir_of(S->changes[0] ? S->changes : S->keyfile, e);
+  return rc;
+}
+
+/* Frees the load; a failed one (rc != 0) leaves no rejects, no change file and no key file. */
+static void load_close(load *S, int rc) {
+  loader *L = S->L;
+  if (L) {
+    if (rc != 0 && L->rej_coll && (L->rej_cleared || L->nrej)) {
+      /* the next load rejects those lines again (best effort: a rejected line counted twice is a
+       * smaller harm than the error this would hide) */
+      bson_t sel = BSON_INITIALIZER;
+      BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
+      mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, NULL);
+      bson_destroy(&sel);
+    }
+    if (L->changes) { /* silver reads the collection instead */
+      fclose(L->changes);
+      unlink(S->changes_part);
+    }
+    if (L->keys_out) {
+      fclose(L->keys_out);
+      unlink(S->keytmp);
+    }
+    for (size_t i = 0; i < L->ins.n; i++) bson_destroy(L->ins.docs[i]);
+    for (size_t i = 0; i < L->rep.n; i++) bson_destroy(L->rep.docs[i]);
+    for (size_t i = 0; i < L->nrej; i++) bson_destroy(L->rej[i]);
+    if (L->rej_coll) mongoc_collection_destroy(L->rej_coll);
+    if (L->raw) fclose(L->raw);
+    free(L->line);
+    dp_row_free(&L->row);
+    if (L->coll) mongoc_collection_destroy(L->coll);
+    free(L);
   }
-  if (L->changes) { /* a failed load leaves no change file: silver reads the collection */
-    fclose(L->changes);
-    unlink(changes_part);
-  }
-  if (L->keys_out) {
-    fclose(L->keys_out);
-    unlink(keytmp);
-  }
-  for (size_t i = 0; i < L->ins.n; i++) bson_destroy(L->ins.docs[i]);
-  for (size_t i = 0; i < L->rep.n; i++) bson_destroy(L->rep.docs[i]);
-  for (size_t i = 0; i < L->nrej; i++) bson_destroy(L->rej[i]);
-  if (L->rej_coll) mongoc_collection_destroy(L->rej_coll);
-  old_close(&old);
-  if (have_news) dp_extsort_free(&news);
-  if (L->raw) fclose(L->raw);
-  free(L->line);
-  dp_row_free(&L->row);
-  mongoc_collection_destroy(L->coll);
-  free(L);
+  old_close(&S->old);
+  if (S->have_news) dp_extsort_free(&S->news);
+  free(S);
+}
+
+int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
+                   const char *raw_path, const char *raw_ref, dp_bronze_io *io, dp_counts *out, dp_err *e) {
+  memset(out, 0, sizeof *out);
+  io->duplicates = 0;
+  io->used_key_file = 0;
+  load *S = calloc(1, sizeof *S);
+  if (!S) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  S->cli = cli;
+  S->db = db;
+  S->io = io;
+  S->t_start = dp_monotonic();
+  int rc = load_open(S, ent, run, raw_path, raw_ref, out, e);
+  if (rc == 0 && ent->npk == 0) rc = append_records(S, e);
+  if (rc == 0 && ent->npk > 0) rc = sort_run(S, e);         /* 1. the run's records, by key */
+  if (rc == 0 && ent->npk > 0) rc = open_stored_keys(S, e); /* 2. the stored keys, by key */
+  if (rc == 0 && ent->npk > 0) rc = merge_streams(S, e);    /* 3. both in step */
+  if (rc == 0) rc = flush_all(S, e);
+  if (rc == 0) rc = check_accounts(S, e);
+  if (rc == 0) rc = commit_files(S, e);                     /* 4. durable, then the files */
+  load_close(S, rc);
   return rc;
 }

@@ -40,7 +40,8 @@ end
 local function make_old(env, coll, keep_text)
   local m = H.mongo()
   local raw = assert(m:find(env.DP_BRONZE_DB, coll, "{}", '{"sort": {"_id": 1}}'))
-  assert(m:command(env.DP_BRONZE_DB, cjson.encode({ delete = coll, deletes = { { q = {}, limit = 0 } } })))
+  -- (a command's name must be its first key: no cjson table here)
+  assert(m:command(env.DP_BRONZE_DB, '{"delete": "' .. coll .. '", "deletes": [{"q": {}, "limit": 0}]}'))
   for i, js in ipairs(raw) do
     local hex = js:match('^{ "_id" : "(%x+)"')
     assert(hex and #hex == 32, js)
