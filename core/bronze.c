@@ -21,6 +21,7 @@
  * is how silver finds what changed when a change file is missing. */
 #include "config.h"
 #include "bronze.h"
+#include "bronze_writers.h"
 #include "cast.h"
 #include "extsort.h"
 #include "hash.h"
@@ -43,6 +44,7 @@
 #define WBATCH 40     /* single-document statements (replace or mark deleted, by _id) per bulk
                        * write: FerretDB v1 holds a pooled PostgreSQL connection per statement until
                        * the command ends, and its pool has 50 (docs/performance.md) */
+#define BRONZE_WRITERS 2 /* connections inserting new documents (DP_BRONZE_WRITERS) */
 #define SORT_MEM (16u << 20) /* bytes of records sorted in memory at a time (DP_SORT_MEM) */
 #define KEYFILE_MAGIC "DPKEYS3\n" /* 3: the bronze _id is text (a key file of 2 is not used) */
 #define KEYFILE_HEADER 128 /* magic, run id, '\n', count as 16 hex digits, '\n', collection uuid, '\n', padding */
@@ -85,7 +87,11 @@ typedef struct pending {
 } pending;
 
 typedef struct loader {
+  mongoc_client_t *cli;
+  const char *db;
   mongoc_collection_t *coll;
+  dp_bronze_writers *writers; /* insert batches on more connections, once a load has many */
+  int nwriters;            /* DP_BRONZE_WRITERS */
   const dp_entity *ent;
   const dp_runinfo *run;
   const char *raw_ref;
@@ -157,6 +163,14 @@ static size_t sort_mem(void) {
   char *end;
   unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
   return n > 0 && *end == '\0' ? (size_t)n : SORT_MEM;
+}
+
+/* DP_BRONZE_WRITERS: connections inserting new documents (1: the load's own, no threads). */
+static int bronze_writers(void) {
+  const char *v = dp_config_env("DP_BRONZE_WRITERS");
+  char *end;
+  long n = v && *v ? strtol(v, &end, 10) : 0;
+  return n >= 1 && n <= 8 && *end == '\0' ? (int)n : BRONZE_WRITERS;
 }
 
 static int64_t now_ms(void) {
@@ -265,6 +279,38 @@ static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[
   return doc;
 }
 
+/* A batch a writer inserted: into the change file (only now: it holds only what MongoDB has). */
+static int inserted(void *ctx, bson_t **docs, size_t n, int ok, const bson_error_t *be, double secs, dp_err *e) {
+  loader *L = ctx;
+  int rc = 0;
+  L->write_s += secs;
+  if (!ok) rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", DP_BRONZE_SERVER_MSG(*be));
+  for (size_t i = 0; rc == 0 && L->changes && i < n; i++)
+    if (fwrite(bson_get_data(docs[i]), 1, docs[i]->len, L->changes) != docs[i]->len)
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
+  for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
+  if (rc == 0) dp_test_pause("bronze"); /* crash tests: a batch is written, others are not */
+  return rc;
+}
+
+/* New documents to a writer thread (started with the first full batch): the load reads and
+ * compares on while they are inserted. */
+static int hand_over(loader *L, pending *p, dp_err *e) {
+  if (!L->writers) {
+    L->writers = dp_bronze_writers_start(mongoc_client_get_uri(L->cli), L->db, mongoc_collection_get_name(L->coll),
+                                         L->nwriters, e);
+    if (!L->writers) return DP_EMONGO;
+  }
+  size_t n = p->n;
+  p->n = 0; /* the writers own the documents now */
+  return dp_bronze_writers_put(L->writers, p->docs, n, inserted, L, e);
+}
+
+/* Every batch handed over inserted (and in the change file). */
+static int drain_writers(loader *L, dp_err *e) {
+  return L->writers ? dp_bronze_writers_drain(L->writers, inserted, L, e) : 0;
+}
+
 /* One bulk write of single-document statements by _id (at most WBATCH): unordered, so the server
  * may run them in any order (each touches its own document). what names them in an error.
  * Destroys bulk. */
@@ -293,6 +339,7 @@ static int flush(loader *L, pending *p, dp_err *e) {
   bson_error_t be;
   if (p->n == 0) return 0;
   L->wrote = 1;
+  if (!p->replace && (L->writers || (L->nwriters > 1 && p->n == p->limit))) return hand_over(L, p, e);
   double t0 = dp_monotonic();
   bson_t opts = BSON_INITIALIZER;
   BSON_APPEND_BOOL(&opts, "ordered", false);
@@ -747,6 +794,9 @@ static int load_open(load *S, const dp_entity *ent, const dp_runinfo *run, const
   snprintf(S->tmpdir, sizeof S->tmpdir, "%s", io->dir ? io->dir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"));
   loader *L = S->L = calloc(1, sizeof *L);
   if (!L) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  L->cli = S->cli;
+  L->db = S->db;
+  L->nwriters = bronze_writers();
   L->coll = mongoc_client_get_collection(S->cli, S->db, S->cname);
   L->ent = ent;
   L->run = run;
@@ -904,6 +954,7 @@ static int merge_streams(load *S, dp_err *e) {
 static int flush_all(load *S, dp_err *e) {
   loader *L = S->L;
   int rc = flush(L, &L->ins, e);
+  if (rc == 0) rc = drain_writers(L, e);
   if (rc == 0) rc = flush(L, &L->rep, e);
   if (rc == 0) rc = flush_deletions(L, e);
   if (rc == 0) rc = flush_rejects(L, e);
@@ -915,7 +966,7 @@ static int flush_all(load *S, dp_err *e) {
 static int check_accounts(load *S, dp_err *e) {
   const dp_counts *out = S->L->out;
   long long kept = out->inserted + out->updated + out->unchanged + out->rejected + S->io->duplicates;
-  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", S->cname, S->L->write_s,
+  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes (added up over its connections) in %.3f s", S->cname, S->L->write_s,
          dp_monotonic() - S->t_start);
   if (out->in != kept)
     return dp_err_set(e, DP_EIO, "bronze %s: %lld records read but %lld accounted for (a bug: please report it)",
@@ -949,6 +1000,11 @@ static int commit_files(load *S, dp_err *e) {
 static void load_close(load *S, int rc) {
   loader *L = S->L;
   if (L) {
+    if (L->writers) { /* a failed load: what the writers still have is waited for and freed */
+      dp_err ignored;
+      drain_writers(L, &ignored);
+      dp_bronze_writers_stop(L->writers);
+    }
     if (rc != 0 && L->rej_coll && (L->rej_cleared || L->nrej)) {
       /* the next load rejects those lines again (best effort: a rejected line counted twice is a
        * smaller harm than the error this would hide) */
