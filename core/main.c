@@ -37,6 +37,10 @@ static const char *USAGE =
     "  prefect deploy [SYSTEM]... [--with-schedules]\n"
     "                                   a Prefect process work pool and a deployment per system\n"
     "  retention [--dry-run]            (not built yet)\n"
+    "  connectors list|show TYPE [--json|--markdown]\n"
+    "                                   connector types and their options (from their schemas)\n"
+    "  init system NAME --type file|rest [--from SAMPLE] [--entity E]\n"
+    "  init connector NAME              scaffold metadata (columns inferred from a sample) or a connector\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
@@ -83,6 +87,8 @@ int main(int argc, char **argv) {
       {"secrets", dp_cmd_secrets, NULL},
       {"prefect", dp_cmd_prefect, NULL},
       {"retention", NULL, "a later issue"},
+      {"connectors", dp_cmd_connectors, NULL},
+      {"init", dp_cmd_init, NULL},
   };
   dp_cmd_fn fn = NULL;
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
