@@ -763,6 +763,26 @@ function M.connectors_show(type_name, format)
 end
 
 ---------------------------------------------------------------------------------------------
+-- `dp-engine init system|connector` (core/cmd_init.c, docs/init.md): returns { report, files =
+-- { { path, text } }, written }, or nil and a message.
+local scaffold = require "dp.scaffold"
+
+function M.init_system(opts)
+  opts.scripts_dir = configured().scripts_dir
+  local ok, res = pcall(scaffold.init_system, opts)
+  if not ok then return nil, tostring(res) end
+  res.meta = nil
+  return res
+end
+
+function M.init_connector(opts)
+  opts.scripts_dir = configured().scripts_dir
+  local ok, res = pcall(scaffold.init_connector, opts)
+  if not ok then return nil, tostring(res) end
+  return res
+end
+
+---------------------------------------------------------------------------------------------
 -- Gold (issue #6, docs/gold.md): the C driver (core/goldrun.c) calls these.
 local gold = require "dp.gold"
 local gold_loader -- one per Lua state: a long-lived engine reloads changed scripts (hot reload)
