@@ -8,7 +8,7 @@
 --   local e = infer.entity({ { file = "a.jsonl", records = recs }, ... }, { nested = "flatten" })
 --   -- e.columns = { { name, type, precision, scale, nullable, path, why }, ... },
 --   -- e.primary_key, e.decimal_comma (CSV paths), e.warnings
-local csv = require "dp.csv"
+local csvreader = require "dp.csv"
 
 local M = {}
 
@@ -213,7 +213,7 @@ local function csv_rows(text, delim, quote, max_rows)
     return text
   end
   local function fail(line, msg) error("line " .. line .. ": " .. msg, 0) end
-  csv.rows(chunk, { delimiter = delim, quote = quote or '"', fail = fail }, function(fields, quoted, line)
+  csvreader.rows(chunk, { delimiter = delim, quote = quote or '"', fail = fail }, function(fields, quoted, line)
     for k, f in ipairs(fields) do
       if f == "" and not quoted[k] then fields[k] = NULL end
     end
