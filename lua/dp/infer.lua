@@ -243,10 +243,14 @@ end
 function M.parse_csv(text, delim, quote)
   local rows = csv_rows(text, delim or ",", quote)
   if #rows == 0 then return {}, {} end
-  local header = {}
+  local header, seen = {}, {}
   for k, h in ipairs(rows[1].fields) do
-    if h == NULL then error("line 1: the header has an empty name (column " .. k .. ")", 0) end
-    header[k] = h
+    if h == NULL or h == "" then error("line " .. rows[1].line .. ": the header has an empty name (column " .. k .. ")", 0) end
+    if seen[h] then
+      error("line " .. rows[1].line .. ": the header names " .. string.format("%q", h) .. " twice (columns "
+        .. seen[h] .. " and " .. k .. ")", 0)
+    end
+    header[k], seen[h] = h, k
   end
   local out = {}
   for r = 2, #rows do
@@ -256,7 +260,7 @@ function M.parse_csv(text, delim, quote)
     end
     local obj = { [OBJ] = true, keys = {}, map = {} }
     for k, h in ipairs(header) do
-      if obj.map[h] == nil then obj.keys[#obj.keys + 1] = h end
+      obj.keys[k] = h
       obj.map[h] = f[k]
     end
     out[#out + 1] = obj
@@ -437,6 +441,52 @@ end
 ---------------------------------------------------------------------------------------------
 -- Names
 
+-- True when s is valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF).
+function M.valid_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len, min
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
+    elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
+    elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000
+    else return false end
+    if len > 1 then
+      if i + len - 1 > n then return false end
+      local cp = c % (2 ^ (7 - len))
+      for k = i + 1, i + len - 1 do
+        local b = s:byte(k)
+        if b < 0x80 or b > 0xBF then return false end
+        cp = cp * 64 + (b - 0x80)
+      end
+      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- A name as messages and metadata text show it: quoted, control characters and bytes that are
+-- not UTF-8 escaped.
+function M.shown(s)
+  local out = {}
+  local i = 1
+  while i <= #s do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or c >= 0xF0 and 4 or c >= 0xE0 and 3 or c >= 0xC0 and 2 or 1
+    local ch = s:sub(i, i + len - 1)
+    if c < 0x20 or c == 0x7F or (len > 1 and not M.valid_utf8(ch)) or (len == 1 and c >= 0x80) then
+      out[#out + 1] = string.format("\\x%02x", c)
+      i = i + 1
+    else
+      out[#out + 1] = (ch == '"' or ch == "\\") and "\\" .. ch or ch
+      i = i + len
+    end
+  end
+  return '"' .. table.concat(out) .. '"'
+end
+
 local PG_SYSTEM = set("oid", "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
 
 -- A source key or dotted path as a column name: counterparty.name -> counterparty_name,
@@ -454,9 +504,11 @@ end
 
 -- An entity name from a sample's file name: Streaming_History_Audio_2026_1.json ->
 -- streaming_history_audio.
+-- nil when nothing of the name is left (2026-10.json).
 function M.entity_name(file)
   local base = file:match("[^/]*$"):gsub("%.[%w]+$", ""):gsub("%.[%w]+$", "")
   base = base:gsub("[%d%-_%.]*%d[%d%-_%.]*", "_")
+  if not base:find("%a") then return nil end
   local s = M.column_name(base)
   if PG_SYSTEM[s:gsub("_value$", "")] then s = s:gsub("_value$", "") end
   return s
@@ -523,7 +575,7 @@ function M.entity(samples, opts)
   local leaves, skipped = {}, {}
   local function visit(path)
     local s = shapes[path]
-    if s.key:find(".", 1, true) or s.key == "" then
+    if s.key:find(".", 1, true) or s.key == "" or s.key:find("[%c]") or not M.valid_utf8(s.key) then
       skipped[#skipped + 1] = path
       return
     end
@@ -539,7 +591,8 @@ function M.entity(samples, opts)
     if shapes[path].depth == 1 then visit(path) end
   end
   for _, p in ipairs(skipped) do
-    warnings[#warnings + 1] = "field " .. string.format("%q", p) .. " is left out: a key holding \".\" or an empty key cannot be named by a path"
+    warnings[#warnings + 1] = "field " .. M.shown(p) .. " is left out: a path cannot name an empty key or one"
+      .. " holding \".\", a control character or bytes that are not UTF-8"
   end
 
   local used, columns, decimal_comma = {}, {}, {}

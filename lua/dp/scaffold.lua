@@ -191,6 +191,9 @@ function M.init_system(opts)
   for _, s in ipairs(opts.samples or {}) do
     local sample = M.read_sample(s.file, stype)
     local ename = s.entity or infer.entity_name(s.file)
+    if not ename then
+      error("--from " .. s.file .. ": cannot name an entity after the file: give one with --entity NAME", 0)
+    end
     local e_ok, e_err = models.identifier(ename)
     if not e_ok then
       error("--from " .. s.file .. ": entity name " .. e_err .. (s.entity and "" or " (give one with --entity NAME)"), 0)
@@ -217,6 +220,9 @@ function M.init_system(opts)
     local source = {}
     if stype == "file" then
       local pattern = infer.file_pattern(first.file)
+      if not infer.valid_utf8(pattern) or pattern:find("%c") then
+        pattern = pattern:gsub("[%c\128-\255]", "?") -- ? matches that one byte
+      end
       for _, s in ipairs(g.samples) do
         if infer.file_pattern(s.file) ~= pattern then
           error("entity " .. quote(ename) .. ": the samples " .. basename(first.file) .. " and " .. basename(s.file)
@@ -240,6 +246,7 @@ function M.init_system(opts)
     local files, seen_file = {}, {}
     for _, s in ipairs(g.samples) do
       local b = basename(s.file)
+      if not infer.valid_utf8(b) or b:find("%c") then b = infer.shown(b):sub(2, -2) end
       if not seen_file[b] then files[#files + 1] = b; seen_file[b] = true end
     end
     local description = "Inferred by dp-engine init from " .. table.concat(files, ", ") .. " ("

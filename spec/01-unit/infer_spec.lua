@@ -166,6 +166,22 @@ describe("infer.entity nesting and names", function()
     assert.are.equal("streaming_history_audio", infer.entity_name("x/Streaming_History_Audio_2026_1.json"))
     assert.are.equal("Streaming_History_Audio_*.json", infer.file_pattern("Streaming_History_Audio_2026_1.json"))
     assert.are.equal("transactions-*.jsonl", infer.file_pattern("/a/transactions-2026-10.jsonl"))
+    assert.is_nil(infer.entity_name("2026-10.json"))
+  end)
+
+  it("leaves out keys that are not UTF-8 text, and shows them escaped", function()
+    assert.is_true(infer.valid_utf8("caf\195\169 \240\159\152\128"))
+    assert.is_false(infer.valid_utf8("caf\233"))
+    assert.is_false(infer.valid_utf8("\192\128"))       -- overlong
+    assert.is_false(infer.valid_utf8("\237\160\128"))  -- a surrogate
+    assert.are.equal('"a\\x0ab\\xe9\\"c"', infer.shown('a\nb\233"c'))
+    local e = infer.entity({ { file = "x.csv", csv = true, records = select(2, infer.parse_csv('id,caf\233,"t\tab"\n1,2,3\n', ",")) } })
+    assert.are.same({ id = "integer" }, types(e))
+    assert.are.equal(2, #e.warnings)
+    assert.matches('field "caf\\xe9" is left out', e.warnings[1], 1, true)
+    local ok, err = pcall(infer.parse_csv, 'a,a\n1,2\n', ",")
+    assert.is_false(ok)
+    assert.are.equal('line 1: the header names "a" twice (columns 1 and 2)', err)
   end)
 end)
 
