@@ -145,6 +145,26 @@ function M.parse_json(text, pos, partial)
   return v
 end
 
+-- JSON text of a parsed value (numbers as their text, keys in order).
+function M.encode(v)
+  if v == NULL or v == nil then return "null" end
+  if v == true or v == false then return tostring(v) end
+  if type(v) == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c)
+      if c == '"' or c == "\\" then return "\\" .. c end
+      return string.format("\\u%04x", c:byte())
+    end) .. '"'
+  end
+  if v[NUM] then return v[NUM] end
+  local parts = {}
+  if v[ARR] then
+    for k = 1, v.n do parts[k] = M.encode(v[k]) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  for k, key in ipairs(v.keys) do parts[k] = M.encode(key) .. ":" .. M.encode(v.map[key]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 -- The records of a parsed sample: an array of objects (selector ""), or the largest array of
 -- objects inside an object (a saved API response), with its dotted path. A lone object is one
 -- record. Returns records, selector; or nil and an error.
