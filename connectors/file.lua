@@ -296,7 +296,7 @@ return {
           description = "one character (default , and a tab for .tsv)" } },
         { quote = { type = "string", default = '"', custom_validator = one_char,
           description = "one character" } },
-        { decimal_comma = { type = "list", unique = true, default = {},
+        { decimal_comma = { type = "list", unique = true,
           elements = { type = "string", len_min = 1, description = "a header name" },
           description = "header names whose numbers use a decimal comma (-54,37 or 1.234,56): read as -54.37 and 1234.56" } },
       } } },
