@@ -19,6 +19,8 @@ int dp_cmd_gold(dp_engine *eng, int argc, char **argv);
 int dp_cmd_serve(dp_engine *eng, int argc, char **argv);
 int dp_cmd_prefect(dp_engine *eng, int argc, char **argv);
 int dp_cmd_rollback(dp_engine *eng, int argc, char **argv);
+int dp_cmd_connectors(dp_engine *eng, int argc, char **argv);
+int dp_cmd_init(dp_engine *eng, int argc, char **argv);
 
 /* The layers of "raw", "raw,bronze", "all", ... (names: raw, bronze, silver, all) ORed into
  * *mask (DP_LAYER_* of run.h). Returns 0, or -1 when a name is not a layer. */

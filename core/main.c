@@ -39,6 +39,10 @@ static const char *USAGE =
     "  rollback RUN_ID [--dry-run] [--cascade] [--json]\n"
     "                                   undo a run: silver, bronze, cursor, raw (quarantined), gold\n"
     "  retention [--dry-run]            (not built yet)\n"
+    "  connectors list|show TYPE [--json|--markdown]\n"
+    "                                   connector types and their options (from their schemas)\n"
+    "  init system NAME --type file|rest [--from SAMPLE] [--entity E]\n"
+    "  init connector NAME              scaffold metadata (columns inferred from a sample) or a connector\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
@@ -86,6 +90,8 @@ int main(int argc, char **argv) {
       {"prefect", dp_cmd_prefect, NULL},
       {"rollback", dp_cmd_rollback, NULL},
       {"retention", NULL, "a later issue"},
+      {"connectors", dp_cmd_connectors, NULL},
+      {"init", dp_cmd_init, NULL},
   };
   dp_cmd_fn fn = NULL;
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {

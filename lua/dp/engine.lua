@@ -12,6 +12,8 @@
 local schema = require "dp.schema"
 local metadata = require "dp.metadata"
 local sandbox = require "dp.sandbox"
+local models = require "dp.models"
+local metadata_type_name = models.connector_type
 
 local M = {}
 local quote = schema.quote
@@ -712,6 +714,72 @@ function M.show(meta, name, as_json)
     show_gold(out, g)
   end
   return table.concat(out, "\n") .. "\n"
+end
+
+---------------------------------------------------------------------------------------------
+-- `dp-engine connectors list|show` (core/cmd_connectors.c): the options of connector types,
+-- from the schemas' field descriptions (lua/dp/connectors_doc.lua).
+local connectors_doc = require "dp.connectors_doc"
+
+-- Returns text, or nil and an error (a connector that does not load).
+function M.connectors_list(as_json)
+  local list = connectors_doc.list(configured().scripts_dir, sandbox.load_connector)
+  if as_json then
+    local arr = setmetatable({}, schema.ARRAY)
+    for i, c in ipairs(list) do arr[i] = { type = c.type, script = c.path, description = c.description, error = c.err } end
+    return schema.encode(arr) .. "\n"
+  end
+  if #list == 0 then
+    return nil, "no connector types in " .. configured().scripts_dir .. "/connectors (set DP_SCRIPTS)"
+  end
+  local width = 4
+  for _, c in ipairs(list) do width = math.max(width, #c.type) end
+  local out = {}
+  for _, c in ipairs(list) do
+    out[#out + 1] = string.format("%-" .. width .. "s  %s", c.type, c.err and ("does not load: " .. c.err) or c.description)
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = "dp-engine connectors show TYPE: the options of a type"
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- format: "text", "json" or "markdown". Returns text, or nil and an error.
+function M.connectors_show(type_name, format)
+  local ok, err = metadata_type_name(type_name)
+  if not ok then return nil, err end
+  local conn, lerr = sandbox.load_connector(M.connector_path(type_name))
+  if not conn then
+    local names = {}
+    for _, c in ipairs(connectors_doc.list(configured().scripts_dir, function() return {} end)) do
+      names[#names + 1] = c.type
+    end
+    if lerr:find("cannot open", 1, true) or lerr:find("No such file", 1, true) then
+      return nil, "no connector type " .. quote(type_name) .. " (no " .. M.connector_path(type_name) .. ")"
+        .. schema.hint(type_name, names) .. "; known: " .. table.concat(names, ", ")
+    end
+    return nil, lerr
+  end
+  return connectors_doc.show(conn, type_name, format)
+end
+
+---------------------------------------------------------------------------------------------
+-- `dp-engine init system|connector` (core/cmd_init.c, docs/init.md): returns { report, files =
+-- { { path, text } }, written }, or nil and a message.
+local scaffold = require "dp.scaffold"
+
+function M.init_system(opts)
+  opts.scripts_dir = configured().scripts_dir
+  local ok, res = pcall(scaffold.init_system, opts)
+  if not ok then return nil, tostring(res) end
+  res.meta = nil
+  return res
+end
+
+function M.init_connector(opts)
+  opts.scripts_dir = configured().scripts_dir
+  local ok, res = pcall(scaffold.init_connector, opts)
+  if not ok then return nil, tostring(res) end
+  return res
 end
 
 ---------------------------------------------------------------------------------------------
