@@ -70,7 +70,7 @@ int dp_cmd_runs(dp_engine *eng, int argc, char **argv) {
   }
   dp_err e;
   dp_err_clear(&e);
-  if (dp_engine_open_pg(eng, &e)) return dp_cli_fail_config(&e);
+  if (dp_engine_open_migrated(eng, &e)) return dp_cli_exit("runs", &e);
   int rc;
   if (!is_show) {
     const char *p[] = {system, limit};

@@ -1,6 +1,7 @@
 /* goldrun.c - the gold run driver (see goldrun.h). */
 #include "config.h"
 #include "goldrun.h"
+#include "preflight.h"
 #include "version.h"
 #include "audit.h"
 #include "gold.h"
@@ -81,6 +82,7 @@ static int build_model(dp_engine *eng, int meta_idx, const char *name, const dp_
   lua_pushstring(L, name);
   if ((rc = call_engine(L, "gold_model", 2, 1, le)) != 0) goto cleanup;
   mat = dp_lua_strfield(L, -1, "materialization");
+  if ((rc = dp_gold_inputs_exist(eng->audit, L, lua_gettop(L), name, le)) != 0) goto cleanup;
   if ((rc = dp_entity_from_lua(L, -1, &ent, le)) != 0) goto cleanup;
   have_ent = 1;
   lua_pop(L, 1);
@@ -182,7 +184,7 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     dp_log(DP_LOG_INFO, "no gold model depends on system %s", system ? system : "?");
     goto cleanup;
   }
-  if ((rc = dp_engine_open_pg(eng, e)) != 0) goto cleanup;
+  if ((rc = dp_engine_open_migrated(eng, e)) != 0) goto cleanup;
 
   for (size_t i = 0; i < nplan; i++) {
     const char *name = plan[i];

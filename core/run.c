@@ -439,7 +439,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   if (!counts || !statuses) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
 
   /* connections, lock, audit */
-  rc = dp_engine_open_pg(eng, e);
+  rc = dp_engine_open_migrated(eng, e);
   if (rc == 0 && (o->layers & (DP_LAYER_BRONZE | DP_LAYER_SILVER))) rc = dp_engine_open_mongo(eng, e);
   if (rc) goto cleanup;
   rc = dp_audit_lock_system(eng->audit, system, e);

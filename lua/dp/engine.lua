@@ -731,7 +731,7 @@ function M.gold_model(meta, name)
   local g = metadata.find_gold(meta, name)
   if not g then error("no gold model named " .. quote(name), 0) end
   return { system = "gold", name = g.name, columns = g.columns, primary_key = g.primary_key,
-    materialization = g.materialization }
+    materialization = g.materialization, depends_on = g.depends_on }
 end
 
 -- serve, before it takes a new version: every gold model's script compiles and has the right
