@@ -18,6 +18,9 @@ int dp_cmd_secrets(dp_engine *eng, int argc, char **argv);
 int dp_cmd_gold(dp_engine *eng, int argc, char **argv);
 int dp_cmd_serve(dp_engine *eng, int argc, char **argv);
 int dp_cmd_prefect(dp_engine *eng, int argc, char **argv);
+int dp_cmd_doctor(dp_engine *eng, int argc, char **argv);
+int dp_cmd_show(dp_engine *eng, int argc, char **argv);
+int dp_cmd_lineage(dp_engine *eng, int argc, char **argv);
 
 /* The layers of "raw", "raw,bronze", "all", ... (names: raw, bronze, silver, all) ORed into
  * *mask (DP_LAYER_* of run.h). Returns 0, or -1 when a name is not a layer. */
@@ -34,6 +37,11 @@ int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg);
 /* The one way a command reports an error: prints "dp-engine CMD: <e's message>" to stderr and
  * returns the exit class of e's code (DP_ERRNO_MAP, error.h); a message with no code is 1. */
 int dp_cli_exit(const char *cmd, const dp_err *e);
+/* Prints every row of r to stdout as aligned columns (a header line, values cut at 60). */
+void dp_cli_print_table(PGresult *r);
+/* Runs sql with its text parameters and prints the rows as a table, or (json) as one JSON array
+ * of row objects (json_agg on the server). Returns 0 or the error in e. */
+int dp_cli_query_print(PGconn *c, const char *sql, int n, const char *const *p, int json, dp_err *e);
 /* Prints the error of a configuration problem; returns DP_EXIT_USAGE. */
 int dp_cli_fail_config(const dp_err *e);
 

@@ -36,6 +36,11 @@ static const char *USAGE =
     "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
     "  prefect deploy [SYSTEM]... [--with-schedules]\n"
     "                                   a Prefect process work pool and a deployment per system\n"
+    "  doctor [--network] [--json]      check the setup; each problem with its fix\n"
+    "  show SYSTEM.ENTITY|gold.MODEL [--layer L] [--current] [--as-of TS] [--limit N] [--json]\n"
+    "                                   preview rows; --as-of from the SCD2 history\n"
+    "  lineage [--format text|dot|mermaid] [--json]\n"
+    "                                   systems -> entities -> gold models, last run status\n"
     "  retention [--dry-run]            (not built yet)\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
@@ -82,6 +87,9 @@ int main(int argc, char **argv) {
       {"serve", dp_cmd_serve, NULL},
       {"secrets", dp_cmd_secrets, NULL},
       {"prefect", dp_cmd_prefect, NULL},
+      {"doctor", dp_cmd_doctor, NULL},
+      {"show", dp_cmd_show, NULL},
+      {"lineage", dp_cmd_lineage, NULL},
       {"retention", NULL, "a later issue"},
   };
   dp_cmd_fn fn = NULL;

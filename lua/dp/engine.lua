@@ -177,6 +177,28 @@ local function collect_secret_refs(v, path, out)
   return out
 end
 
+-- What `dp-engine doctor` checks in the metadata: the inbox of every enabled file system, the
+-- base_url of every enabled rest system, and the name of every secret referenced anywhere.
+function M.doctor_facts(meta)
+  local facts = { inboxes = {}, rest = {}, secrets = {} }
+  for i, s in ipairs(meta.systems or {}) do
+    if s.enabled ~= false and s.type == "file" and type(s.inbox) == "string" then
+      facts.inboxes[#facts.inboxes + 1] = { system = s.name, inbox = s.inbox }
+    elseif s.enabled ~= false and s.type == "rest" and type(s.base_url) == "string" then
+      facts.rest[#facts.rest + 1] = { system = s.name, base_url = s.base_url }
+    end
+    for _, r in ipairs(collect_secret_refs(s, "systems.json[" .. (i - 1) .. "]", {})) do
+      facts.secrets[#facts.secrets + 1] = r.name
+    end
+  end
+  for i, e in ipairs(meta.entities or {}) do
+    for _, r in ipairs(collect_secret_refs(e, "entities.json[" .. (i - 1) .. "]", {})) do
+      facts.secrets[#facts.secrets + 1] = r.name
+    end
+  end
+  return facts
+end
+
 -- Replaces every reference in t (a copy) by its value, in place.
 local function substitute_secrets(t, values)
   for k, x in next, t do
