@@ -14,6 +14,42 @@ static const char *RUNS_USAGE =
     "entity-layer row with records in / inserted / updated / deleted / unchanged / rejected and\n"
     "errors. Reads audit.* through DP_POSTGRES_URL. --json prints the same as JSON.\n";
 
+int dp_cli_runs_json(PGconn *c, const char *const *ids, size_t n, dp_buf *out, dp_err *e) {
+  dp_buf arr = DP_BUF_INIT; /* a PostgreSQL array literal of the ids (uuids: no quoting needed) */
+  dp_buf_putc(&arr, '{');
+  for (size_t i = 0; i < n; i++) dp_buf_printf(&arr, "%s\"%s\"", i ? "," : "", ids[i]);
+  dp_buf_putc(&arr, '}');
+  const char *p[] = {arr.data};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(c,
+                      "SELECT coalesce(json_agg(t), '[]'::json) FROM (SELECT s.*, (SELECT coalesce(json_agg(l ORDER BY "
+                      "l.started_at), '[]') FROM audit.system_layer_run l WHERE l.run_id = s.run_id) AS layers, (SELECT "
+                      "coalesce(json_agg(x ORDER BY x.started_at), '[]') FROM audit.entity_layer_run x WHERE x.run_id = "
+                      "s.run_id) AS entities FROM unnest($1::text[]) WITH ORDINALITY u(id, ord) JOIN audit.system_run s "
+                      "ON s.run_id::text = u.id ORDER BY u.ord) t",
+                      1, p, &r, e);
+  dp_buf_free(&arr);
+  if (rc == 0) rc = dp_buf_puts(out, PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return rc;
+}
+
+int dp_cli_print_run_json(PGconn *c, const char *run_id, const char *key, const char *value, dp_err *e) {
+  dp_buf out = DP_BUF_INIT;
+  int rc = dp_cli_runs_json(c, &run_id, 1, &out, e);
+  if (rc == 0 && (out.len < 4 || out.data[0] != '[' || out.data[out.len - 1] != ']'))
+    rc = dp_err_set(e, DP_ENOTFOUND, "run %s is not in the audit", run_id);
+  if (rc == 0) {
+    out.data[out.len - 2] = '\0'; /* [{...}] -> {... */
+    printf("%s", out.data + 1);
+    if (key) printf(",\"%s\":%s", key, value);
+    printf("}\n");
+    fflush(stdout);
+  }
+  dp_buf_free(&out);
+  return rc;
+}
+
 int dp_cmd_runs(dp_engine *eng, int argc, char **argv) {
   if (dp_cli_wants_help(argc, argv)) { fputs(RUNS_USAGE, stdout); return DP_EXIT_OK; }
   const char *system = NULL, *run_id = NULL, *limit = "20";
@@ -58,12 +94,10 @@ int dp_cmd_runs(dp_engine *eng, int argc, char **argv) {
     }
     PQclear(r);
     if (rc == 0 && json) {
-      rc = dp_cli_query_print(eng->audit,
-                "SELECT s.*, (SELECT coalesce(json_agg(l ORDER BY l.started_at), '[]') FROM audit.system_layer_run l "
-                "WHERE l.run_id = s.run_id) AS layers, (SELECT coalesce(json_agg(x ORDER BY x.started_at), '[]') "
-                "FROM audit.entity_layer_run x WHERE x.run_id = s.run_id) AS entities "
-                "FROM audit.system_run s WHERE s.run_id::text = $1",
-                1, p, 1, &e);
+      dp_buf out = DP_BUF_INIT;
+      rc = dp_cli_runs_json(eng->audit, p, 1, &out, &e);
+      if (rc == 0) printf("%s\n", out.data);
+      dp_buf_free(&out);
     } else if (rc == 0) {
       rc = dp_cli_query_print(eng->audit,
                 "SELECT run_id, system, trigger_kind AS trigger, status, started_at, ended_at, entities_succeeded AS ok, "
