@@ -26,8 +26,12 @@ static int read_statuses(PGconn *c, lua_State *L, dp_err *e) {
       "FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM audit.system_layer_run l WHERE l.run_id = s.run_id AND l.layer = 'gold') "
       "THEN 'gold:' ELSE 'system:' END || s.system AS id, s.status, s.started_at, s.run_id::text AS run_id "
       "FROM audit.system_run s "
-      "UNION ALL SELECT 'entity:' || system || '.' || entity, status, started_at, run_id::text "
-      "FROM audit.entity_layer_run WHERE layer <> 'gold') x ORDER BY id, started_at DESC";
+      /* an entity's run: failed when a layer failed, skipped when every layer was */
+      "UNION ALL SELECT 'entity:' || system || '.' || entity, CASE WHEN bool_or(status = 'failed') THEN 'failed' "
+      "WHEN bool_or(status = 'crashed') THEN 'crashed' WHEN bool_or(status = 'running') THEN 'running' "
+      "WHEN bool_and(status = 'skipped') THEN 'skipped' ELSE 'succeeded' END, min(started_at), run_id::text "
+      "FROM audit.entity_layer_run WHERE layer <> 'gold' GROUP BY system, entity, run_id) x "
+      "ORDER BY id, started_at DESC";
   PGresult *r = NULL;
   int rc = dp_pg_exec(c, sql, 0, NULL, &r, e);
   if (rc) return rc;
