@@ -1,5 +1,6 @@
 /* cli.c - helpers shared by the subcommands. */
 #include "cli.h"
+#include "log.h"
 #include "pg.h"
 
 #include <stdio.h>
@@ -55,7 +56,11 @@ int dp_cli_fail_config(const dp_err *e) {
 }
 
 int dp_cli_exit(const char *cmd, const dp_err *e) {
-  fprintf(stderr, "dp-engine %s: %s\n", cmd, e->msg[0] ? e->msg : dp_strerror(e->code));
+  const char *msg = e->msg[0] ? e->msg : dp_strerror(e->code);
+  if (dp_log_is_json()) /* stderr stays JSON lines for a log shipper (docs/cli.md#logs) */
+    dp_log_event(DP_LOG_ERROR, "command_failed", NULL, "dp-engine %s: %s", cmd, msg);
+  else
+    fprintf(stderr, "dp-engine %s: %s\n", cmd, msg);
   return e->code ? dp_err_exit_class(e->code) : DP_EXIT_RUN_FAILED;
 }
 

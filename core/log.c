@@ -54,6 +54,8 @@ static int json_field(dp_buf *b, const char *key, const char *v) {
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
+int dp_log_is_json(void) { return g_json; }
+
 int dp_log_level_parse(const char *s, dp_log_level *out) {
   for (int i = 0; i < 4; i++)
     if (strcmp(s, level_names[i]) == 0) { *out = (dp_log_level)i; return 0; }

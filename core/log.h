@@ -33,6 +33,9 @@ typedef struct dp_counts dp_counts;
 void dp_log_event(dp_log_level level, const char *event, const dp_counts *counts, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* 1 when lines are JSON (DP_LOG_FORMAT=json). */
+int dp_log_is_json(void);
+
 typedef struct dp_buf dp_buf;
 /* Appends s (len bytes, any bytes) to b with these escaped: line feed, carriage return and tab
  * as \n \r \t; other C0 controls and DEL as \xNN (json: \u00NN); C1 controls, U+2028/U+2029
