@@ -8,8 +8,7 @@ local DEMO = H.root .. "/metadata/demo"
 -- The doctor's --json document (asserting it parses and is the only thing on stdout).
 local function doctor_json(env, ...)
   local rc, out, err = H.engine(env, "doctor", "--json", ...)
-  local ok, doc = pcall(cjson.decode, out)
-  assert(ok, "stdout is not one JSON document: " .. out)
+  local doc = H.json_stdout(out)
   local by = {}
   for _, c in ipairs(doc.checks) do by[c.check] = c end
   return rc, doc, by, err

@@ -7,12 +7,7 @@ local cjson = H.cjson
 local DEMO = H.root .. "/metadata/demo"
 local KEYS = { "ts", "level", "event", "msg", "run_id", "system", "entity", "layer", "counts" }
 
--- stdout as one JSON document (failing when anything else is there).
-local function one_doc(out)
-  local ok, doc = pcall(cjson.decode, out)
-  assert(ok, "stdout is not one JSON document: " .. out)
-  return doc
-end
+local one_doc = H.json_stdout
 
 -- Every stderr line decoded, asserting each is a JSON object with every key of the schema.
 local function log_lines(err)

@@ -11,8 +11,7 @@ describe("dp-engine lineage", function()
   local function graph()
     local rc, out, err = H.engine(env, "lineage", "--json")
     assert.are.equal(0, rc, err)
-    local ok, g = pcall(cjson.decode, out)
-    assert(ok, "stdout is not one JSON document: " .. out)
+    local g = H.json_stdout(out)
     local nodes = {}
     for _, n in ipairs(g.nodes) do nodes[n.id] = n end
     return g, nodes

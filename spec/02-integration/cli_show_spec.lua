@@ -11,9 +11,7 @@ describe("dp-engine show", function()
   local function show_json(...)
     local rc, out, err = H.engine(env, "show", ...)
     assert.are.equal(0, rc, err)
-    local ok, rows = pcall(cjson.decode, out)
-    assert(ok, "stdout is not one JSON document: " .. out)
-    return rows
+    return H.json_stdout(out)
   end
 
   local function by_id(rows)
