@@ -179,7 +179,7 @@ describe("commands on a database that is not migrated", function()
     H.fill_inbox(env, "inbox/bank", DEMO .. "/bank/export-1")
   end)
 
-  it("say what to run instead of the SQL error (exit 2)", function()
+  it("say what to run instead of the SQL error (exit 2), serve too", function()
     for _, args in ipairs({ { "run", "bank" }, { "runs" }, { "show", "bank.transactions" }, { "lineage" },
       { "gold", "run", "monthly_overview" }, { "replay", "bank", "--from", "bronze" } }) do
       local rc, out, err = H.engine(env, unpack(args))
@@ -190,6 +190,13 @@ describe("commands on a database that is not migrated", function()
       assert.is_nil(err:find("does not exist", 1, true), cmd .. ": " .. err)
       assert.are.equal("", out, cmd)
     end
+    -- serve refuses to start (a timeout stands in for a serve that would have started)
+    local parts = { "timeout 20 env", "DP_LISTEN=127.0.0.1:0", "DP_API_TOKEN=" .. string.rep("t", 32) }
+    for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. H.sh_quote(v) end
+    parts[#parts + 1] = H.sh_quote(H.bin) .. " serve 2>&1"
+    local src, sout = H.sh(table.concat(parts, " "))
+    assert.are.equal(2, src, sout)
+    assert.matches("dp-engine serve: the database is not migrated: run `dp-engine migrate`", sout, 1, true)
     local rc = H.engine(env, "migrate")
     assert.are.equal(0, rc)
     rc = H.engine(env, "run", "bank")
