@@ -2,6 +2,7 @@
  * last run (docs/cli.md#lineage). The graph comes from the metadata, the statuses from the audit;
  * lua/dp/lineage.lua draws it. */
 #include "cli.h"
+#include "lineage.h"
 #include "luabridge.h"
 #include "pg.h"
 #include "run.h"
@@ -18,32 +19,21 @@ static const char *LINEAGE_USAGE =
     "with the status and time of its last run from the audit (or \"never run\"). --format dot is\n"
     "Graphviz input (dot -Tsvg), mermaid a Mermaid flowchart; --json the nodes and edges.\n";
 
-/* The last run of every system, entity and gold model, into the table on top of L:
- * id -> {status, last_run, run_id}. */
+/* The last run of every node (lineage.h) into the table on top of L: id -> {status, last_run,
+ * run_id}. */
 static int read_statuses(PGconn *c, lua_State *L, dp_err *e) {
-  static const char *sql =
-      "SELECT DISTINCT ON (id) id, status, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || 'Z', run_id "
-      "FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM audit.system_layer_run l WHERE l.run_id = s.run_id AND l.layer = 'gold') "
-      "THEN 'gold:' ELSE 'system:' END || s.system AS id, s.status, s.started_at, s.run_id::text AS run_id "
-      "FROM audit.system_run s "
-      /* an entity's run: failed when a layer failed, skipped when every layer was */
-      "UNION ALL SELECT 'entity:' || system || '.' || entity, CASE WHEN bool_or(status = 'failed') THEN 'failed' "
-      "WHEN bool_or(status = 'crashed') THEN 'crashed' WHEN bool_or(status = 'running') THEN 'running' "
-      "WHEN bool_and(status = 'skipped') THEN 'skipped' ELSE 'succeeded' END, min(started_at), run_id::text "
-      "FROM audit.entity_layer_run WHERE layer <> 'gold' GROUP BY system, entity, run_id) x "
-      "ORDER BY id, started_at DESC";
   PGresult *r = NULL;
-  int rc = dp_pg_exec(c, sql, 0, NULL, &r, e);
+  int rc = dp_lineage_statuses(c, &r, e);
   if (rc) return rc;
   for (int i = 0; i < PQntuples(r); i++) {
     lua_createtable(L, 0, 3);
-    lua_pushstring(L, PQgetvalue(r, i, 1));
+    lua_pushstring(L, PQgetvalue(r, i, DP_LINEAGE_STATUS));
     lua_setfield(L, -2, "status");
-    lua_pushstring(L, PQgetvalue(r, i, 2));
+    lua_pushstring(L, PQgetvalue(r, i, DP_LINEAGE_LAST_RUN));
     lua_setfield(L, -2, "last_run");
-    lua_pushstring(L, PQgetvalue(r, i, 3));
+    lua_pushstring(L, PQgetvalue(r, i, DP_LINEAGE_RUN_ID));
     lua_setfield(L, -2, "run_id");
-    lua_setfield(L, -2, PQgetvalue(r, i, 0));
+    lua_setfield(L, -2, PQgetvalue(r, i, DP_LINEAGE_ID));
   }
   PQclear(r);
   return 0;
