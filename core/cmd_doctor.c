@@ -233,7 +233,10 @@ static void check_secrets(dp_doctor *d) {
     return;
   }
   if (rc) {
-    dp_doctor_report(d, DP_DOCTOR_FAIL, "secrets", "give the key as 44 base64 characters or 64 hex digits", "%s", e.msg);
+    dp_doctor_report(d, DP_DOCTOR_FAIL, "secrets",
+                     rc == DP_EKEY ? "give the key as 44 base64 characters or 64 hex digits (`dp-engine secrets gen-key`)"
+                                   : "set one of DP_MASTER_KEY_FILE (a readable file) or DP_MASTER_KEY, not both",
+                     "%s", e.msg);
     return;
   }
   dp_secrets_config sc;
