@@ -38,6 +38,11 @@ static const char *USAGE =
     "                                   a Prefect process work pool and a deployment per system\n"
     "  rollback RUN_ID [--dry-run] [--cascade] [--json]\n"
     "                                   undo a run: silver, bronze, cursor, raw (quarantined), gold\n"
+    "  doctor [--network] [--json]      check the setup; each problem with its fix\n"
+    "  show SYSTEM.ENTITY|gold.MODEL [--layer L] [--current] [--as-of TS] [--limit N] [--json]\n"
+    "                                   preview rows; --as-of from the SCD2 history\n"
+    "  lineage [--format text|dot|mermaid] [--json]\n"
+    "                                   systems -> entities -> gold models, last run status\n"
     "  retention [--dry-run]            (not built yet)\n"
     "  connectors list|show TYPE [--json|--markdown]\n"
     "                                   connector types and their options (from their schemas)\n"
@@ -89,6 +94,9 @@ int main(int argc, char **argv) {
       {"secrets", dp_cmd_secrets, NULL},
       {"prefect", dp_cmd_prefect, NULL},
       {"rollback", dp_cmd_rollback, NULL},
+      {"doctor", dp_cmd_doctor, NULL},
+      {"show", dp_cmd_show, NULL},
+      {"lineage", dp_cmd_lineage, NULL},
       {"retention", NULL, "a later issue"},
       {"connectors", dp_cmd_connectors, NULL},
       {"init", dp_cmd_init, NULL},

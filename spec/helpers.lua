@@ -157,6 +157,14 @@ function H.fresh_env(name, opts)
   return env
 end
 
+-- A command's stdout decoded as the one JSON document it must be (--json); fails the test
+-- when anything else is there.
+function H.json_stdout(out)
+  local ok, doc = pcall(cjson.decode, out)
+  assert(ok, "stdout is not one JSON document: " .. tostring(out))
+  return doc
+end
+
 -- Runs the engine binary with env; returns exit code, stdout, stderr.
 function H.engine(env, ...)
   local parts = { "env" }

@@ -179,6 +179,28 @@ local function collect_secret_refs(v, path, out)
   return out
 end
 
+-- What `dp-engine doctor` checks in the metadata: the inbox of every enabled file system, the
+-- base_url of every enabled rest system, and the name of every secret referenced anywhere.
+function M.doctor_facts(meta)
+  local facts = { inboxes = {}, rest = {}, secrets = {} }
+  for i, s in ipairs(meta.systems or {}) do
+    if s.enabled ~= false and s.type == "file" and type(s.inbox) == "string" then
+      facts.inboxes[#facts.inboxes + 1] = { system = s.name, inbox = s.inbox }
+    elseif s.enabled ~= false and s.type == "rest" and type(s.base_url) == "string" then
+      facts.rest[#facts.rest + 1] = { system = s.name, base_url = s.base_url }
+    end
+    for _, r in ipairs(collect_secret_refs(s, "systems.json[" .. (i - 1) .. "]", {})) do
+      facts.secrets[#facts.secrets + 1] = r.name
+    end
+  end
+  for i, e in ipairs(meta.entities or {}) do
+    for _, r in ipairs(collect_secret_refs(e, "entities.json[" .. (i - 1) .. "]", {})) do
+      facts.secrets[#facts.secrets + 1] = r.name
+    end
+  end
+  return facts
+end
+
 -- Replaces every reference in t (a copy) by its value, in place.
 local function substitute_secrets(t, values)
   for k, x in next, t do
@@ -799,7 +821,7 @@ function M.gold_model(meta, name)
   local g = metadata.find_gold(meta, name)
   if not g then error("no gold model named " .. quote(name), 0) end
   return { system = "gold", name = g.name, columns = g.columns, primary_key = g.primary_key,
-    materialization = g.materialization }
+    materialization = g.materialization, depends_on = g.depends_on }
 end
 
 -- serve, before it takes a new version: every gold model's script compiles and has the right
