@@ -25,6 +25,8 @@ int dp_cmd_init(dp_engine *eng, int argc, char **argv);
 int dp_cmd_doctor(dp_engine *eng, int argc, char **argv);
 int dp_cmd_show(dp_engine *eng, int argc, char **argv);
 int dp_cmd_lineage(dp_engine *eng, int argc, char **argv);
+int dp_cmd_retention(dp_engine *eng, int argc, char **argv);
+int dp_cmd_forget(dp_engine *eng, int argc, char **argv);
 
 /* The layers of "raw", "raw,bronze", "all", ... (names: raw, bronze, silver, all) ORed into
  * *mask (DP_LAYER_* of run.h). Returns 0, or -1 when a name is not a layer. */

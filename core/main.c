@@ -43,7 +43,10 @@ static const char *USAGE =
     "                                   preview rows; --as-of from the SCD2 history\n"
     "  lineage [--format text|dot|mermaid] [--json]\n"
     "                                   systems -> entities -> gold models, last run status\n"
-    "  retention [--dry-run]            (not built yet)\n"
+    "  retention [--dry-run] [--system S] [--json]\n"
+    "                                   compress and delete old data per entity (docs/lifecycle.md)\n"
+    "  forget SYSTEM.ENTITY --key K=V[,K=V] [--dry-run] [--allow-return]\n"
+    "                                   remove one key from raw, bronze, silver and gold\n"
     "  connectors list|show TYPE [--json|--markdown]\n"
     "                                   connector types and their options (from their schemas)\n"
     "  init system NAME --type file|rest [--from SAMPLE] [--entity E]\n"
@@ -97,7 +100,8 @@ int main(int argc, char **argv) {
       {"doctor", dp_cmd_doctor, NULL},
       {"show", dp_cmd_show, NULL},
       {"lineage", dp_cmd_lineage, NULL},
-      {"retention", NULL, "a later issue"},
+      {"retention", dp_cmd_retention, NULL},
+      {"forget", dp_cmd_forget, NULL},
       {"connectors", dp_cmd_connectors, NULL},
       {"init", dp_cmd_init, NULL},
   };

@@ -652,9 +652,13 @@ local function show_entity(out, e)
   table.sort(keys)
   for _, k in ipairs(keys) do src[#src + 1] = k .. " " .. show_value(e.source[k]) end
   if #src > 0 then out[#out + 1] = "    source: " .. table.concat(src, ", ") end
-  if e.retention and e.retention.raw_days then
-    out[#out + 1] = "    retention: raw files " .. e.retention.raw_days .. " days"
-  end
+  local r, keep = e.retention or {}, {}
+  if r.raw_days then keep[#keep + 1] = "raw files compressed after " .. r.raw_days .. " days" end
+  if r.raw_delete_days then keep[#keep + 1] = "raw files deleted after " .. r.raw_delete_days .. " days" end
+  if r.bronze_deleted_days then keep[#keep + 1] = "deleted bronze documents purged after " .. r.bronze_deleted_days .. " days" end
+  if r.silver_history_days then keep[#keep + 1] = "closed silver versions dropped after " .. r.silver_history_days .. " days" end
+  if #keep > 0 then out[#out + 1] = "    retention: " .. table.concat(keep, ", ") end
+  if e.raw and e.raw.compression ~= "none" then out[#out + 1] = "    raw files written " .. e.raw.compression .. "-compressed" end
   show_columns(out, e.columns, "    ")
 end
 

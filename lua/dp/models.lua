@@ -351,6 +351,27 @@ local function check_table_name(e)
   return true
 end
 
+-- How long each layer keeps what it no longer needs (docs/lifecycle.md): acted on by
+-- `dp-engine retention` and serve's daily job.
+local days = function(what)
+  return { type = "integer", between = { 1, 36500 }, description = what }
+end
+local retention = { type = "record", description = "what `dp-engine retention` removes, and when",
+  fields = {
+    { raw_days = days("raw files older than this many days are compressed (gzip)") },
+    { raw_delete_days = days("raw files older than this many days are deleted (except those still needed)") },
+    { bronze_deleted_days = days("bronze documents deleted this many days ago are purged") },
+    { silver_history_days = days("closed silver versions that ended this many days ago are dropped") },
+  },
+  checks = { function(r)
+    if r.raw_days and r.raw_delete_days and r.raw_delete_days <= r.raw_days then
+      return nil, { { "raw_delete_days", "must be more than raw_days (" .. r.raw_days .. "), got "
+        .. r.raw_delete_days } }
+    end
+    return true
+  end },
+}
+
 local columns = { type = "list", elements = M.Column, required = true, len_min = 1,
   description = "the columns kept in silver: at least one, names unique" }
 local primary_key = { type = "list", elements = { type = "string", description = "a column name" }, default = {},
@@ -393,9 +414,12 @@ local function entity_fields(source)
       description = "timestamp or date column: a new version starts at this event time instead of the run's" } },
     { on_type_error = { type = "string", one_of = { "reject", "fail" }, default = "reject",
       description = "what a value that cannot be cast does: reject the row, or fail the entity" } },
-    { retention = { type = "record", description = "how long the entity's stored data is kept", fields = {
-      { raw_days = { type = "integer", between = { 1, 36500 }, description = "days raw files are kept" } },
-    } } },
+    { retention = retention },
+    { raw = { type = "record", description = "how the raw files of the entity are written",
+      fields = {
+        { compression = { type = "string", one_of = { "none", "gzip" }, default = "none",
+          description = "gzip: each new raw file is written compressed (<run_id>.jsonl.gz)" } },
+      } } },
     { source = source },
     { columns = columns },
   }
