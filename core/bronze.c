@@ -1,25 +1,27 @@
 /* bronze.c - raw JSON Lines -> MongoDB documents keyed by the key hash.
  *
  * Written for what a MongoDB wire server must do well, and what FerretDB v1 (our test and
- * home-server peer) does not: it filters most queries in its own process after reading the
- * whole collection, and a multi-statement update command can stall it. And written to keep
- * memory flat however large an entity grows. So a load
+ * home-server peer) does not: it pushes down to PostgreSQL only an equality on a string _id
+ * (anything else it filters in its own process after reading the whole collection), and it
+ * holds one pooled connection per statement of a command. And written to keep memory flat
+ * however large an entity grows. So a load
  *   1. reads the run's raw file once and sorts its records by key hash (key, then valid_from,
  *      then line: the last record of a key wins), in memory or in sorted runs on disk;
  *   2. reads the stored keys (_id, content hash, deleted flag) in key order: from the key file
  *      the entity's last successful load wrote, or else from one read of the collection (sorted
  *      the same way);
  *   3. walks both in step, as two sorted streams: a new key is inserted (insert_many batches); a
- *      changed, or deleted and returned, key is replaced (delete_many + insert_many of the batch);
- *      an unchanged key is not written at all; on a full load, a stored key the run did not
- *      deliver is marked deleted (update_many per batch). The record of a written key is read
- *      again from the raw file at its offset;
+ *      changed, or deleted and returned, key is replaced by _id (one statement per document, bulk
+ *      writes of WBATCH); an unchanged key is not written at all; on a full load, a stored key the
+ *      run did not deliver is marked deleted (likewise one update by _id each). The record of a
+ *      written key is read again from the raw file at its offset;
  *   4. leaves what it wrote in the run's change file (silver's input) and writes the new key file
  *      along the way.
  * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
  * is how silver finds what changed when a change file is missing. */
 #include "config.h"
 #include "bronze.h"
+#include "bronze_writers.h"
 #include "rawcompress.h"
 #include "cast.h"
 #include "extsort.h"
@@ -40,10 +42,12 @@
 #include <unistd.h>
 
 #define BATCH 1000    /* new documents per insert_many */
-#define RBATCH 10000  /* replaced or deleted ids per delete_many / update_many: each one costs
-                       * FerretDB v1 a read of the whole collection, so fewer and larger */
+#define WBATCH 40     /* single-document statements (replace or mark deleted, by _id) per bulk
+                       * write: FerretDB v1 holds a pooled PostgreSQL connection per statement until
+                       * the command ends, and its pool has 50 (docs/performance.md) */
+#define BRONZE_WRITERS 2 /* connections inserting new documents (DP_BRONZE_WRITERS) */
 #define SORT_MEM (16u << 20) /* bytes of records sorted in memory at a time (DP_SORT_MEM) */
-#define KEYFILE_MAGIC "DPKEYS2\n"
+#define KEYFILE_MAGIC "DPKEYS3\n" /* 3: the bronze _id is text (a key file of 2 is not used) */
 #define KEYFILE_HEADER 128 /* magic, run id, '\n', count as 16 hex digits, '\n', collection uuid, '\n', padding */
 #define CHASH 8           /* bytes of the content hash kept per key (of 16): a change goes
                            * unnoticed with probability 2^-64 */
@@ -77,19 +81,23 @@ static int cmp_incoming(const void *a, const void *b) {
 }
 
 typedef struct pending {
-  bson_t *docs[RBATCH];    /* owned until flushed */
-  uint8_t ids[RBATCH][16]; /* keys to delete first (replacements) */
+  bson_t *docs[BATCH];     /* owned until flushed */
+  uint8_t ids[BATCH][16];  /* their keys */
   size_t n, limit;
-  int replace;             /* 1: delete the ids before inserting */
+  int replace;             /* 1: replace by _id, one statement each; 0: insert_many */
 } pending;
 
 typedef struct loader {
+  mongoc_client_t *cli;
+  const char *db;
   mongoc_collection_t *coll;
+  dp_bronze_writers *writers; /* insert batches on more connections, once a load has many */
+  int nwriters;            /* DP_BRONZE_WRITERS */
   const dp_entity *ent;
   const dp_runinfo *run;
   const char *raw_ref;
   pending ins, rep;
-  uint8_t (*dels)[16];     /* keys to mark deleted (RBATCH, owned) */
+  uint8_t dels[WBATCH][16]; /* keys to mark deleted */
   size_t ndels;
   dp_counts *out;
   FILE *changes;           /* the change file being written, or NULL */
@@ -115,7 +123,7 @@ typedef struct loader {
 /* A server's error message without its internals: FerretDB prefixes its Go call sites
  * ("[msg_insert.go:168 handler.(*Handler).MsgInsert] ") and PostgreSQL's codes ("(SQLSTATE 22P05)").
  * Writes into out (cap bytes) and returns it. */
-static const char *server_msg(const bson_error_t *be, char *out, size_t cap) {
+const char *dp_bronze_server_msg(const bson_error_t *be, char *out, size_t cap) {
   const char *p = be->message;
   size_t k = 0;
   while (*p && k + 1 < cap) {
@@ -140,7 +148,7 @@ static const char *server_msg(const bson_error_t *be, char *out, size_t cap) {
   out[k] = '\0';
   return out;
 }
-#define SERVER_MSG(be) server_msg(&(be), (char[sizeof (be).message]){0}, sizeof (be).message)
+#define SERVER_MSG(be) DP_BRONZE_SERVER_MSG(be)
 
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap) {
   snprintf(buf, cap, "%s__%s", ent->system, ent->name);
@@ -156,6 +164,14 @@ static size_t sort_mem(void) {
   char *end;
   unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
   return n > 0 && *end == '\0' ? (size_t)n : SORT_MEM;
+}
+
+/* DP_BRONZE_WRITERS: connections inserting new documents (1: the load's own, no threads). */
+static int bronze_writers(void) {
+  const char *v = dp_config_env("DP_BRONZE_WRITERS");
+  char *end;
+  long n = v && *v ? strtol(v, &end, 10) : 0;
+  return n >= 1 && n <= 8 && *end == '\0' ? (int)n : BRONZE_WRITERS;
 }
 
 static int64_t now_ms(void) {
@@ -207,18 +223,41 @@ static void collection_uuid(mongoc_client_t *cli, const char *db, const char *cn
 }
 
 void dp_bronze_append_id(bson_t *doc, const char *field, const uint8_t key[16]) {
-  bson_append_binary(doc, field, -1, BSON_SUBTYPE_UUID, key, 16);
+  static const char hexd[] = "0123456789abcdef";
+  char hex[DP_BRONZE_ID_LEN + 1];
+  for (int i = 0; i < 16; i++) {
+    hex[2 * i] = hexd[key[i] >> 4];
+    hex[2 * i + 1] = hexd[key[i] & 15];
+  }
+  hex[DP_BRONZE_ID_LEN] = '\0';
+  bson_append_utf8(doc, field, -1, hex, DP_BRONZE_ID_LEN);
+}
+
+static int hexval(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
 int dp_bronze_iter_id(const bson_iter_t *it, uint8_t key[16]) {
-  bson_subtype_t st;
   uint32_t len = 0;
-  const uint8_t *id = NULL;
-  if (!BSON_ITER_HOLDS_BINARY(it)) return 0;
-  bson_iter_binary(it, &st, &len, &id);
-  if (!id || len != 16) return 0;
-  memcpy(key, id, 16);
-  return 1;
+  if (BSON_ITER_HOLDS_UTF8(it)) {
+    const char *s = bson_iter_utf8(it, &len);
+    if (len != DP_BRONZE_ID_LEN) return 0;
+    for (int i = 0; i < 16; i++) {
+      int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+      if (hi < 0 || lo < 0) return 0;
+      key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return DP_BRONZE_ID_TEXT;
+  }
+  if (BSON_ITER_HOLDS_BINARY(it)) { /* the form before 0.2: a binary UUID (subtype 4) */
+    bson_subtype_t st;
+    const uint8_t *id = NULL;
+    bson_iter_binary(it, &st, &len, &id);
+    if (!id || len != 16 || st != BSON_SUBTYPE_UUID) return 0;
+    memcpy(key, id, 16);
+    return DP_BRONZE_ID_BINARY;
+  }
+  return 0;
 }
 
 static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[16], const bson_t *data,
@@ -241,48 +280,97 @@ static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[
   return doc;
 }
 
-static void append_id_array(bson_t *parent, const char *op, uint8_t (*ids)[16], size_t n) {
-  bson_t idf, in;
-  BSON_APPEND_DOCUMENT_BEGIN(parent, "_id", &idf);
-  BSON_APPEND_ARRAY_BEGIN(&idf, op, &in);
-  for (size_t i = 0; i < n; i++) {
-    char ix[16];
-    const char *k;
-    bson_uint32_to_string((uint32_t)i, &k, ix, sizeof ix);
-    dp_bronze_append_id(&in, k, ids[i]);
-  }
-  bson_append_array_end(&idf, &in);
-  bson_append_document_end(parent, &idf);
+/* A batch a writer inserted: into the change file (only now: it holds only what MongoDB has). */
+static int inserted(void *ctx, bson_t **docs, size_t n, int ok, const bson_error_t *be, double secs, dp_err *e) {
+  loader *L = ctx;
+  int rc = 0;
+  L->write_s += secs;
+  if (!ok) rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", DP_BRONZE_SERVER_MSG(*be));
+  for (size_t i = 0; rc == 0 && L->changes && i < n; i++)
+    if (fwrite(bson_get_data(docs[i]), 1, docs[i]->len, L->changes) != docs[i]->len)
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
+  for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
+  if (rc == 0) dp_test_pause("bronze"); /* crash tests: a batch is written, others are not */
+  return rc;
 }
 
-/* Writes a pending batch: for replacements, the old documents go first. Frees the docs. */
+/* New documents to a writer thread (started with the first full batch): the load reads and
+ * compares on while they are inserted. */
+static int hand_over(loader *L, pending *p, dp_err *e) {
+  if (!L->writers) {
+    L->writers = dp_bronze_writers_start(mongoc_client_get_uri(L->cli), L->db, mongoc_collection_get_name(L->coll),
+                                         L->nwriters, e);
+    if (!L->writers) return DP_EMONGO;
+  }
+  size_t n = p->n;
+  p->n = 0; /* the writers own the documents now */
+  return dp_bronze_writers_put(L->writers, p->docs, n, inserted, L, e);
+}
+
+/* Every batch handed over inserted (and in the change file). */
+static int drain_writers(loader *L, dp_err *e) {
+  return L->writers ? dp_bronze_writers_drain(L->writers, inserted, L, e) : 0;
+}
+
+/* One bulk write of single-document statements by _id (at most WBATCH): unordered, so the server
+ * may run them in any order (each touches its own document). what names them in an error.
+ * Destroys bulk. */
+static int bulk_write(mongoc_bulk_operation_t *bulk, const char *what, dp_err *e) {
+  bson_error_t be;
+  bson_t reply;
+  int rc = 0;
+  if (!mongoc_bulk_operation_execute(bulk, &reply, &be))
+    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot %s: %s", what, SERVER_MSG(be));
+  bson_destroy(&reply);
+  mongoc_bulk_operation_destroy(bulk);
+  return rc;
+}
+
+/* {_id: the id of key} */
+static void id_filter(bson_t *sel, const uint8_t key[16]) {
+  bson_init(sel);
+  dp_bronze_append_id(sel, "_id", key);
+}
+
+/* Writes a pending batch: new documents with insert_many; replacements one replace statement per
+ * document by _id, never one `$in` for many (FerretDB pushes only an equality down to
+ * PostgreSQL). Frees the docs. */
 static int flush(loader *L, pending *p, dp_err *e) {
   int rc = 0;
   bson_error_t be;
   if (p->n == 0) return 0;
   L->wrote = 1;
-  double t0 = dp_monotonic(), t1 = t0;
+  if (!p->replace && (L->writers || (L->nwriters > 1 && p->n == p->limit))) return hand_over(L, p, e);
+  double t0 = dp_monotonic();
+  bson_t opts = BSON_INITIALIZER;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
   if (p->replace) {
-    bson_t sel = BSON_INITIALIZER;
-    append_id_array(&sel, "$in", p->ids, p->n);
-    if (!mongoc_collection_delete_many(L->coll, &sel, NULL, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", SERVER_MSG(be));
-    bson_destroy(&sel);
-    t1 = dp_monotonic();
-  }
-  if (rc == 0) {
-    bson_t opts = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&opts, "ordered", false);
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(L->coll, &opts);
+    bson_t ropts = BSON_INITIALIZER;
+    /* upsert: a load run again after a crash may find the document gone or already replaced */
+    BSON_APPEND_BOOL(&ropts, "upsert", true);
+    BSON_APPEND_BOOL(&ropts, "validate", false); /* keys as the source wrote them, as below */
+    for (size_t i = 0; rc == 0 && i < p->n; i++) {
+      bson_t sel;
+      id_filter(&sel, p->ids[i]);
+      if (!mongoc_bulk_operation_replace_one_with_opts(bulk, &sel, p->docs[i], &ropts, &be))
+        rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", SERVER_MSG(be));
+      bson_destroy(&sel);
+    }
+    bson_destroy(&ropts);
+    if (rc == 0) rc = bulk_write(bulk, "replace documents", e);
+    else mongoc_bulk_operation_destroy(bulk);
+  } else {
     /* keys as the source wrote them ("$x", "a.b", ""): jsonbson.c checked what the server needs */
     BSON_APPEND_BOOL(&opts, "validate", false);
     if (!mongoc_collection_insert_many(L->coll, (const bson_t **)p->docs, p->n, &opts, NULL, &be))
       rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", SERVER_MSG(be));
-    bson_destroy(&opts);
   }
+  bson_destroy(&opts);
   /* where a load's time goes (docs/performance.md) */
-  double t2 = dp_monotonic();
-  L->write_s += t2 - t0;
-  if (p->replace) dp_log(DP_LOG_DEBUG, "bronze: %zu replacements: delete %.3f s, insert %.3f s", p->n, t1 - t0, t2 - t1);
+  double t1 = dp_monotonic();
+  L->write_s += t1 - t0;
+  dp_log(DP_LOG_DEBUG, "bronze: %zu %s in %.3f s", p->n, p->replace ? "replacements" : "inserts", t1 - t0);
   for (size_t i = 0; rc == 0 && L->changes && i < p->n; i++)
     if (fwrite(bson_get_data(p->docs[i]), 1, p->docs[i]->len, L->changes) != p->docs[i]->len)
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
@@ -383,7 +471,16 @@ static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_e
     const uint8_t *h = NULL;
     stored k;
     memset(&k, 0, sizeof k);
-    if (!bson_iter_init_find(&it, doc, "_id") || !dp_bronze_iter_id(&it, k.key)) continue; /* not one of ours */
+    int form = bson_iter_init_find(&it, doc, "_id") ? dp_bronze_iter_id(&it, k.key) : 0;
+    if (form == 0) continue; /* not one of ours */
+    if (form == DP_BRONZE_ID_BINARY) { /* new documents would stand beside the old ones */
+      rc = dp_err_set(e, DP_EMIGRATE,
+                      "bronze: collection %s holds _ids of the binary form written before dp-engine 0.2: run "
+                      "'dp-engine migrate --bronze-ids' once to convert it, or rebuild it with "
+                      "'dp-engine replay SYSTEM --from raw' (docs/storage.md)",
+                      mongoc_collection_get_name(L->coll));
+      break;
+    }
     if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.content_hash", &ch) &&
         BSON_ITER_HOLDS_BINARY(&ch)) {
       bson_iter_binary(&ch, &st, &len, &h);
@@ -462,23 +559,32 @@ static int queue(loader *L, pending *p, bson_t *doc, const uint8_t key[16], dp_e
   return p->n == p->limit ? flush(L, p, e) : 0;
 }
 
-/* Keys a full load did not deliver: marked deleted (one update_many per batch), and a
- * {_id, _dp: {deleted, deleted_run_id, deleted_at}} document each in the change file. */
+/* Keys a full load did not deliver: marked deleted (one update statement per key, by _id, in a
+ * bulk write of at most WBATCH), and a {_id, _dp: {deleted, deleted_run_id, deleted_at}} document
+ * each in the change file. */
 static int flush_deletions(loader *L, dp_err *e) {
   if (L->ndels == 0) return 0;
   L->wrote = 1;
-  bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+  bson_t upd = BSON_INITIALIZER, set, opts = BSON_INITIALIZER;
   bson_error_t be;
   int rc = 0;
-  append_id_array(&sel, "$in", L->dels, L->ndels);
   BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
   BSON_APPEND_BOOL(&set, "_dp.deleted", true);
   BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
   BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
   bson_append_document_end(&upd, &set);
+  BSON_APPEND_BOOL(&opts, "ordered", false);
   double t0 = dp_monotonic();
-  if (!mongoc_collection_update_many(L->coll, &sel, &upd, NULL, NULL, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", SERVER_MSG(be));
+  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(L->coll, &opts);
+  for (size_t j = 0; rc == 0 && j < L->ndels; j++) {
+    bson_t sel;
+    id_filter(&sel, L->dels[j]);
+    if (!mongoc_bulk_operation_update_one_with_opts(bulk, &sel, &upd, NULL, &be))
+      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", SERVER_MSG(be));
+    bson_destroy(&sel);
+  }
+  if (rc == 0) rc = bulk_write(bulk, "mark deleted keys", e);
+  else mongoc_bulk_operation_destroy(bulk);
   L->write_s += dp_monotonic() - t0;
   dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, dp_monotonic() - t0);
   for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
@@ -493,8 +599,8 @@ static int flush_deletions(loader *L, dp_err *e) {
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
     bson_destroy(&d);
   }
-  bson_destroy(&sel);
   bson_destroy(&upd);
+  bson_destroy(&opts);
   L->ndels = 0;
   return rc;
 }
@@ -665,240 +771,291 @@ static int reject_line(loader *L, mongoc_client_t *cli, const char *db, int64_t 
   return L->nrej == BATCH ? flush_rejects(L, e) : 0;
 }
 
-int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
-                   const char *raw_path, const char *raw_ref, dp_bronze_io *io, dp_counts *out, dp_err *e) {
-  char cname[256], keyfile[4096] = "", keytmp[4200] = "", changes[4096] = "", changes_part[4200] = "",
-       tmpdir[4200];
-  int rc = 0;
-  old_keys old;
-  dp_extsort news;
-  int have_news = 0;
-  double t_start = dp_monotonic();
-  memset(&old, 0, sizeof old);
-  memset(out, 0, sizeof *out);
-  io->duplicates = 0;
-  io->used_key_file = 0;
-  dp_bronze_collection_name(ent, cname, sizeof cname);
-  snprintf(tmpdir, sizeof tmpdir, "%s", io->dir ? io->dir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"));
-  loader *L = calloc(1, sizeof *L);
+/* ---------- a load, stage by stage ---------- */
+
+/* One load: its loader, the stored keys and the run's sorted records, and its file names. */
+typedef struct load {
+  loader *L;
+  mongoc_client_t *cli;
+  const char *db;
+  dp_bronze_io *io;
+  char cname[256], keyfile[4096], keytmp[4200], changes[4096], changes_part[4200], tmpdir[4200];
+  old_keys old;       /* stage 2's stream */
+  dp_extsort news;    /* stage 1's stream */
+  int have_news;
+  double t_start;
+} load;
+
+/* Opens what a load writes to: the collection (with its index), the raw file, and in the state
+ * folder the change file (.part until the load succeeded). */
+static int load_open(load *S, const dp_entity *ent, const dp_runinfo *run, const char *raw_path,
+                     const char *raw_ref, dp_counts *out, dp_err *e) {
+  dp_bronze_io *io = S->io;
+  dp_bronze_collection_name(ent, S->cname, sizeof S->cname);
+  snprintf(S->tmpdir, sizeof S->tmpdir, "%s", io->dir ? io->dir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"));
+  loader *L = S->L = calloc(1, sizeof *L);
   if (!L) return dp_err_set(e, DP_ENOMEM, "out of memory");
-  L->coll = mongoc_client_get_collection(cli, db, cname);
+  L->cli = S->cli;
+  L->db = S->db;
+  L->nwriters = bronze_writers();
+  L->coll = mongoc_client_get_collection(S->cli, S->db, S->cname);
   L->ent = ent;
   L->run = run;
   L->raw_ref = raw_ref;
   L->out = out;
   L->ins.limit = BATCH;
-  L->rep.limit = RBATCH;
+  L->rep.limit = WBATCH;
   L->rep.replace = 1;
-  L->dels = malloc(RBATCH * sizeof *L->dels);
-  if (!L->dels || dp_row_init(&L->row, ent->ncols)) {
-    rc = dp_err_set(e, DP_ENOMEM, "out of memory");
-    goto cleanup;
-  }
-  L->raw = dp_raw_fopen_read(raw_path, tmpdir); /* .jsonl or .jsonl.gz (rawcompress.h) */
-  if (!L->raw) {
-    rc = dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
-    goto cleanup;
-  }
+  if (dp_row_init(&L->row, ent->ncols)) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  L->raw = dp_raw_fopen_read(raw_path, S->tmpdir); /* .jsonl or .jsonl.gz (rawcompress.h) */
+  if (!L->raw) return dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
   if (io->dir) {
-    rc = dp_mkdirs(io->dir, e);
-    if (rc) goto cleanup;
-    snprintf(keyfile, sizeof keyfile, "%s/keys.idx", io->dir);
-    snprintf(keytmp, sizeof keytmp, "%s.tmp", keyfile);
-    dp_bronze_change_file(io->dir, run->id_str, changes, sizeof changes);
-    snprintf(changes_part, sizeof changes_part, "%s.part", changes);
-    L->changes = fopen(changes_part, "wb");
-    if (!L->changes) {
-      rc = dp_err_set(e, DP_EIO, "bronze: cannot create %s: %s", changes_part, strerror(errno));
-      goto cleanup;
-    }
+    int rc = dp_mkdirs(io->dir, e);
+    if (rc) return rc;
+    snprintf(S->keyfile, sizeof S->keyfile, "%s/keys.idx", io->dir);
+    snprintf(S->keytmp, sizeof S->keytmp, "%s.tmp", S->keyfile);
+    dp_bronze_change_file(io->dir, run->id_str, S->changes, sizeof S->changes);
+    snprintf(S->changes_part, sizeof S->changes_part, "%s.part", S->changes);
+    L->changes = fopen(S->changes_part, "wb");
+    if (!L->changes) return dp_err_set(e, DP_EIO, "bronze: cannot create %s: %s", S->changes_part, strerror(errno));
   }
-  rc = ensure_indexes(L->coll, e);
-  if (rc) goto cleanup;
+  return ensure_indexes(L->coll, e);
+}
 
-  if (ent->npk == 0) {
-    /* no primary key: every record is appended under a new id, in file order */
-    bson_t data;
-    int more;
-    while ((more = next_line(L, &data, e)) >= 1) {
-      if (more == 2) {
-        out->in++;
-        bson_destroy(&data);
-        if ((rc = reject_line(L, cli, db, L->lineno, L->reason, e)) != 0) goto cleanup;
-        continue;
-      }
-      uint8_t key[16], content[16];
-      dp_hash_bytes(L->line, L->linelen, content);
-      dp_uuid_v7(key);
-      out->in++;
-      out->inserted++;
-      dp_progress_add(1, "records");
-      rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), key, e);
+/* Without a primary key: every record is appended under a new id, in file order. */
+static int append_records(load *S, dp_err *e) {
+  loader *L = S->L;
+  bson_t data;
+  int more, rc = 0;
+  while ((more = next_line(L, &data, e)) >= 1) {
+    L->out->in++;
+    if (more == 2) {
       bson_destroy(&data);
-      if (rc) goto cleanup;
+      if ((rc = reject_line(L, S->cli, S->db, L->lineno, L->reason, e)) != 0) return rc;
+      continue;
     }
-    rc = more < 0 ? more : flush(L, &L->ins, e);
-    if (rc == 0) rc = flush_rejects(L, e);
-    goto finish;
+    uint8_t key[16], content[16];
+    dp_hash_bytes(L->line, L->linelen, content);
+    dp_uuid_v7(key);
+    L->out->inserted++;
+    dp_progress_add(1, "records");
+    rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), key, e);
+    bson_destroy(&data);
+    if (rc) return rc;
   }
+  return more < 0 ? more : 0;
+}
 
-  /* 1. the run's records, sorted by key (then valid_from, then line) */
-  rc = dp_extsort_init(&news, sizeof(incoming), cmp_incoming, sort_mem(), tmpdir, e);
-  if (rc) goto cleanup;
-  have_news = 1;
-  {
-    bson_t data;
-    int more;
-    while ((more = next_line(L, &data, e)) >= 1) {
-      out->in++;
-      if (more == 2) {
-        bson_destroy(&data);
-        if ((rc = reject_line(L, cli, db, L->lineno, L->reason, e)) != 0) goto cleanup;
-        continue;
-      }
-      incoming in;
-      memset(&in, 0, sizeof in); /* padding too: records go to disk whole */
-      uint8_t content[16];
-      dp_hash_bytes(L->line, L->linelen, content);
-      memcpy(in.content, content, CHASH);
-      in.line = L->lineno;
-      in.offset = L->linestart;
-      rc = read_record(L, &data, &in, L->lineno, e);
+/* Stage 1: the run's records, sorted by key (then valid_from, then line). */
+static int sort_run(load *S, dp_err *e) {
+  loader *L = S->L;
+  int rc = dp_extsort_init(&S->news, sizeof(incoming), cmp_incoming, sort_mem(), S->tmpdir, e);
+  if (rc) return rc;
+  S->have_news = 1;
+  bson_t data;
+  int more;
+  while ((more = next_line(L, &data, e)) >= 1) {
+    L->out->in++;
+    if (more == 2) {
       bson_destroy(&data);
-      if (rc == DP_ECAST && !ent->fail_on_type_error) { /* no key, no place in bronze */
-        if ((rc = reject_line(L, cli, db, L->lineno, e->msg, e)) != 0) goto cleanup;
-        continue;
-      }
-      if (rc == 0) rc = dp_extsort_add(&news, &in, e);
-      if (rc) goto cleanup;
-      dp_progress_add(1, "records read");
+      if ((rc = reject_line(L, S->cli, S->db, L->lineno, L->reason, e)) != 0) return rc;
+      continue;
     }
-    if (more < 0) {
-      rc = more;
-      goto cleanup;
+    incoming in;
+    memset(&in, 0, sizeof in); /* padding too: records go to disk whole */
+    uint8_t content[16];
+    dp_hash_bytes(L->line, L->linelen, content);
+    memcpy(in.content, content, CHASH);
+    in.line = L->lineno;
+    in.offset = L->linestart;
+    rc = read_record(L, &data, &in, L->lineno, e);
+    bson_destroy(&data);
+    if (rc == DP_ECAST && !L->ent->fail_on_type_error) { /* no key, no place in bronze */
+      if ((rc = reject_line(L, S->cli, S->db, L->lineno, e->msg, e)) != 0) return rc;
+      continue;
     }
-    rc = dp_extsort_finish(&news, e);
-    if (rc) goto cleanup;
+    if (rc == 0) rc = dp_extsort_add(&S->news, &in, e);
+    if (rc) return rc;
+    dp_progress_add(1, "records read");
   }
+  return more < 0 ? more : dp_extsort_finish(&S->news, e);
+}
 
-  /* 2. the stored keys, in key order */
-  if (keyfile[0]) collection_uuid(cli, db, cname, L->coll_uuid);
-  rc = keyfile[0] ? open_key_file(L, &old, keyfile, io->trusted_run, e) : 0;
-  if (rc < 0) goto cleanup;
+/* Stage 2: the stored keys, in key order, from the key file or the collection; and the new key
+ * file begun. */
+static int open_stored_keys(load *S, dp_err *e) {
+  loader *L = S->L;
+  dp_bronze_io *io = S->io;
+  if (S->keyfile[0]) collection_uuid(S->cli, S->db, S->cname, L->coll_uuid);
+  int rc = S->keyfile[0] ? open_key_file(L, &S->old, S->keyfile, io->trusted_run, e) : 0;
+  if (rc < 0) return rc;
   io->used_key_file = rc == 1;
-  if (!io->used_key_file) rc = read_collection_keys(L, &old, tmpdir, e);
-  if (rc < 0) goto cleanup;
-  rc = 0;
-  dp_log(DP_LOG_DEBUG, "bronze %s: stored keys from %s", cname, io->used_key_file ? "the key file" : "the collection");
-  if (keyfile[0] && L->coll_uuid[0] && (rc = key_file_begin(L, keytmp, e)) != 0) goto cleanup;
+  if (!io->used_key_file && (rc = read_collection_keys(L, &S->old, S->tmpdir, e)) < 0) return rc;
+  dp_log(DP_LOG_DEBUG, "bronze %s: stored keys from %s", S->cname, io->used_key_file ? "the key file" : "the collection");
+  return S->keyfile[0] && L->coll_uuid[0] ? key_file_begin(L, S->keytmp, e) : 0;
+}
 
-  /* 3. both in step */
-  {
-    stored o;
-    incoming n, peek;
-    int ho = old_next(&old, &o, e), hp = dp_extsort_next(&news, &peek, e), hn = 0;
-    if (ho < 0 || hp < 0) { rc = ho < 0 ? ho : hp; goto cleanup; }
-    for (;;) {
-      if (!hn && hp == 1) { /* the next key of the run: its last record wins */
+/* Stage 3: both streams in step. Of the records of one key the last (in sort order) wins; a new
+ * key is inserted, a changed or returning one replaced, an unchanged one left alone, and on a
+ * full load a stored key the run lacks is marked deleted. */
+static int merge_streams(load *S, dp_err *e) {
+  loader *L = S->L;
+  const dp_entity *ent = L->ent;
+  dp_counts *out = L->out;
+  stored o;
+  incoming n, peek;
+  int rc = 0, ho = old_next(&S->old, &o, e), hp = dp_extsort_next(&S->news, &peek, e), hn = 0;
+  if (ho < 0 || hp < 0) return ho < 0 ? ho : hp;
+  for (;;) {
+    if (!hn && hp == 1) { /* the next key of the run: its last record wins */
+      n = peek;
+      while ((hp = dp_extsort_next(&S->news, &peek, e)) == 1 && memcmp(peek.key, n.key, 16) == 0) {
         n = peek;
-        while ((hp = dp_extsort_next(&news, &peek, e)) == 1 && memcmp(peek.key, n.key, 16) == 0) {
-          n = peek;
-          io->duplicates++;
-        }
-        if (hp < 0) { rc = hp; break; }
-        hn = 1;
+        S->io->duplicates++;
       }
-      if (!ho && !hn) break;
-      dp_progress_add(1, "keys compared");
-      int c = !ho ? 1 : !hn ? -1 : memcmp(o.key, n.key, 16);
-      if (c < 0) { /* stored, not in the run: deleted by a full load */
-        if (ent->full_load && !o.deleted) {
-          memcpy(L->dels[L->ndels++], o.key, 16);
-          out->deleted++;
-          o.deleted = 1;
-          if (L->ndels == RBATCH && (rc = flush_deletions(L, e)) != 0) break;
-        }
-        key_file_put(L, o.key, o.content, o.deleted);
-        if ((ho = old_next(&old, &o, e)) < 0) { rc = ho; break; }
-        continue;
-      }
-      if (c == 0 && !o.deleted && memcmp(o.content, n.content, CHASH) == 0) {
-        out->unchanged++;
-        key_file_put(L, o.key, o.content, 0);
-      } else { /* new (c > 0), or changed or back from deleted (c == 0) */
-        bson_t *doc = NULL;
-        if ((rc = doc_at(L, n.key, n.content, n.offset, n.line, &doc, e)) != 0) break;
-        if (c == 0) out->updated++;
-        else out->inserted++;
-        key_file_put(L, n.key, n.content, 0);
-        if ((rc = queue(L, c == 0 ? &L->rep : &L->ins, doc, n.key, e)) != 0) break;
-      }
-      if (c == 0 && (ho = old_next(&old, &o, e)) < 0) { rc = ho; break; }
-      hn = 0;
+      if (hp < 0) return hp;
+      hn = 1;
     }
+    if (!ho && !hn) break;
+    dp_progress_add(1, "keys compared");
+    int c = !ho ? 1 : !hn ? -1 : memcmp(o.key, n.key, 16);
+    if (c < 0) { /* stored, not in the run: deleted by a full load */
+      if (ent->full_load && !o.deleted) {
+        memcpy(L->dels[L->ndels++], o.key, 16);
+        out->deleted++;
+        o.deleted = 1;
+        if (L->ndels == WBATCH && (rc = flush_deletions(L, e)) != 0) return rc;
+      }
+      key_file_put(L, o.key, o.content, o.deleted);
+      if ((ho = old_next(&S->old, &o, e)) < 0) return ho;
+      continue;
+    }
+    if (c == 0 && !o.deleted && memcmp(o.content, n.content, CHASH) == 0) {
+      out->unchanged++;
+      key_file_put(L, o.key, o.content, 0);
+    } else { /* new (c > 0), or changed or back from deleted (c == 0) */
+      bson_t *doc = NULL;
+      if ((rc = doc_at(L, n.key, n.content, n.offset, n.line, &doc, e)) != 0) return rc;
+      if (c == 0) out->updated++;
+      else out->inserted++;
+      key_file_put(L, n.key, n.content, 0);
+      if ((rc = queue(L, c == 0 ? &L->rep : &L->ins, doc, n.key, e)) != 0) return rc;
+    }
+    if (c == 0 && (ho = old_next(&S->old, &o, e)) < 0) return ho;
+    hn = 0;
   }
-  if (rc) goto cleanup;
-  rc = flush(L, &L->ins, e);
+  if (S->io->duplicates)
+    dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the %s of each key was kept", S->cname,
+           (long long)S->io->duplicates,
+           ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
+  return 0;
+}
+
+/* What is still queued: inserts, replacements, deletion marks, rejects. */
+static int flush_all(load *S, dp_err *e) {
+  loader *L = S->L;
+  int rc = flush(L, &L->ins, e);
+  if (rc == 0) rc = drain_writers(L, e);
   if (rc == 0) rc = flush(L, &L->rep, e);
   if (rc == 0) rc = flush_deletions(L, e);
   if (rc == 0) rc = flush_rejects(L, e);
-  if (rc == 0 && io->duplicates)
-    dp_log(DP_LOG_WARN, "bronze %s: %lld records repeated a key of this run; the %s of each key was kept", cname,
-           (long long)io->duplicates, ent->valid_from_col >= 0 ? "latest by valid_from (then the last line)" : "last one");
+  return rc;
+}
 
-finish:
-  /* nothing lost: every record of the raw file was stored, found unchanged, repeated a key, or
-   * rejected with its reason */
-  if (rc == 0 && out->in != out->inserted + out->updated + out->unchanged + out->rejected + io->duplicates)
-    rc = dp_err_set(e, DP_EIO, "bronze %s: %lld records read but %lld accounted for (a bug: please report it)", cname,
-                    (long long)out->in,
-                    (long long)(out->inserted + out->updated + out->unchanged + out->rejected + io->duplicates));
-  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes in %.3f s", cname, L->write_s, dp_monotonic() - t_start);
-  if (rc == 0) rc = make_durable(L, cli, db, cname, e);
-  /* then the key file, then the change file: each gets its final name only when all before it
-   * worked (and the audit, written after this, is what makes either trusted) */
-  if (rc == 0 && L->keys_out) rc = key_file_end(L, keytmp, keyfile, e);
-  else if (rc == 0 && keyfile[0] && ent->npk > 0) unlink(keyfile); /* no uuid to tell the collection by */
-  if (rc == 0 && L->changes) {
-    /* the change file, complete: silver's input */
+/* Nothing lost: every record of the raw file was stored, found unchanged, repeated a key, or
+ * rejected with its reason. */
+static int check_accounts(load *S, dp_err *e) {
+  const dp_counts *out = S->L->out;
+  long long kept = out->inserted + out->updated + out->unchanged + out->rejected + S->io->duplicates;
+  dp_log(DP_LOG_DEBUG, "bronze %s: %.3f s of MongoDB writes (added up over its connections) in %.3f s", S->cname, S->L->write_s,
+         dp_monotonic() - S->t_start);
+  if (out->in != kept)
+    return dp_err_set(e, DP_EIO, "bronze %s: %lld records read but %lld accounted for (a bug: please report it)",
+                      S->cname, (long long)out->in, kept);
+  return 0;
+}
+
+/* The writes made durable, then the key file, then the change file: each gets its final name
+ * only when all before it worked (and the audit, written after this, is what makes either
+ * trusted). */
+static int commit_files(load *S, dp_err *e) {
+  loader *L = S->L;
+  int rc = make_durable(L, S->cli, S->db, S->cname, e);
+  if (rc == 0 && L->keys_out) rc = key_file_end(L, S->keytmp, S->keyfile, e);
+  else if (rc == 0 && S->keyfile[0] && L->ent->npk > 0) unlink(S->keyfile); /* no uuid to tell the collection by */
+  if (rc == 0 && L->changes) { /* the change file, complete: silver's input */
     FILE *c = L->changes;
     L->changes = NULL;
     int bad = fflush(c) | fsync(fileno(c));
     bad |= fclose(c);
-    if (bad || rename(changes_part, changes) != 0) {
-      rc = dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", changes, strerror(errno));
-      unlink(changes_part);
+    if (bad || rename(S->changes_part, S->changes) != 0) {
+      rc = dp_err_set(e, DP_EIO, "bronze: cannot write %s: %s", S->changes, strerror(errno));
+      unlink(S->changes_part);
     }
   }
-  if (rc == 0 && io->dir) rc = dp_fsync_dir_of(changes[0] ? changes : keyfile, e);
-cleanup:
-  if (rc != 0 && L->rej_coll && (L->rej_cleared || L->nrej)) {
-    /* a failed load leaves no rejects either: the next load rejects those lines again (best effort:
-     * a rejected line counted twice is a smaller harm than the error this would hide) */
-    bson_t sel = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
-    mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, NULL);
-    bson_destroy(&sel);
+  if (rc == 0 && S->io->dir) rc = dp_fsync_dir_of(S->changes[0] ? S->changes : S->keyfile, e);
+  return rc;
+}
+
+/* Frees the load; a failed one (rc != 0) leaves no rejects, no change file and no key file. */
+static void load_close(load *S, int rc) {
+  loader *L = S->L;
+  if (L) {
+    if (L->writers) { /* a failed load: what the writers still have is waited for and freed */
+      dp_err ignored;
+      drain_writers(L, &ignored);
+      dp_bronze_writers_stop(L->writers);
+    }
+    if (rc != 0 && L->rej_coll && (L->rej_cleared || L->nrej)) {
+      /* the next load rejects those lines again (best effort: a rejected line counted twice is a
+       * smaller harm than the error this would hide) */
+      bson_t sel = BSON_INITIALIZER;
+      BSON_APPEND_UTF8(&sel, "_dp.run_id", L->run->id_str);
+      mongoc_collection_delete_many(L->rej_coll, &sel, NULL, NULL, NULL);
+      bson_destroy(&sel);
+    }
+    if (L->changes) { /* silver reads the collection instead */
+      fclose(L->changes);
+      unlink(S->changes_part);
+    }
+    if (L->keys_out) {
+      fclose(L->keys_out);
+      unlink(S->keytmp);
+    }
+    for (size_t i = 0; i < L->ins.n; i++) bson_destroy(L->ins.docs[i]);
+    for (size_t i = 0; i < L->rep.n; i++) bson_destroy(L->rep.docs[i]);
+    for (size_t i = 0; i < L->nrej; i++) bson_destroy(L->rej[i]);
+    if (L->rej_coll) mongoc_collection_destroy(L->rej_coll);
+    if (L->raw) fclose(L->raw);
+    free(L->line);
+    dp_row_free(&L->row);
+    if (L->coll) mongoc_collection_destroy(L->coll);
+    free(L);
   }
-  if (L->changes) { /* a failed load leaves no change file: silver reads the collection */
-    fclose(L->changes);
-    unlink(changes_part);
-  }
-  if (L->keys_out) {
-    fclose(L->keys_out);
-    unlink(keytmp);
-  }
-  for (size_t i = 0; i < L->ins.n; i++) bson_destroy(L->ins.docs[i]);
-  for (size_t i = 0; i < L->rep.n; i++) bson_destroy(L->rep.docs[i]);
-  for (size_t i = 0; i < L->nrej; i++) bson_destroy(L->rej[i]);
-  if (L->rej_coll) mongoc_collection_destroy(L->rej_coll);
-  old_close(&old);
-  if (have_news) dp_extsort_free(&news);
-  if (L->raw) fclose(L->raw);
-  free(L->line);
-  free(L->dels);
-  dp_row_free(&L->row);
-  mongoc_collection_destroy(L->coll);
-  free(L);
+  old_close(&S->old);
+  if (S->have_news) dp_extsort_free(&S->news);
+  free(S);
+}
+
+int dp_bronze_load(mongoc_client_t *cli, const char *db, const dp_entity *ent, const dp_runinfo *run,
+                   const char *raw_path, const char *raw_ref, dp_bronze_io *io, dp_counts *out, dp_err *e) {
+  memset(out, 0, sizeof *out);
+  io->duplicates = 0;
+  io->used_key_file = 0;
+  load *S = calloc(1, sizeof *S);
+  if (!S) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  S->cli = cli;
+  S->db = db;
+  S->io = io;
+  S->t_start = dp_monotonic();
+  int rc = load_open(S, ent, run, raw_path, raw_ref, out, e);
+  if (rc == 0 && ent->npk == 0) rc = append_records(S, e);
+  if (rc == 0 && ent->npk > 0) rc = sort_run(S, e);         /* 1. the run's records, by key */
+  if (rc == 0 && ent->npk > 0) rc = open_stored_keys(S, e); /* 2. the stored keys, by key */
+  if (rc == 0 && ent->npk > 0) rc = merge_streams(S, e);    /* 3. both in step */
+  if (rc == 0) rc = flush_all(S, e);
+  if (rc == 0) rc = check_accounts(S, e);
+  if (rc == 0) rc = commit_files(S, e);                     /* 4. durable, then the files */
+  load_close(S, rc);
   return rc;
 }

@@ -36,11 +36,23 @@ void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_
 void dp_bronze_rejects_collection_name(const dp_entity *ent, char *buf, size_t cap);
 
 /* The bronze _id of a key hash: every reader and writer of bronze documents goes through these two,
- * so the _id's form is decided here alone. dp_bronze_append_id appends field = the id of key;
- * dp_bronze_iter_id reads one (it points at the field) into key and returns 1, or 0 when the value
- * is not a bronze id. */
+ * so the _id's form is decided here alone. The form is the key hash as text, 32 lowercase hex
+ * digits: FerretDB pushes an equality on a string _id down to PostgreSQL (on a binary one it reads
+ * the whole collection), and a real MongoDB serves either from its _id index (docs/storage.md).
+ * dp_bronze_append_id appends field = the id of key; dp_bronze_iter_id reads one (it points at
+ * the field) into key and returns DP_BRONZE_ID_TEXT, or DP_BRONZE_ID_BINARY for the binary UUID
+ * of bronze collections written before (read, never written: `dp-engine migrate --bronze-ids`
+ * converts them), or 0 when the value is not a bronze id. */
+#define DP_BRONZE_ID_LEN 32
+enum { DP_BRONZE_ID_TEXT = 1, DP_BRONZE_ID_BINARY = 2 };
 void dp_bronze_append_id(bson_t *doc, const char *field, const uint8_t key[16]);
 int dp_bronze_iter_id(const bson_iter_t *it, uint8_t key[16]);
+
+/* A server's error message without its internals (FerretDB's Go call sites, PostgreSQL's
+ * SQLSTATE), written into out (cap bytes); returns out. DP_BRONZE_SERVER_MSG(be) uses a
+ * temporary buffer. */
+const char *dp_bronze_server_msg(const bson_error_t *be, char *out, size_t cap);
+#define DP_BRONZE_SERVER_MSG(be) dp_bronze_server_msg(&(be), (char[sizeof (be).message]){0}, sizeof (be).message)
 
 /* Appends the collection name "<system>__<entity>" to buf (max 255 bytes). */
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap);

@@ -25,6 +25,8 @@ struct lua_State;
   X("DP_LOG_FORMAT", "text", "text | json")                                                              \
   X("DP_PROGRESS_SECONDS", "(30; 0.5 on a terminal)", "seconds between progress lines")                \
   X("DP_SORT_MEM", "16777216", "bytes bronze sorts in memory before it uses sorted runs on disk")        \
+  X("DP_BRONZE_WRITERS", "2", "connections bronze inserts new documents on (1 to 8)")                   \
+  X("DP_FERRETDB_PG_URL", NULL, "libpq URI of FerretDB's PostgreSQL database (doctor checks its tuning)") \
   X("DP_GOLD_STATEMENT_TIMEOUT", "300", "seconds a gold script's query may run (0: no limit)")           \
   X("DP_SCRIPT_TIMEOUT", "300", "CPU seconds of one script call")                                        \
   X("DP_SCRIPT_LOAD_TIMEOUT", "10", "CPU seconds of loading one script")                                 \

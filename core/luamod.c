@@ -1,6 +1,7 @@
 /* luamod.c - the dp.core Lua module: the C core as seen from Lua (engine library and specs).
  * Misuse raises (luaL_error); runtime failures return nil, err. Userdata metatables are
  * registered once, with __gc. */
+#include "bronze_tuning.h"
 #include "cast.h"
 #include "config.h"
 #include "version.h"
@@ -546,6 +547,16 @@ static int l_mongo_insert_bson(lua_State *L) {
   return 1;
 }
 
+/* client:bronze_tuning([pg_url]) -> "ok" | "warn" | "error", message (dp_bronze_tuning_check) */
+static int l_mongo_bronze_tuning(lua_State *L) {
+  lmongo *m = check_mongo(L);
+  char msg[1024];
+  int st = dp_bronze_tuning_check(m->c, luaL_optstring(L, 2, NULL), msg, sizeof msg);
+  lua_pushstring(L, st == DP_TUNING_OK ? "ok" : st == DP_TUNING_WARN ? "warn" : "error");
+  lua_pushstring(L, msg);
+  return 2;
+}
+
 static int l_mongo_close(lua_State *L) {
   lmongo *m = luaL_checkudata(L, 1, MONGO_MT);
   if (m->c) mongoc_client_destroy(m->c);
@@ -586,6 +597,7 @@ int luaopen_dp_core(lua_State *L) {
   static const luaL_Reg mongo_methods[] = {{"find", l_mongo_find}, {"command", l_mongo_command},
                                            {"export_bson", l_mongo_export_bson},
                                            {"insert_bson", l_mongo_insert_bson},
+                                           {"bronze_tuning", l_mongo_bronze_tuning},
                                            {"close", l_mongo_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"sha256", l_sha256},

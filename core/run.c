@@ -457,7 +457,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   if (!counts || !statuses) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
 
   /* connections, lock, audit */
-  rc = dp_engine_open_pg(eng, e);
+  rc = dp_engine_open_migrated(eng, e);
   if (rc == 0 && (o->layers & (DP_LAYER_BRONZE | DP_LAYER_SILVER))) rc = dp_engine_open_mongo(eng, e);
   if (rc) goto cleanup;
   rc = dp_audit_lock_system(eng->audit, system, e);
@@ -480,11 +480,13 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
                              meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;
   started = 1;
+  if (o->run_id_out) snprintf(o->run_id_out, 37, "%s", run.id_str); /* the audit has the run from here on */
   if (pf || pf_report[0])
     rc = dp_audit_set_prefect(eng->audit, &run, dp_prefect_flow_run_id(pf), pf_report[0] ? pf_report : NULL, e);
   if (rc) goto cleanup;
   for (int k = 0; k < ncrashed_runs; k++) dp_prefect_crashed(pf, crashed_runs[k]);
-  dp_log(DP_LOG_INFO, "run %s of %s started (%zu entities)", run.id_str, system, nent);
+  dp_log_scope_run(run.id_str, system);
+  dp_log_event(DP_LOG_INFO, "run_started", NULL, "run %s of %s started (%zu entities)", run.id_str, system, nent);
 
   static const char *layer_names[] = {"raw", "bronze", "silver"};
   for (int l = 0; l < 3; l++) {
@@ -512,6 +514,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       int lrc;
       dp_buf_puts(&details, "{}");
       dp_progress_begin(layer_names[l], system, s->ent.name);
+      dp_log_scope_step(layer_names[l], s->ent.name);
       if (l == 0) {
         lrc = raw_step(eng, &run, o, meta_idx, s, n, &details, &le);
       } else if (l == 1) {
@@ -535,12 +538,12 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
         set_error(s, le.msg);
         failed++;
         statuses[i][l] = "failed";
-        dp_log(DP_LOG_ERROR, "%s %s.%s failed: %s", layer_names[l], system, s->ent.name, le.msg);
+        dp_log_event(DP_LOG_ERROR, "layer_failed", n, "%s %s.%s failed: %s", layer_names[l], system, s->ent.name, le.msg);
       } else {
         ok++;
         statuses[i][l] = "succeeded";
         if (l == 2) commit_hook(L, "after_commit", system, s->ent.name);
-        dp_log(DP_LOG_INFO,
+        dp_log_event(DP_LOG_INFO, "layer_succeeded", n,
                "%s %s.%s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64
                " deleted, %" PRId64 " unchanged, %" PRId64 " rejected in %.2f s (%.0f records/s)",
                layer_names[l], system, s->ent.name, n->in, n->inserted, n->updated, n->deleted,
@@ -550,6 +553,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       rc = dp_audit_entity_end(eng->audit, &run, s->ent.name, layer_names[l], statuses[i][l], n,
                                lrc ? le.msg : NULL, details.data, e);
       dp_buf_reset(&details);
+      dp_log_scope_step(NULL, NULL);
       if (rc) goto cleanup;
     }
     rc = dp_audit_layer_end(eng->audit, &run, layer_names[l], layer_status(ok, failed), ok, failed,
@@ -567,7 +571,8 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
     started = 0;
     if (rc) goto cleanup;
     prefect_end(eng, &pf, &run, status, failed ? err : NULL, pf_note, pf_report, sizeof pf_report);
-    print_summary(&run, system, status, st, nent, counts, statuses);
+    dp_log_event(DP_LOG_INFO, "run_finished", NULL, "run %s of %s %s", run.id_str, system, status);
+    if (!o->quiet) print_summary(&run, system, status, st, nent, counts, statuses);
     if (failed) {
       *run_failed = 1;
       rc = dp_err_set(e, DP_EIO, "run %s of %s %s: %s", run.id_str, system, status, err);
@@ -575,6 +580,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   }
 
 cleanup:
+  dp_log_scope_run(NULL, NULL);
   if (started) {
     /* An infrastructure error (audit or connection) ended the run early. */
     dp_err tmp;

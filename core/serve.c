@@ -479,7 +479,8 @@ static void run_job(dp_engine *eng, job *j) {
   j->started = dp_monotonic();
   if (j->is_gold) {
     const char *models[1] = {j->target};
-    dp_gold_opts go = {j->trigger, j->detail, j->run_id, 1, j->flow_run_id[0] ? j->flow_run_id : NULL};
+    dp_gold_opts go = {.trigger = j->trigger, .trigger_detail = j->detail, .run_id = j->run_id, .only_named = 1,
+                       .prefect_flow_run_id = j->flow_run_id[0] ? j->flow_run_id : NULL};
     j->rc = dp_gold_run(eng, models, 1, NULL, &go, &j->failed, &e);
   } else {
     dp_run_opts o;

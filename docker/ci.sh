@@ -524,6 +524,12 @@ run_stack() {
   check "audit.system_run says succeeded for the run (got $got)" test "$got" = succeeded
   got=$("${psql[@]}" "SELECT count(*) FROM silver.\"bank__transactions\" WHERE _dp_run_id <> '$run_id'" 2>&1 || true)
   check "every silver row points back to the run" test "$got" = 0
+  # FerretDB's database tuned for bronze (docker/ferretdb-tuning.sql): the run's collections got
+  # the _id index from the event trigger
+  got=$(podman exec "$PROJECT-postgres-1" psql -h /run/postgresql -U dp -d ferretdb -XAtq -c \
+          "SELECT current_setting('plan_cache_mode') || ' ' || count(*) FROM pg_indexes WHERE indexname LIKE '%\\_dp\\_id\\_gin' AND tablename LIKE 'bank\\_\\_%'" 2>&1 || true)
+  check "FerretDB's database is tuned for bronze (plan_cache_mode and _id indexes of bank: $got)" \
+    grep -Eq '^force_custom_plan [1-9]' <<<"$got"
 
   # hot reload through the bind mounts: an edit on the host reaches serve without a restart
   local gf

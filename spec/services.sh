@@ -351,6 +351,17 @@ pg_psql() {
   "$(pg_bin)/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U dp -d postgres "$@"
 }
 
+# FerretDB's database tuned for bronze (docker/ferretdb-tuning.sql: plan_cache_mode and the event
+# trigger that indexes every collection's _id for FerretDB's filters): once, before FerretDB
+# starts, so its connections have the setting. Idempotent; skipped when already there.
+pg_tune_ferretdb() {
+  local have
+  have=$(pg_psql -d ferretdb -tAc "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'dp_ferretdb_id_gin'")
+  [[ $have == 1 ]] && return 0
+  log "tuning FerretDB's database for bronze (docker/ferretdb-tuning.sql)"
+  pg_psql -d ferretdb -q -f "$ROOT/docker/ferretdb-tuning.sql" >&2 || die "could not apply docker/ferretdb-tuning.sql"
+}
+
 pg_stop() {
   [[ -f $PGDATA/PG_VERSION ]] || return 0
   if pg_running; then
@@ -488,6 +499,7 @@ cmd_start() {
   cmd_install
   lock_services
   pg_start
+  pg_tune_ferretdb
   ferretdb_start
   log "services run; stop them with: spec/services.sh stop"
   cmd_env

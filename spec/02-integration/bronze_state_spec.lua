@@ -225,6 +225,41 @@ describe("bronze state", function()
     end)
   end)
 
+  describe("inserts on several connections (DP_BRONZE_WRITERS)", function()
+    local f = fixture("bronze_state_writers", SHOP)
+
+    it("keeps every record, in bronze, in the change file and in silver, whatever the number of writers", function()
+      local env, pg = f.env, f.pg
+      local n = 4321 -- four full batches and a partial one
+      local lines = {}
+      for i = 1, n do lines[i] = string.format('{"order_id": %d, "total": "%d.00", "status": "paid"}', i, i) end
+      H.write_export(env.DP_DATA_DIR .. "/inbox/shop/orders-1.jsonl", table.concat(lines, "\n") .. "\n")
+      local three = H.with(env, { DP_BRONZE_WRITERS = "3", DP_LOG_LEVEL = "debug" })
+      local rc, _, err = H.engine(three, "run", "shop", "--entity", "orders")
+      assert.are.equal(0, rc, err)
+      local m = H.mongo()
+      local docs = assert(m:find(env.DP_BRONZE_DB, "shop__orders", "{}", '{"projection": {"_id": 1}}'))
+      m:close()
+      assert.are.equal(n, #docs)
+      local seen = {}
+      for _, d in ipairs(docs) do seen[d] = true end
+      local distinct = 0
+      for _ in pairs(seen) do distinct = distinct + 1 end
+      assert.are.equal(n, distinct)
+      -- the change file holds each document once: silver read it, not the collection
+      assert.matches("silver shop.orders: input from change files", err, 1, true)
+      assert.are.equal(tostring(n), assert(pg:query("SELECT count(*) AS n FROM silver.shop__orders"))[1].n)
+      assert.are.equal(tostring(n * (n + 1) / 2), assert(pg:query("SELECT sum(order_id)::text AS s FROM silver.shop__orders"))[1].s)
+      -- one writer: the same
+      lines[7] = '{"order_id": 7, "total": "70.00", "status": "paid"}'
+      H.write_export(env.DP_DATA_DIR .. "/inbox/shop/orders-1.jsonl", table.concat(lines, "\n") .. "\n")
+      rc, _, err = H.engine(H.with(env, { DP_BRONZE_WRITERS = "1" }), "run", "shop", "--entity", "orders")
+      assert.are.equal(0, rc, err)
+      assert.are.equal("1", assert(pg:query([[SELECT records_updated FROM audit.entity_layer_run
+        WHERE layer = 'bronze' AND entity = 'orders' ORDER BY started_at DESC LIMIT 1]]))[1].records_updated)
+    end)
+  end)
+
   describe("a key file of many keys", function()
     local f = fixture("bronze_state_sort", SHOP)
     local env, pg

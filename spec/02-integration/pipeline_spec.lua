@@ -132,7 +132,11 @@ describe("demo bank system through raw, bronze and silver", function()
       assert.is_false(d._dp.deleted)
       assert.matches("^raw/bank/transactions/%d%d%d%d/%d%d/%d%d/" .. run1.run_id:gsub("%-", "%%-") .. "%.jsonl$", d._dp.raw.file)
       assert.are.equal(i, d._dp.raw.line)
-      assert.are.equal("04", d._id["$binary"].subType)
+      -- the _id is the key hash as text: 32 lowercase hex digits (docs/storage.md)
+      assert.are.equal("string", type(d._id))
+      assert.matches("^%x+$", d._id)
+      assert.are.equal(32, #d._id)
+      assert.are.equal(d._id, d._id:lower())
     end
     -- the record is kept as the source sent it: a decimal string stays a string, a number a number
     assert.are.equal("-1250.00", docs[1].data.amount)

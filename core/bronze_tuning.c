@@ -1,0 +1,99 @@
+/* bronze_tuning.c - the FerretDB tuning bronze needs, checked (docker/ferretdb-tuning.sql).
+ * The tuning lives in FerretDB's PostgreSQL database, which the MongoDB wire protocol does not
+ * show: FerretDB reports neither its settings nor indexes it did not make. So the check asks
+ * that database itself, through DP_FERRETDB_PG_URL. */
+#include "bronze_tuning.h"
+#include "bronze.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <string.h>
+
+#define FIX "apply docker/ferretdb-tuning.sql to FerretDB's PostgreSQL database (docs/deployment.md#bronze-on-ferretdb)"
+
+/* The FerretDB version in buildInfo's "ferretdbVersion" (or any "ferretdb…" field), else "". */
+static int ferretdb_version(mongoc_client_t *cli, char *ver, size_t cap, char *msg, size_t mcap) {
+  bson_t cmd = BSON_INITIALIZER, reply;
+  bson_error_t be;
+  BSON_APPEND_INT32(&cmd, "buildInfo", 1);
+  bool ok = mongoc_client_command_simple(cli, "admin", &cmd, NULL, &reply, &be);
+  bson_destroy(&cmd);
+  ver[0] = '\0';
+  if (!ok) {
+    snprintf(msg, mcap, "cannot ask the bronze server for its build: %s", DP_BRONZE_SERVER_MSG(be));
+    bson_destroy(&reply);
+    return -1;
+  }
+  bson_iter_t it;
+  if (bson_iter_init(&it, &reply))
+    while (bson_iter_next(&it))
+      if (strncmp(bson_iter_key(&it), "ferretdb", 8) == 0) {
+        snprintf(ver, cap, "%s", BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, NULL) : "(unknown version)");
+        if (strcmp(bson_iter_key(&it), "ferretdbVersion") == 0) break;
+      }
+  bson_destroy(&reply);
+  return 0;
+}
+
+static const char *one_value(PGconn *c, const char *sql, char *buf, size_t cap) {
+  PGresult *r = PQexec(c, sql);
+  const char *v = NULL;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    snprintf(buf, cap, "%s", PQgetvalue(r, 0, 0));
+    v = buf;
+  }
+  PQclear(r);
+  return v;
+}
+
+int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, size_t cap) {
+  char ver[64];
+  if (ferretdb_version(cli, ver, sizeof ver, msg, cap) != 0) return DP_TUNING_ERROR;
+  if (!ver[0]) {
+    snprintf(msg, cap, "bronze is MongoDB: its _id index serves bronze's writes, nothing to tune");
+    return DP_TUNING_OK;
+  }
+  if (!pg_url || !*pg_url) {
+    snprintf(msg, cap,
+             "bronze is FerretDB %s: its tuning is not checked; set DP_FERRETDB_PG_URL to its PostgreSQL database "
+             "so that doctor can, and " FIX,
+             ver);
+    return DP_TUNING_WARN;
+  }
+  PGconn *c = PQconnectdb(pg_url);
+  if (PQstatus(c) != CONNECTION_OK) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", PQerrorMessage(c));
+    why[strcspn(why, "\n")] = '\0';
+    PQfinish(c);
+    snprintf(msg, cap, "bronze is FerretDB %s: cannot connect to DP_FERRETDB_PG_URL: %s", ver, why);
+    return DP_TUNING_ERROR;
+  }
+  char mode[64] = "", trig[8] = "", tables[24] = "";
+  /* a new session has the database's setting */
+  if (!one_value(c, "SHOW plan_cache_mode", mode, sizeof mode)) snprintf(mode, sizeof mode, "(unknown)");
+  one_value(c, "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'dp_ferretdb_id_gin' AND evtenabled <> 'D'",
+            trig, sizeof trig);
+  /* collection tables without the index (made before the trigger, or while it was off) */
+  one_value(c,
+            "SELECT count(*) FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = '_jsonb' AND NOT a.attisdropped "
+            "WHERE t.relkind = 'r' AND n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg\\_%' AND t.relname <> '_ferretdb_database_metadata' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
+            "WHERE i.indrelid = t.oid AND x.relname LIKE '%\\_dp\\_id\\_gin')",
+            tables, sizeof tables);
+  PQfinish(c);
+  int mode_ok = strcmp(mode, "force_custom_plan") == 0, trig_ok = strcmp(trig, "1") == 0,
+      tables_ok = strcmp(tables, "0") == 0;
+  if (mode_ok && trig_ok && tables_ok) {
+    snprintf(msg, cap, "bronze is FerretDB %s: tuned (plan_cache_mode force_custom_plan, the _id index on every collection)",
+             ver);
+    return DP_TUNING_OK;
+  }
+  snprintf(msg, cap, "bronze is FerretDB %s without the tuning bronze needs (%s%s%s%s%s%s%s): each write by _id scans its whole collection table; " FIX,
+           ver, mode_ok ? "" : "plan_cache_mode is ", mode_ok ? "" : mode,
+           !mode_ok && (!trig_ok || !tables_ok) ? ", " : "", trig_ok ? "" : "no event trigger dp_ferretdb_id_gin",
+           !trig_ok && !tables_ok ? ", " : "", tables_ok ? "" : tables, tables_ok ? "" : " collection tables without the _id index");
+  return DP_TUNING_WARN;
+}

@@ -1,0 +1,60 @@
+-- FerretDB tuned for bronze (docker/ferretdb-tuning.sql, applied by spec/services.sh): a new
+-- collection gets the GIN index on its _id by the event trigger, FerretDB's lookup by a text _id
+-- uses it, and dp_bronze_tuning_check (doctor's check) tells a tuned database from an untuned one.
+local H = require "helpers"
+
+-- the URI of another database of the services' PostgreSQL
+local function pg_url(db)
+  return (os.getenv("DP_POSTGRES_URL"):gsub("/[^/?]*$", "/" .. db))
+end
+
+describe("FerretDB tuned for bronze", function()
+  local tag = os.getenv("DP_SPEC_TAG")
+  local db = "bronze_spec_" .. ((tag and tag ~= "") and (tag .. "_") or "") .. "tuning"
+  local m
+
+  setup(function()
+    m = H.mongo()
+    assert(m:command(db, '{"dropDatabase": 1}'))
+  end)
+
+  teardown(function()
+    if m then
+      m:command(db, '{"dropDatabase": 1}')
+      m:close()
+    end
+  end)
+
+  it("indexes a new collection's _id, and a lookup by a text _id uses the index", function()
+    local docs = {}
+    for i = 1, 2000 do docs[i] = string.format('{"_id": "%032x", "v": %d}', i, i) end
+    assert(m:command(db, '{"insert": "c", "documents": [' .. table.concat(docs, ",") .. ']}'))
+    local pg = assert(H.core.pg_connect(pg_url("ferretdb")))
+    local idx = assert(pg:query("SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname LIKE '%\\_dp\\_id\\_gin'", db))
+    pg:close()
+    assert.are.equal(1, #idx)
+    assert.matches("USING gin (((_jsonb -> '_id'::text)) jsonb_path_ops)", idx[1].indexdef, 1, true)
+    local plan = assert(m:command(db, string.format('{"explain": {"find": "c", "filter": {"_id": "%032x"}}}', 77)))
+    assert.matches('"filterPushdown" : true', plan, 1, true)
+    assert.matches('"Node Type" : "Bitmap Index Scan"', plan, 1, true)
+    assert.matches('_dp_id_gin"', plan, 1, true)
+  end)
+
+  it("is what doctor's check finds; an untuned database and no URL are warned about", function()
+    local st, msg = m:bronze_tuning(pg_url("ferretdb"))
+    assert.are.equal("ok", st, msg)
+    assert.matches("bronze is FerretDB v1.24.2: tuned", msg, 1, true)
+    -- the engine's own database is not tuned: both things are named, and the fix
+    st, msg = m:bronze_tuning(pg_url("dp"))
+    assert.are.equal("warn", st)
+    assert.matches("plan_cache_mode is auto", msg, 1, true)
+    assert.matches("no event trigger dp_ferretdb_id_gin", msg, 1, true)
+    assert.matches("docker/ferretdb-tuning.sql", msg, 1, true)
+    st, msg = m:bronze_tuning()
+    assert.are.equal("warn", st)
+    assert.matches("set DP_FERRETDB_PG_URL", msg, 1, true)
+    st, msg = m:bronze_tuning(pg_url("no_such_database_h19"))
+    assert.are.equal("error", st)
+    assert.matches("cannot connect to DP_FERRETDB_PG_URL", msg, 1, true)
+  end)
+end)
