@@ -452,6 +452,14 @@ static int forget_silver(forget_state *s, dp_err *e) {
     if (pass) s->silver_rejects = n;
     else s->silver_versions = n;
   }
+  /* and the before-images that `dp-engine rollback` keeps of the key's rows (dp.silver_undo) */
+  if (rc == 0 && !s->o->dry_run) {
+    const char *pu[] = {s->ent.system, s->ent.name, s->key_str};
+    rc = dp_pg_exec(c,
+                    "DELETE FROM dp.silver_undo WHERE system = $1 AND entity = $2 AND what = 'row' "
+                    "AND before->>'_dp_key_hash' = $3",
+                    3, pu, NULL, e);
+  }
   if (rc == 0) rc = dp_pg_commit(c, e);
   else dp_pg_rollback(c);
   dp_buf_free(&t);
@@ -468,7 +476,7 @@ static int forget_gold(forget_state *s, int *failed, dp_err *e) {
     dp_buf_putc(&s->gold, '"');
   }
   if (s->o->dry_run || s->nmodels == 0) return 0;
-  dp_gold_opts go = {"forget", s->run.id_str, NULL, 0, NULL};
+  dp_gold_opts go = {.trigger = "forget", .trigger_detail = s->run.id_str};
   int run_failed = 0;
   int rc = dp_gold_run(s->eng, (const char *const *)s->models, s->nmodels, NULL, &go, &run_failed, e);
   if (run_failed) *failed = 1;
