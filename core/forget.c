@@ -17,9 +17,12 @@
 #include "record.h"
 #include "run.h"
 #include "runinfo.h"
+#include "silver.h"
 #include "uuid.h"
 
 #include <dirent.h>
+#include <sodium.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <lauxlib.h>
@@ -114,7 +117,8 @@ typedef struct forget_state {
   uint8_t key[16];
   char key_str[37];
   dp_runinfo run;
-  long long raw_files, raw_lines, bronze_docs, silver_versions, silver_rejects;
+  long long raw_files, raw_lines, bronze_docs, silver_versions, silver_rejects, silver_undo;
+  int gold_rebuilt; /* the models are (or, in a dry run, would be) rebuilt */
   dp_buf gold;      /* PostgreSQL text[] literal items of the gold models rebuilt */
   char **models;    /* the gold models that read the entity, directly or through other models */
   int nmodels;
@@ -288,9 +292,23 @@ static int record_key(forget_state *s, dp_err *e) {
                     5, q, NULL, e);
 }
 
+/* The manifest of a raw file whose content is now records + blank lines of bytes bytes. */
+static int set_manifest(const char *path, uint64_t records, uint64_t bytes, const char *sha, uint64_t blank,
+                        uint64_t stored, dp_err *e) {
+  dp_manifest_set sets[] = {
+      {"records", DP_MSET_INT, NULL, (int64_t)records},
+      {"bytes", DP_MSET_INT, NULL, (int64_t)bytes},
+      {"sha256", DP_MSET_STR, sha, 0},
+      {"forgotten_lines", DP_MSET_INT, NULL, (int64_t)blank},
+      {"stored_bytes", DP_MSET_INT, NULL, (int64_t)stored},
+  };
+  return dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
+}
+
 /* One raw file: counts the key's lines; unless a dry run, rewrites the file (same name, same
  * compression; each of those lines becomes an empty line, so other lines keep their numbers)
- * and its manifest. */
+ * and its manifest. A file an earlier forget rewrote (it has empty lines) gets its manifest set
+ * from its content again, so a forget that stopped between the two is completed by the next. */
 static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
   FILE *f = dp_raw_fopen_read(path, NULL);
   if (!f) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, strerror(errno));
@@ -300,16 +318,35 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
   long long hits = 0;
   uint8_t k[16];
   int rc = 0;
+  uint64_t blank = 0, lines = 0, bytes = 0;
+  crypto_hash_sha256_state sha;
+  crypto_hash_sha256_init(&sha);
   while ((len = getline(&line, &cap, f)) >= 0) {
     if (len > 0 && line[len - 1] == '\n') len--;
-    if (len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
+    lines++;
+    bytes += (uint64_t)len + 1;
+    crypto_hash_sha256_update(&sha, (const unsigned char *)line, (unsigned long long)len);
+    crypto_hash_sha256_update(&sha, (const unsigned char *)"\n", 1);
+    if (len == 0) blank++;
+    else if (key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
   }
   if (ferror(f)) rc = dp_err_set(e, DP_EIO, "forget: cannot read %s", path);
-  if (rc || hits == 0 || s->o->dry_run) goto done;
+  if (rc || s->o->dry_run) goto done;
+  if (hits == 0) {
+    if (blank > 0) {
+      unsigned char d[crypto_hash_sha256_BYTES];
+      char hex[65];
+      struct stat st;
+      crypto_hash_sha256_final(&sha, d);
+      sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+      rc = set_manifest(path, lines - blank, bytes, hex, blank, stat(path, &st) == 0 ? (uint64_t)st.st_size : 0, e);
+    }
+    goto done;
+  }
   rewind(f);
   dp_raw_writer w;
   if ((rc = dp_raw_open(&w, path, e)) != 0) goto done;
-  uint64_t blank = 0;
+  blank = 0;
   while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
     if (len > 0 && line[len - 1] == '\n') len--;
     int drop = len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0;
@@ -321,16 +358,10 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
     dp_raw_abort(&w);
     goto done;
   }
-  uint64_t records = w.records - blank, bytes = w.bytes;
+  uint64_t records = w.records - blank;
+  bytes = w.bytes;
   if ((rc = dp_raw_commit(&w, e)) != 0) goto done;
-  dp_manifest_set sets[] = {
-      {"records", DP_MSET_INT, NULL, (int64_t)records},
-      {"bytes", DP_MSET_INT, NULL, (int64_t)bytes},
-      {"sha256", DP_MSET_STR, w.sha256_hex, 0},
-      {"forgotten_lines", DP_MSET_INT, NULL, (int64_t)blank},
-      {"stored_bytes", DP_MSET_INT, NULL, (int64_t)w.stored},
-  };
-  rc = dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
+  rc = set_manifest(path, records, bytes, w.sha256_hex, blank, w.stored, e);
 done:
   if (rc == 0 && hits) {
     s->raw_files++;
@@ -341,15 +372,32 @@ done:
   return rc;
 }
 
-/* Step 2: every raw file of the entity. */
-static int forget_raw(forget_state *s, dp_err *e) {
-  char dir[4096];
+static int forget_raw_dir(forget_state *s, const char *dir, dp_err *e) {
   char **files = NULL;
   size_t n = 0;
-  dp_lifecycle_raw_dir(s->eng->cfg.data_dir, s->ent.system, s->ent.name, dir, sizeof dir);
   int rc = dp_lifecycle_raw_files(dir, &files, &n, e);
   for (size_t i = 0; rc == 0 && i < n; i++) rc = forget_in_file(s, files[i], e);
   dp_lifecycle_free_list(files, n);
+  return rc;
+}
+
+/* Step 2: every raw file of the entity, also those a rollback moved to
+ * DP_DATA_DIR/quarantine/<run_id>/raw/<system>/<entity>/ (docs/lifecycle-rollback.md). */
+static int forget_raw(forget_state *s, dp_err *e) {
+  char dir[4096], q[4200];
+  dp_lifecycle_raw_dir(s->eng->cfg.data_dir, s->ent.system, s->ent.name, dir, sizeof dir);
+  int rc = forget_raw_dir(s, dir, e);
+  snprintf(q, sizeof q, "%s/quarantine", s->eng->cfg.data_dir);
+  DIR *d = rc == 0 ? opendir(q) : NULL;
+  struct dirent *de;
+  while (d && rc == 0 && (de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    char qroot[4400];
+    snprintf(qroot, sizeof qroot, "%s/%s", q, de->d_name);
+    dp_lifecycle_raw_dir(qroot, s->ent.system, s->ent.name, dir, sizeof dir);
+    rc = forget_raw_dir(s, dir, e);
+  }
+  if (d) closedir(d);
   return rc;
 }
 
@@ -431,7 +479,8 @@ static long long count_deleted(PGconn *c, const char *sql, const char *key, dp_e
   return n;
 }
 
-/* Step 4: every version of the key and its rejected rows, in one transaction. */
+/* Step 4: every version of the key, its rejected rows and the before-images rollback keeps of
+ * its rows (dp.silver_undo), in one transaction; a dry run rolls it back. */
 static int forget_silver(forget_state *s, dp_err *e) {
   PGconn *c = s->eng->data;
   dp_buf t = DP_BUF_INIT, q = DP_BUF_INIT;
@@ -446,21 +495,14 @@ static int forget_silver(forget_state *s, dp_err *e) {
     int exists = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     if (!exists) continue;
-    dp_buf_printf(&q, "WITH d AS (%s FROM %s WHERE _dp_key_hash = $1::uuid%s) SELECT count(*) FROM d",
-                  s->o->dry_run ? "SELECT 1" : "DELETE", t.data, s->o->dry_run ? "" : " RETURNING 1");
+    dp_buf_printf(&q, "WITH d AS (DELETE FROM %s WHERE _dp_key_hash = $1::uuid RETURNING 1) SELECT count(*) FROM d",
+                  t.data);
     long long n = count_deleted(c, q.data, s->key_str, e, &rc);
     if (pass) s->silver_rejects = n;
     else s->silver_versions = n;
   }
-  /* and the before-images that `dp-engine rollback` keeps of the key's rows (dp.silver_undo) */
-  if (rc == 0 && !s->o->dry_run) {
-    const char *pu[] = {s->ent.system, s->ent.name, s->key_str};
-    rc = dp_pg_exec(c,
-                    "DELETE FROM dp.silver_undo WHERE system = $1 AND entity = $2 AND what = 'row' "
-                    "AND before->>'_dp_key_hash' = $3",
-                    3, pu, NULL, e);
-  }
-  if (rc == 0) rc = dp_pg_commit(c, e);
+  if (rc == 0) rc = dp_silver_undo_forget_key(c, &s->ent, s->key_str, &s->silver_undo, e);
+  if (rc == 0 && !s->o->dry_run) rc = dp_pg_commit(c, e);
   else dp_pg_rollback(c);
   dp_buf_free(&t);
   dp_buf_free(&q);
@@ -469,13 +511,28 @@ static int forget_silver(forget_state *s, dp_err *e) {
 
 /* Step 5: the gold models that read the entity, rebuilt (upstream models first). */
 static int forget_gold(forget_state *s, int *failed, dp_err *e) {
-  for (int k = 0; k < s->nmodels; k++) {
+  if (s->nmodels == 0) return 0;
+  /* silver lost rows now, or an earlier forget of this key may have stopped before gold */
+  int rebuild = s->silver_versions > 0;
+  if (!rebuild) {
+    const char *p[] = {s->ent.system, s->ent.name, s->key_str, s->run.id_str};
+    PGresult *r = NULL;
+    int rc = dp_pg_exec(s->eng->audit,
+                        "SELECT 1 FROM audit.forget_run WHERE system = $1 AND entity = $2 AND key_hash = $3::uuid"
+                        " AND NOT dry_run AND status <> 'succeeded' AND run_id <> $4::uuid LIMIT 1",
+                        4, p, &r, e);
+    if (rc) return rc;
+    rebuild = PQntuples(r) > 0;
+    PQclear(r);
+  }
+  s->gold_rebuilt = rebuild;
+  for (int k = 0; rebuild && k < s->nmodels; k++) { /* the audit's text[] and the report */
     if (k) dp_buf_putc(&s->gold, ',');
     dp_buf_putc(&s->gold, '"');
     dp_buf_puts(&s->gold, s->models[k]); /* model names are identifiers (metadata) */
     dp_buf_putc(&s->gold, '"');
   }
-  if (s->o->dry_run || s->nmodels == 0) return 0;
+  if (s->o->dry_run || !rebuild) return 0;
   dp_gold_opts go = {.trigger = "forget", .trigger_detail = s->run.id_str};
   int run_failed = 0;
   int rc = dp_gold_run(s->eng, (const char *const *)s->models, s->nmodels, NULL, &go, &run_failed, e);
@@ -505,12 +562,13 @@ static void report(const forget_state *s, dp_buf *out, const char *status) {
                 "forget %s of %s key %s%s: %s\n"
                 "  raw          %lld lines in %lld files\n"
                 "  bronze       %lld documents\n"
-                "  silver       %lld versions, %lld rejected rows\n"
+                "  silver       %lld versions, %lld rejected rows, %lld before-images of rollback\n"
                 "  gold         %s%s\n",
                 s->run.id_str, s->o->target, s->key_str, s->o->dry_run ? " (dry run)" : "", status, s->raw_lines,
-                s->raw_files, s->bronze_docs, s->silver_versions, s->silver_rejects,
-                s->nmodels ? (s->o->dry_run ? "would rebuild " : "rebuilt ") : "no model reads it",
-                s->gold.data ? s->gold.data : "");
+                s->raw_files, s->bronze_docs, s->silver_versions, s->silver_rejects, s->silver_undo,
+                !s->nmodels ? "no model reads it" : !s->gold_rebuilt ? "nothing to rebuild: silver lost no rows"
+                                                    : s->o->dry_run ? "would rebuild " : "rebuilt ",
+                s->gold_rebuilt && s->gold.data ? s->gold.data : "");
   if (!s->o->dry_run)
     dp_buf_printf(out, "  later loads  %s\n",
                   s->o->allow_return ? "may bring the key back (--allow-return)" : "leave the key out");

@@ -255,6 +255,7 @@ end)
 
 describe("forget", function()
   local env, pg, outputs
+  local old_manifests = {} -- before the forget: path -> text
   -- values of TX-1005 found nowhere else in the bank demo
   local NEEDLES = { "TX-1005", "Energy Supplier", "NL44INGB0001234567", "Electricity" }
 
@@ -312,15 +313,21 @@ describe("forget", function()
     -- one raw file compressed: forget rewrites both forms
     local f = raw_files(env, "transactions")[1]
     assert(H.sh("gzip " .. H.sh_quote(f)) == 0)
+    -- and a copy as a rollback quarantines a run's raw files: forget rewrites those too
+    local rel = raw_files(env, "transactions")[2]:sub(#env.DP_DATA_DIR + 2)
+    local q = env.DP_DATA_DIR .. "/quarantine/01900000-0000-7000-8000-0000000000cc/" .. rel
+    assert(H.sh("mkdir -p " .. H.sh_quote(q:match("^(.*)/")) .. " && cp " .. H.sh_quote(env.DP_DATA_DIR .. "/" .. rel)
+      .. " " .. H.sh_quote(q)) == 0)
   end)
   teardown(function() if pg then pg:close() end end)
 
   it("--dry-run counts every store and changes nothing", function()
     local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005", "--dry-run")
     assert.are.equal(0, rc, err)
-    assert.matches("2 lines in 2 files", out, 1, true)
+    assert.matches("3 lines in 3 files", out, 1, true)
     assert.matches("1 documents", out, 1, true)
     assert.matches("2 versions", out, 1, true)
+    assert.matches("[1-9]%d* before%-images of rollback", out) -- run 2 closed a version of it
     assert.matches("would rebuild \"monthly_overview\"", out, 1, true)
     local n = assert(pg:query("SELECT count(*) AS n FROM silver.bank__transactions WHERE id = 'TX-1005'"))[1].n
     assert.are.equal("2", n)
@@ -342,9 +349,13 @@ describe("forget", function()
   it("removes the key from raw, bronze, silver and gold and leaves no trace of its values", function()
     local found = all_traces()
     assert.is_true(#found > 0, "the needles are there before forget")
+    for _, f in ipairs(raw_files(env, "transactions")) do
+      local m = (f:gsub("%.jsonl%.gz$", ""):gsub("%.jsonl$", "")) .. ".manifest.json"
+      old_manifests[m] = H.read_file(m)
+    end
     local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005")
     assert.are.equal(0, rc, err .. out)
-    assert.matches("2 lines in 2 files", out, 1, true)
+    assert.matches("3 lines in 3 files", out, 1, true)
     assert.are.same({}, all_traces())
     -- line numbers of the other records stay: the key's line is an empty line
     for _, f in ipairs(raw_files(env, "transactions")) do
@@ -356,7 +367,7 @@ describe("forget", function()
     end
     local a = assert(pg:query([[SELECT raw_files, raw_lines, bronze_documents, silver_versions, status, gold_models::text
       FROM audit.forget_run WHERE NOT dry_run]]))
-    assert.are.same({ { raw_files = "2", raw_lines = "2", bronze_documents = "1", silver_versions = "2",
+    assert.are.same({ { raw_files = "3", raw_lines = "3", bronze_documents = "1", silver_versions = "2",
       status = "succeeded", gold_models = "{monthly_overview}" } }, a)
     local k = assert(pg:query("SELECT count(*) AS n FROM dp.forgotten_key WHERE NOT allow_return"))[1].n
     assert.are.equal("1", k)
@@ -364,6 +375,22 @@ describe("forget", function()
     local g = assert(pg:query([[SELECT count(*) AS n FROM audit.system_run WHERE system = 'monthly_overview'
       AND trigger_kind = 'forget' AND status = 'succeeded']]))[1].n
     assert.are.equal("1", g)
+  end)
+
+  it("completes a forget that stopped between a raw file and its manifest when run again", function()
+    local want = {}
+    for m, old in pairs(old_manifests) do
+      want[m] = H.cjson.decode(H.read_file(m))
+      H.write_file(m, old) -- as if the process died after the file's rename
+    end
+    local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005")
+    assert.are.equal(0, rc, err .. out)
+    assert.matches("0 lines in 0 files", out, 1, true)
+    assert.matches("nothing to rebuild: silver lost no rows", out, 1, true) -- the first forget rebuilt it
+    for m, w in pairs(want) do
+      local got = H.cjson.decode(H.read_file(m))
+      assert.are.same(w.details, got.details)
+    end
   end)
 
   it("keeps the key out of the next full load, whose source still has it", function()
