@@ -321,6 +321,26 @@ describe("rollback", function()
       assert.matches("nothing to undo", err, 1, true)
     end)
 
+    it("refuses, changing nothing, when a raw file bronze is rebuilt from is gone", function()
+      next_export()
+      local first = run()
+      next_export()
+      local id = run()
+      local raw = assert(pg:query("SELECT details->>'file' AS f FROM audit.entity_layer_run WHERE run_id = $1 "
+        .. "AND entity = 'accounts' AND layer = 'raw'", first))[1].f
+      local path = env.DP_DATA_DIR .. "/" .. raw
+      assert(os.rename(path, path .. ".away"))
+      local before, before_bronze = dump(pg), bronze(env)
+      local rc, _, err = rollback(id)
+      assert(os.rename(path .. ".away", path))
+      assert.are.equal(2, rc)
+      assert.matches("the raw file " .. path .. " of run " .. first .. " is gone", err, 1, true)
+      assert.are.same(before, dump(pg))
+      assert.are.same(before_bronze, bronze(env))
+      assert.are.equal("0", assert(pg:query("SELECT count(*) AS n FROM audit.system_run WHERE rolled_back_by IS NOT NULL "
+        .. "AND run_id = $1", id))[1].n)
+    end)
+
     it("undoes a replay from an older raw file", function()
       next_export()
       local old = run()
