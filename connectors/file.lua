@@ -17,6 +17,7 @@
 -- Records are emitted as exact JSON text (large integers stay exact), 1000 per batch; CSV values
 -- become JSON strings (an empty unquoted field null), typed later by silver's casting.
 local connector = require "dp.connector"
+local csv = require "dp.csv"
 
 local BATCH = 1000
 local BOM = "\239\187\191"
@@ -99,140 +100,80 @@ local function read_json(ctx, name, push)
   end
 end
 
--- CSV (RFC 4180), streamed in chunks: the header row names the fields; quoted fields may hold
--- the delimiter, "" for a quote, and line breaks (kept exactly).
+-- A number written with a decimal comma, as the engine's casts read it: "-54,37" -> "-54.37",
+-- "1.234,56" -> "1234.56", "1.234" -> "1234" (dots group thousands, in threes). A number with a
+-- dot that is not such a group ("1.5") would be read as another value: nil, so that the caller
+-- fails with the place. Anything else (a word, "") is returned as it is, so that silver's cast
+-- reports it (on_type_error) instead of it changing silently.
+local function from_decimal_comma(v)
+  local sign, int, frac = v:match("^%s*([+-]?)([%d%.]+),(%d+)%s*$")
+  if not int then
+    sign, int = v:match("^%s*([+-]?)([%d%.]+)%s*$")
+    frac = nil
+  end
+  if not int then return v end
+  if int:find(".", 1, true) then
+    local rest = int:match("^%d%d?%d?(%..*)$")
+    if not rest or rest:gsub("%.%d%d%d", "") ~= "" then return nil end
+    int = int:gsub("%.", "")
+  end
+  return sign .. int .. (frac and ("." .. frac) or "")
+end
+
+-- CSV (RFC 4180), streamed in chunks by dp.csv: the header row names the fields; quoted fields
+-- may hold the delimiter, "" for a quote, and line breaks (kept exactly).
 local function read_csv(ctx, name, push, source)
   local path = ctx.files.path(name)
   local opts = source.csv or {}
   local delim = opts.delimiter or (name:lower():match("%.tsv$") and "\t" or ",")
   local qc = opts.quote or '"'
   if delim == qc then error(path .. ": the CSV delimiter and quote must differ", 0) end
-  local stop = "[" .. (delim .. "\r\n" .. qc):gsub("%W", "%%%0") .. "]"
-  local chunks = ctx.files.chunks(name)
-  local buf, pos, eof, first = "", 1, false, true
-  local line = 1       -- line where the current record starts
   local header, keys
-
-  local function fill()
-    local c = chunks()
-    if c == nil then eof = true return false end
-    if first then
-      first = false
-      if c:sub(1, 3) == BOM then c = c:sub(4) end
-    end
-    buf = buf:sub(pos) .. c
-    pos = 1
-    return true
-  end
+  local comma = {} -- field index -> true: decimal commas (opts.decimal_comma)
 
   local function fail(at, msg) error(path .. ":" .. at .. ": " .. msg, 0) end
 
-  -- One record from pos: fields, quoted flags, line breaks inside; or nil when more data is
-  -- needed to finish it.
-  local function parse()
-    local fields, quoted, nl = {}, {}, 0
-    local i, n = pos, #buf
-    while true do
-      local f = #fields + 1
-      local c
-      if buf:sub(i, i) == qc then
-        local parts, k = {}, i + 1
-        while true do
-          local j = buf:find(qc, k, true)
-          if not j then
-            if not eof then return nil end
-            fail(line, "the file ends inside the quoted field " .. f .. " that starts on this line")
-          end
-          if j == n and not eof then return nil end -- a quote at the end: "" or the closing one?
-          parts[#parts + 1] = buf:sub(k, j - 1)
-          if buf:sub(j + 1, j + 1) == qc then
-            parts[#parts + 1] = qc
-            k = j + 2
-          else
-            k = j + 1
-            break
-          end
-        end
-        local v = table.concat(parts)
-        for _ in v:gmatch("\n") do nl = nl + 1 end
-        fields[f], quoted[f] = v, true
-        i = k
-        c = buf:sub(i, i)
-        if c == "" and not eof then return nil end
-        if c ~= "" and c ~= delim and c ~= "\n" and c ~= "\r" then
-          fail(line + nl, "text after the closing quote of field " .. f
-            .. " (write a quote inside a quoted field as " .. qc .. qc .. ")")
-        end
-      else
-        local j = buf:find(stop, i)
-        if not j then
-          if not eof then return nil end
-          j = n + 1
-        end
-        c = buf:sub(j, j)
-        if c == qc then
-          fail(line + nl, "a quote inside the unquoted field " .. f
-            .. " (quote the whole field, and write the quote as " .. qc .. qc .. ")")
-        end
-        fields[f] = buf:sub(i, j - 1)
-        i = j
+  csv.rows(ctx.files.chunks(name), { delimiter = delim, quote = qc, fail = fail }, function(fields, quoted, at)
+    if not header then
+      header, keys = fields, {}
+      local seen = {}
+      for i, h in ipairs(header) do
+        if h == "" then fail(at, "the header has an empty name (column " .. i .. ")") end
+        if seen[h] then fail(at, "the header names " .. connector.json_string(h) .. " twice (columns " .. seen[h] .. " and " .. i .. ")") end
+        seen[h] = i
+        keys[i] = connector.json_string(h) .. ":"
       end
-      if c == delim then
-        i = i + 1
-      elseif c == "\r" then
-        if i == n and not eof then return nil end -- "\r\n" split between chunks?
-        i = i + (buf:sub(i + 1, i + 1) == "\n" and 2 or 1)
-        pos = i
-        return fields, quoted, nl + 1
-      elseif c == "\n" then
-        pos = i + 1
-        return fields, quoted, nl + 1
-      else -- end of the file
-        pos = i
-        return fields, quoted, nl
+      for _, cname in ipairs(opts.decimal_comma or {}) do
+        if not seen[cname] then
+          fail(at, "csv.decimal_comma names " .. connector.json_string(cname) .. ", which is not in the header")
+        end
+        comma[seen[cname]] = true
       end
+      return
     end
-  end
-
-  fill()
-  while true do
-    if pos > #buf and not fill() then break end
-    local fields, quoted, nl = parse()
-    if not fields then
-      fill()
-    else
-      local at = line
-      line = line + nl
-      local blank = #fields == 1 and not quoted[1] and fields[1] == ""
-      if not blank then
-        if not header then
-          header, keys = fields, {}
-          local seen = {}
-          for i, h in ipairs(header) do
-            if h == "" then fail(at, "the header has an empty name (column " .. i .. ")") end
-            if seen[h] then fail(at, "the header names " .. connector.json_string(h) .. " twice (columns " .. seen[h] .. " and " .. i .. ")") end
-            seen[h] = i
-            keys[i] = connector.json_string(h) .. ":"
-          end
-        else
-          if #fields ~= #header then
-            fail(at, #fields .. (#fields == 1 and " field" or " fields") .. ", but the header has " .. #header)
-          end
-          local parts = {}
-          for i = 1, #fields do
-            local v = fields[i]
-            parts[i] = keys[i] .. ((v == "" and not quoted[i]) and "null" or connector.json_string(v))
-          end
-          local rec, err = ctx.json.compact("{" .. table.concat(parts, ",") .. "}")
-          if not rec then
-            if err:match("UTF%-8") then fail(at, "not valid UTF-8 (CSV files must be UTF-8)") end
-            fail(at, err)
-          end
-          push(rec)
-        end
-      end
+    if #fields ~= #header then
+      fail(at, #fields .. (#fields == 1 and " field" or " fields") .. ", but the header has " .. #header)
     end
-  end
+    local parts = {}
+    for i = 1, #fields do
+      local v = fields[i]
+      if comma[i] then
+        local c = from_decimal_comma(v)
+        if not c then
+          fail(at, "field " .. connector.json_string(header[i]) .. " is in csv.decimal_comma, and " .. connector.json_string(v)
+            .. " is not a number written with a decimal comma (1234,56 or 1.234,56)")
+        end
+        v = c
+      end
+      parts[i] = keys[i] .. ((v == "" and not quoted[i]) and "null" or connector.json_string(v))
+    end
+    local rec, err = ctx.json.compact("{" .. table.concat(parts, ",") .. "}")
+    if not rec then
+      if err:match("UTF%-8") then fail(at, "not valid UTF-8 (CSV files must be UTF-8)") end
+      fail(at, err)
+    end
+    push(rec)
+  end)
   if not header then ctx.log.warn("%s: no header row: the file is empty", path) end
 end
 
@@ -332,20 +273,32 @@ return {
   description = "JSON Lines, JSON-array and CSV exports dropped in an inbox folder",
   system_schema = {
     fields = {
-      { inbox = { type = "string", required = true, len_min = 1 } },
-      { archive = { type = "string", len_min = 1 } },
-      { follow_symlinks = { type = "boolean", default = false } },
+      { inbox = { type = "string", required = true, len_min = 1,
+        description = "folder of the exports; absolute, or relative to DP_DATA_DIR" } },
+      { archive = { type = "string", len_min = 1,
+        description = "folder that read files move to once the run committed (absolute, or relative to DP_DATA_DIR); without it files stay" } },
+      { follow_symlinks = { type = "boolean", default = false,
+        description = "follow symbolic links in the inbox, to files inside it only; without it a link fails the entity" } },
     },
   },
   entity_schema = {
     fields = {
-      { pattern = { type = "string", required = true, len_min = 1, custom_validator = no_slash } },
-      { format = { type = "string", one_of = { "jsonl", "json", "csv" } } },
-      { files = { type = "string", one_of = { "all", "latest" }, default = "all" } },
-      { min_age_seconds = { type = "number", between = { 0, 86400 }, default = 2 } },
-      { csv = { type = "record", default = {}, fields = {
-        { delimiter = { type = "string", custom_validator = one_char } },
-        { quote = { type = "string", default = '"', custom_validator = one_char } },
+      { pattern = { type = "string", required = true, len_min = 1, custom_validator = no_slash,
+        description = "glob of file names in the inbox (transactions-*.jsonl; no /)" } },
+      { format = { type = "string", one_of = { "jsonl", "json", "csv" },
+        description = "jsonl (one object per line), json (an array of objects) or csv; default from the extension" } },
+      { files = { type = "string", one_of = { "all", "latest" }, default = "all",
+        description = "all: every matching file, in name order; latest: only the last one by name" } },
+      { min_age_seconds = { type = "number", between = { 0, 86400 }, default = 2,
+        description = "a file changed more recently is still being written: not read this run" } },
+      { csv = { type = "record", default = {}, description = "CSV options", fields = {
+        { delimiter = { type = "string", custom_validator = one_char,
+          description = "one character (default , and a tab for .tsv)" } },
+        { quote = { type = "string", default = '"', custom_validator = one_char,
+          description = "one character" } },
+        { decimal_comma = { type = "list", unique = true,
+          elements = { type = "string", len_min = 1, description = "a header name" },
+          description = "header names whose numbers use a decimal comma (-54,37 or 1.234,56): read as -54.37 and 1234.56" } },
       } } },
     },
   },

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "bronze.h"
 #include "bronze_writers.h"
+#include "rawcompress.h"
 #include "cast.h"
 #include "extsort.h"
 #include "hash.h"
@@ -806,7 +807,7 @@ static int load_open(load *S, const dp_entity *ent, const dp_runinfo *run, const
   L->rep.limit = WBATCH;
   L->rep.replace = 1;
   if (dp_row_init(&L->row, ent->ncols)) return dp_err_set(e, DP_ENOMEM, "out of memory");
-  L->raw = fopen(raw_path, "r");
+  L->raw = dp_raw_fopen_read(raw_path, S->tmpdir); /* .jsonl or .jsonl.gz (rawcompress.h) */
   if (!L->raw) return dp_err_set(e, DP_EIO, "bronze: cannot open raw file %s: %s", raw_path, strerror(errno));
   if (io->dir) {
     int rc = dp_mkdirs(io->dir, e);

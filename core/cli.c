@@ -1,7 +1,10 @@
 /* cli.c - helpers shared by the subcommands. */
 #include "cli.h"
+#include "log.h"
+#include "pg.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int dp_cli_wants_help(int argc, char **argv) {
@@ -53,6 +56,44 @@ int dp_cli_fail_config(const dp_err *e) {
 }
 
 int dp_cli_exit(const char *cmd, const dp_err *e) {
-  fprintf(stderr, "dp-engine %s: %s\n", cmd, e->msg[0] ? e->msg : dp_strerror(e->code));
+  const char *msg = e->msg[0] ? e->msg : dp_strerror(e->code);
+  if (dp_log_is_json()) /* stderr stays JSON lines for a log shipper (docs/cli.md#logs) */
+    dp_log_event(DP_LOG_ERROR, "command_failed", NULL, "dp-engine %s: %s", cmd, msg);
+  else
+    fprintf(stderr, "dp-engine %s: %s\n", cmd, msg);
   return e->code ? dp_err_exit_class(e->code) : DP_EXIT_RUN_FAILED;
 }
+
+void dp_cli_print_table(PGresult *r) {
+  int rows = PQntuples(r), cols = PQnfields(r);
+  int *w = calloc((size_t)cols, sizeof *w);
+  for (int k = 0; k < cols; k++) {
+    w[k] = (int)strlen(PQfname(r, k));
+    for (int i = 0; i < rows; i++)
+      if (PQgetlength(r, i, k) > w[k]) w[k] = PQgetlength(r, i, k);
+    if (w[k] > 60) w[k] = 60;
+  }
+  for (int k = 0; k < cols; k++) printf("%-*s%s", w[k], PQfname(r, k), k + 1 < cols ? "  " : "\n");
+  for (int i = 0; i < rows; i++)
+    for (int k = 0; k < cols; k++)
+      printf("%-*.*s%s", w[k], w[k], PQgetisnull(r, i, k) ? "" : PQgetvalue(r, i, k), k + 1 < cols ? "  " : "\n");
+  free(w);
+}
+
+int dp_cli_query_print(PGconn *c, const char *sql, int n, const char *const *p, int json, dp_err *e) {
+  PGresult *r = NULL;
+  int rc;
+  if (json) {
+    dp_buf q = DP_BUF_INIT;
+    dp_buf_printf(&q, "SELECT coalesce(json_agg(t), '[]'::json) FROM (%s) t", sql);
+    rc = dp_pg_exec(c, q.data, n, p, &r, e);
+    dp_buf_free(&q);
+    if (rc == 0) printf("%s\n", PQgetvalue(r, 0, 0));
+  } else {
+    rc = dp_pg_exec(c, sql, n, p, &r, e);
+    if (rc == 0) dp_cli_print_table(r);
+  }
+  PQclear(r);
+  return rc;
+}
+

@@ -4,6 +4,7 @@
 #define DP_CLI_H
 
 #include "engine.h"
+#include "buf.h"
 
 enum { DP_EXIT_OK = 0, DP_EXIT_RUN_FAILED = 1, DP_EXIT_USAGE = 2 };
 
@@ -18,6 +19,14 @@ int dp_cmd_secrets(dp_engine *eng, int argc, char **argv);
 int dp_cmd_gold(dp_engine *eng, int argc, char **argv);
 int dp_cmd_serve(dp_engine *eng, int argc, char **argv);
 int dp_cmd_prefect(dp_engine *eng, int argc, char **argv);
+int dp_cmd_rollback(dp_engine *eng, int argc, char **argv);
+int dp_cmd_connectors(dp_engine *eng, int argc, char **argv);
+int dp_cmd_init(dp_engine *eng, int argc, char **argv);
+int dp_cmd_doctor(dp_engine *eng, int argc, char **argv);
+int dp_cmd_show(dp_engine *eng, int argc, char **argv);
+int dp_cmd_lineage(dp_engine *eng, int argc, char **argv);
+int dp_cmd_retention(dp_engine *eng, int argc, char **argv);
+int dp_cmd_forget(dp_engine *eng, int argc, char **argv);
 
 /* The layers of "raw", "raw,bronze", "all", ... (names: raw, bronze, silver, all) ORed into
  * *mask (DP_LAYER_* of run.h). Returns 0, or -1 when a name is not a layer. */
@@ -34,6 +43,26 @@ int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg);
 /* The one way a command reports an error: prints "dp-engine CMD: <e's message>" to stderr and
  * returns the exit class of e's code (DP_ERRNO_MAP, error.h); a message with no code is 1. */
 int dp_cli_exit(const char *cmd, const dp_err *e);
+/* Prints every row of r to stdout as aligned columns (a header line, values cut at 60). */
+void dp_cli_print_table(PGresult *r);
+/* Runs sql with its text parameters and prints the rows as a table, or (json) as one JSON array
+ * of row objects (json_agg on the server). Returns 0 or the error in e. */
+int dp_cli_query_print(PGconn *c, const char *sql, int n, const char *const *p, int json, dp_err *e);
+/* The audited runs ids[0..n) as one JSON array, in that order, into out: each run is its
+ * audit.system_run row with "layers" (system_layer_run rows) and "entities" (entity_layer_run
+ * rows), what `runs show --json` prints and `run --json` prints the element of. */
+int dp_cli_runs_json(PGconn *c, const char *const *ids, size_t n, dp_buf *out, dp_err *e);
+/* Prints one run's document of dp_cli_runs_json on stdout as one JSON object, with the member
+ * "key": value (JSON text) added when key is not NULL. */
+int dp_cli_print_run_json(PGconn *c, const char *run_id, const char *key, const char *value, dp_err *e);
+/* The ids of the model runs a gold run started (dp_gold_opts.ran), for --json. */
+#define DP_CLI_GOLD_MAX 1024
+typedef struct dp_cli_gold_ids {
+  char ids[DP_CLI_GOLD_MAX][37];
+  size_t n;
+} dp_cli_gold_ids;
+/* Those runs as dp_cli_runs_json's array into out. */
+int dp_cli_gold_json(PGconn *c, const dp_cli_gold_ids *g, dp_buf *out, dp_err *e);
 /* Prints the error of a configuration problem; returns DP_EXIT_USAGE. */
 int dp_cli_fail_config(const dp_err *e);
 

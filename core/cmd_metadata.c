@@ -1,6 +1,7 @@
 /* cmd_metadata.c - dp-engine metadata validate|push|show. */
 #include "cli.h"
 #include "version.h"
+#include "json.h"
 #include "luabridge.h"
 #include "metastore.h"
 #include "run.h"
@@ -13,12 +14,13 @@
 
 
 static const char *METADATA_USAGE =
-    "usage: dp-engine metadata validate [--dir DIR]\n"
+    "usage: dp-engine metadata validate [--dir DIR] [--json]\n"
     "       dp-engine metadata push [--dir DIR]\n"
     "       dp-engine metadata show [NAME] [--json] [--dir DIR]\n"
     "\n"
     "validate  checks systems.json, entities.json and gold.json and prints every error with\n"
-    "          file, JSON path and rule\n"
+    "          file, JSON path and rule; --json: {\"valid\", \"source\", \"hash\", \"systems\",\n"
+    "          \"entities\", \"gold_models\"} or {\"valid\": false, \"source\", \"errors\": [...]}\n"
     "push      validates a folder, then stores it in MongoDB (database DP_METADATA_DB, default\n"
     "          metadata) and makes it current in one atomic step; DP_METADATA=mongo reads it\n"
     "show      prints the validated metadata: all, one system, one entity (system.entity) or\n"
@@ -38,21 +40,70 @@ static void counts(lua_State *L, size_t *ns, size_t *ne, size_t *ng) {
   lua_pop(L, 3);
 }
 
+/* Loads and validates the metadata onto the stack (e set on error, nothing printed). */
+static int load_meta(dp_engine *eng, dp_err *e) {
+  /* validate, push and show check every system's connector, a disabled system's too (each
+   * under the script load time limit); runs load only enabled systems' (lua/dp/engine.lua) */
+  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, e))) return e->code;
+  lua_getglobal(eng->L, "__dp_engine");
+  lua_pushboolean(eng->L, 1);
+  lua_setfield(eng->L, -2, "all_connectors");
+  lua_pop(eng->L, 1);
+  return dp_load_metadata(eng, e);
+}
+
 /* Loads and validates the metadata; on error prints "dp-engine metadata CMD: ..." and returns
  * the exit class (invalid metadata or configuration 2, MongoDB unreachable or failing 1). */
 static int load(dp_engine *eng, const char *cmd) {
   dp_err e;
   dp_err_clear(&e);
-  /* validate, push and show check every system's connector, a disabled system's too (each
-   * under the script load time limit); runs load only enabled systems' (lua/dp/engine.lua) */
-  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) return dp_cli_exit(cmd, &e);
-  lua_getglobal(eng->L, "__dp_engine");
-  lua_pushboolean(eng->L, 1);
-  lua_setfield(eng->L, -2, "all_connectors");
-  lua_pop(eng->L, 1);
-  int rc = dp_load_metadata(eng, &e);
-  if (rc == 0) return 0;
+  if (load_meta(eng, &e) == 0) return 0;
   return dp_cli_exit(cmd, &e);
+}
+
+/* validate --json: one document on stdout; the errors are the lines of the message after its
+ * first ("invalid metadata in DIR:"), or the whole message for any other failure. */
+static int validate_json(dp_engine *eng) {
+  dp_err e;
+  dp_err_clear(&e);
+  dp_buf b = DP_BUF_INIT;
+  int rc = load_meta(eng, &e);
+  if (rc == 0) {
+    lua_State *L = eng->L;
+    size_t ns, ne, ng;
+    counts(L, &ns, &ne, &ng);
+    char *hash = dp_lua_strfield(L, -1, "hash"), *source = dp_lua_strfield(L, -1, "source");
+    dp_buf_puts(&b, "{\"valid\":true,\"source\":");
+    const char *src = source ? source : eng->cfg.metadata;
+    dp_json_put_string(&b, src, strlen(src));
+    dp_buf_printf(&b, ",\"hash\":\"%s\",\"systems\":%zu,\"entities\":%zu,\"gold_models\":%zu}", hash ? hash : "", ns, ne,
+                  ng);
+    free(hash);
+    free(source);
+  } else {
+    dp_buf_puts(&b, "{\"valid\":false,\"source\":");
+    dp_json_put_string(&b, eng->cfg.metadata, strlen(eng->cfg.metadata));
+    dp_buf_puts(&b, ",\"errors\":[");
+    const char *p = e.msg, *nl = strchr(p, '\n');
+    int n = 0;
+    if (rc == DP_EMETA && nl) p = nl + 1;
+    while (*p) {
+      size_t len = strcspn(p, "\n");
+      const char *t = p;
+      while (len && *t == ' ') { t++; len--; }
+      if (len) {
+        if (n++) dp_buf_putc(&b, ',');
+        dp_json_put_string(&b, t, len);
+      }
+      p = t + len;
+      if (*p == '\n') p++;
+    }
+    dp_buf_puts(&b, "]}");
+  }
+  printf("%s\n", b.data);
+  dp_buf_free(&b);
+  if (rc) return dp_cli_exit("metadata validate", &e);
+  return DP_EXIT_OK;
 }
 
 static int cmd_validate(dp_engine *eng) {
@@ -204,7 +255,7 @@ int dp_cmd_metadata(dp_engine *eng, int argc, char **argv) {
     if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
       free(eng->cfg.metadata);
       eng->cfg.metadata = strdup(argv[++i]);
-    } else if (is_show && strcmp(argv[i], "--json") == 0) {
+    } else if ((is_show || strcmp(cmd, "validate") == 0) && strcmp(argv[i], "--json") == 0) {
       as_json = 1;
     } else if (is_show && !name && argv[i][0] != '-') {
       name = argv[i];
@@ -212,7 +263,7 @@ int dp_cmd_metadata(dp_engine *eng, int argc, char **argv) {
       return dp_cli_usage_error(METADATA_USAGE, "unexpected argument: %s", argv[i]);
     }
   }
-  if (strcmp(cmd, "validate") == 0) return cmd_validate(eng);
+  if (strcmp(cmd, "validate") == 0) return as_json ? validate_json(eng) : cmd_validate(eng);
   if (strcmp(cmd, "push") == 0) return cmd_push(eng);
   return cmd_show(eng, name, as_json);
 }

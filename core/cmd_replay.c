@@ -7,7 +7,7 @@
 #include <string.h>
 
 static const char *REPLAY_USAGE =
-    "usage: dp-engine replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]...\n"
+    "usage: dp-engine replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]... [--json]\n"
     "\n"
     "Rebuilds the layers after the one named, from what is stored, without calling the source.\n"
     "Audited as its own run (trigger \"replay\"); delta cursors do not move.\n"
@@ -16,6 +16,7 @@ static const char *REPLAY_USAGE =
     "  --from bronze  silver from every bronze document (not only those written since its last\n"
     "                 committed run)\n"
     "  --entity E     only this entity (repeatable)\n"
+    "  --json         the run as the audit holds it, one JSON document on stdout (as run --json)\n"
     "Exit codes: 0 every entity succeeded, 1 an entity failed or a database could not be reached,\n"
     "  2 usage, metadata or configuration error.\n";
 
@@ -24,7 +25,8 @@ int dp_cmd_replay(dp_engine *eng, int argc, char **argv) {
   const char *system = NULL;
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
   dp_run_opts o = {.entities = ents, .trigger = "replay", .replay = DP_REPLAY_NONE};
-  int rc = DP_EXIT_USAGE;
+  int rc = DP_EXIT_USAGE, json = 0;
+  char run_id[37] = "";
   static const char *const valued[] = {"--from", "--run", "--entity", NULL};
   for (int i = 0; i < argc; i++) {
     if ((rc = dp_cli_missing_value(argc, argv, i, valued, REPLAY_USAGE)) != 0) goto done;
@@ -36,6 +38,10 @@ int dp_cmd_replay(dp_engine *eng, int argc, char **argv) {
       else { rc = dp_cli_usage_error(REPLAY_USAGE, "--from takes raw or bronze, not %s", f); goto done; }
     } else if (strcmp(argv[i], "--run") == 0 && i + 1 < argc) {
       o.replay_run = argv[++i];
+    } else if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+      o.quiet = 1;
+      o.run_id_out = run_id;
     } else if (strcmp(argv[i], "--entity") == 0 && i + 1 < argc) {
       ents[o.nentities++] = argv[++i];
     } else if (argv[i][0] == '-') {
@@ -64,6 +70,7 @@ int dp_cmd_replay(dp_engine *eng, int argc, char **argv) {
     int code = dp_cli_exit("replay", &e);
     rc = failed ? DP_EXIT_RUN_FAILED : code;
   }
+  if (json && run_id[0] && dp_cli_print_run_json(eng->audit, run_id, NULL, NULL, &e) != 0) rc = dp_cli_exit("replay --json", &e);
 done:
   free(ents);
   return rc;

@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const char *RUN_USAGE =
-    "usage: dp-engine run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh] [--with-gold]\n"
+    "usage: dp-engine run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh] [--with-gold] [--json]\n"
     "\n"
     "Runs the system's enabled entities through raw, bronze and silver, audited in PostgreSQL.\n"
     "  --entity E     only this entity (repeatable; may name a disabled entity)\n"
@@ -17,6 +17,8 @@ static const char *RUN_USAGE =
     "                 so the chosen layers must start at raw (raw | raw,bronze | all)\n"
     "  --full-refresh ignore the stored delta cursor and extract from the start\n"
     "  --with-gold    after a succeeded run, build the gold models that depend on the system\n"
+    "  --json         the run as the audit holds it, one JSON document on stdout (runs show --json's\n"
+    "                 element; with --with-gold also \"gold\": the model runs), instead of the table\n"
     "Started by a Prefect worker (PREFECT__FLOW_RUN_ID set), the run is that flow run and its\n"
     "parameters entities, layers and full_refresh replace these options (docs/orchestration.md).\n"
     "Exit codes: 0 every entity succeeded, 1 an entity failed or a database could not be reached,\n"
@@ -27,7 +29,8 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   const char *system = NULL;
   const char **ents = calloc((size_t)argc + 1, sizeof *ents);
   dp_run_opts o = {.entities = ents, .trigger = "manual", .replay = DP_REPLAY_NONE};
-  int with_gold = 0;
+  int with_gold = 0, json = 0;
+  char run_id[37] = "";
   static const char *const valued[] = {"--entity", "--layer", NULL};
   for (int i = 0; i < argc; i++) {
     int mv = dp_cli_missing_value(argc, argv, i, valued, RUN_USAGE);
@@ -42,6 +45,10 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
       }
     } else if (strcmp(argv[i], "--with-gold") == 0) {
       with_gold = 1;
+    } else if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+      o.quiet = 1;
+      o.run_id_out = run_id;
     } else if (strcmp(argv[i], "--full-refresh") == 0) {
       o.full_refresh = 1;
     } else if (argv[i][0] == '-') {
@@ -89,14 +96,30 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   int rc = dp_run_system(eng, system, &o, &failed, &e);
   free(ents);
   if (attached) dp_prefect_params_free(&pp);
+  int code = DP_EXIT_OK;
+  dp_cli_gold_ids gold = {0};
   if (with_gold && rc == 0) { /* gold only after a fully succeeded run (docs/gold.md) */
-    rc = dp_gold_run(eng, NULL, 0, system, NULL, &failed, &e);
-    if (rc == 0) return DP_EXIT_OK;
-    int code = dp_cli_exit("run --with-gold", &e);
-    return failed ? DP_EXIT_RUN_FAILED : code;
+    dp_gold_opts go = {.quiet = json, .ran = gold.ids, .ran_cap = DP_CLI_GOLD_MAX, .nran = &gold.n};
+    rc = dp_gold_run(eng, NULL, 0, system, &go, &failed, &e);
+    if (rc) {
+      code = dp_cli_exit("run --with-gold", &e);
+      if (failed) code = DP_EXIT_RUN_FAILED;
+    }
+  } else {
+    if (with_gold && failed) fprintf(stderr, "dp-engine run: gold models not run: the system run did not succeed\n");
+    if (rc) {
+      code = dp_cli_exit("run", &e); /* a run that failed part way is 1, else the error's class */
+      if (failed) code = DP_EXIT_RUN_FAILED;
+    }
   }
-  if (with_gold && failed) fprintf(stderr, "dp-engine run: gold models not run: the system run did not succeed\n");
-  if (rc == 0) return DP_EXIT_OK;
-  int code = dp_cli_exit("run", &e); /* a run that failed part way is 1, else the error's class */
-  return failed ? DP_EXIT_RUN_FAILED : code;
+  if (json && run_id[0]) { /* the run is in the audit: its document, whatever its status */
+    dp_err je;
+    dp_err_clear(&je);
+    dp_buf g = DP_BUF_INIT;
+    int jrc = with_gold ? dp_cli_gold_json(eng->audit, &gold, &g, &je) : 0;
+    if (jrc == 0) jrc = dp_cli_print_run_json(eng->audit, run_id, with_gold ? "gold" : NULL, g.data, &je);
+    dp_buf_free(&g);
+    if (jrc) return dp_cli_exit("run --json", &je);
+  }
+  return code;
 }

@@ -14,38 +14,39 @@ static const char *RUNS_USAGE =
     "entity-layer row with records in / inserted / updated / deleted / unchanged / rejected and\n"
     "errors. Reads audit.* through DP_POSTGRES_URL. --json prints the same as JSON.\n";
 
-/* Prints every row of r as aligned columns. */
-static void print_table(PGresult *r) {
-  int rows = PQntuples(r), cols = PQnfields(r);
-  int *w = calloc((size_t)cols, sizeof *w);
-  for (int k = 0; k < cols; k++) {
-    w[k] = (int)strlen(PQfname(r, k));
-    for (int i = 0; i < rows; i++)
-      if (PQgetlength(r, i, k) > w[k]) w[k] = PQgetlength(r, i, k);
-    if (w[k] > 60) w[k] = 60;
-  }
-  for (int k = 0; k < cols; k++) printf("%-*s%s", w[k], PQfname(r, k), k + 1 < cols ? "  " : "\n");
-  for (int i = 0; i < rows; i++)
-    for (int k = 0; k < cols; k++)
-      printf("%-*.*s%s", w[k], w[k], PQgetisnull(r, i, k) ? "" : PQgetvalue(r, i, k), k + 1 < cols ? "  " : "\n");
-  free(w);
+int dp_cli_runs_json(PGconn *c, const char *const *ids, size_t n, dp_buf *out, dp_err *e) {
+  dp_buf arr = DP_BUF_INIT; /* a PostgreSQL array literal of the ids (uuids: no quoting needed) */
+  dp_buf_putc(&arr, '{');
+  for (size_t i = 0; i < n; i++) dp_buf_printf(&arr, "%s\"%s\"", i ? "," : "", ids[i]);
+  dp_buf_putc(&arr, '}');
+  const char *p[] = {arr.data};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(c,
+                      "SELECT coalesce(json_agg(t), '[]'::json) FROM (SELECT s.*, (SELECT coalesce(json_agg(l ORDER BY "
+                      "l.started_at), '[]') FROM audit.system_layer_run l WHERE l.run_id = s.run_id) AS layers, (SELECT "
+                      "coalesce(json_agg(x ORDER BY x.started_at), '[]') FROM audit.entity_layer_run x WHERE x.run_id = "
+                      "s.run_id) AS entities FROM unnest($1::text[]) WITH ORDINALITY u(id, ord) JOIN audit.system_run s "
+                      "ON s.run_id::text = u.id ORDER BY u.ord) t",
+                      1, p, &r, e);
+  dp_buf_free(&arr);
+  if (rc == 0) rc = dp_buf_puts(out, PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return rc;
 }
 
-/* Runs sql (with params) and prints it as a table, or as the JSON array of its rows. */
-static int show(PGconn *c, const char *sql, int n, const char *const *p, int json, dp_err *e) {
-  PGresult *r = NULL;
-  int rc;
-  if (json) {
-    dp_buf q = DP_BUF_INIT;
-    dp_buf_printf(&q, "SELECT coalesce(json_agg(t), '[]'::json) FROM (%s) t", sql);
-    rc = dp_pg_exec(c, q.data, n, p, &r, e);
-    dp_buf_free(&q);
-    if (rc == 0) printf("%s\n", PQgetvalue(r, 0, 0));
-  } else {
-    rc = dp_pg_exec(c, sql, n, p, &r, e);
-    if (rc == 0) print_table(r);
+int dp_cli_print_run_json(PGconn *c, const char *run_id, const char *key, const char *value, dp_err *e) {
+  dp_buf out = DP_BUF_INIT;
+  int rc = dp_cli_runs_json(c, &run_id, 1, &out, e);
+  if (rc == 0 && (out.len < 4 || out.data[0] != '[' || out.data[out.len - 1] != ']'))
+    rc = dp_err_set(e, DP_ENOTFOUND, "run %s is not in the audit", run_id);
+  if (rc == 0) {
+    out.data[out.len - 2] = '\0'; /* [{...}] -> {... */
+    printf("%s", out.data + 1);
+    if (key) printf(",\"%s\":%s", key, value);
+    printf("}\n");
+    fflush(stdout);
   }
-  PQclear(r);
+  dp_buf_free(&out);
   return rc;
 }
 
@@ -70,11 +71,11 @@ int dp_cmd_runs(dp_engine *eng, int argc, char **argv) {
   }
   dp_err e;
   dp_err_clear(&e);
-  if (dp_engine_open_pg(eng, &e)) return dp_cli_fail_config(&e);
+  if (dp_engine_open_migrated(eng, &e)) return dp_cli_exit("runs", &e);
   int rc;
   if (!is_show) {
     const char *p[] = {system, limit};
-    rc = show(eng->audit,
+    rc = dp_cli_query_print(eng->audit,
               "SELECT run_id, system, trigger_kind AS trigger, status, "
               "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS started_utc, "
               "round(extract(epoch FROM ended_at - started_at)::numeric, 2) AS seconds, "
@@ -93,27 +94,25 @@ int dp_cmd_runs(dp_engine *eng, int argc, char **argv) {
     }
     PQclear(r);
     if (rc == 0 && json) {
-      rc = show(eng->audit,
-                "SELECT s.*, (SELECT coalesce(json_agg(l ORDER BY l.started_at), '[]') FROM audit.system_layer_run l "
-                "WHERE l.run_id = s.run_id) AS layers, (SELECT coalesce(json_agg(x ORDER BY x.started_at), '[]') "
-                "FROM audit.entity_layer_run x WHERE x.run_id = s.run_id) AS entities "
-                "FROM audit.system_run s WHERE s.run_id::text = $1",
-                1, p, 1, &e);
+      dp_buf out = DP_BUF_INIT;
+      rc = dp_cli_runs_json(eng->audit, p, 1, &out, &e);
+      if (rc == 0) printf("%s\n", out.data);
+      dp_buf_free(&out);
     } else if (rc == 0) {
-      rc = show(eng->audit,
+      rc = dp_cli_query_print(eng->audit,
                 "SELECT run_id, system, trigger_kind AS trigger, status, started_at, ended_at, entities_succeeded AS ok, "
                 "entities_failed AS failed, entities_skipped AS skipped, metadata_hash, engine_version, error "
                 "FROM audit.system_run WHERE run_id::text = $1", 1, p, 0, &e);
       if (rc == 0) {
         printf("\n");
-        rc = show(eng->audit,
+        rc = dp_cli_query_print(eng->audit,
                   "SELECT layer, status, round(extract(epoch FROM ended_at - started_at)::numeric, 3) AS seconds, "
                   "entities_succeeded AS ok, entities_failed AS failed, entities_skipped AS skipped "
                   "FROM audit.system_layer_run WHERE run_id::text = $1 ORDER BY started_at", 1, p, 0, &e);
       }
       if (rc == 0) {
         printf("\n");
-        rc = show(eng->audit,
+        rc = dp_cli_query_print(eng->audit,
                   "SELECT entity, layer, status, round(extract(epoch FROM ended_at - started_at)::numeric, 3) AS seconds, "
                   "records_in AS in, records_inserted AS inserted, records_updated AS updated, "
                   "records_deleted AS deleted, records_unchanged AS unchanged, records_rejected AS rejected, error "

@@ -22,5 +22,12 @@ int dp_cmd_serve(dp_engine *eng, int argc, char **argv) {
     return DP_EXIT_OK;
   }
   if (argc > 0) return dp_cli_usage_error(SERVE_USAGE, "unexpected argument: %s", argv[0]);
+  /* A database that answers but is not migrated: say so now, not in every run's error. (One that
+   * does not answer yet is serve's to wait for: runs retry, /health reports it.) */
+  dp_err e;
+  dp_err_clear(&e);
+  if (dp_engine_open_migrated(eng, &e) != 0 && e.code == DP_ECONFIG) return dp_cli_exit("serve", &e);
+  if (eng->audit) { PQfinish(eng->audit); eng->audit = NULL; }
+  if (eng->data) { PQfinish(eng->data); eng->data = NULL; }
   return dp_serve_main(eng);
 }

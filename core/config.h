@@ -49,6 +49,7 @@ struct lua_State;
   X("DP_SHUTDOWN_GRACE", "30", "serve: seconds running runs get on shutdown")                            \
   X("DP_FILE_SETTLE_MS", "3000", "serve: milliseconds a new file must stay unchanged")                   \
   X("DP_RELOAD_POLL", "10", "serve: seconds between checks for changed metadata")                        \
+  X("DP_RETENTION_AT", "03:00", "serve: daily retention job time HH:MM UTC, or off")                        \
   X("DP_PREFECT_WORK_POOL", "dp-engine", "prefect deploy: the work pool")                                \
   X("PREFECT_API_URL", NULL, "report runs to Prefect (docs/orchestration.md)")                           \
   X("PREFECT_API_AUTH_STRING", NULL, "Prefect basic auth (user:password)")                               \

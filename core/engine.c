@@ -2,6 +2,7 @@
 #include "engine.h"
 #include "config.h"
 #include "log.h"
+#include "migrate.h"
 #include "pg.h"
 
 #include <libgen.h>
@@ -74,6 +75,20 @@ int dp_engine_open_pg(dp_engine *eng, dp_err *e) {
   if (!eng->audit && !(eng->audit = dp_pg_connect(eng->cfg.postgres_url, e))) return e->code;
   if (!eng->data && !(eng->data = dp_pg_connect(eng->cfg.postgres_url, e))) return e->code;
   return 0;
+}
+
+int dp_engine_open_migrated(dp_engine *eng, dp_err *e) {
+  int rc = dp_engine_open_pg(eng, e);
+  if (rc) return rc;
+  char dir[4200], first[256];
+  int applied, pending;
+  snprintf(dir, sizeof dir, "%s/migrations", eng->cfg.home);
+  if ((rc = dp_migrate_status(eng->audit, dir, &applied, &pending, first, sizeof first, e)) != 0) return rc;
+  if (pending == 0) return 0;
+  if (pending == 1)
+    return dp_err_set(e, DP_ECONFIG, "the database is not migrated: run `dp-engine migrate` (%s is not applied)", first);
+  return dp_err_set(e, DP_ECONFIG, "the database is not migrated: run `dp-engine migrate` (%s and %d more are not applied)",
+                    first, pending - 1);
 }
 
 /* libmongoc's own log lines go through ours. FerretDB v1 has no endSessions command, which

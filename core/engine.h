@@ -37,6 +37,10 @@ void dp_config_free(dp_config *cfg);
 /* Opens what is not open yet. */
 int dp_engine_open_pg(dp_engine *eng, dp_err *e);
 int dp_engine_open_mongo(dp_engine *eng, dp_err *e);
+/* dp_engine_open_pg, then DP_ECONFIG "the database is not migrated: run `dp-engine migrate`
+ * (...)" when a file of DP_HOME/migrations is not applied: what every command but migrate uses,
+ * so that none meets a missing table as an SQL error. */
+int dp_engine_open_migrated(dp_engine *eng, dp_err *e);
 /* Routes libmongoc logging through dp_log and turns off its shared-memory counters (call once,
  * before mongoc_init). */
 void dp_mongo_log_init(void);

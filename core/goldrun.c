@@ -1,6 +1,7 @@
 /* goldrun.c - the gold run driver (see goldrun.h). */
 #include "config.h"
 #include "goldrun.h"
+#include "preflight.h"
 #include "version.h"
 #include "audit.h"
 #include "gold.h"
@@ -81,6 +82,7 @@ static int build_model(dp_engine *eng, int meta_idx, const char *name, const dp_
   lua_pushstring(L, name);
   if ((rc = call_engine(L, "gold_model", 2, 1, le)) != 0) goto cleanup;
   mat = dp_lua_strfield(L, -1, "materialization");
+  if ((rc = dp_gold_inputs_exist(eng->audit, L, lua_gettop(L), name, le)) != 0) goto cleanup;
   if ((rc = dp_entity_from_lua(L, -1, &ent, le)) != 0) goto cleanup;
   have_ent = 1;
   lua_pop(L, 1);
@@ -182,7 +184,7 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     dp_log(DP_LOG_INFO, "no gold model depends on system %s", system ? system : "?");
     goto cleanup;
   }
-  if ((rc = dp_engine_open_pg(eng, e)) != 0) goto cleanup;
+  if ((rc = dp_engine_open_migrated(eng, e)) != 0) goto cleanup;
 
   for (size_t i = 0; i < nplan; i++) {
     const char *name = plan[i];
@@ -233,6 +235,9 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     if ((pf || pf_report[0]) &&
         (rc = dp_audit_set_prefect(eng->audit, &run, pf ? pf_id : NULL, pf_report[0] ? pf_report : NULL, e)) != 0)
       goto unlock;
+    dp_log_scope_run(run.id_str, name);
+    dp_log_scope_step("gold", name);
+    if (o && o->ran && *o->nran < o->ran_cap) snprintf(o->ran[(*o->nran)++], 37, "%s", run.id_str);
     if ((rc = dp_audit_layer_start(eng->audit, &run, name, "gold", e)) != 0) goto unlock;
     const char *status;
     int lrc = 0;
@@ -256,16 +261,17 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
     rc = dp_audit_system_end(eng->audit, &run, sys_status, ok, !skip && lrc, skip, ok ? NULL : le.msg, e);
     if (ok) {
       nok++;
-      dp_log(DP_LOG_INFO, "gold %s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64
+      dp_log_event(DP_LOG_INFO, "layer_succeeded", &n, "gold %s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64
              " deleted, %" PRId64 " unchanged", name, n.in, n.inserted, n.updated, n.deleted, n.unchanged);
     } else {
       failed[nfailed++] = plan[i];
-      dp_log(DP_LOG_ERROR, "gold %s %s: %s", name, status, le.msg);
+      dp_log_event(DP_LOG_ERROR, "layer_failed", &n, "gold %s %s: %s", name, status, le.msg);
     }
-    printf("gold run %s of %s (%s): %s  in %" PRId64 " inserted %" PRId64 " updated %" PRId64 " deleted %" PRId64
+    if (!(o && o->quiet))
+      printf("gold run %s of %s (%s): %s  in %" PRId64 " inserted %" PRId64 " updated %" PRId64 " deleted %" PRId64
            " unchanged %" PRId64 "\n", run.id_str, name, trigger, status, n.in, n.inserted, n.updated, n.deleted,
            n.unchanged);
-    if (!ok) printf("  %s: %s\n", name, le.msg);
+    if (!ok && !(o && o->quiet)) printf("  %s: %s\n", name, le.msg);
     fflush(stdout);
   unlock:
     if (pf) {
@@ -275,6 +281,7 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
         dp_log(DP_LOG_WARN, "prefect: cannot record the reporting state in the audit: %s", pe.msg);
     }
     dp_audit_unlock_system(eng->audit, name);
+    dp_log_scope_run(NULL, NULL);
     if (rc) goto cleanup;
   }
   if (nfailed) {

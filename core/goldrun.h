@@ -20,6 +20,10 @@ typedef struct dp_gold_opts {
   const char *run_id;
   int only_named;
   const char *prefect_flow_run_id; /* serve: the flow run created at queue time (= run_id), or NULL */
+  int quiet;              /* no summary lines on stdout (gold run --json prints the audited runs) */
+  char (*ran)[37];        /* when not NULL: receives the id of every model run started, in order */
+  size_t ran_cap;         /* room in ran */
+  size_t *nran;           /* with ran: how many it holds */
 } dp_gold_opts;
 
 int dp_gold_run(dp_engine *eng, const char *const *models, int n, const char *system, const dp_gold_opts *o,

@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "error.h"
 #include "redact.h"
+#include "runinfo.h"
 
 #include <sodium.h>
 #include <stdarg.h>
@@ -26,7 +27,34 @@ void dp_log_set_sink(dp_log_sink_fn fn, void *ud) {
   t_sink_ud = fn ? ud : NULL;
 }
 
+/* What this thread's lines are about (log.h): a run is one thread. */
+static __thread char t_run_id[40], t_system[256], t_entity[256], t_layer[16];
+
+static void set_field(char *dst, size_t cap, const char *v) { snprintf(dst, cap, "%s", v ? v : ""); }
+
+void dp_log_scope_run(const char *run_id, const char *system) {
+  set_field(t_run_id, sizeof t_run_id, run_id);
+  set_field(t_system, sizeof t_system, system);
+  if (!run_id) dp_log_scope_step(NULL, NULL);
+}
+
+void dp_log_scope_step(const char *layer, const char *entity) {
+  set_field(t_layer, sizeof t_layer, layer);
+  set_field(t_entity, sizeof t_entity, entity);
+}
+
+/* ,"key":"escaped value" or ,"key":null when v is empty. */
+static int json_field(dp_buf *b, const char *key, const char *v) {
+  int rc = dp_buf_printf(b, ",\"%s\":", key);
+  if (rc) return rc;
+  if (!*v) return dp_buf_puts(b, "null");
+  if ((rc = dp_buf_putc(b, '"')) != 0 || (rc = dp_log_escape(b, v, strlen(v), 1)) != 0) return rc;
+  return dp_buf_putc(b, '"');
+}
+
 static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+int dp_log_is_json(void) { return g_json; }
 
 int dp_log_level_parse(const char *s, dp_log_level *out) {
   for (int i = 0; i < 4; i++)
@@ -126,12 +154,11 @@ const char *dp_log_shown(const char *s, char *dst, size_t cap) {
   return dst;
 }
 
-void dp_log(dp_log_level level, const char *fmt, ...) {
+/* The one writer of log lines: dp_log and dp_log_event. */
+static void vlog(dp_log_level level, const char *event, const dp_counts *counts, const char *fmt, va_list ap) {
   int to_sink = t_sink != NULL && level >= DP_LOG_INFO;
   if (level < g_level && !to_sink) return;
   char msg[4096];
-  va_list ap;
-  va_start(ap, fmt);
   if (dp_redact_count() == 0) {
     vsnprintf(msg, sizeof msg, fmt, ap);
   } else {
@@ -142,7 +169,6 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
     else dp_redact_copy(full, (size_t)n, msg, sizeof msg);
     if (n >= 0) { sodium_memzero(full, (size_t)n); free(full); }
   }
-  va_end(ap);
   if (to_sink) {
     dp_log_sink_fn fn = t_sink;
     t_sink = NULL; /* a line logged by the sink itself does not come back to it */
@@ -164,9 +190,22 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
   dp_buf b = DP_BUF_INIT;
   int rc;
   if (g_json) {
-    rc = dp_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_names[level]);
+    /* one schema: every key on every line (docs/cli.md#logs) */
+    rc = dp_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\"", ts, level_names[level]);
+    if (!rc) rc = json_field(&b, "event", event ? event : "log");
+    if (!rc) rc = dp_buf_puts(&b, ",\"msg\":\"");
     if (!rc) rc = dp_log_escape(&b, msg, strlen(msg), 1);
-    if (!rc) rc = dp_buf_puts(&b, "\"}\n");
+    if (!rc) rc = dp_buf_putc(&b, '"');
+    if (!rc) rc = json_field(&b, "run_id", t_run_id);
+    if (!rc) rc = json_field(&b, "system", t_system);
+    if (!rc) rc = json_field(&b, "entity", t_entity);
+    if (!rc) rc = json_field(&b, "layer", t_layer);
+    if (!rc && counts)
+      rc = dp_buf_printf(&b, ",\"counts\":{\"in\":%lld,\"inserted\":%lld,\"updated\":%lld,\"deleted\":%lld,"
+                             "\"unchanged\":%lld,\"rejected\":%lld}}\n",
+                         (long long)counts->in, (long long)counts->inserted, (long long)counts->updated,
+                         (long long)counts->deleted, (long long)counts->unchanged, (long long)counts->rejected);
+    else if (!rc) rc = dp_buf_puts(&b, ",\"counts\":null}\n");
   } else {
     rc = dp_buf_printf(&b, "%s %-5s ", ts, level_names[level]);
     if (!rc) rc = dp_log_escape(&b, msg, strlen(msg), 0);
@@ -176,6 +215,20 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
   if (rc == 0) fputs(b.data, stderr);
   else fprintf(stderr, "%s %-5s (log line withheld: out of memory while escaping it)\n", ts, level_names[level]);
   dp_buf_free(&b);
+}
+
+void dp_log(dp_log_level level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(level, NULL, NULL, fmt, ap);
+  va_end(ap);
+}
+
+void dp_log_event(dp_log_level level, const char *event, const dp_counts *counts, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(level, event, counts, fmt, ap);
+  va_end(ap);
 }
 
 double dp_monotonic(void) {

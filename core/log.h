@@ -21,6 +21,21 @@ void dp_log(dp_log_level level, const char *fmt, ...) __attribute__((format(prin
 typedef void (*dp_log_sink_fn)(void *ud, dp_log_level level, const char *msg);
 void dp_log_set_sink(dp_log_sink_fn fn, void *ud);
 
+/* What this thread's lines are about: JSON lines carry run_id, system, entity and layer as fields
+ * (docs/cli.md#logs). The values are copied; NULL clears. A run sets its id and system once
+ * (dp_log_scope_run) and the layer and entity of each step (dp_log_scope_step). */
+void dp_log_scope_run(const char *run_id, const char *system);
+void dp_log_scope_step(const char *layer, const char *entity);
+
+typedef struct dp_counts dp_counts;
+/* dp_log with an event name ("run_started", "layer_succeeded", "progress", ...) and the step's
+ * counts (NULL: none), which JSON lines carry as the fields event and counts. */
+void dp_log_event(dp_log_level level, const char *event, const dp_counts *counts, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* 1 when lines are JSON (DP_LOG_FORMAT=json). */
+int dp_log_is_json(void);
+
 typedef struct dp_buf dp_buf;
 /* Appends s (len bytes, any bytes) to b with these escaped: line feed, carriage return and tab
  * as \n \r \t; other C0 controls and DEL as \xNN (json: \u00NN); C1 controls, U+2028/U+2029

@@ -36,7 +36,21 @@ static const char *USAGE =
     "  secrets rotate-key|gen-key       also: re-encrypt under a new key, make a key\n"
     "  prefect deploy [SYSTEM]... [--with-schedules]\n"
     "                                   a Prefect process work pool and a deployment per system\n"
-    "  retention [--dry-run]            (not built yet)\n"
+    "  rollback RUN_ID [--dry-run] [--cascade] [--json]\n"
+    "                                   undo a run: silver, bronze, cursor, raw (quarantined), gold\n"
+    "  doctor [--network] [--json]      check the setup; each problem with its fix\n"
+    "  show SYSTEM.ENTITY|gold.MODEL [--layer L] [--current] [--as-of TS] [--limit N] [--json]\n"
+    "                                   preview rows; --as-of from the SCD2 history\n"
+    "  lineage [--format text|dot|mermaid] [--json]\n"
+    "                                   systems -> entities -> gold models, last run status\n"
+    "  retention [--dry-run] [--system S] [--json]\n"
+    "                                   compress and delete old data per entity (docs/lifecycle.md)\n"
+    "  forget SYSTEM.ENTITY --key K=V[,K=V] [--dry-run] [--allow-return]\n"
+    "                                   remove one key from raw, bronze, silver and gold\n"
+    "  connectors list|show TYPE [--json|--markdown]\n"
+    "                                   connector types and their options (from their schemas)\n"
+    "  init system NAME --type file|rest [--from SAMPLE] [--entity E]\n"
+    "  init connector NAME              scaffold metadata (columns inferred from a sample) or a connector\n"
     "\n"
     "Options: --version, --help (also after a command).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
@@ -82,7 +96,14 @@ int main(int argc, char **argv) {
       {"serve", dp_cmd_serve, NULL},
       {"secrets", dp_cmd_secrets, NULL},
       {"prefect", dp_cmd_prefect, NULL},
-      {"retention", NULL, "a later issue"},
+      {"rollback", dp_cmd_rollback, NULL},
+      {"doctor", dp_cmd_doctor, NULL},
+      {"show", dp_cmd_show, NULL},
+      {"lineage", dp_cmd_lineage, NULL},
+      {"retention", dp_cmd_retention, NULL},
+      {"forget", dp_cmd_forget, NULL},
+      {"connectors", dp_cmd_connectors, NULL},
+      {"init", dp_cmd_init, NULL},
   };
   dp_cmd_fn fn = NULL;
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {

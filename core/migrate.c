@@ -110,3 +110,35 @@ cleanup:
   free(names);
   return rc;
 }
+
+int dp_migrate_status(PGconn *c, const char *dir, int *applied, int *pending, char *first, size_t cap, dp_err *e) {
+  char **names = NULL;
+  size_t n = 0;
+  PGresult *r = NULL;
+  *applied = *pending = 0;
+  if (cap) first[0] = '\0';
+  int rc = list_migrations(dir, &names, &n, e);
+  if (rc) goto cleanup;
+  rc = dp_pg_exec(c, "SELECT to_regclass('dp.schema_migration') IS NOT NULL", 0, NULL, &r, e);
+  if (rc) goto cleanup;
+  int have_table = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  r = NULL;
+  for (size_t i = 0; i < n; i++) {
+    int done = 0;
+    if (have_table) {
+      const char *p[] = {names[i]};
+      if ((rc = dp_pg_exec(c, "SELECT 1 FROM dp.schema_migration WHERE name = $1", 1, p, &r, e)) != 0) goto cleanup;
+      done = PQntuples(r) == 1;
+      PQclear(r);
+      r = NULL;
+    }
+    if (done) (*applied)++;
+    else if ((*pending)++ == 0 && cap) snprintf(first, cap, "%s", names[i]);
+  }
+cleanup:
+  PQclear(r);
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  return rc;
+}

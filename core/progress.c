@@ -2,6 +2,7 @@
 #include "config.h"
 #include "progress.h"
 #include "log.h"
+#include "runinfo.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,9 @@ void dp_progress_begin(const char *layer, const char *system, const char *entity
   memset(&cur, 0, sizeof cur);
   cur.active = 1;
   const char *fmt = dp_config_env("DP_LOG_FORMAT");
-  cur.tty = isatty(2) && !(fmt && strcmp(fmt, "json") == 0);
+  /* drawn in place only on a terminal: stdout too, so that `run --json | jq` or a redirected
+   * summary never has a progress line beside it (docs/cli.md#output) */
+  cur.tty = isatty(2) && isatty(1) && !(fmt && strcmp(fmt, "json") == 0);
   const char *every = dp_config_env("DP_PROGRESS_SECONDS");
   cur.every = every && *every ? atof(every) : cur.tty ? 0.5 : 30.0;
   snprintf(cur.label, sizeof cur.label, "%s %s.%s", layer, system, entity);
@@ -63,7 +66,8 @@ void dp_progress_add(int64_t n, const char *what) {
     fflush(stderr);
     cur.drawn = 1;
   } else {
-    dp_log(DP_LOG_INFO, "%s: %s %s so far (%s/s)", cur.label, a, cur.what, b);
+    dp_counts c = {.in = cur.n};
+    dp_log_event(DP_LOG_INFO, "progress", &c, "%s: %s %s so far (%s/s)", cur.label, a, cur.what, b);
   }
 }
 

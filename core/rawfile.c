@@ -1,5 +1,6 @@
 /* rawfile.c - atomic JSON Lines writer and file helpers. */
 #include "rawfile.h"
+#include "rawcompress.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,6 +70,8 @@ static char *tmp_name(const char *path) {
 
 static void writer_free(dp_raw_writer *w) {
   if (w->fd >= 0) close(w->fd);
+  dp_gz_out_free(w->gz);
+  w->gz = NULL;
   free(w->path);
   free(w->tmp_path);
   free(w->buf);
@@ -88,7 +91,8 @@ int dp_raw_open(dp_raw_writer *w, const char *path, dp_err *e) {
   w->path = strdup(path);
   w->tmp_path = tmp_name(path);
   w->buf = malloc(RAW_BUFSZ);
-  if (!w->path || !w->tmp_path || !w->buf) {
+  if (dp_raw_is_gz(path)) w->gz = dp_gz_out_new();
+  if (!w->path || !w->tmp_path || !w->buf || (dp_raw_is_gz(path) && !w->gz)) {
     rc = dp_err_set(e, DP_ENOMEM, "out of memory");
     goto cleanup;
   }
@@ -104,10 +108,17 @@ cleanup:
   return rc;
 }
 
+/* Writes p[0..n) to the file, through the deflate stream when there is one. */
+static int out_write(dp_raw_writer *w, const char *p, size_t n, dp_err *e) {
+  if (w->gz) return dp_gz_out_write(w->gz, w->fd, p, n, 0, e);
+  if (write_all(w->fd, p, n) != 0) return dp_err_set(e, DP_EIO, "cannot write %s: %s", w->tmp_path, strerror(errno));
+  return 0;
+}
+
 static int flush(dp_raw_writer *w, dp_err *e) {
   if (w->used == 0) return 0;
-  if (write_all(w->fd, w->buf, w->used) != 0)
-    return dp_err_set(e, DP_EIO, "cannot write %s: %s", w->tmp_path, strerror(errno));
+  int rc = out_write(w, w->buf, w->used, e);
+  if (rc) return rc;
   w->used = 0;
   return 0;
 }
@@ -123,8 +134,9 @@ int dp_raw_append(dp_raw_writer *w, const char *line, size_t len, dp_err *e) {
     if (rc) return rc;
   }
   if (len + 1 > RAW_BUFSZ) {
-    if (write_all(w->fd, line, len) != 0 || write_all(w->fd, "\n", 1) != 0)
-      return dp_err_set(e, DP_EIO, "cannot write %s: %s", w->tmp_path, strerror(errno));
+    int rc = out_write(w, line, len, e);
+    if (rc == 0) rc = out_write(w, "\n", 1, e);
+    if (rc) return rc;
   } else {
     memcpy(w->buf + w->used, line, len);
     w->buf[w->used + len] = '\n';
@@ -137,7 +149,9 @@ int dp_raw_append(dp_raw_writer *w, const char *line, size_t len, dp_err *e) {
 
 int dp_raw_commit(dp_raw_writer *w, dp_err *e) {
   int rc = flush(w, e);
+  if (rc == 0 && w->gz) rc = dp_gz_out_write(w->gz, w->fd, NULL, 0, 1, e);
   if (rc) goto fail;
+  w->stored = w->gz ? dp_gz_out_bytes(w->gz) : w->bytes;
   if (fsync(w->fd) != 0) {
     rc = dp_err_set(e, DP_EIO, "cannot fsync %s: %s", w->tmp_path, strerror(errno));
     goto fail;

@@ -19,10 +19,13 @@ typedef struct dp_raw_writer {
   uint64_t bytes;
   crypto_hash_sha256_state sha;
   char sha256_hex[65]; /* set by commit */
+  struct dp_gz_out *gz; /* the deflate stream when path ends in .gz (owned), else NULL */
+  uint64_t stored;      /* set by commit: bytes on disk (bytes, or the compressed size) */
 } dp_raw_writer;
 
-/* Creates the folders and opens PATH.tmp-<pid> for writing. The writer owns its memory until
- * dp_raw_commit or dp_raw_abort. */
+/* Creates the folders and opens PATH.tmp-<pid> for writing; a PATH ending in .gz is written
+ * gzip-compressed (rawcompress.h), records, bytes and sha256 still count the plain lines. The
+ * writer owns its memory until dp_raw_commit or dp_raw_abort. */
 int dp_raw_open(dp_raw_writer *w, const char *path, dp_err *e);
 /* Appends one record (a compact JSON object, no newline inside) and a newline. */
 int dp_raw_append(dp_raw_writer *w, const char *line, size_t len, dp_err *e);

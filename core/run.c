@@ -13,6 +13,9 @@
 #include "prefect.h"
 #include "progress.h"
 #include "rawfile.h"
+#include "rawcompress.h"
+#include "lifecycle.h"
+#include "forget.h"
 #include "silver.h"
 
 #include <inttypes.h>
@@ -36,6 +39,7 @@ typedef struct ent_state {
 typedef struct emit_ctx {
   dp_raw_writer *w;
   dp_buf scratch;
+  dp_forget_filter *forget; /* the entity's forgotten keys, or NULL (forget.h) */
 } emit_ctx;
 
 /* emit(batch): batch is an array of JSON object texts; each is validated, compacted and
@@ -57,6 +61,10 @@ static int l_emit(lua_State *L) {
       return luaL_error(L, "emit: record %d: %s", (int)i, e.msg);
     if (ctx->scratch.len == 0 || ctx->scratch.data[0] != '{')
       return luaL_error(L, "emit: record %d is not a JSON object", (int)i);
+    if (ctx->forget && dp_forget_filter_drops(ctx->forget, ctx->scratch.data, ctx->scratch.len)) {
+      lua_pop(L, 1);
+      continue;
+    }
     if (dp_raw_append(ctx->w, ctx->scratch.data, ctx->scratch.len, &e) != 0)
       return luaL_error(L, "emit: %s", e.msg);
     lua_pop(L, 1);
@@ -103,8 +111,10 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   struct tm tm;
   time_t secs = (time_t)(run->ts_us / 1000000);
   gmtime_r(&secs, &tm);
-  snprintf(s->raw_ref, sizeof s->raw_ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl", s->ent.system,
-           s->ent.name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, run->id_str);
+  dp_lifecycle lc; /* raw.compression: gzip from the start (docs/lifecycle.md) */
+  dp_lifecycle_of(L, meta_idx, s->ent.system, s->ent.name, &lc);
+  snprintf(s->raw_ref, sizeof s->raw_ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl%s", s->ent.system,
+           s->ent.name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, run->id_str, lc.gzip ? ".gz" : "");
   snprintf(s->raw_path, sizeof s->raw_path, "%s/%s", eng->cfg.data_dir, s->raw_ref);
   int rc = o->full_refresh ? 0 : read_cursor(eng->audit, s, e);
   if (rc) return rc;
@@ -112,7 +122,11 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   dp_raw_writer w;
   rc = dp_raw_open(&w, s->raw_path, e);
   if (rc) return rc;
-  emit_ctx ctx = {&w, DP_BUF_INIT};
+  emit_ctx ctx = {&w, DP_BUF_INIT, NULL};
+  if ((rc = dp_forget_filter_load(eng->audit, &s->ent, &ctx.forget, e)) != 0) {
+    dp_raw_abort(&w);
+    return rc;
+  }
   int top = lua_gettop(L);
   lua_getglobal(L, "__dp_engine");
   lua_getfield(L, -1, "extract");
@@ -130,6 +144,8 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   else lua_pushnil(L);
   rc = dp_lua_pcall(L, 7, 1, e);
   dp_buf_free(&ctx.scratch);
+  long long forgotten = dp_forget_filter_dropped(ctx.forget);
+  dp_forget_filter_free(ctx.forget);
   if (rc) {
     dp_raw_abort(&w);
     lua_settop(L, top);
@@ -148,6 +164,7 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   put_json_str_or_null(details, s->raw_ref);
   dp_buf_printf(details, ",\"records\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"sha256\":\"%s\"", records,
                 bytes, w.sha256_hex);
+  if (forgotten) dp_buf_printf(details, ",\"forgotten\":%lld", forgotten);
   dp_buf_puts(details, ",\"cursor_before\":");
   put_json_str_or_null(details, s->cursor_before);
   dp_buf_puts(details, ",\"cursor_after\":");
@@ -162,7 +179,7 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   put_json_str_or_null(&man, s->ent.name);
   dp_buf_printf(&man, ",\"details\":%s}\n", details->data);
   char mpath[4200];
-  snprintf(mpath, sizeof mpath, "%.*s.manifest.json", (int)(strlen(s->raw_path) - 6), s->raw_path);
+  dp_raw_manifest_path(s->raw_path, mpath, sizeof mpath);
   rc = dp_write_file_atomic(mpath, man.data, man.len, e);
   dp_buf_free(&man);
   return rc;
@@ -263,7 +280,8 @@ static int find_raw_file(dp_engine *eng, const dp_run_opts *o, ent_state *s, dp_
   dp_json_put_string(details, s->raw_ref, strlen(s->raw_ref));
   dp_buf_puts(details, "}");
   PQclear(r);
-  if (access(s->raw_path, R_OK) != 0)
+  char stored[sizeof s->raw_path];
+  if (dp_raw_locate(s->raw_path, stored, sizeof stored) != 0) /* X.jsonl or X.jsonl.gz */
     return dp_err_set(e, DP_ENOTFOUND, "replay: raw file %s is gone (retention?)", s->raw_path);
   return 0;
 }
@@ -439,7 +457,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   if (!counts || !statuses) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
 
   /* connections, lock, audit */
-  rc = dp_engine_open_pg(eng, e);
+  rc = dp_engine_open_migrated(eng, e);
   if (rc == 0 && (o->layers & (DP_LAYER_BRONZE | DP_LAYER_SILVER))) rc = dp_engine_open_mongo(eng, e);
   if (rc) goto cleanup;
   rc = dp_audit_lock_system(eng->audit, system, e);
@@ -462,11 +480,13 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
                              meta_hash, DP_VERSION, e);
   if (rc) goto cleanup;
   started = 1;
+  if (o->run_id_out) snprintf(o->run_id_out, 37, "%s", run.id_str); /* the audit has the run from here on */
   if (pf || pf_report[0])
     rc = dp_audit_set_prefect(eng->audit, &run, dp_prefect_flow_run_id(pf), pf_report[0] ? pf_report : NULL, e);
   if (rc) goto cleanup;
   for (int k = 0; k < ncrashed_runs; k++) dp_prefect_crashed(pf, crashed_runs[k]);
-  dp_log(DP_LOG_INFO, "run %s of %s started (%zu entities)", run.id_str, system, nent);
+  dp_log_scope_run(run.id_str, system);
+  dp_log_event(DP_LOG_INFO, "run_started", NULL, "run %s of %s started (%zu entities)", run.id_str, system, nent);
 
   static const char *layer_names[] = {"raw", "bronze", "silver"};
   for (int l = 0; l < 3; l++) {
@@ -494,6 +514,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       int lrc;
       dp_buf_puts(&details, "{}");
       dp_progress_begin(layer_names[l], system, s->ent.name);
+      dp_log_scope_step(layer_names[l], s->ent.name);
       if (l == 0) {
         lrc = raw_step(eng, &run, o, meta_idx, s, n, &details, &le);
       } else if (l == 1) {
@@ -517,12 +538,12 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
         set_error(s, le.msg);
         failed++;
         statuses[i][l] = "failed";
-        dp_log(DP_LOG_ERROR, "%s %s.%s failed: %s", layer_names[l], system, s->ent.name, le.msg);
+        dp_log_event(DP_LOG_ERROR, "layer_failed", n, "%s %s.%s failed: %s", layer_names[l], system, s->ent.name, le.msg);
       } else {
         ok++;
         statuses[i][l] = "succeeded";
         if (l == 2) commit_hook(L, "after_commit", system, s->ent.name);
-        dp_log(DP_LOG_INFO,
+        dp_log_event(DP_LOG_INFO, "layer_succeeded", n,
                "%s %s.%s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64
                " deleted, %" PRId64 " unchanged, %" PRId64 " rejected in %.2f s (%.0f records/s)",
                layer_names[l], system, s->ent.name, n->in, n->inserted, n->updated, n->deleted,
@@ -532,6 +553,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
       rc = dp_audit_entity_end(eng->audit, &run, s->ent.name, layer_names[l], statuses[i][l], n,
                                lrc ? le.msg : NULL, details.data, e);
       dp_buf_reset(&details);
+      dp_log_scope_step(NULL, NULL);
       if (rc) goto cleanup;
     }
     rc = dp_audit_layer_end(eng->audit, &run, layer_names[l], layer_status(ok, failed), ok, failed,
@@ -549,7 +571,8 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
     started = 0;
     if (rc) goto cleanup;
     prefect_end(eng, &pf, &run, status, failed ? err : NULL, pf_note, pf_report, sizeof pf_report);
-    print_summary(&run, system, status, st, nent, counts, statuses);
+    dp_log_event(DP_LOG_INFO, "run_finished", NULL, "run %s of %s %s", run.id_str, system, status);
+    if (!o->quiet) print_summary(&run, system, status, st, nent, counts, statuses);
     if (failed) {
       *run_failed = 1;
       rc = dp_err_set(e, DP_EIO, "run %s of %s %s: %s", run.id_str, system, status, err);
@@ -557,6 +580,7 @@ int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int 
   }
 
 cleanup:
+  dp_log_scope_run(NULL, NULL);
   if (started) {
     /* An infrastructure error (audit or connection) ended the run early. */
     dp_err tmp;

@@ -22,6 +22,8 @@ typedef struct dp_run_opts {
   const char *run_id;     /* the run id to use (serve hands out ids when it queues), or NULL */
   const char *prefect_flow_run_id; /* serve: the flow run it created when it queued the run (then
                                       also run_id), reported to instead of a new one; or NULL */
+  int quiet;              /* no summary on stdout (run --json prints the audited run instead) */
+  char *run_id_out;       /* when not NULL: receives the run's id (37 bytes) once the run ended */
 } dp_run_opts;
 
 /* Loads metadata into eng->L (creating the state when needed) and leaves the validated

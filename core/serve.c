@@ -7,6 +7,7 @@
  * pool, so the loop never blocks on a database. */
 #include "config.h"
 #include "serve.h"
+#include "retention_job.h"
 #include "version.h"
 #include "audit.h"
 #include "buf.h"
@@ -164,6 +165,7 @@ typedef struct serve {
   char **ent_names;        /* "system\0entity" pairs flattened as "system.entity" */
   double *ent_success;
   size_t nent;
+  dp_retention_job *retention; /* the daily retention (DP_RETENTION_AT), or NULL when off */
   /* connection pool for API reads (thread pool) */
   PGconn *pool[8];
   int npool;
@@ -477,7 +479,8 @@ static void run_job(dp_engine *eng, job *j) {
   j->started = dp_monotonic();
   if (j->is_gold) {
     const char *models[1] = {j->target};
-    dp_gold_opts go = {j->trigger, j->detail, j->run_id, 1, j->flow_run_id[0] ? j->flow_run_id : NULL};
+    dp_gold_opts go = {.trigger = j->trigger, .trigger_detail = j->detail, .run_id = j->run_id, .only_named = 1,
+                       .prefect_flow_run_id = j->flow_run_id[0] ? j->flow_run_id : NULL};
     j->rc = dp_gold_run(eng, models, 1, NULL, &go, &j->failed, &e);
   } else {
     dp_run_opts o;
@@ -1160,6 +1163,8 @@ static void begin_shutdown(serve *s, const char *why) {
   uv_timer_stop(&s->reload_timer);
   uv_timer_stop(&s->tick_timer);
   uv_timer_stop(&s->poll_timer);
+  dp_retention_job_stop(s->retention);
+  s->retention = NULL;
   uv_mutex_lock(&s->mu);
   s->stopping = 1;
   /* queued jobs are dropped: they never started, so nothing records them (a flow run created
@@ -1942,6 +1947,8 @@ int dp_serve_main(dp_engine *eng) {
     uv_thread_create(&s->threads[i], worker_main, &ws[i]);
   }
   arm_all(s, 1);
+  if (dp_retention_job_start(&s->loop, dp_config_get("DP_RETENTION_AT"), s->clock_offset, &s->retention, &e) != 0)
+    dp_log(DP_LOG_ERROR, "serve: %s: no daily retention", e.msg);
   dp_log(DP_LOG_INFO, "serve: listening on %s (port %d), %d workers, metadata %.12s from %s",
          listen, dp_httpd_port(s->http), s->nworkers, s->snap->hash ? s->snap->hash : "?", s->snap->meta.source);
   printf("serve: listening on port %d\n", dp_httpd_port(s->http));

@@ -30,6 +30,11 @@ int dp_silver_merge(PGconn *c, mongoc_client_t *cli, const char *bronze_db, cons
 /* flags: read every bronze document, not only those written since the last commit (replay) */
 #define DP_SILVER_FULL_READ 1u
 
+/* Deletes the before-images `dp-engine rollback` keeps of the rows of one key (key_hash: the
+ * _dp_key_hash as text) in dp.silver_undo, on c (the caller's transaction): forgetting a key
+ * removes its values there too. *n (may be NULL) gets how many. */
+int dp_silver_undo_forget_key(PGconn *c, const dp_entity *ent, const char *key_hash, long long *n, dp_err *e);
+
 /* "<system>__<entity>" */
 void dp_silver_table_name(const dp_entity *ent, char *buf, size_t cap);
 

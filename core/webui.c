@@ -1,5 +1,6 @@
 /* webui.c - see webui.h. */
 #include "webui.h"
+#include "lineage.h"
 #include "cron.h"
 #include "json.h"
 #include "pg.h"
@@ -261,16 +262,14 @@ int dp_webui_system_json(PGconn *c, const dp_snap_target *sys, const char *prefe
 int dp_webui_lineage_json(PGconn *c, const dp_snapshot *snap, dp_buf *out) {
   dp_err e;
   PGresult *r = NULL;
-  if (dp_pg_exec(c, "SELECT DISTINCT ON (system) system, status FROM audit.system_run ORDER BY system, started_at DESC", 0,
-                 NULL, &r, &e) != 0)
-    return -1;
+  if (dp_lineage_statuses(c, &r, &e) != 0) return -1;
   dp_buf_puts(out, "{\"nodes\":[");
   int first = 1;
   for (size_t i = 0; i < snap->ntargets; i++) {
     const dp_snap_target *t = &snap->targets[i];
-    const char *status = NULL;
-    for (int k = 0; k < PQntuples(r) && !status; k++)
-      if (strcmp(PQgetvalue(r, k, 0), t->name) == 0) status = PQgetvalue(r, k, 1);
+    char id[600];
+    snprintf(id, sizeof id, "%s:%s", t->is_gold ? "gold" : "system", t->name);
+    const char *status = dp_lineage_status_of(r, id);
     if (!first) dp_buf_putc(out, ',');
     first = 0;
     dp_buf_puts(out, "{\"id\":");
@@ -288,7 +287,8 @@ int dp_webui_lineage_json(PGconn *c, const dp_snapshot *snap, dp_buf *out) {
       dp_buf_puts(out, ",\"kind\":\"entity\",\"name\":");
       json_str(out, t->entities[k]);
       dp_buf_puts(out, ",\"status\":");
-      json_str(out, status);
+      snprintf(id, sizeof id, "entity:%s", b.data);
+      json_str(out, dp_lineage_status_of(r, id));
       dp_buf_puts(out, "}");
       dp_buf_free(&b);
     }

@@ -60,6 +60,43 @@ function H.exists(path)
   return false
 end
 
+-- The fenced code blocks of a Markdown text, in order: { lang ("" for a plain fence), text, line
+-- (of the opening fence), label (the last non-blank line before it that is not an HTML
+-- comment), tags (the <!-- ... --> lines right before the fence: { { line, text } }) }. A block
+-- whose closing fence never comes (it must be ``` alone on its line) has unclosed = true; one
+-- holding a line that starts with ``` (a closing fence with text after it?) has fence_inside =
+-- that line.
+function H.markdown_blocks(text)
+  local out, cur, label, tags, n = {}, nil, nil, {}, 0
+  for line in (text .. "\n"):gmatch("(.-)\n") do
+    n = n + 1
+    if cur then
+      if line:match("^```%s*$") then
+        out[#out + 1] = cur
+        cur = nil
+      else
+        if line:match("^```") then cur.fence_inside = cur.fence_inside or n end
+        cur.text = cur.text .. line .. "\n"
+      end
+    else
+      local lang = line:match("^```(%S*)")
+      if lang then
+        cur = { lang = lang, text = "", line = n, label = label, tags = tags }
+        tags = {}
+      elseif line:match("^<!%-%-.*%-%->%s*$") then
+        tags[#tags + 1] = { line = n, text = line }
+      elseif line:find("%S") then
+        label, tags = line, {}
+      end
+    end
+  end
+  if cur then
+    cur.unclosed = true
+    out[#out + 1] = cur
+  end
+  return out
+end
+
 function H.tmpdir(tag)
   local rc, out = H.sh("mktemp -d /tmp/dp-spec-" .. (tag or "x") .. "-XXXXXX")
   assert(rc == 0, "mktemp failed")
@@ -118,6 +155,14 @@ function H.fresh_env(name, opts)
   local rc, out, err = H.engine(env, "migrate")
   assert(rc == 0, "migrate failed: " .. tostring(out) .. tostring(err))
   return env
+end
+
+-- A command's stdout decoded as the one JSON document it must be (--json); fails the test
+-- when anything else is there.
+function H.json_stdout(out)
+  local ok, doc = pcall(cjson.decode, out)
+  assert(ok, "stdout is not one JSON document: " .. tostring(out))
+  return doc
 end
 
 -- Runs the engine binary with env; returns exit code, stdout, stderr.

@@ -38,29 +38,35 @@ local function auth_def()
     type = "union",
     discriminator = "type",
     default = { type = "none" },
+    description = "how requests authenticate; credentials may be {\"secret\": \"name\"}",
     choices = {
       none = { type = "record", fields = {} },
       bearer = { type = "record", fields = {
-        { token = sos { required = true, len_min = 1 } },
+        { token = sos { required = true, len_min = 1, description = "sent as Authorization: Bearer <token>" } },
       } },
       basic = { type = "record", fields = {
-        { username = sos { required = true, len_min = 1 } },
-        { password = sos { required = true } },
+        { username = sos { required = true, len_min = 1, description = "user name of HTTP basic auth" } },
+        { password = sos { required = true, description = "password of HTTP basic auth" } },
       } },
       api_key = { type = "record", fields = {
-        { name = { type = "string", required = true, custom_validator = token } },
-        { value = sos { required = true, len_min = 1 } },
-        { ["in"] = { type = "string", one_of = { "header", "query" }, default = "header" } },
+        { name = { type = "string", required = true, custom_validator = token,
+          description = "header or query parameter name" } },
+        { value = sos { required = true, len_min = 1, description = "the key" } },
+        { ["in"] = { type = "string", one_of = { "header", "query" }, default = "header",
+          description = "send it as a header or as a query parameter" } },
       } },
       oauth2 = { type = "record",
         fields = {
-          { token_url = { type = "string", required = true, custom_validator = http_url } },
-          { grant_type = { type = "string", one_of = { "refresh_token", "client_credentials" }, default = "refresh_token" } },
-          { client_id = sos { required = true, len_min = 1 } },
-          { client_secret = sos {} },
-          { refresh_token = sos {} },
-          { scope = { type = "string" } },
-          { client_auth = { type = "string", one_of = { "body", "basic" }, default = "body" } },
+          { token_url = { type = "string", required = true, custom_validator = http_url,
+            description = "where the access token is fetched (form POST)" } },
+          { grant_type = { type = "string", one_of = { "refresh_token", "client_credentials" }, default = "refresh_token",
+            description = "the OAuth2 grant used to get an access token" } },
+          { client_id = sos { required = true, len_min = 1, description = "the application's client id" } },
+          { client_secret = sos { description = "the application's secret (required for client_credentials)" } },
+          { refresh_token = sos { description = "long-lived refresh token (required for refresh_token)" } },
+          { scope = { type = "string", description = "scopes to ask for, space-separated" } },
+          { client_auth = { type = "string", one_of = { "body", "basic" }, default = "body",
+            description = "send the client credentials in the form body or as HTTP basic auth" } },
         },
         checks = {
           function(a)
@@ -85,24 +91,39 @@ M.Auth = schema.define(auth_def())
 function M.http_fields(opts)
   opts = opts or {}
   return {
-    { base_url = { type = "string", required = opts.base_url_required == true, custom_validator = http_url } },
-    { headers = { type = "map", keys = { type = "string", custom_validator = token }, values = sos {}, default = {} } },
+    { base_url = { type = "string", required = opts.base_url_required == true, custom_validator = http_url,
+      description = "http:// or https:// URL that relative paths are joined to" } },
+    { headers = { type = "map", keys = { type = "string", custom_validator = token,
+      description = "header name" }, values = sos { description = "header value" }, default = {},
+      description = "headers sent with every request" } },
     { auth = auth_def() },
-    { rate_limit = { type = "record", fields = {
-      { requests = { type = "integer", required = true, between = { 1, 1000000 } } },
-      { per = { type = "string", one_of = { "second", "minute", "hour" }, default = "second" } },
+    { rate_limit = { type = "record",
+      description = "at most that many request starts in any window, shared by the system's entities in one run",
+      fields = {
+      { requests = { type = "integer", required = true, between = { 1, 1000000 },
+        description = "request starts allowed per window" } },
+      { per = { type = "string", one_of = { "second", "minute", "hour" }, default = "second",
+        description = "the window" } },
     } } },
-    { retry = { type = "record", default = {}, fields = {
-      { max_attempts = { type = "integer", between = { 1, 20 }, default = 5 } },
-      { backoff_seconds = { type = "number", between = { 0, 3600 }, default = 1 } },
-      { max_backoff_seconds = { type = "number", between = { 0, 86400 }, default = 60 } },
-      { max_wait_seconds = { type = "number", between = { 0, 86400 }, default = 300 } },
+    { retry = { type = "record", default = {}, description = "retries of network errors, 408, 429 and 5xx",
+      fields = {
+      { max_attempts = { type = "integer", between = { 1, 20 }, default = 5,
+        description = "attempts per request (1: no retry)" } },
+      { backoff_seconds = { type = "number", between = { 0, 3600 }, default = 1,
+        description = "the first back-off; it doubles after each attempt" } },
+      { max_backoff_seconds = { type = "number", between = { 0, 86400 }, default = 60,
+        description = "cap on one back-off" } },
+      { max_wait_seconds = { type = "number", between = { 0, 86400 }, default = 300,
+        description = "cap on the total time spent waiting for one request" } },
     } } },
-    { timeout = { type = "record", default = {}, fields = {
-      { connect_seconds = { type = "number", between = { 0.001, 600 }, default = 10 } },
-      { total_seconds = { type = "number", between = { 0.001, 86400 }, default = 60 } },
+    { timeout = { type = "record", default = {}, description = "timeouts per attempt", fields = {
+      { connect_seconds = { type = "number", between = { 0.001, 600 }, default = 10,
+        description = "to connect" } },
+      { total_seconds = { type = "number", between = { 0.001, 86400 }, default = 60,
+        description = "for the whole attempt" } },
     } } },
-    { max_response_bytes = { type = "integer", between = { 1024, 2 ^ 40 }, default = 64 * 1024 * 1024 } },
+    { max_response_bytes = { type = "integer", between = { 1024, 2 ^ 40 }, default = 64 * 1024 * 1024,
+      description = "a larger response fails (not retried)" } },
   }
 end
 

@@ -12,6 +12,8 @@
 local schema = require "dp.schema"
 local metadata = require "dp.metadata"
 local sandbox = require "dp.sandbox"
+local models = require "dp.models"
+local metadata_type_name = models.connector_type
 
 local M = {}
 local quote = schema.quote
@@ -175,6 +177,28 @@ local function collect_secret_refs(v, path, out)
     collect_secret_refs(rawget(v, k), type(k) == "number" and (path .. "[" .. (k - 1) .. "]") or (path .. "." .. tostring(k)), out)
   end
   return out
+end
+
+-- What `dp-engine doctor` checks in the metadata: the inbox of every enabled file system, the
+-- base_url of every enabled rest system, and the name of every secret referenced anywhere.
+function M.doctor_facts(meta)
+  local facts = { inboxes = {}, rest = {}, secrets = {} }
+  for i, s in ipairs(meta.systems or {}) do
+    if s.enabled ~= false and s.type == "file" and type(s.inbox) == "string" then
+      facts.inboxes[#facts.inboxes + 1] = { system = s.name, inbox = s.inbox }
+    elseif s.enabled ~= false and s.type == "rest" and type(s.base_url) == "string" then
+      facts.rest[#facts.rest + 1] = { system = s.name, base_url = s.base_url }
+    end
+    for _, r in ipairs(collect_secret_refs(s, "systems.json[" .. (i - 1) .. "]", {})) do
+      facts.secrets[#facts.secrets + 1] = r.name
+    end
+  end
+  for i, e in ipairs(meta.entities or {}) do
+    for _, r in ipairs(collect_secret_refs(e, "entities.json[" .. (i - 1) .. "]", {})) do
+      facts.secrets[#facts.secrets + 1] = r.name
+    end
+  end
+  return facts
 end
 
 -- Replaces every reference in t (a copy) by its value, in place.
@@ -628,9 +652,13 @@ local function show_entity(out, e)
   table.sort(keys)
   for _, k in ipairs(keys) do src[#src + 1] = k .. " " .. show_value(e.source[k]) end
   if #src > 0 then out[#out + 1] = "    source: " .. table.concat(src, ", ") end
-  if e.retention and e.retention.raw_days then
-    out[#out + 1] = "    retention: raw files " .. e.retention.raw_days .. " days"
-  end
+  local r, keep = e.retention or {}, {}
+  if r.raw_days then keep[#keep + 1] = "raw files compressed after " .. r.raw_days .. " days" end
+  if r.raw_delete_days then keep[#keep + 1] = "raw files deleted after " .. r.raw_delete_days .. " days" end
+  if r.bronze_deleted_days then keep[#keep + 1] = "deleted bronze documents purged after " .. r.bronze_deleted_days .. " days" end
+  if r.silver_history_days then keep[#keep + 1] = "closed silver versions dropped after " .. r.silver_history_days .. " days" end
+  if #keep > 0 then out[#out + 1] = "    retention: " .. table.concat(keep, ", ") end
+  if e.raw and e.raw.compression ~= "none" then out[#out + 1] = "    raw files written " .. e.raw.compression .. "-compressed" end
   show_columns(out, e.columns, "    ")
 end
 
@@ -715,6 +743,72 @@ function M.show(meta, name, as_json)
 end
 
 ---------------------------------------------------------------------------------------------
+-- `dp-engine connectors list|show` (core/cmd_connectors.c): the options of connector types,
+-- from the schemas' field descriptions (lua/dp/connectors_doc.lua).
+local connectors_doc = require "dp.connectors_doc"
+
+-- Returns text, or nil and an error (a connector that does not load).
+function M.connectors_list(as_json)
+  local list = connectors_doc.list(configured().scripts_dir, sandbox.load_connector)
+  if as_json then
+    local arr = setmetatable({}, schema.ARRAY)
+    for i, c in ipairs(list) do arr[i] = { type = c.type, script = c.path, description = c.description, error = c.err } end
+    return schema.encode(arr) .. "\n"
+  end
+  if #list == 0 then
+    return nil, "no connector types in " .. configured().scripts_dir .. "/connectors (set DP_SCRIPTS)"
+  end
+  local width = 4
+  for _, c in ipairs(list) do width = math.max(width, #c.type) end
+  local out = {}
+  for _, c in ipairs(list) do
+    out[#out + 1] = string.format("%-" .. width .. "s  %s", c.type, c.err and ("does not load: " .. c.err) or c.description)
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = "dp-engine connectors show TYPE: the options of a type"
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- format: "text", "json" or "markdown". Returns text, or nil and an error.
+function M.connectors_show(type_name, format)
+  local ok, err = metadata_type_name(type_name)
+  if not ok then return nil, err end
+  local conn, lerr = sandbox.load_connector(M.connector_path(type_name))
+  if not conn then
+    local names = {}
+    for _, c in ipairs(connectors_doc.list(configured().scripts_dir, function() return {} end)) do
+      names[#names + 1] = c.type
+    end
+    if lerr:find("cannot open", 1, true) or lerr:find("No such file", 1, true) then
+      return nil, "no connector type " .. quote(type_name) .. " (no " .. M.connector_path(type_name) .. ")"
+        .. schema.hint(type_name, names) .. "; known: " .. table.concat(names, ", ")
+    end
+    return nil, lerr
+  end
+  return connectors_doc.show(conn, type_name, format)
+end
+
+---------------------------------------------------------------------------------------------
+-- `dp-engine init system|connector` (core/cmd_init.c, docs/init.md): returns { report, files =
+-- { { path, text } }, written }, or nil and a message.
+local scaffold = require "dp.scaffold"
+
+function M.init_system(opts)
+  opts.scripts_dir = configured().scripts_dir
+  local ok, res = pcall(scaffold.init_system, opts)
+  if not ok then return nil, tostring(res) end
+  res.meta = nil
+  return res
+end
+
+function M.init_connector(opts)
+  opts.scripts_dir = configured().scripts_dir
+  local ok, res = pcall(scaffold.init_connector, opts)
+  if not ok then return nil, tostring(res) end
+  return res
+end
+
+---------------------------------------------------------------------------------------------
 -- Gold (issue #6, docs/gold.md): the C driver (core/goldrun.c) calls these.
 local gold = require "dp.gold"
 local gold_loader -- one per Lua state: a long-lived engine reloads changed scripts (hot reload)
@@ -731,7 +825,7 @@ function M.gold_model(meta, name)
   local g = metadata.find_gold(meta, name)
   if not g then error("no gold model named " .. quote(name), 0) end
   return { system = "gold", name = g.name, columns = g.columns, primary_key = g.primary_key,
-    materialization = g.materialization }
+    materialization = g.materialization, depends_on = g.depends_on }
 end
 
 -- serve, before it takes a new version: every gold model's script compiles and has the right

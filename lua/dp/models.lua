@@ -142,10 +142,21 @@ M.typedefs = {
 }
 local T = M.typedefs
 
+-- A copy of a field definition with its description (typedefs are shared by several models,
+-- each field says what it means where it is used: `connectors show`, docs/metadata.md).
+function M.described(def, text)
+  local out = {}
+  for k, v in pairs(def) do out[k] = v end
+  out.description = text
+  return out
+end
+local described = M.described
+
 M.SecretRef = schema.define {
   type = "record",
   fields = {
-    { secret = { type = "string", required = true, custom_validator = function(v)
+    { secret = { type = "string", required = true, description = "name of a secret in the store (dp-engine secrets set NAME)",
+      custom_validator = function(v)
       -- the engine's rule for secret names (core/secrets.c): so that a name that validates can
       -- be looked up (it is a file name under DP_SECRETS_DIR too: never "." or "..")
       if v:match("^[A-Za-z0-9_.-]+$") and v ~= "." and v ~= ".." and #v <= 128 then return true end
@@ -158,7 +169,7 @@ M.SecretRef = schema.define {
 -- string's own attributes (len_min, match, ...) plus required / default / description, which go
 -- on the union.
 function M.string_or_secret(attrs)
-  local str, union = { type = "string" }, { type = "union" }
+  local str, union = { type = "string", description = "the value itself" }, { type = "union" }
   for k, v in pairs(attrs or {}) do
     if k == "required" or k == "default" or k == "description" then union[k] = v else str[k] = v end
   end
@@ -171,20 +182,26 @@ M.Trigger = schema.define {
   discriminator = "type",
   choices = {
     schedule = { type = "record", fields = {
-      { cron = { type = "string", required = true, custom_validator = M.cron } },
-      { timezone = { type = "string", default = "UTC", custom_validator = M.timezone } },
+      { cron = { type = "string", required = true, custom_validator = M.cron,
+        description = "5-field cron expression or a macro such as @daily (docs/triggers.md)" } },
+      { timezone = { type = "string", default = "UTC", custom_validator = M.timezone,
+        description = "IANA time zone the cron expression is read in" } },
       -- serve: run once at start when the last success is older than the previous slot (absent: true)
-      { catch_up = { type = "boolean" } },
+      { catch_up = { type = "boolean",
+        description = "run a missed slot once when serve starts (absent: true)" } },
     } },
     file = { type = "record", fields = {
-      { path = { type = "string", required = true, len_min = 1 } },
-      { pattern = { type = "string", default = "*", len_min = 1, custom_validator = M.file_glob } },
+      { path = { type = "string", required = true, len_min = 1, description = "folder to watch" } },
+      { pattern = { type = "string", default = "*", len_min = 1, custom_validator = M.file_glob,
+        description = "glob of the file names that start a run" } },
     } },
     after = { type = "record", fields = {
-      { upstream = { type = "string", required = true, custom_validator = M.identifier } },
+      { upstream = { type = "string", required = true, custom_validator = M.identifier,
+        description = "system or gold model whose successful run starts this one" } },
     } },
     callback = { type = "record", fields = {
-      { name = { type = "string", custom_validator = M.identifier } },
+      { name = { type = "string", custom_validator = M.identifier,
+        description = "name of the webhook (POST /api/v1/hooks/{system}/{name})" } },
     } },
   },
 }
@@ -206,7 +223,8 @@ local function unique_callbacks(list)
   return true
 end
 
-local triggers = { type = "list", elements = M.Trigger, default = {}, custom_validator = unique_callbacks }
+local triggers = { type = "list", elements = M.Trigger, default = {}, custom_validator = unique_callbacks,
+  description = "when to run it; acted on by serve (docs/triggers.md)" }
 
 local function only_when(col, field, col_type)
   if col[field] ~= nil and col.type ~= col_type then
@@ -217,17 +235,25 @@ end
 M.Column = schema.define {
   type = "record",
   fields = {
-    { name = { type = "string", required = true, custom_validator = M.column_name } },
-    { type = { type = "string", required = true, one_of = M.COLUMN_TYPES } },
-    { length = { type = "integer", between = { 1, 10485760 } } },
-    { precision = { type = "integer", between = { 1, 1000 } } },
+    { name = { type = "string", required = true, custom_validator = M.column_name,
+      description = "silver column name" } },
+    { type = { type = "string", required = true, one_of = M.COLUMN_TYPES,
+      description = "the typed value kept in silver and hashed (docs/data-types.md)" } },
+    { length = { type = "integer", between = { 1, 10485760 },
+      description = "string only: maximum characters (none: unbounded varchar)" } },
+    { precision = { type = "integer", between = { 1, 1000 },
+      description = "decimal only, required: total digits" } },
     { scale = { type = "integer", between = { 0, 1000 },
-      default = function(col) if col.type == "decimal" then return 0 end end } },
-    { nullable = { type = "boolean", default = true } },
+      default = function(col) if col.type == "decimal" then return 0 end end,
+      description = "decimal only: digits after the point (default 0)" } },
+    { nullable = { type = "boolean", default = true,
+      description = "false: a missing or null value is a type error" } },
     { path = { type = "string", custom_validator = M.source_path,
-      default = function(col) return col.name end } },
-    { history = { type = "string", one_of = { "scd2", "scd1" }, default = "scd2" } },
-    { description = T.description },
+      default = function(col) return col.name end,
+      description = "where the value is in the source record, dotted for nested (counterparty.iban); default the name" } },
+    { history = { type = "string", one_of = { "scd2", "scd1" }, default = "scd2",
+      description = "scd2: a change starts a new version; scd1: a change overwrites every version" } },
+    { description = described(T.description, "for people") },
   },
   checks = {
     function(col)
@@ -325,40 +351,75 @@ local function check_table_name(e)
   return true
 end
 
-local columns = { type = "list", elements = M.Column, required = true, len_min = 1 }
-local primary_key = { type = "list", elements = { type = "string" }, default = {}, unique = true }
+-- How long each layer keeps what it no longer needs (docs/lifecycle.md): acted on by
+-- `dp-engine retention` and serve's daily job.
+local days = function(what)
+  return { type = "integer", between = { 1, 36500 }, description = what }
+end
+local retention = { type = "record", description = "what `dp-engine retention` removes, and when",
+  fields = {
+    { raw_days = days("raw files older than this many days are compressed (gzip)") },
+    { raw_delete_days = days("raw files older than this many days are deleted (except those still needed)") },
+    { bronze_deleted_days = days("bronze documents deleted this many days ago are purged") },
+    { silver_history_days = days("closed silver versions that ended this many days ago are dropped") },
+  },
+  checks = { function(r)
+    if r.raw_days and r.raw_delete_days and r.raw_delete_days <= r.raw_days then
+      return nil, { { "raw_delete_days", "must be more than raw_days (" .. r.raw_days .. "), got "
+        .. r.raw_delete_days } }
+    end
+    return true
+  end },
+}
+
+local columns = { type = "list", elements = M.Column, required = true, len_min = 1,
+  description = "the columns kept in silver: at least one, names unique" }
+local primary_key = { type = "list", elements = { type = "string", description = "a column name" }, default = {},
+  unique = true, description = "key columns, in this order (several: a composite key); none: append-only; no json columns" }
 
 M.SYSTEM_FIELDS = {
-  { name = T.name },
-  { description = T.description },
-  { type = { type = "string", required = true, custom_validator = connector_type } },
-  { enabled = T.enabled },
+  { name = described(T.name, "unique system name; used in table and collection names") },
+  { description = described(T.description, "for people") },
+  { type = { type = "string", required = true, custom_validator = connector_type,
+    description = "connector type: picks connectors/<type>.lua and with it the model of the other fields" } },
+  { enabled = described(T.enabled, "false: run refuses the system and runs do not load its connector") },
   { triggers = triggers },
 }
 
 local function entity_fields(source)
+  source.description = source.description or "connector options, validated by the connector's entity_schema"
   return {
-    { name = T.name },
-    { system = T.name },
-    { description = T.description },
-    { enabled = T.enabled },
-    { load_type = { type = "string", one_of = { "full", "delta" }, default = "full" } },
+    { name = described(T.name, "unique within its system") },
+    { system = described(T.name, "name of a system in systems.json") },
+    { description = described(T.description, "for people") },
+    { enabled = described(T.enabled, "false: left out of runs (counted as skipped); --entity can still name it") },
+    { load_type = { type = "string", one_of = { "full", "delta" }, default = "full",
+      description = "full: every run reads everything; delta: only what is new since the cursor" } },
     { primary_key = primary_key },
-    { cursor = { type = "string" } },
-    { delete_detection = { type = "string", one_of = { "close", "tombstone", "ignore" }, default = "close" } },
-    { delete_marker = { type = "record", fields = {
-      { column = { type = "string", required = true } },
-      { value = { type = "any", required = true, custom_validator = function(v)
+    { cursor = { type = "string", description = "column that orders a delta source (rest: where the new cursor is read)" } },
+    { delete_detection = { type = "string", one_of = { "close", "tombstone", "ignore" }, default = "close",
+      description = "full loads: what happens to keys missing from a run, and what a delete marker does" } },
+    { delete_marker = { type = "record",
+      description = "a record whose column holds this value means deleted (delta sources); needs a primary key",
+      fields = {
+      { column = { type = "string", required = true, description = "the column to look at" } },
+      { value = { type = "any", required = true, description = "the value that means deleted, cast with the column's type",
+        custom_validator = function(v)
         local t = type(v)
         if t == "string" or t == "number" or t == "boolean" then return true end
         return nil, "must be a string, number or boolean"
       end } },
     } } },
-    { valid_from = { type = "string" } },
-    { on_type_error = { type = "string", one_of = { "reject", "fail" }, default = "reject" } },
-    { retention = { type = "record", fields = {
-      { raw_days = { type = "integer", between = { 1, 36500 } } },
-    } } },
+    { valid_from = { type = "string",
+      description = "timestamp or date column: a new version starts at this event time instead of the run's" } },
+    { on_type_error = { type = "string", one_of = { "reject", "fail" }, default = "reject",
+      description = "what a value that cannot be cast does: reject the row, or fail the entity" } },
+    { retention = retention },
+    { raw = { type = "record", description = "how the raw files of the entity are written",
+      fields = {
+        { compression = { type = "string", one_of = { "none", "gzip" }, default = "none",
+          description = "gzip: each new raw file is written compressed (<run_id>.jsonl.gz)" } },
+      } } },
     { source = source },
     { columns = columns },
   }
@@ -375,13 +436,16 @@ M.Entity = schema.define {
 M.GoldModel = schema.define {
   type = "record",
   fields = {
-    { name = T.name },
-    { description = T.description },
+    { name = described(T.name, "unique gold model name (the table gold.<name>); shares one namespace with systems") },
+    { description = described(T.description, "for people") },
     { script = { type = "string", custom_validator = M.script_path,
-      default = function(m) return m.name .. ".lua" end } },
-    { depends_on = { type = "list", elements = { type = "string", custom_validator = reference },
-      default = {}, unique = true } },
-    { materialization = { type = "string", one_of = { "table", "incremental" }, default = "table" } },
+      default = function(m) return m.name .. ".lua" end,
+      description = "the model's script, relative to gold/ (default <name>.lua)" } },
+    { depends_on = { type = "list", elements = { type = "string", custom_validator = reference,
+      description = "system.entity or a gold model name" },
+      default = {}, unique = true, description = "the entities and gold models it reads" } },
+    { materialization = { type = "string", one_of = { "table", "incremental" }, default = "table",
+      description = "table: rebuilt and swapped in each run; incremental: merged by primary key" } },
     { primary_key = primary_key },
     { columns = columns },
     { triggers = triggers },

@@ -28,34 +28,39 @@ M.dotted_path = dotted
 
 -- The paginator union; a new definition each call (default { type = "single_page" }).
 function M.schema()
-  local max_pages = { max_pages = { type = "integer", between = { 1, 1000000000 } } }
-  local param = function(default, required)
-    return { type = "string", default = default, required = required, len_min = 1 }
+  local max_pages = { max_pages = { type = "integer", between = { 1, 1000000000 },
+    description = "stop after this many pages, with a warning (default: no limit)" } }
+  local param = function(default, required, description)
+    return { type = "string", default = default, required = required, len_min = 1, description = description }
   end
-  local path = function(required) return { type = "string", required = required, custom_validator = dotted } end
-  local stop_short = { stop_on_short_page = { type = "boolean", default = false } }
+  local path = function(required, description)
+    return { type = "string", required = required, custom_validator = dotted, description = description }
+  end
+  local stop_short = { stop_on_short_page = { type = "boolean", default = false,
+    description = "a page shorter than the page size is the last one" } }
   return {
     type = "union",
     discriminator = "type",
     default = { type = "single_page" },
+    description = "how to get the next page",
     choices = {
       single_page = { type = "record", fields = {} },
       offset = { type = "record", fields = {
-        { limit = { type = "integer", required = true, between = { 1, 1000000 } } },
-        { offset_param = param("offset") },
-        { limit_param = param("limit") },
-        { start = { type = "integer", default = 0, between = { 0, 2 ^ 53 } } },
-        { total_path = path(false) },
+        { limit = { type = "integer", required = true, between = { 1, 1000000 }, description = "records per page" } },
+        { offset_param = param("offset", nil, "query parameter of the offset") },
+        { limit_param = param("limit", nil, "query parameter of the limit") },
+        { start = { type = "integer", default = 0, between = { 0, 2 ^ 53 }, description = "the first offset" } },
+        { total_path = path(false, "dotted path of the total record count in the body") },
         stop_short,
         max_pages,
       } },
       page_number = { type = "record",
         fields = {
-          { page_param = param("page") },
-          { start = { type = "integer", default = 1, between = { 0, 2 ^ 53 } } },
-          { page_size = { type = "integer", between = { 1, 1000000 } } },
-          { size_param = param(nil) },
-          { total_pages_path = path(false) },
+          { page_param = param("page", nil, "query parameter of the page number") },
+          { start = { type = "integer", default = 1, between = { 0, 2 ^ 53 }, description = "the first page number" } },
+          { page_size = { type = "integer", between = { 1, 1000000 }, description = "records per page" } },
+          { size_param = param(nil, nil, "query parameter to send page_size in") },
+          { total_pages_path = path(false, "dotted path of the page count in the body") },
           stop_short,
           max_pages,
         },
@@ -72,16 +77,16 @@ function M.schema()
         },
       },
       cursor = { type = "record", fields = {
-        { cursor_path = path(true) },
-        { cursor_param = param(nil, true) },
+        { cursor_path = path(true, "dotted path of the next token in the body (absent, null or \"\": the end)") },
+        { cursor_param = param(nil, true, "query parameter to send the token in") },
         max_pages,
       } },
       next_url = { type = "record", fields = {
-        { next_url_path = path(true) },
+        { next_url_path = path(true, "dotted path of the next URL in the body (absent, null or \"\": the end)") },
         max_pages,
       } },
       link_header = { type = "record", fields = {
-        { rel = param("next") },
+        { rel = param("next", nil, "the rel of the Link header's URL to follow") },
         max_pages,
       } },
     },

@@ -23,7 +23,7 @@ local M = {}
 
 -- dp.* modules meant for scripts; each script gets its own instance (and a module among them
 -- that requires another gets the script's instance of it).
-M.SCRIPT_MODULES = { ["dp.models"] = true, ["dp.connector"] = true, ["dp.paginators"] = true }
+M.SCRIPT_MODULES = { ["dp.models"] = true, ["dp.connector"] = true, ["dp.paginators"] = true, ["dp.csv"] = true }
 
 local HINTS = {
   io = "scripts have no io: connectors read their inbox with ctx.files",

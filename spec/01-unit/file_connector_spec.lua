@@ -232,6 +232,31 @@ describe("file connector", function()
       assert.equal(inbox .. "/c.csv:2: not valid UTF-8 (CSV files must be UTF-8)", run_error({ pattern = "*.csv" }))
     end)
 
+    it("reads the fields named in decimal_comma as numbers with a decimal point", function()
+      write(inbox .. "/c.csv", 'id;amount;note\n1;-1.250,00;1,5\n2;-54,37;x\n3;12.345.678,9;\n4;7;\n5;1.234;\n6;;\n7;"n/a";\n8;+0,5;\n')
+      local _, records = run({ pattern = "*.csv", csv = { delimiter = ";", decimal_comma = { "amount" } } })
+      assert.same({
+        '{"id":"1","amount":"-1250.00","note":"1,5"}',
+        '{"id":"2","amount":"-54.37","note":"x"}',
+        '{"id":"3","amount":"12345678.9","note":null}',
+        '{"id":"4","amount":"7","note":null}',
+        '{"id":"5","amount":"1234","note":null}',
+        '{"id":"6","amount":null,"note":null}',
+        '{"id":"7","amount":"n/a","note":null}',
+        '{"id":"8","amount":"+0.5","note":null}',
+      }, records)
+    end)
+
+    it("fails where a decimal_comma field holds a number that would be misread, or names no header", function()
+      write(inbox .. "/c.csv", 'id;amount\n1;-54,37\n2;1.5\n')
+      assert.equal(inbox .. '/c.csv:3: field "amount" is in csv.decimal_comma, and "1.5" is not a number written with'
+        .. " a decimal comma (1234,56 or 1.234,56)",
+        run_error({ pattern = "*.csv", csv = { delimiter = ";", decimal_comma = { "amount" } } }))
+      write(inbox .. "/c.csv", 'id;amount\n1;12,5\n')
+      assert.equal(inbox .. '/c.csv:1: csv.decimal_comma names "Amount", which is not in the header',
+        run_error({ pattern = "*.csv", csv = { delimiter = ";", decimal_comma = { "Amount" } } }))
+    end)
+
     it("validates its options", function()
       local _, errs = engine.load_metadata_texts({
         ["systems.json"] = cjson.encode({ { name = "bank", type = "file", inbox = "inbox/bank" } }),

@@ -8,25 +8,7 @@ local cjson = require "cjson"
 
 -- Code blocks of a Markdown file: { lang, text, label = last non-blank line before the fence }.
 local function blocks(path)
-  local out, cur, label = {}, nil, nil
-  for line in io.lines(path) do
-    if cur then
-      if line:match("^```%s*$") then
-        out[#out + 1] = cur
-        cur = nil
-      else
-        cur.text = cur.text .. line .. "\n"
-      end
-    else
-      local lang = line:match("^```(%w+)")
-      if lang then
-        cur = { lang = lang, text = "", label = label }
-      elseif line:find("%S") then
-        label = line
-      end
-    end
-  end
-  return out
+  return require("helpers").markdown_blocks(require("helpers").read_file(path))
 end
 
 local function assert_valid(texts)

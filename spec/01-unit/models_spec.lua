@@ -206,6 +206,22 @@ describe("models", function()
       assert.same({ raw_days = 30 }, ok(models.Entity, entity { retention = { raw_days = 30 } }).retention)
     end)
 
+    it("checks the lifecycle settings: retention days and raw compression (docs/lifecycle.md)", function()
+      local r = { raw_days = 30, raw_delete_days = 365, bronze_deleted_days = 90, silver_history_days = 730 }
+      local e = ok(models.Entity, entity { retention = r, raw = { compression = "gzip" } })
+      assert.same(r, e.retention)
+      assert.same({ compression = "gzip" }, e.raw)
+      assert.same({ compression = "none" }, ok(models.Entity, entity { raw = {} }).raw)
+      assert.same({
+        "x.retention.silver_history_days: 0 is not between 1 and 36500",
+        "x.raw.compression: \"zip\" is not one of none, gzip",
+      }, errors(models.Entity, entity { raw = { compression = "zip" }, retention = { silver_history_days = 0 } }))
+      assert.same({ "x.retention.raw_delete_days: must be more than raw_days (30), got 7" },
+        errors(models.Entity, entity { retention = { raw_days = 30, raw_delete_days = 7 } }))
+      assert.same({ "x.retention.keep: unknown field" },
+        errors(models.Entity, entity { retention = { keep = 3 } }))
+    end)
+
     it("needs at least one column", function()
       assert.same({ "x.columns: must have at least 1 item, got 0" }, errors(models.Entity, entity { columns = {} }))
       assert.same({ "x.columns: required field missing" }, errors(models.Entity, { name = "a", system = "b" }))

@@ -55,7 +55,7 @@ describe("sandbox", function()
 
     it("refuses require of ffi and other modules", function()
       local err, path = run_error('local ffi = require "ffi"')
-      assert.equal(path .. ':1: require: module "ffi" is not available to scripts (allowed: cjson, dp.connector, dp.models, dp.paginators)', err)
+      assert.equal(path .. ':1: require: module "ffi" is not available to scripts (allowed: cjson, dp.connector, dp.csv, dp.models, dp.paginators)', err)
       err = run_error('require "dp.core"')
       assert.matches('require: module "dp.core" is not available to scripts', err, 1, true)
       err = run_error('require "io"')

@@ -24,11 +24,13 @@ describe("dp-engine command line", function()
     assert.matches("usage: dp%-engine run SYSTEM", out)
   end)
 
-  it("says plainly which commands are not built yet (exit 2)", function()
-    for _, cmd in ipairs({ "retention" }) do
-      local rc, _, err = H.engine(env, cmd)
-      assert.are.equal(2, rc, cmd)
-      assert.matches("not built yet", err, 1, true)
+  it("lists the lifecycle commands, each with its --help (#17: built)", function()
+    local _, top = H.engine(env, "--help")
+    for _, cmd in ipairs({ "retention", "forget" }) do
+      assert.matches("  " .. cmd .. " ", top, 1, true)
+      local rc, out = H.engine(env, cmd, "--help")
+      assert.are.equal(0, rc, cmd)
+      assert.matches("usage: dp-engine " .. cmd, out, 1, true)
     end
   end)
 

@@ -1,0 +1,69 @@
+/* cmd_connectors.c - dp-engine connectors list|show: the options of each connector type, from
+ * the schema DSL's field descriptions (rendered by lua/dp/connectors_doc.lua). */
+#include "cli.h"
+#include "luabridge.h"
+
+#include <lua.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *CONNECTORS_USAGE =
+    "usage: dp-engine connectors list [--json]\n"
+    "       dp-engine connectors show TYPE [--json | --markdown]\n"
+    "\n"
+    "list      the connector types in DP_SCRIPTS/connectors/ with their descriptions\n"
+    "show      the system options and entity source options of one type: name, type, default\n"
+    "          and meaning of each, from its schemas; --json as one document, --markdown as the\n"
+    "          tables of docs/connectors.md (between their generated markers)\n"
+    "\n"
+    "Exit codes: 0 success, 2 unknown type, a connector that does not load, or usage.\n";
+
+/* Calls __dp_engine[fn](args...) (already pushed: nargs) and prints its text, or reports its
+ * error (nil, err) as a usage-class error. */
+static int call_print(lua_State *L, const char *fn, int nargs, const char *cmd) {
+  dp_err e;
+  dp_err_clear(&e);
+  int base = lua_gettop(L) - nargs;
+  lua_getglobal(L, "__dp_engine");
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_insert(L, base + 1);
+  if (dp_lua_pcall(L, nargs, 2, &e)) return dp_cli_exit(cmd, &e);
+  if (lua_isnil(L, -2)) {
+    dp_err_set(&e, DP_ECONFIG, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_settop(L, base);
+    return dp_cli_exit(cmd, &e);
+  }
+  size_t n;
+  const char *text = lua_tolstring(L, -2, &n);
+  fwrite(text, 1, n, stdout);
+  lua_settop(L, base);
+  return DP_EXIT_OK;
+}
+
+int dp_cmd_connectors(dp_engine *eng, int argc, char **argv) {
+  if (argc == 0) { fputs(CONNECTORS_USAGE, stderr); return DP_EXIT_USAGE; }
+  if (dp_cli_wants_help(argc, argv)) { fputs(CONNECTORS_USAGE, stdout); return DP_EXIT_OK; }
+  const char *sub = argv[0];
+  int is_list = strcmp(sub, "list") == 0, is_show = strcmp(sub, "show") == 0;
+  if (!is_list && !is_show) return dp_cli_usage_error(CONNECTORS_USAGE, "unknown connectors command: %s", sub);
+  const char *type = NULL, *format = "text";
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0) format = "json";
+    else if (is_show && strcmp(argv[i], "--markdown") == 0) format = "markdown";
+    else if (is_show && !type && argv[i][0] != '-') type = argv[i];
+    else return dp_cli_usage_error(CONNECTORS_USAGE, "unexpected argument: %s", argv[i]);
+  }
+  if (is_show && !type) return dp_cli_usage_error(CONNECTORS_USAGE, "%s", "connectors show needs a TYPE");
+  dp_err e;
+  dp_err_clear(&e);
+  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) return dp_cli_exit(is_list ? "connectors list" : "connectors show", &e);
+  lua_State *L = eng->L;
+  if (is_list) {
+    lua_pushboolean(L, strcmp(format, "json") == 0);
+    return call_print(L, "connectors_list", 1, "connectors list");
+  }
+  lua_pushstring(L, type);
+  lua_pushstring(L, format);
+  return call_print(L, "connectors_show", 2, "connectors show");
+}

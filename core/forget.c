@@ -1,0 +1,549 @@
+/* forget.c - dp-engine forget (docs/lifecycle.md#forgetting-a-key): the key's hash from the
+ * values given, then named steps: record, raw, bronze, silver, gold; and the filter that keeps
+ * later runs from writing a forgotten key's records to raw. */
+#include "forget.h"
+#include "audit.h"
+#include "bronze.h"
+#include "goldrun.h"
+#include "json.h"
+#include "jsonbson.h"
+#include "lifecycle.h"
+#include "log.h"
+#include "luabridge.h"
+#include "pg.h"
+#include "rawcompress.h"
+#include "rawfile.h"
+#include "rawmanifest.h"
+#include "record.h"
+#include "run.h"
+#include "runinfo.h"
+#include "uuid.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- the key hash of a record ---------------------------------------------------------- */
+
+/* Casts the key columns of one JSON record and hashes them: 1 and key set, or 0 when the
+ * record is not JSON or its key cannot be cast. */
+static int key_of(dp_row *row, const dp_entity *ent, const char *json, size_t len, uint8_t key[16]) {
+  bson_t doc;
+  dp_err e;
+  int ok = dp_json_to_bson(json, len, &doc, &e) == 0 && dp_row_cast(row, ent, &doc, DP_ROW_KEY_ONLY, &e) == 0;
+  bson_destroy(&doc);
+  if (ok) dp_row_hash(row, ent, DP_HASH_KEY, key);
+  return ok;
+}
+
+static int cmp_key(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+struct dp_forget_filter {
+  const dp_entity *ent;
+  dp_row row;
+  int have_row;
+  uint8_t (*keys)[16]; /* sorted */
+  size_t n;
+  long long dropped;
+};
+
+int dp_forget_filter_load(PGconn *c, const dp_entity *ent, dp_forget_filter **out, dp_err *e) {
+  *out = NULL;
+  if (ent->npk == 0) return 0;
+  const char *p[] = {ent->system, ent->name};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(c,
+                      "SELECT key_hash::text FROM dp.forgotten_key WHERE system = $1 AND entity = $2 "
+                      "AND NOT allow_return",
+                      2, p, &r, e);
+  if (rc) return rc;
+  size_t n = (size_t)PQntuples(r);
+  if (n == 0) {
+    PQclear(r);
+    return 0;
+  }
+  dp_forget_filter *f = calloc(1, sizeof *f);
+  if (f) f->keys = malloc(n * sizeof *f->keys);
+  if (f && f->keys) f->have_row = dp_row_init(&f->row, ent->ncols) == 0;
+  if (!f || !f->have_row) {
+    PQclear(r);
+    dp_forget_filter_free(f);
+    return dp_err_set(e, DP_ENOMEM, "out of memory");
+  }
+  f->ent = ent;
+  for (size_t i = 0; i < n; i++)
+    if (dp_uuid_parse(PQgetvalue(r, (int)i, 0), f->keys[f->n]) == 0) f->n++;
+  PQclear(r);
+  qsort(f->keys, f->n, sizeof *f->keys, cmp_key);
+  *out = f;
+  return 0;
+}
+
+int dp_forget_filter_drops(dp_forget_filter *f, const char *json, size_t len) {
+  uint8_t key[16];
+  if (!f || !key_of(&f->row, f->ent, json, len, key)) return 0;
+  if (!bsearch(key, f->keys, f->n, sizeof *f->keys, cmp_key)) return 0;
+  f->dropped++;
+  return 1;
+}
+
+long long dp_forget_filter_dropped(const dp_forget_filter *f) { return f ? f->dropped : 0; }
+
+void dp_forget_filter_free(dp_forget_filter *f) {
+  if (!f) return;
+  if (f->have_row) dp_row_free(&f->row);
+  free(f->keys);
+  free(f);
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
+
+typedef struct forget_state {
+  dp_engine *eng;
+  const dp_forget_opts *o;
+  dp_entity ent;
+  int have_ent;
+  dp_row row;
+  int have_row;
+  uint8_t key[16];
+  char key_str[37];
+  dp_runinfo run;
+  long long raw_files, raw_lines, bronze_docs, silver_versions, silver_rejects;
+  dp_buf gold;      /* PostgreSQL text[] literal items of the gold models rebuilt */
+  char **models;    /* the gold models that read the entity, directly or through other models */
+  int nmodels;
+} forget_state;
+
+/* Appends the JSON text of a record that holds value at the column's path ("a.b": nested). */
+static void put_at_path(dp_buf *b, const char *path, const char *value) {
+  const char *dot = strchr(path, '.');
+  size_t n = dot ? (size_t)(dot - path) : strlen(path);
+  dp_json_put_string(b, path, n);
+  dp_buf_putc(b, ':');
+  if (dot) {
+    dp_buf_putc(b, '{');
+    put_at_path(b, dot + 1, value);
+    dp_buf_putc(b, '}');
+  } else {
+    dp_json_put_string(b, value, strlen(value));
+  }
+}
+
+/* The key hash from "k1=v1,k2=v2": every key column once, its value cast with the column's
+ * type. A comma followed by text that does not start a key column's "name=" belongs to the value. */
+static int parse_key(forget_state *s, dp_err *e) {
+  const dp_entity *ent = &s->ent;
+  char **vals = calloc(ent->npk, sizeof *vals);
+  char *copy = strdup(s->o->key);
+  dp_buf rec = DP_BUF_INIT;
+  int rc = 0;
+  if (!vals || !copy) {
+    rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+    goto cleanup;
+  }
+  for (char *p = copy; p && *p;) {
+    char *eq = strchr(p, '=');
+    if (!eq) {
+      rc = dp_err_set(e, DP_EINVAL, "--key: %s is not column=value", p);
+      goto cleanup;
+    }
+    *eq = '\0';
+    size_t k = 0;
+    while (k < ent->npk && strcmp(ent->cols[ent->pk[k]].name, p) != 0) k++;
+    if (k == ent->npk) {
+      rc = dp_err_set(e, DP_EINVAL, "--key: %s is not a primary-key column of %s.%s", p, ent->system, ent->name);
+      goto cleanup;
+    }
+    if (vals[k]) {
+      rc = dp_err_set(e, DP_EINVAL, "--key: column %s is given twice", p);
+      goto cleanup;
+    }
+    vals[k] = eq + 1;
+    /* the value ends at the next ",name=" of a key column */
+    char *next = NULL;
+    for (char *c = strchr(eq + 1, ','); c && !next; c = strchr(c + 1, ',')) {
+      for (size_t j = 0; j < ent->npk; j++) {
+        const char *nm = ent->cols[ent->pk[j]].name;
+        size_t l = strlen(nm);
+        if (strncmp(c + 1, nm, l) == 0 && c[1 + l] == '=') next = c;
+      }
+    }
+    if (next) *next = '\0';
+    p = next ? next + 1 : NULL;
+  }
+  dp_buf_putc(&rec, '{');
+  for (size_t k = 0; k < ent->npk; k++) {
+    const dp_column *col = &ent->cols[ent->pk[k]];
+    if (!vals[k]) {
+      rc = dp_err_set(e, DP_EINVAL, "--key: the primary-key column %s is missing (give every one of them)", col->name);
+      goto cleanup;
+    }
+    for (size_t j = 0; j < k; j++) {
+      const char *a = ent->cols[ent->pk[j]].path, *b = col->path;
+      size_t la = strcspn(a, "."), lb = strcspn(b, ".");
+      if (la == lb && strncmp(a, b, la) == 0 && (a[la] == '.' || b[lb] == '.')) {
+        rc = dp_err_set(e, DP_EINVAL, "--key: key columns %s and %s share the path %.*s: not supported by forget",
+                        ent->cols[ent->pk[j]].name, col->name, (int)la, a);
+        goto cleanup;
+      }
+    }
+    if (k) dp_buf_putc(&rec, ',');
+    put_at_path(&rec, col->path ? col->path : col->name, vals[k]);
+  }
+  dp_buf_putc(&rec, '}');
+  bson_t doc;
+  if ((rc = dp_json_to_bson(rec.data, rec.len, &doc, e)) == 0 &&
+      (rc = dp_row_cast(&s->row, ent, &doc, DP_ROW_KEY_ONLY, e)) != 0) {
+    dp_err_prefix(e, "--key: ");
+    rc = e->code = DP_EINVAL; /* the user's value: a usage error */
+  }
+  bson_destroy(&doc);
+  if (rc == 0) {
+    dp_row_hash(&s->row, ent, DP_HASH_KEY, s->key);
+    dp_uuid_format(s->key, s->key_str);
+  }
+cleanup:
+  dp_buf_free(&rec);
+  free(copy);
+  free(vals);
+  return rc;
+}
+
+/* The entity from metadata, and the gold models downstream of it (transitively). */
+static int load_target(forget_state *s, lua_State *L, int meta_idx, dp_err *e) {
+  char sys[200];
+  const char *dot = strchr(s->o->target, '.');
+  if (!dot || dot == s->o->target || (size_t)(dot - s->o->target) >= sizeof sys)
+    return dp_err_set(e, DP_EINVAL, "forget needs SYSTEM.ENTITY, not %s", s->o->target);
+  snprintf(sys, sizeof sys, "%.*s", (int)(dot - s->o->target), s->o->target);
+  if (!dp_lifecycle_push_entity(L, meta_idx, sys, dot + 1))
+    return dp_err_set(e, DP_EINVAL, "no entity %s in %s", s->o->target, s->eng->cfg.metadata);
+  int rc = dp_entity_from_lua(L, -1, &s->ent, e);
+  lua_pop(L, 1);
+  if (rc) return rc;
+  s->have_ent = 1;
+  if (s->ent.npk == 0)
+    return dp_err_set(e, DP_EINVAL, "%s has no primary key: there is no key to forget", s->o->target);
+  if (dp_row_init(&s->row, s->ent.ncols) != 0) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  s->have_row = 1;
+  /* gold: models whose depends_on names the entity or a model already found, until none is added */
+  lua_getfield(L, meta_idx, "gold");
+  int gold = lua_gettop(L);
+  size_t ng = lua_istable(L, gold) ? lua_objlen(L, gold) : 0;
+  s->models = calloc(ng ? ng : 1, sizeof *s->models);
+  if (!s->models) {
+    lua_settop(L, gold - 1);
+    return dp_err_set(e, DP_ENOMEM, "out of memory");
+  }
+  for (int added = 1; added;) {
+    added = 0;
+    for (size_t i = 1; i <= ng; i++) {
+      lua_rawgeti(L, gold, (int)i);
+      char *name = dp_lua_strfield(L, -1, "name");
+      int have = 0, reads = 0;
+      for (int k = 0; name && k < s->nmodels; k++) have |= strcmp(s->models[k], name) == 0;
+      lua_getfield(L, -1, "depends_on");
+      for (size_t d = 1; name && !have && lua_istable(L, -1) && d <= lua_objlen(L, -1); d++) {
+        lua_rawgeti(L, -1, (int)d);
+        const char *dep = lua_tostring(L, -1);
+        if (dep && strcmp(dep, s->o->target) == 0) reads = 1;
+        for (int k = 0; dep && k < s->nmodels; k++) reads |= strcmp(dep, s->models[k]) == 0;
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 2);
+      if (reads) {
+        s->models[s->nmodels++] = name;
+        added = 1;
+      } else {
+        free(name);
+      }
+    }
+  }
+  lua_settop(L, gold - 1);
+  return 0;
+}
+
+/* Step 1: the record of the forgetting (first, so that a run after a failure half way already
+ * leaves the key out), and the audit row. */
+static int record_key(forget_state *s, dp_err *e) {
+  const char *p[] = {s->run.id_str, s->run.ts_str, s->ent.system, s->ent.name, s->key_str,
+                     s->o->dry_run ? "true" : "false", s->o->allow_return ? "true" : "false"};
+  int rc = dp_pg_exec(s->eng->audit,
+                      "INSERT INTO audit.forget_run (run_id, run_ts, system, entity, key_hash, dry_run, allow_return,"
+                      " status, started_at) VALUES ($1::uuid, $2::timestamptz, $3, $4, $5::uuid, $6::boolean,"
+                      " $7::boolean, 'running', now())",
+                      7, p, NULL, e);
+  if (rc || s->o->dry_run) return rc;
+  const char *q[] = {s->ent.system, s->ent.name, s->key_str, s->run.id_str, p[6]};
+  return dp_pg_exec(s->eng->audit,
+                    "INSERT INTO dp.forgotten_key (system, entity, key_hash, run_id, allow_return) VALUES ($1, $2,"
+                    " $3::uuid, $4::uuid, $5::boolean) ON CONFLICT (system, entity, key_hash) DO UPDATE SET"
+                    " forgotten_at = now(), run_id = EXCLUDED.run_id, allow_return = EXCLUDED.allow_return",
+                    5, q, NULL, e);
+}
+
+/* One raw file: counts the key's lines; unless a dry run, rewrites the file (same name, same
+ * compression; each of those lines becomes an empty line, so other lines keep their numbers)
+ * and its manifest. */
+static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
+  FILE *f = dp_raw_fopen_read(path, NULL);
+  if (!f) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, strerror(errno));
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  long long hits = 0;
+  uint8_t k[16];
+  int rc = 0;
+  while ((len = getline(&line, &cap, f)) >= 0) {
+    if (len > 0 && line[len - 1] == '\n') len--;
+    if (len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
+  }
+  if (ferror(f)) rc = dp_err_set(e, DP_EIO, "forget: cannot read %s", path);
+  if (rc || hits == 0 || s->o->dry_run) goto done;
+  rewind(f);
+  dp_raw_writer w;
+  if ((rc = dp_raw_open(&w, path, e)) != 0) goto done;
+  uint64_t blank = 0;
+  while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+    if (len > 0 && line[len - 1] == '\n') len--;
+    int drop = len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0;
+    if (drop || len == 0) blank++;
+    rc = dp_raw_append(&w, line, drop ? 0 : (size_t)len, e);
+  }
+  if (rc == 0 && ferror(f)) rc = dp_err_set(e, DP_EIO, "forget: cannot read %s", path);
+  if (rc) {
+    dp_raw_abort(&w);
+    goto done;
+  }
+  uint64_t records = w.records - blank, bytes = w.bytes;
+  if ((rc = dp_raw_commit(&w, e)) != 0) goto done;
+  dp_manifest_set sets[] = {
+      {"records", DP_MSET_INT, NULL, (int64_t)records},
+      {"bytes", DP_MSET_INT, NULL, (int64_t)bytes},
+      {"sha256", DP_MSET_STR, w.sha256_hex, 0},
+      {"forgotten_lines", DP_MSET_INT, NULL, (int64_t)blank},
+      {"stored_bytes", DP_MSET_INT, NULL, (int64_t)w.stored},
+  };
+  rc = dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
+done:
+  if (rc == 0 && hits) {
+    s->raw_files++;
+    s->raw_lines += hits;
+  }
+  free(line);
+  fclose(f);
+  return rc;
+}
+
+/* Step 2: every raw file of the entity. */
+static int forget_raw(forget_state *s, dp_err *e) {
+  char dir[4096];
+  char **files = NULL;
+  size_t n = 0;
+  dp_lifecycle_raw_dir(s->eng->cfg.data_dir, s->ent.system, s->ent.name, dir, sizeof dir);
+  int rc = dp_lifecycle_raw_files(dir, &files, &n, e);
+  for (size_t i = 0; rc == 0 && i < n; i++) rc = forget_in_file(s, files[i], e);
+  dp_lifecycle_free_list(files, n);
+  return rc;
+}
+
+/* The change file at path without the key's documents (atomically). */
+static int forget_in_change_file(forget_state *s, const char *path, dp_err *e) {
+  bson_error_t be;
+  bson_reader_t *rd = bson_reader_new_from_file(path, &be);
+  if (!rd) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, be.message);
+  dp_buf keep = DP_BUF_INIT;
+  const bson_t *doc;
+  bool eof = false;
+  int hits = 0;
+  while ((doc = bson_reader_read(rd, &eof)) != NULL) {
+    bson_iter_t it;
+    uint8_t k[16];
+    if (bson_iter_init_find(&it, doc, "_id") && dp_bronze_iter_id(&it, k) && memcmp(k, s->key, 16) == 0) hits++;
+    else dp_buf_append(&keep, bson_get_data(doc), doc->len);
+  }
+  bson_reader_destroy(rd);
+  int rc = 0;
+  if (hits && !s->o->dry_run) rc = dp_write_file_atomic(path, keep.data ? keep.data : "", keep.len, e);
+  dp_buf_free(&keep);
+  return rc;
+}
+
+/* Step 3: the bronze document, pending change files, and the key file (the next load reads the
+ * collection once). */
+static int forget_bronze(forget_state *s, dp_err *e) {
+  char cname[300], dir[4096];
+  dp_bronze_collection_name(&s->ent, cname, sizeof cname);
+  mongoc_collection_t *coll = mongoc_client_get_collection(s->eng->mongo, s->eng->cfg.bronze_db, cname);
+  bson_t sel = BSON_INITIALIZER;
+  dp_bronze_append_id(&sel, "_id", s->key);
+  bson_error_t be;
+  int rc = 0;
+  if (s->o->dry_run) {
+    int64_t k = mongoc_collection_count_documents(coll, &sel, NULL, NULL, NULL, &be);
+    if (k < 0) rc = dp_err_set(e, DP_EMONGO, "forget: bronze %s: %s", cname, be.message);
+    else s->bronze_docs = k;
+  } else {
+    bson_t reply;
+    if (!mongoc_collection_delete_many(coll, &sel, NULL, &reply, &be)) {
+      rc = dp_err_set(e, DP_EMONGO, "forget: bronze %s: %s", cname, be.message);
+    } else {
+      bson_iter_t it;
+      if (bson_iter_init_find(&it, &reply, "deletedCount")) s->bronze_docs = bson_iter_as_int64(&it);
+    }
+    bson_destroy(&reply);
+  }
+  bson_destroy(&sel);
+  mongoc_collection_destroy(coll);
+  if (rc) return rc;
+  dp_lifecycle_bronze_dir(s->eng->cfg.data_dir, s->ent.system, s->ent.name, dir, sizeof dir);
+  DIR *d = opendir(dir);
+  if (!d) return errno == ENOENT ? 0 : dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", dir, strerror(errno));
+  struct dirent *de;
+  while (rc == 0 && (de = readdir(d)) != NULL) {
+    size_t n = strlen(de->d_name);
+    if (n < 6 || strcmp(de->d_name + n - 5, ".bson") != 0) continue;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    rc = forget_in_change_file(s, path, e);
+  }
+  closedir(d);
+  if (rc == 0 && !s->o->dry_run) {
+    char keys[4200];
+    snprintf(keys, sizeof keys, "%s/keys.idx", dir);
+    if (unlink(keys) != 0 && errno != ENOENT) rc = dp_err_set(e, DP_EIO, "forget: cannot remove %s: %s", keys, strerror(errno));
+  }
+  return rc;
+}
+
+static long long count_deleted(PGconn *c, const char *sql, const char *key, dp_err *e, int *rc) {
+  PGresult *r = NULL;
+  const char *p[] = {key};
+  *rc = dp_pg_exec(c, sql, 1, p, &r, e);
+  long long n = *rc == 0 && PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+  PQclear(r);
+  return n;
+}
+
+/* Step 4: every version of the key and its rejected rows, in one transaction. */
+static int forget_silver(forget_state *s, dp_err *e) {
+  PGconn *c = s->eng->data;
+  dp_buf t = DP_BUF_INIT, q = DP_BUF_INIT;
+  int rc = dp_pg_begin(c, e);
+  for (int pass = 0; rc == 0 && pass < 2; pass++) {
+    dp_buf_reset(&t);
+    dp_buf_reset(&q);
+    dp_lifecycle_silver_table(&t, s->ent.system, s->ent.name, pass ? "__rejected" : "");
+    const char *pt[] = {t.data};
+    PGresult *r = NULL;
+    if ((rc = dp_pg_exec(c, "SELECT to_regclass($1) IS NOT NULL", 1, pt, &r, e)) != 0) break;
+    int exists = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!exists) continue;
+    dp_buf_printf(&q, "WITH d AS (%s FROM %s WHERE _dp_key_hash = $1::uuid%s) SELECT count(*) FROM d",
+                  s->o->dry_run ? "SELECT 1" : "DELETE", t.data, s->o->dry_run ? "" : " RETURNING 1");
+    long long n = count_deleted(c, q.data, s->key_str, e, &rc);
+    if (pass) s->silver_rejects = n;
+    else s->silver_versions = n;
+  }
+  if (rc == 0) rc = dp_pg_commit(c, e);
+  else dp_pg_rollback(c);
+  dp_buf_free(&t);
+  dp_buf_free(&q);
+  return rc;
+}
+
+/* Step 5: the gold models that read the entity, rebuilt (upstream models first). */
+static int forget_gold(forget_state *s, int *failed, dp_err *e) {
+  for (int k = 0; k < s->nmodels; k++) {
+    if (k) dp_buf_putc(&s->gold, ',');
+    dp_buf_putc(&s->gold, '"');
+    dp_buf_puts(&s->gold, s->models[k]); /* model names are identifiers (metadata) */
+    dp_buf_putc(&s->gold, '"');
+  }
+  if (s->o->dry_run || s->nmodels == 0) return 0;
+  dp_gold_opts go = {"forget", s->run.id_str, NULL, 0, NULL};
+  int run_failed = 0;
+  int rc = dp_gold_run(s->eng, (const char *const *)s->models, s->nmodels, NULL, &go, &run_failed, e);
+  if (run_failed) *failed = 1;
+  return rc;
+}
+
+static void finish_audit(forget_state *s, const char *error) {
+  char n[5][32];
+  long long v[5] = {s->raw_files, s->raw_lines, s->bronze_docs, s->silver_versions, s->silver_rejects};
+  for (int i = 0; i < 5; i++) snprintf(n[i], sizeof n[i], "%lld", v[i]);
+  dp_buf g = DP_BUF_INIT;
+  dp_buf_printf(&g, "{%s}", s->gold.data ? s->gold.data : "");
+  const char *p[] = {s->run.id_str, error ? "failed" : "succeeded", n[0], n[1], n[2], n[3], n[4], g.data, error};
+  dp_err e;
+  if (dp_pg_exec(s->eng->audit,
+                 "UPDATE audit.forget_run SET status = $2, raw_files = $3::bigint, raw_lines = $4::bigint,"
+                 " bronze_documents = $5::bigint, silver_versions = $6::bigint, silver_rejects = $7::bigint,"
+                 " gold_models = $8::text[], error = $9, ended_at = now() WHERE run_id = $1::uuid",
+                 9, p, NULL, &e) != 0)
+    dp_log(DP_LOG_WARN, "forget: cannot finish the audit row: %s", e.msg);
+  dp_buf_free(&g);
+}
+
+static void report(const forget_state *s, dp_buf *out, const char *status) {
+  dp_buf_printf(out,
+                "forget %s of %s key %s%s: %s\n"
+                "  raw          %lld lines in %lld files\n"
+                "  bronze       %lld documents\n"
+                "  silver       %lld versions, %lld rejected rows\n"
+                "  gold         %s%s\n",
+                s->run.id_str, s->o->target, s->key_str, s->o->dry_run ? " (dry run)" : "", status, s->raw_lines,
+                s->raw_files, s->bronze_docs, s->silver_versions, s->silver_rejects,
+                s->nmodels ? (s->o->dry_run ? "would rebuild " : "rebuilt ") : "no model reads it",
+                s->gold.data ? s->gold.data : "");
+  if (!s->o->dry_run)
+    dp_buf_printf(out, "  later loads  %s\n",
+                  s->o->allow_return ? "may bring the key back (--allow-return)" : "leave the key out");
+}
+
+int dp_forget(dp_engine *eng, const dp_forget_opts *o, dp_buf *out, int *failed, dp_err *e) {
+  *failed = 0;
+  int rc = dp_load_metadata(eng, e);
+  if (rc) return rc;
+  lua_State *L = eng->L;
+  int meta_idx = lua_gettop(L);
+  forget_state s;
+  memset(&s, 0, sizeof s);
+  s.eng = eng;
+  s.o = o;
+  int locked = 0, audited = 0;
+  if ((rc = load_target(&s, L, meta_idx, e)) != 0 || (rc = parse_key(&s, e)) != 0) goto cleanup;
+  if ((rc = dp_engine_open_pg(eng, e)) != 0 || (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
+  if ((rc = dp_audit_lock_system(eng->audit, s.ent.system, e)) != 0) goto cleanup;
+  locked = 1;
+  dp_runinfo_new(&s.run);
+  if ((rc = record_key(&s, e)) != 0) goto cleanup;
+  audited = 1;
+  dp_log(DP_LOG_INFO, "forget %s: %s key %s%s", s.run.id_str, o->target, s.key_str, o->dry_run ? " (dry run)" : "");
+  /* the named steps; each is idempotent, so a failed forget can simply be run again */
+  if ((rc = forget_raw(&s, e)) == 0 && (rc = forget_bronze(&s, e)) == 0 && (rc = forget_silver(&s, e)) == 0) {
+    dp_audit_unlock_system(eng->audit, s.ent.system); /* gold runs take their own locks */
+    locked = 0;
+    rc = forget_gold(&s, failed, e);
+  }
+  if (rc) *failed = 1;
+  finish_audit(&s, rc ? e->msg : (*failed ? "a gold model failed to rebuild" : NULL));
+  report(&s, out, rc || *failed ? "failed" : "done");
+cleanup:
+  (void)audited;
+  if (locked) dp_audit_unlock_system(eng->audit, s.ent.system);
+  for (int k = 0; k < s.nmodels; k++) free(s.models[k]);
+  free(s.models);
+  dp_buf_free(&s.gold);
+  if (s.have_row) dp_row_free(&s.row);
+  if (s.have_ent) dp_entity_free(&s.ent);
+  lua_settop(L, meta_idx - 1);
+  return rc;
+}

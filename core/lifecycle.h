@@ -1,0 +1,45 @@
+/* lifecycle.h - an entity's lifecycle settings from validated metadata (docs/lifecycle.md):
+ * retention.* and raw.compression, read by the run driver, retention and forget. */
+#ifndef DP_LIFECYCLE_H
+#define DP_LIFECYCLE_H
+
+#include <stddef.h>
+
+struct dp_err;
+
+typedef struct lua_State lua_State;
+
+typedef struct dp_lifecycle {
+  int raw_days;            /* retention.raw_days, 0 when not set */
+  int raw_delete_days;     /* retention.raw_delete_days, 0 when not set */
+  int bronze_deleted_days; /* retention.bronze_deleted_days, 0 when not set */
+  int silver_history_days; /* retention.silver_history_days, 0 when not set */
+  int gzip;                /* raw.compression == "gzip" */
+} dp_lifecycle;
+
+/* The settings of the entity table at idx. */
+void dp_lifecycle_read(lua_State *L, int idx, dp_lifecycle *out);
+/* Pushes the entity table system.entity of the validated metadata at meta_idx and returns 1, or
+ * pushes nothing and returns 0 when there is none. */
+int dp_lifecycle_push_entity(lua_State *L, int meta_idx, const char *system, const char *entity);
+/* The settings of system.entity (all zero when it is not in metadata). */
+void dp_lifecycle_of(lua_State *L, int meta_idx, const char *system, const char *entity, dp_lifecycle *out);
+
+/* Now, in seconds since the epoch: DP_TEST_NOW when set (the specs' injectable clock), else
+ * the wall clock. */
+long long dp_lifecycle_now(void);
+/* Appends the quoted silver table of system.entity (suffix "" or "__rejected") to b. */
+struct dp_buf;
+void dp_lifecycle_silver_table(struct dp_buf *b, const char *system, const char *entity, const char *suffix);
+/* The entity's bronze state folder DP_DATA_DIR/bronze/<system>/<entity> and its raw folder
+ * DP_DATA_DIR/raw/<system>/<entity>. */
+void dp_lifecycle_bronze_dir(const char *data_dir, const char *system, const char *entity, char *buf, size_t cap);
+void dp_lifecycle_raw_dir(const char *data_dir, const char *system, const char *entity, char *buf, size_t cap);
+
+/* The raw files (X.jsonl, X.jsonl.gz; not temporary files or manifests) under dir, at any depth,
+ * in name order: *out gets a heap array of heap paths (caller frees each and the array), *n
+ * how many. A missing dir gives none. 0, or DP_ENOMEM / DP_EIO. */
+int dp_lifecycle_raw_files(const char *dir, char ***out, size_t *n, struct dp_err *e);
+void dp_lifecycle_free_list(char **list, size_t n);
+
+#endif

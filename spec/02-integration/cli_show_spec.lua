@@ -1,0 +1,138 @@
+-- dp-engine show (docs/cli.md#show): silver history, current rows, --as-of from the SCD2
+-- history, bronze and raw previews, gold models; identifiers quoted, values as parameters.
+local H = require "helpers"
+local cjson = H.cjson
+
+local DEMO = H.root .. "/metadata/demo"
+
+describe("dp-engine show", function()
+  local env, pg, ts1, ts2
+
+  local function show_json(...)
+    local rc, out, err = H.engine(env, "show", ...)
+    assert.are.equal(0, rc, err)
+    return H.json_stdout(out)
+  end
+
+  local function by_id(rows)
+    local t = {}
+    for _, r in ipairs(rows) do t[#t + 1] = r.id .. "=" .. tostring(r.amount) end
+    return table.concat(t, " ")
+  end
+
+  setup(function()
+    env = H.fresh_env("show")
+    pg = H.pg(env)
+    H.fill_inbox(env, "inbox/bank", DEMO .. "/bank/export-1")
+    assert.are.equal(0, (H.engine(env, "run", "bank")))
+    H.fill_inbox(env, "inbox/bank", DEMO .. "/bank/export-2")
+    assert.are.equal(0, (H.engine(env, "run", "bank")))
+    local runs = assert(pg:query("SELECT to_char(run_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts "
+      .. "FROM audit.system_run WHERE system = 'bank' ORDER BY started_at"))
+    ts1, ts2 = runs[1].ts, runs[2].ts
+  end)
+  teardown(function() if pg then pg:close() end end)
+
+  it("shows every version of a silver entity, by key and valid_from", function()
+    local rows = show_json("bank.transactions", "--json")
+    assert.are.equal(9, #rows)
+    assert.are.equal("TX-1001=-1250 TX-1002=-54.37 TX-1003=3200 TX-1004=-12.99 TX-1005=-89.1 TX-1005=-91.1 TX-1006=-23.5 "
+      .. "TX-1007=-45 TX-1008=150", by_id(rows))
+    assert.is_false(rows[5]._dp_is_current)
+    assert.is_true(rows[6]._dp_is_current)
+    assert.are.equal(cjson.null, rows[6]._dp_valid_to)
+    for _, k in ipairs({ "booked_on", "currency", "counterparty", "_dp_valid_from", "_dp_is_deleted" }) do
+      assert.is_not_nil(rows[1][k], k)
+    end
+  end)
+
+  it("shows only current rows with --current", function()
+    local rows = show_json("bank.transactions", "--current", "--json")
+    assert.are.equal("TX-1001=-1250 TX-1002=-54.37 TX-1003=3200 TX-1005=-91.1 TX-1006=-23.5 TX-1007=-45 TX-1008=150",
+      by_id(rows))
+  end)
+
+  it("answers what the entity looked like then with --as-of", function()
+    assert.are.equal("TX-1001=-1250 TX-1002=-54.37 TX-1003=3200 TX-1004=-12.99 TX-1005=-89.1 TX-1006=-23.5",
+      by_id(show_json("bank.transactions", "--as-of", ts1, "--json")))
+    assert.are.equal(by_id(show_json("bank.transactions", "--current", "--json")),
+      by_id(show_json("bank.transactions", "--as-of", ts2, "--json")))
+    assert.are.same({}, show_json("bank.transactions", "--as-of", "2000-01-01", "--json"))
+  end)
+
+  it("limits rows with --limit (0: all) and prints a table without --json", function()
+    assert.are.equal(2, #show_json("bank.transactions", "--limit", "2", "--json"))
+    assert.are.equal(9, #show_json("bank.transactions", "--limit", "0", "--json"))
+    local rc, out = H.engine(env, "show", "bank.transactions", "--current", "--limit", "3")
+    assert.are.equal(0, rc)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal(4, #lines, out)
+    assert.matches("^id +booked_on +amount", lines[1])
+    assert.matches("^TX%-1001 ", lines[2])
+  end)
+
+  it("shows bronze documents and the newest raw file's records", function()
+    local docs = show_json("bank.transactions", "--layer", "bronze", "--limit", "0", "--json")
+    assert.are.equal(8, #docs) -- one document per key, TX-1004 marked deleted
+    local deleted = 0
+    for _, d in ipairs(docs) do
+      assert.is_table(d.data)
+      if d._dp.deleted then deleted = deleted + 1 end
+    end
+    assert.are.equal(1, deleted)
+    local raw = show_json("bank.transactions", "--layer", "raw", "--limit", "0", "--json")
+    assert.are.equal(7, #raw) -- export-2 as the source sent it
+    assert.are.equal("-91.10", raw[4].amount)
+    assert.are.equal("Energy Supplier", raw[4].counterparty.name)
+  end)
+
+  it("says which run creates a table that does not exist yet", function()
+    local rc, out, err = H.engine(env, "show", "fitness.sleep")
+    assert.are.equal(2, rc)
+    assert.are.equal("", out)
+    assert.matches("silver.fitness__sleep does not exist yet: run `dp-engine run fitness` first", err, 1, true)
+    rc, _, err = H.engine(env, "show", "gold.monthly_overview")
+    assert.are.equal(2, rc)
+    assert.matches("gold.monthly_overview does not exist yet: run `dp-engine gold run monthly_overview` first", err, 1, true)
+    rc, _, err = H.engine(env, "show", "bank.nope")
+    assert.are.equal(2, rc)
+    assert.matches("no entity bank.nope in the metadata", err, 1, true)
+  end)
+
+  it("shows a gold model's rows", function()
+    H.fill_inbox(env, "inbox/fitness", DEMO .. "/fitness/export-1")
+    assert.are.equal(0, (H.engine(env, "run", "fitness")))
+    assert.are.equal(0, (H.engine(env, "gold", "run", "monthly_overview")))
+    local rows = show_json("gold.monthly_overview", "--json")
+    local n = assert(pg:query("SELECT count(*)::int AS n FROM gold.monthly_overview"))[1].n
+    assert.are.equal(tonumber(n), #rows)
+    assert.is_true(#rows > 0)
+    assert.is_not_nil(rows[1].month)
+    local rc, _, err = H.engine(env, "show", "gold.monthly_overview", "--current")
+    assert.are.equal(2, rc)
+    assert.matches("a gold model has one table", err, 1, true)
+  end)
+
+  it("treats --as-of and --limit as values, never as SQL", function()
+    local rc, out, err = H.engine(env, "show", "bank.transactions", "--as-of", "2026-01-01'; DROP TABLE silver.bank__transactions; --")
+    assert.are.equal(2, rc)
+    assert.are.equal("", out)
+    assert.matches("--as-of takes a time", err, 1, true)
+    rc, _, err = H.engine(env, "show", "bank.transactions", "--limit", "1; DROP TABLE x")
+    assert.are.equal(2, rc)
+    assert.matches("--limit takes a whole number", err, 1, true)
+    assert.are.equal(9, #show_json("bank.transactions", "--json"))
+  end)
+
+  it("refuses options that do not go together (exit 2)", function()
+    for _, args in ipairs({ { "--layer", "gold" }, { "--layer", "bronze", "--current" }, { "--current", "--as-of", "2026-01-01" },
+      { "--as-of" }, { "--frobnicate" } }) do
+      local rc, _, err = H.engine(env, "show", "bank.transactions", unpack(args))
+      assert.are.equal(2, rc, table.concat(args, " ") .. ": " .. err)
+    end
+    local rc, _, err = H.engine(env, "show")
+    assert.are.equal(2, rc)
+    assert.matches("show needs SYSTEM.ENTITY or gold.MODEL", err, 1, true)
+  end)
+end)
