@@ -1,5 +1,5 @@
 /* progress.h - progress of long work: records per second per entity and layer. On a terminal
- * (standard error is a TTY, text logs) one line is redrawn in place; otherwise an info log line
+ * (standard output and error are TTYs, text logs) one line is redrawn in place; otherwise an info log line
  * comes every DP_PROGRESS_SECONDS (default 30; 0: at every record, for tests). The current
  * step is per thread: dp_progress_begin ... dp_progress_end around a layer step, and the layer
  * code calls dp_progress_add as records go by (cheap: a clock read). */

@@ -81,23 +81,46 @@ static dp_entity scratch_entity(const dp_entity *ent, char *name, size_t cap) {
   return s;
 }
 
-/* Loads the entity's earlier bronze loads (succeeded, in run order, each with its own run id and
- * start) from their raw files into the scratch collection: bronze as it was before the run. */
+/* The entity's earlier bronze loads: succeeded, before the run, in run order (replays included):
+ * run id, start in microseconds, raw file (relative to DP_DATA_DIR). *r: the caller clears it. */
+static int earlier_loads(dp_engine *eng, const dp_entity *ent, const char *run, PGresult **r, dp_err *e) {
+  const char *p[] = {ent->system, ent->name, run};
+  return dp_pg_exec(eng->audit,
+                    "SELECT run_id::text, floor(extract(epoch FROM run_ts) * 1000000)::bigint, details->>'file' "
+                    "FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
+                    "AND status = 'succeeded' AND details ? 'file' "
+                    "AND run_ts < (SELECT run_ts FROM audit.system_run WHERE run_id = $3::uuid) ORDER BY run_ts",
+                    3, p, r, e);
+}
+
+/* Before anything changes: every raw file the rebuild reads is there (plain or gzip-compressed). */
+static int check_raw_files(dp_engine *eng, const dp_entity *ent, const char *run, dp_err *e) {
+  PGresult *r = NULL;
+  int rc = earlier_loads(eng, ent, run, &r, e);
+  for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+    char path[4400], gz[4410];
+    snprintf(path, sizeof path, "%s/%s", eng->cfg.data_dir, PQgetvalue(r, i, 2));
+    snprintf(gz, sizeof gz, "%s.gz", path);
+    if (access(path, R_OK) != 0 && access(gz, R_OK) != 0)
+      rc = dp_err_set(e, DP_ENOTFOUND,
+                      "bronze %s.%s: the raw file %s of run %s is gone (retention, or quarantined by a rollback): "
+                      "the bronze state before run %s cannot be rebuilt; nothing was changed",
+                      ent->system, ent->name, path, PQgetvalue(r, i, 0), run);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* Loads the earlier loads from their raw files into the scratch collection, each with its own
+ * run id and start: bronze as it was before the run. */
 static int build_scratch(dp_engine *eng, const dp_entity *ent, const char *run, dp_err *e) {
   char sname[300], cname[300];
   dp_entity s = scratch_entity(ent, sname, sizeof sname);
   dp_bronze_collection_name(&s, cname, sizeof cname);
   int rc = drop_collection(eng->mongo, eng->cfg.bronze_db, cname, e);
   if (rc) return rc;
-  const char *p[] = {ent->system, ent->name, run};
   PGresult *r = NULL;
-  rc = dp_pg_exec(eng->audit,
-                  "SELECT run_id::text, floor(extract(epoch FROM run_ts) * 1000000)::bigint, details->>'file' "
-                  "FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
-                  "AND status = 'succeeded' AND details ? 'file' "
-                  "AND run_ts < (SELECT run_ts FROM audit.system_run WHERE run_id = $3::uuid) ORDER BY run_ts",
-                  3, p, &r, e);
-  if (rc) return rc;
+  if ((rc = earlier_loads(eng, ent, run, &r, e)) != 0) return rc;
   for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
     dp_runinfo ri;
     const char *file = PQgetvalue(r, i, 2);
@@ -211,6 +234,7 @@ int dp__rollback_bronze(dp_engine *eng, const dp_entity *ent, const char *run, i
   if (rc) goto cleanup;
   it->bronze_touched = (int64_t)n;
   if (dry_run) {
+    if ((rc = check_raw_files(eng, ent, run, e)) != 0) goto cleanup;
     int64_t k = mongoc_collection_count_documents(rej, &rf, NULL, NULL, NULL, &be);
     it->bronze_rejects_removed = k > 0 ? k : 0;
     goto cleanup;
