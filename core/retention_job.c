@@ -59,8 +59,8 @@ static void work_done(uv_work_t *w, int status) {
     dp_log(j->failed ? DP_LOG_WARN : DP_LOG_INFO, "serve: retention %s:\n%s", j->failed ? "partly failed" : "done",
            j->report.data ? j->report.data : "");
   dp_buf_free(&j->report);
-  if (j->stopped) {
-    uv_close((uv_handle_t *)&j->timer, on_closed);
+  if (j->stopped) { /* serve's final walk may have closed the timer already (then j stays) */
+    if (!uv_is_closing((uv_handle_t *)&j->timer)) uv_close((uv_handle_t *)&j->timer, on_closed);
     return;
   }
   uv_timer_start(&j->timer, on_timer, until_next(j), 0);
