@@ -220,25 +220,32 @@ describe("lifecycle", function()
     local before = count()
     local t = os.time()
     local slot = t - t % DAY + DAY + 3 * 3600 + 30 * 60 -- tomorrow 03:30Z
-    local out, err, pidfile = os.tmpname(), os.tmpname(), os.tmpname()
+    local out, err, pidfile, rcfile = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
+    os.remove(rcfile)
     local vars = { DP_LISTEN = "127.0.0.1:0", DP_API_TOKEN = "spec-lifecycle-token-0123456789",
       DP_RETENTION_AT = "03:30", DP_TEST_NOW = tostring(slot - 2), DP_LOG_LEVEL = "info" }
     local parts = { "env" }
     for k, v in pairs(H.with(env, vars)) do
       if k:match("^DP_") then parts[#parts + 1] = k .. "=" .. H.sh_quote(v) end
     end
-    H.sh("(" .. table.concat(parts, " ") .. " " .. H.sh_quote(H.bin) .. " serve >" .. out .. " 2>" .. err
-      .. " & echo $! > " .. pidfile .. ") >/dev/null 2>&1")
+    local inner = "echo $$ > " .. pidfile .. "; exec " .. table.concat(parts, " ") .. " " .. H.sh_quote(H.bin)
+      .. " serve >" .. out .. " 2>" .. err
+    H.sh("(sh -c " .. H.sh_quote(inner) .. "; echo $? > " .. rcfile .. ") >/dev/null 2>&1 & true")
+    for _ = 1, 100 do
+      if (H.try_read(pidfile) or ""):match("%d+") then break end
+      H.sh("sleep 0.05")
+    end
     local pid = H.read_file(pidfile):match("%d+")
     local ok = false
     for _ = 1, 300 do
       if count() >= before + 4 then ok = true break end
       H.sh("sleep 0.1")
     end
-    H.sh("kill -TERM " .. pid .. "; for i in $(seq 1 200); do kill -0 " .. pid .. " 2>/dev/null || break; sleep 0.05; done")
-    local log = H.read_file(err)
-    os.remove(out); os.remove(err); os.remove(pidfile)
+    H.sh("kill -TERM " .. pid .. "; for i in $(seq 1 400); do [ -s " .. rcfile .. " ] && break; sleep 0.05; done")
+    local log, rc = H.read_file(err), tonumber(H.try_read(rcfile) or "")
+    os.remove(out); os.remove(err); os.remove(pidfile); os.remove(rcfile)
     assert.is_true(ok, "no retention rows after the slot:\n" .. log)
+    assert.are.equal(0, rc, log) -- a clean stop, also with the job's timer armed again
     assert.matches("serve: daily retention starts", log, 1, true)
     assert.matches("serve: retention done", log, 1, true)
   end)
