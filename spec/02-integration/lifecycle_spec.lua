@@ -23,7 +23,8 @@ local function lifecycle_metadata()
 end
 
 local function raw_files(env, entity)
-  local _, out = H.sh("find " .. H.sh_quote(env.DP_DATA_DIR .. "/raw/bank/" .. entity) .. " -type f -name '*.jsonl*' | sort")
+  local dir = env.DP_DATA_DIR .. "/raw/bank/" .. entity
+  local _, out = H.sh("find " .. H.sh_quote(dir) .. " -type f -name '*.jsonl*' | sort")
   local files = {}
   for p in out:gmatch("[^\n]+") do files[#files + 1] = p end
   return files
@@ -98,7 +99,9 @@ describe("lifecycle", function()
 
   it("compresses raw files older than raw_days, keeps manifests true, and replay reads them", function()
     local before = {}
-    for _, f in ipairs(raw_files(env, "transactions")) do before[#before + 1] = { text = raw_text(f), m = manifest(f) } end
+    for _, f in ipairs(raw_files(env, "transactions")) do
+      before[#before + 1] = { text = raw_text(f), m = manifest(f) }
+    end
     local rc, out, err = H.engine(env, "retention", "--json")
     assert.are.equal(0, rc, err)
     local res = H.cjson.decode(out)
@@ -149,19 +152,19 @@ describe("lifecycle", function()
   it("keeps the raw file of a replay that did not finish", function()
     -- a replay of run 1 that crashed: its audit rows say so
     local id = "01900000-0000-7000-8000-0000000000aa"
-    assert(pg:query([[INSERT INTO audit.system_run (run_id, run_ts, system, trigger_kind, status, started_at, engine_version)
-      VALUES ($1, now(), 'bank', 'replay', 'crashed', now(), 'spec')]], id))
-    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at, details)
-      VALUES ($1, now(), 'bank', 'transactions', 'bronze', 'crashed', now(), jsonb_build_object('replay_of', $2::text))]],
+    assert(pg:query([[INSERT INTO audit.system_run (run_id, run_ts, system, trigger_kind, status, started_at,
+      engine_version) VALUES ($1, now(), 'bank', 'replay', 'crashed', now(), 'spec')]], id))
+    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at,
+      details) VALUES ($1, now(), 'bank', 'transactions', 'bronze', 'crashed', now(),
+      jsonb_build_object('replay_of', $2::text))]],
       id, run2))
     -- run 2 is also the newest raw run; make a newer one so that only the replay keeps it
-    local wrote = H.sh("cp " .. H.sh_quote(raw_files(env, "transactions")[1]) .. " " .. H.sh_quote(env.DP_DATA_DIR .. "/keep.gz"))
-    assert.are.equal(0, wrote)
-    assert(pg:query("UPDATE audit.entity_layer_run SET started_at = started_at - interval '1 day' WHERE run_id = $1", run2))
+    assert(pg:query("UPDATE audit.entity_layer_run SET started_at = started_at - interval '1 day' WHERE run_id = $1",
+      run2))
     assert(pg:query([[INSERT INTO audit.system_run (run_id, run_ts, system, status, started_at, engine_version)
       VALUES ('01900000-0000-7000-8000-0000000000bb', now(), 'bank', 'succeeded', now(), 'spec')]]))
-    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at, details)
-      VALUES ('01900000-0000-7000-8000-0000000000bb', now(), 'bank', 'transactions', 'raw', 'succeeded', now(),
+    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at,
+      details) VALUES ('01900000-0000-7000-8000-0000000000bb', now(), 'bank', 'transactions', 'raw', 'succeeded', now(),
       '{"file": "raw/bank/transactions/none.jsonl"}')]]))
     local rc, _, err = H.engine(env, "retention", "--system", "bank")
     assert.are.equal(0, rc, err)
@@ -209,7 +212,8 @@ describe("lifecycle", function()
     -- the next run after the purge is as before: nothing new
     H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
     assert.are.equal(0, (H.engine(env, "run", "bank", "--entity", "transactions")))
-    local n = assert(pg:query("SELECT records_inserted AS i, records_updated AS u FROM audit.entity_layer_run WHERE layer = 'silver' ORDER BY started_at DESC LIMIT 1"))[1]
+    local n = assert(pg:query([[SELECT records_inserted AS i, records_updated AS u FROM audit.entity_layer_run
+      WHERE layer = 'silver' ORDER BY started_at DESC LIMIT 1]]))[1]
     assert.are.same({ i = "0", u = "0" }, n)
   end)
 
@@ -372,7 +376,8 @@ describe("forget", function()
       assert.are.equal(m.details.bytes, #text)
       assert.matches("\n\n", text, 1, true)
     end
-    local a = assert(pg:query([[SELECT raw_files, raw_lines, bronze_documents, silver_versions, status, gold_models::text
+    local a = assert(pg:query([[SELECT raw_files, raw_lines, bronze_documents, silver_versions, status,
+      gold_models::text
       FROM audit.forget_run WHERE NOT dry_run]]))
     assert.are.same({ { raw_files = "3", raw_lines = "3", bronze_documents = "1", silver_versions = "2",
       status = "succeeded", gold_models = "{monthly_overview}" } }, a)
@@ -415,7 +420,8 @@ describe("forget", function()
     local rc, out, err = engine(env, "forget", "fitness.activities", "--key", "activity_id=8102345501")
     assert.are.equal(0, rc, err .. out)
     assert.matches("1 lines in 1 files", out, 1, true)
-    assert.are.equal("0", assert(pg:query("SELECT count(*) AS n FROM silver.fitness__activities WHERE activity_id = 8102345501"))[1].n)
+    local q = "SELECT count(*) AS n FROM silver.fitness__activities WHERE activity_id = 8102345501"
+    assert.are.equal("0", assert(pg:query(q))[1].n)
     for _, f in ipairs(raw_files(env, "../fitness/activities")) do
       assert.is_nil(raw_text(f):find("8102345501", 1, true))
     end
@@ -425,6 +431,7 @@ describe("forget", function()
     local left = assert(pg:query([[SELECT metric FROM silver.fitness__body_measurements
       WHERE measured_on = '2026-09-20' ORDER BY metric]]))
     assert.are.same({ { metric = "body_fat" } }, left)
+    local _
     rc, _, err = engine(env, "forget", "fitness.body_measurements", "--key", "measured_on=someday,metric=weight")
     assert.are.equal(2, rc)
     assert.matches("--key: column measured_on", err, 1, true)
@@ -438,6 +445,7 @@ describe("forget", function()
     assert.are.equal(0, rc, err)
     assert.matches("may bring the key back", out, 1, true)
     H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
+    local _
     rc, _, err = engine(env, "run", "bank")
     assert.are.equal(0, rc, err)
     local n = assert(pg:query("SELECT count(*) AS n FROM silver.bank__transactions_current WHERE id = 'TX-1005'"))[1].n
