@@ -465,7 +465,8 @@ static int forget_bronze(forget_state *s, dp_err *e) {
   if (rc == 0 && !s->o->dry_run) {
     char keys[4200];
     snprintf(keys, sizeof keys, "%s/keys.idx", dir);
-    if (unlink(keys) != 0 && errno != ENOENT) rc = dp_err_set(e, DP_EIO, "forget: cannot remove %s: %s", keys, strerror(errno));
+    if (unlink(keys) != 0 && errno != ENOENT)
+      rc = dp_err_set(e, DP_EIO, "forget: cannot remove %s: %s", keys, strerror(errno));
   }
   return rc;
 }
