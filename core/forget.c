@@ -382,7 +382,7 @@ static int forget_raw_dir(forget_state *s, const char *dir, dp_err *e) {
 }
 
 /* Step 2: every raw file of the entity, also those a rollback moved to
- * DP_DATA_DIR/quarantine/<run_id>/raw/<system>/<entity>/ (docs/lifecycle-rollback.md). */
+ * DP_DATA_DIR/quarantine/<run_id>/raw/<system>/<entity>/ (docs/lifecycle.md#undoing-a-run). */
 static int forget_raw(forget_state *s, dp_err *e) {
   char dir[4096], q[4200];
   dp_lifecycle_raw_dir(s->eng->cfg.data_dir, s->ent.system, s->ent.name, dir, sizeof dir);
