@@ -135,4 +135,20 @@ describe("dp-engine show", function()
     assert.are.equal(2, rc)
     assert.matches("show needs SYSTEM.ENTITY or gold.MODEL", err, 1, true)
   end)
+
+  it("escapes control characters in the table: source text never drives the terminal", function()
+    local before = assert(pg:query("SELECT description FROM silver.bank__transactions WHERE id = 'TX-1001' "
+      .. "AND _dp_is_current"))[1].description
+    assert(pg:query("UPDATE silver.bank__transactions SET description = E'red\\x1b[31mX\\nnext\\tcol' "
+      .. "WHERE id = 'TX-1001' AND _dp_is_current"))
+    local rc, out = H.engine(env, "show", "bank.transactions", "--current", "--limit", "0")
+    assert(pg:query("UPDATE silver.bank__transactions SET description = $1 WHERE id = 'TX-1001' AND _dp_is_current",
+      before))
+    assert.are.equal(0, rc)
+    assert.is_nil(out:find("\27", 1, true), out)
+    assert.truthy(out:find("red\\x1b[31mX\\nnext\\tcol", 1, true), out)
+    local lines = 0
+    for _ in out:gmatch("[^\n]+") do lines = lines + 1 end
+    assert.are.equal(1 + 7, lines, out) -- the header and one line per current row
+  end)
 end)
