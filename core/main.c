@@ -21,14 +21,16 @@ static const char *USAGE =
     "\n"
     "Commands:\n"
     "  migrate                          apply migrations/ in order, once each, checksummed\n"
-    "  metadata validate [--dir DIR]    check metadata (default ./metadata or DP_METADATA)\n"
+    "  metadata validate [--dir DIR] [--json]\n"
+    "                                   check metadata (default ./metadata or DP_METADATA)\n"
     "  metadata push [--dir DIR]        store a validated folder in MongoDB, atomically\n"
     "  metadata show [NAME] [--json]    print the validated metadata (all or one item)\n"
-    "  run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh] [--with-gold]\n"
+    "  run SYSTEM [--entity E]... [--layer raw,bronze|all] [--full-refresh] [--with-gold] [--json]\n"
     "                                   run a system's enabled entities through the layers\n"
-    "  replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]...\n"
+    "  replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]... [--json]\n"
     "                                   rebuild bronze and silver, or silver, from stored data\n"
-    "  gold run MODEL [MODEL]...        build gold models, their upstream gold models first\n"
+    "  gold run MODEL [MODEL]... [--json]\n"
+    "                                   build gold models, their upstream gold models first\n"
     "  runs [list|show RUN_ID] [--system S] [--limit N] [--json]\n"
     "                                   the audited runs, newest first, or one run in detail\n"
     "  serve                            the service: triggers, HTTP API (docs/triggers.md)\n"
@@ -52,7 +54,7 @@ static const char *USAGE =
     "  init system NAME --type file|rest [--from SAMPLE] [--entity E]\n"
     "  init connector NAME              scaffold metadata (columns inferred from a sample) or a connector\n"
     "\n"
-    "Options: --version, --help (also after a command).\n"
+    "Options: --version, --help (also after a command; help CMD is CMD --help).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
 
 /* The usage and the Environment section, generated from config.h's table. */
@@ -73,7 +75,7 @@ int main(int argc, char **argv) {
     return DP_EXIT_OK;
   }
   static char help_arg[] = "--help";
-  if (strcmp(cmd, "help") == 0 && argc >= 3) { /* `help CMD` is `CMD --help` */
+  if (strcmp(cmd, "help") == 0 && argc >= 3 && strcmp(argv[2], "help") != 0) { /* `help CMD` is `CMD --help` */
     static char *fake[4]; /* argv lives as long as main */
     fake[0] = argv[0];
     fake[1] = argv[2];
