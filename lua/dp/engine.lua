@@ -713,6 +713,19 @@ function M.show(meta, name, as_json)
       return nil, "no system, entity (system.entity) or gold model named " .. quote(name) .. schema.hint(name, names)
     end
   end
+  -- a file entity's csv options only when it reads CSV (they are defaults for the others)
+  local shown_entities = {}
+  for i, e in ipairs(entities) do
+    local s = metadata.find_system(meta, e.system)
+    local src = e.source
+    if s and s.type == "file" and type(src) == "table" and src.csv ~= nil
+        and (src.format or require("dp.scaffold").format_of_name(tostring(src.pattern))) ~= "csv" then
+      e = schema.deep_copy(e)
+      e.source.csv = nil
+    end
+    shown_entities[i] = e
+  end
+  entities = shown_entities
   if as_json then
     local function arr(t) return setmetatable(schema.deep_copy(t), schema.ARRAY) end
     return encode_ordered({ source = meta.source, hash = meta.hash, systems = arr(systems),

@@ -74,6 +74,13 @@ end
 
 local function basename(path) return path:match("[^/]*$") end
 
+-- The format the file connector reads a file name (or pattern) as, by its extension: jsonl,
+-- json, csv, or nil.
+function M.format_of_name(name)
+  local ext = name:lower():match("%.(%w+)$")
+  return ({ jsonl = "jsonl", ndjson = "jsonl", json = "json", csv = "csv", tsv = "csv" })[ext or ""]
+end
+
 -- Reads one sample: { file, records, csv, format, selector, delimiter }.
 function M.read_sample(path, system_type)
   local text, err = read_file(path)
@@ -231,8 +238,7 @@ function M.init_system(opts)
       end
       source[#source + 1] = { "pattern", pattern }
       local ext = first.file:lower():match("%.(%w+)$")
-      local by_ext = ({ jsonl = "jsonl", ndjson = "jsonl", json = "json", csv = "csv", tsv = "csv" })[ext or ""]
-      if by_ext ~= first.format then source[#source + 1] = { "format", first.format } end
+      if M.format_of_name(first.file) ~= first.format then source[#source + 1] = { "format", first.format } end
       if first.csv then
         local csv = {}
         if first.delimiter ~= (ext == "tsv" and "\t" or ",") then csv[#csv + 1] = { "delimiter", first.delimiter } end
