@@ -44,6 +44,7 @@ typedef struct dp_column {
 typedef struct dp_entity {
   char *system;
   char *name;
+  bool enabled;     /* "enabled" (default true) */
   char *cursor;     /* cursor column, or NULL */
   bool full_load;   /* load_type full (else delta) */
   dp_delete_mode delete_mode;
