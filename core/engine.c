@@ -55,6 +55,8 @@ int dp_config_from_env(dp_config *cfg, dp_err *e) {
   cfg->mongo_url = env_or("DP_MONGO_URL", NULL);
   cfg->bronze_db = env_or("DP_BRONZE_DB", NULL);
   cfg->metadata_db = env_or("DP_METADATA_DB", NULL);
+  const char *gold_timeout = dp_config_env("DP_GOLD_STATEMENT_TIMEOUT");
+  cfg->gold_statement_timeout = gold_timeout ? strdup(gold_timeout) : NULL;
   return 0;
 }
 
@@ -67,6 +69,7 @@ void dp_config_free(dp_config *cfg) {
   free(cfg->mongo_url);
   free(cfg->bronze_db);
   free(cfg->metadata_db);
+  free(cfg->gold_statement_timeout);
   memset(cfg, 0, sizeof *cfg);
 }
 

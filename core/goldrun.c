@@ -20,8 +20,8 @@
 
 /* DP_GOLD_STATEMENT_TIMEOUT: seconds (a decimal number, e.g. 300 or 0.5; 0 turns the timeout
  * off). Returns 0 with *ms set, or DP_ECONFIG naming the variable. */
-static int gold_timeout_from_env(long *ms, dp_err *e) {
-  const char *v = dp_config_env("DP_GOLD_STATEMENT_TIMEOUT");
+static int gold_timeout(const dp_config *cfg, long *ms, dp_err *e) {
+  const char *v = cfg->gold_statement_timeout;
   *ms = GOLD_TIMEOUT_DEFAULT_MS;
   if (!v || !*v) return 0;
   char *end = NULL;
@@ -228,7 +228,7 @@ int dp_gold_run(dp_engine *eng, const char *const *models, int nmodels, const ch
                 int *run_failed, dp_err *e) {
   gold_state g = {.eng = eng, .models = models, .nmodels = nmodels, .system = system, .o = o};
   *run_failed = 0;
-  int rc = gold_timeout_from_env(&g.timeout_ms, e);
+  int rc = gold_timeout(&eng->cfg, &g.timeout_ms, e);
   if (rc == 0) rc = dp_load_metadata(eng, &g.meta, e);
   if (rc == 0) rc = plan_models(&g, e);
   if (rc == 0 && g.nplan == 0) dp_log(DP_LOG_INFO, "no gold model depends on system %s", system ? system : "?");
