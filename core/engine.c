@@ -3,9 +3,11 @@
 #include "config.h"
 #include "log.h"
 #include "pg.h"
+#include "rawfile.h"
 
 #include <libgen.h>
 #include <lua.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,14 +24,14 @@ static char *env_or(const char *name, const char *def) {
 }
 
 static int has_engine_lua(const char *dir) {
-  char p[4096];
-  snprintf(p, sizeof p, "%s/lua/dp/engine.lua", dir);
-  return access(p, R_OK) == 0;
+  char p[PATH_MAX];
+  dp_err e;
+  return dp_path_join(p, sizeof p, dir, "lua/dp/engine.lua", &e) == 0 && access(p, R_OK) == 0;
 }
 
 /* The folder above the executable's folder when it holds lua/dp/engine.lua. */
 static char *home_from_exe(void) {
-  char exe[4096];
+  char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return NULL;
   exe[n] = '\0';

@@ -233,6 +233,13 @@ cleanup:
   return rc;
 }
 
+char *dp_utf8_copy(char *dst, size_t cap, const char *src) {
+  size_t n = dp_utf8_prefix(src, strlen(src), cap - 1);
+  memmove(dst, src, n);
+  dst[n] = '\0';
+  return dst;
+}
+
 size_t dp_utf8_prefix(const char *s, size_t n, size_t max) {
   if (n <= max) return n;
   size_t k = max;

@@ -57,6 +57,9 @@ int dp_utf8_len(const unsigned char *p, const unsigned char *end);
 /* The longest prefix of s[0..n) of at most max bytes that does not cut a UTF-8 sequence (for
  * shortened values in messages and reject rows, which PostgreSQL checks as UTF-8). */
 size_t dp_utf8_prefix(const char *s, size_t n, size_t max);
+/* Copies src into dst (cap bytes, cap > 0), cut where it would not fit at a UTF-8 boundary:
+ * for a message kept in a fixed field, where a cut is intended. Returns dst. */
+char *dp_utf8_copy(char *dst, size_t cap, const char *src);
 /* Appends the code point cp (at most 0x10FFFF) as UTF-8. */
 void dp_json_put_utf8(dp_buf *b, unsigned cp);
 

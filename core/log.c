@@ -3,6 +3,7 @@
 #include "progress.h"
 #include "buf.h"
 #include "json.h"
+#include "tz.h"
 #include "error.h"
 #include "redact.h"
 
@@ -93,12 +94,8 @@ void dp_log(dp_log_level level, const char *fmt, ...) {
 
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  struct tm tm;
-  gmtime_r(&tv.tv_sec, &tm);
-  char ts[40];
-  snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-           (long)(tv.tv_usec / 1000));
+  char ts[DP_ISO_UTC_MAX];
+  dp_iso_utc(ts, (int64_t)tv.tv_sec * 1000000 + tv.tv_usec, 3);
   /* every field is escaped: a file name or a record value with a line break (or a terminal
    * control sequence) in it cannot forge a log line (see log.h) */
   dp_buf b = DP_BUF_INIT;

@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int luaopen_dp_core(lua_State *L);
-
 /* Error values that are not strings are described, never converted with their __tostring: that
  * could be a script's function, and the handler runs on the engine's path, unguarded. */
 static int traceback(lua_State *L) {
@@ -782,7 +780,7 @@ static guard *guard_get(lua_State *L, int create) {
   dp_err e;
   dp_err_clear(&e);
   if (dp_script_limits_from_env(&g->lim, &e)) {
-    snprintf(g->config_err, sizeof g->config_err, "%s", e.msg);
+    dp_utf8_copy(g->config_err, sizeof g->config_err, e.msg);
     g->lim = (dp_script_limits){300, 10, 1024, 21600};
   }
   lua_newtable(L);

@@ -16,6 +16,9 @@
 
 struct dp_gold_builder;
 
+/* The dp.core module's opener (luamod.c): preloaded in the engine's states, and what
+ * `require "dp.core"` finds in build/dp/core.so. */
+int luaopen_dp_core(lua_State *L);
 /* Creates the trusted engine state: standard libraries, package.path on DP_HOME/lua,
  * dp.core preloaded, dp.engine required and configured. Returns NULL with e set. */
 lua_State *dp_lua_new(const dp_config *cfg, dp_err *e);

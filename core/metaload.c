@@ -3,8 +3,10 @@
 #include "buf.h"
 #include "luabridge.h"
 #include "rawfile.h"
+#include "run.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -45,10 +47,10 @@ int dp_meta_texts_read(dp_engine *eng, dp_meta_texts *out, dp_err *e) {
     snprintf(source, sizeof source, "%s", eng->cfg.metadata);
     dp_buf missing = DP_BUF_INIT;
     for (int i = 0; i < DP_META_NFILES; i++) {
-      char path[4200];
-      snprintf(path, sizeof path, "%s/%s", eng->cfg.metadata, dp_metastore_file(i));
+      char path[PATH_MAX];
       dp_err re;
-      if (dp_read_file(path, &out->texts[i], &out->lens[i], &re) != 0) {
+      if (dp_path_join(path, sizeof path, eng->cfg.metadata, dp_metastore_file(i), &re) != 0 ||
+          dp_read_file(path, &out->texts[i], &out->lens[i], &re) != 0) {
         out->texts[i] = NULL;
         if (i != DP_META_GOLD) dp_buf_printf(&missing, "\n  %s: cannot read %s", dp_metastore_file(i), path);
       }
@@ -72,8 +74,8 @@ static int read_scripts(const char *dir, int depth, dp_meta_texts *t, dp_err *e)
   int rc = 0;
   while (rc == 0 && (de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.') continue;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    char path[PATH_MAX];
+    if ((rc = dp_path_join(path, sizeof path, dir, de->d_name, e)) != 0) break;
     struct stat st;
     if (stat(path, &st) != 0) continue;
     if (S_ISDIR(st.st_mode)) {
@@ -104,10 +106,10 @@ static int read_scripts(const char *dir, int depth, dp_meta_texts *t, dp_err *e)
 }
 
 int dp_meta_scripts_read(const dp_config *cfg, dp_meta_texts *t, dp_err *e) {
-  char dir[4200];
-  snprintf(dir, sizeof dir, "%s/connectors", cfg->scripts);
-  int rc = read_scripts(dir, 0, t, e);
-  snprintf(dir, sizeof dir, "%s/gold", cfg->scripts);
+  char dir[PATH_MAX];
+  int rc = dp_path_join(dir, sizeof dir, cfg->scripts, "connectors", e);
+  if (rc == 0) rc = read_scripts(dir, 0, t, e);
+  if (rc == 0) rc = dp_path_join(dir, sizeof dir, cfg->scripts, "gold", e);
   if (rc == 0) rc = read_scripts(dir, 0, t, e);
   return rc;
 }

@@ -4,6 +4,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "tz.h"
 #include "run.h"
 #include "uuid.h"
 
@@ -314,13 +315,19 @@ struct dp_prefect {
   char last_error[256]; /* of the last call that is to be retried */
 };
 
-static void now_iso(char *out, size_t cap) {
+/* Now as ISO 8601 (out: DP_ISO_UTC_MAX bytes). */
+static void now_iso(char *out) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  struct tm tm;
-  gmtime_r(&tv.tv_sec, &tm);
-  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-           tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec);
+  dp_iso_utc(out, (int64_t)tv.tv_sec * 1000000 + tv.tv_usec, 6);
+}
+
+/* p->problem = prefix what: msg, cut at a character boundary when it does not fit. */
+static void set_problem(dp_prefect *p, const char *prefix, const char *what, const char *msg) {
+  dp_buf b = DP_BUF_INIT;
+  dp_buf_printf(&b, "%s%s: %s", prefix, what, msg);
+  dp_utf8_copy(p->problem, sizeof p->problem, b.data ? b.data : "");
+  dp_buf_free(&b);
 }
 
 static void op_free(op *o) {
@@ -356,7 +363,7 @@ static op *op_new(int kind, task *t, const char *type, const char *msg) {
   o->t = t;
   if (type) snprintf(o->type, sizeof o->type, "%s", type);
   if (msg) o->msg = strdup(msg);
-  now_iso(o->ts, sizeof o->ts);
+  now_iso(o->ts);
   return o;
 }
 
@@ -589,7 +596,7 @@ static void *worker(void *ud) {
       continue;
     }
     if (res == GIVE_UP || res == STOP) {
-      if (!p->problem[0]) snprintf(p->problem, sizeof p->problem, "%s: %s", what, e.msg);
+      if (!p->problem[0]) set_problem(p, "", what, e.msg);
       if (!p->warned) {
         p->warned = 1;
         dp_log(DP_LOG_WARN, "prefect: %s (this run logs only this first reporting problem)", p->problem);
@@ -613,7 +620,7 @@ static void *worker(void *ud) {
     attempt++;
     if (p->closing && dp_monotonic() + delay > p->deadline) {
       p->stopped = 1;
-      snprintf(p->problem, sizeof p->problem, "reporting stopped at %s: %s", what, e.msg);
+      set_problem(p, "reporting stopped at ", what, e.msg);
       continue;
     }
     struct timespec ts;

@@ -363,9 +363,10 @@ static void prefect_end(dp_engine *eng, dp_prefect **pf, const dp_runinfo *run, 
   dp_prefect_end(*pf, status, message, report, cap);
   *pf = NULL;
   if (note && *note) {
-    char both[2200];
-    snprintf(both, sizeof both, "%s%s%s", note, report[0] ? "; " : "", report);
-    snprintf(report, cap, "%s", both);
+    dp_buf both = DP_BUF_INIT;
+    dp_buf_printf(&both, "%s%s%s", note, report[0] ? "; " : "", report);
+    dp_utf8_copy(report, cap, both.data ? both.data : "");
+    dp_buf_free(&both);
   }
   dp_err e;
   if (dp_audit_set_prefect(eng->audit, run, id, report[0] ? report : NULL, &e) != 0)

@@ -497,7 +497,7 @@ static void run_job(dp_engine *eng, job *j) {
   j->busy = j->rc == DP_EBUSY;
   snprintf(j->status, sizeof j->status, "%s",
            j->busy ? "busy" : j->rc == 0 ? "succeeded" : strstr(e.msg, " partial:") ? "partial" : "failed");
-  if (j->rc) snprintf(j->error, sizeof j->error, "%s", e.msg);
+  if (j->rc) dp_utf8_copy(j->error, sizeof j->error, e.msg);
   if (!j->busy) collect_counts(eng, j);
   eng->meta = NULL;
 }
@@ -1252,11 +1252,11 @@ static void health_check(api_work *a) {
       PQclear(r);
       pool_put(s, c);
     } else {
-      snprintf(pg_err, sizeof pg_err, "%s", e.msg);
+      dp_utf8_copy(pg_err, sizeof pg_err, e.msg);
       PQfinish(c);
     }
   } else {
-    snprintf(pg_err, sizeof pg_err, "%s", e.msg);
+    dp_utf8_copy(pg_err, sizeof pg_err, e.msg);
   }
   mongoc_uri_t *uri = mongoc_uri_new_with_error(s->cfg->mongo_url, NULL);
   if (uri) {
