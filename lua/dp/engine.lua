@@ -125,7 +125,6 @@ local function inbox_files(system, data_dir)
   -- too (f:read("*l") stops a line at a NUL byte in LuaJIT): a line is what lies between "\n"s.
   function files.lines(name)
     local f = open("lines", name)
-    local buf, pos, from = "", 1, 1 -- from: where "\n" was not found yet (long lines)
     return function()
       if not f then return nil end
       local l = f:line()
@@ -273,13 +272,13 @@ local function make_emit(emit, scrub, log)
         error("emit: record " .. i .. " is a " .. t .. ", expected a table or a JSON object string", 2)
       end
       if scrub_batch then
-        local r, k = redact(out[i])
+        local scrubbed, k = redact(out[i])
         if k > 0 then
-          out[i] = r
+          out[i] = scrubbed
           if not warned then
             warned = true
             log("warn", "emit: record " .. i .. " of a batch held the value of secret "
-              .. quote(r:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; it was replaced by [redacted:...]"
+              .. quote(scrubbed:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; it was replaced by [redacted:...]"
               .. " before the raw file (later records are redacted without a warning)")
           end
         end
@@ -441,7 +440,8 @@ local function is_text(s)
     if c < 0x80 then
       i = i + 1
     else
-      local k, lo, hi = 0, 0x80, 0xBF
+      local k
+      local lo, hi = 0x80, 0xBF
       if c >= 0xC2 and c <= 0xDF then k = 1
       elseif c == 0xE0 then k, lo = 2, 0xA0
       elseif c == 0xED then k, hi = 2, 0x9F

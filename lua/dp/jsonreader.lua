@@ -349,7 +349,7 @@ function M.decode(text, file)
   local err = check_encoding(text, file)
   if err then return nil, err end
   local st = { text = text, file = file }
-  local ok, v, pos = pcall(function()
+  local ok, v = pcall(function()
     local p = skip_ws(st, 1)
     if p > #text then fail(st, p, "the file is empty: expected a JSON value") end
     local value, after = parse_value(st, p, "", 0)
