@@ -1,4 +1,4 @@
-/* run.c - the run driver. */
+/* run.c - the run driver: one system run in stages (dp_run_system, at the end), layer by layer. */
 #include "run.h"
 #include "version.h"
 #include "audit.h"
