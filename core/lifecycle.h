@@ -4,18 +4,12 @@
 #define DP_LIFECYCLE_H
 
 #include <stddef.h>
+#include "meta.h" /* dp_lifecycle */
 
 struct dp_err;
 
 typedef struct lua_State lua_State;
 
-typedef struct dp_lifecycle {
-  int raw_days;            /* retention.raw_days, 0 when not set */
-  int raw_delete_days;     /* retention.raw_delete_days, 0 when not set */
-  int bronze_deleted_days; /* retention.bronze_deleted_days, 0 when not set */
-  int silver_history_days; /* retention.silver_history_days, 0 when not set */
-  int gzip;                /* raw.compression == "gzip" */
-} dp_lifecycle;
 
 /* The settings of the entity table at idx. */
 void dp_lifecycle_read(lua_State *L, int idx, dp_lifecycle *out);
