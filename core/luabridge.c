@@ -7,6 +7,7 @@
 #include "buf.h"
 #include "gold.h"
 #include "json.h"
+#include "lineage.h"
 #include "log.h"
 #include <lualib.h>
 #include <stdlib.h>
@@ -508,6 +509,200 @@ int dp_bridge_gold_build(lua_State *L, const char *name, struct dp_gold_builder 
   dp_gold_lua_detach(L, ud);
   lua_settop(L, top);
   return rc;
+}
+
+/* ---------- Commands ---------- */
+
+/* t[key] (t at idx) as a heap copy of *len bytes, or NULL when it is not a string. */
+static char *lstr_field(lua_State *L, int idx, const char *key, size_t *len) {
+  lua_getfield(L, idx, key);
+  char *c = NULL;
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *v = lua_tolstring(L, -1, len);
+    if ((c = malloc(*len + 1)) != NULL) memcpy(c, v, *len + 1);
+  }
+  lua_pop(L, 1);
+  return c;
+}
+
+/* facts[field] (facts on top): {system = ..., <key> = ...} items into *out. */
+static int read_facts(lua_State *L, const char *field, const char *key, dp_doctor_fact **out, size_t *n) {
+  lua_getfield(L, -1, field);
+  size_t len = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  int rc = (*out = calloc(len ? len : 1, sizeof **out)) ? 0 : DP_ENOMEM;
+  for (size_t i = 1; rc == 0 && i <= len; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    dp_doctor_fact *f = &(*out)[(*n)++];
+    f->system = dp_lua_strfield(L, -1, "system");
+    f->value = dp_lua_strfield(L, -1, key);
+    if (!f->system || !f->value) rc = DP_ENOMEM;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return rc;
+}
+
+int dp_bridge_doctor_facts(lua_State *L, dp_doctor_facts *f, dp_err *e) {
+  int top = lua_gettop(L);
+  memset(f, 0, sizeof *f);
+  push_meta(L);
+  int rc = dp_engine_call(L, "doctor_facts", 1, 1, e);
+  if (rc == 0) {
+    lua_getfield(L, -1, "secrets");
+    f->nsecrets = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    lua_pop(L, 1);
+    if ((rc = read_facts(L, "inboxes", "inbox", &f->inboxes, &f->ninboxes)) == 0)
+      rc = read_facts(L, "rest", "base_url", &f->rest, &f->nrest);
+    if (rc) {
+      dp_doctor_facts_free(f);
+      dp_err_set(e, rc, "out of memory");
+    }
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
+static void free_facts(dp_doctor_fact *v, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(v[i].system);
+    free(v[i].value);
+  }
+  free(v);
+}
+
+void dp_doctor_facts_free(dp_doctor_facts *f) {
+  free_facts(f->inboxes, f->ninboxes);
+  free_facts(f->rest, f->nrest);
+  memset(f, 0, sizeof *f);
+}
+
+int dp_bridge_lineage(lua_State *L, const PGresult *statuses, const char *format, char **text, dp_err *e) {
+  int top = lua_gettop(L);
+  *text = NULL;
+  push_meta(L);
+  lua_newtable(L); /* node id -> {status, last_run, run_id} */
+  for (int i = 0; i < PQntuples(statuses); i++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, PQgetvalue(statuses, i, DP_LINEAGE_STATUS));
+    lua_setfield(L, -2, "status");
+    lua_pushstring(L, PQgetvalue(statuses, i, DP_LINEAGE_LAST_RUN));
+    lua_setfield(L, -2, "last_run");
+    lua_pushstring(L, PQgetvalue(statuses, i, DP_LINEAGE_RUN_ID));
+    lua_setfield(L, -2, "run_id");
+    lua_setfield(L, -2, PQgetvalue(statuses, i, DP_LINEAGE_ID));
+  }
+  lua_pushstring(L, format);
+  int rc = dp_engine_call(L, "lineage", 3, 1, e);
+  if (rc == 0 && !(*text = str_at(L, -1))) rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+  lua_settop(L, top);
+  return rc;
+}
+
+int dp_bridge_connectors(lua_State *L, const char *type, const char *format, char **text, size_t *len, dp_err *e) {
+  int top = lua_gettop(L), rc;
+  *text = NULL;
+  *len = 0;
+  if (!type) {
+    lua_pushboolean(L, strcmp(format, "json") == 0);
+    rc = dp_engine_call(L, "connectors_list", 1, 2, e);
+  } else {
+    lua_pushstring(L, type);
+    lua_pushstring(L, format);
+    rc = dp_engine_call(L, "connectors_show", 2, 2, e);
+  }
+  if (rc == 0 && lua_isnil(L, -2)) {
+    rc = dp_err_set(e, DP_ECONFIG, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+  } else if (rc == 0) {
+    const char *t = lua_tolstring(L, -2, len);
+    if (!t || !(*text = malloc(*len + 1))) rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+    else memcpy(*text, t, *len + 1);
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
+static void set_str(lua_State *L, const char *key, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, key);
+}
+
+/* The result table on top of the stack into r. */
+static int read_init_result(lua_State *L, dp_init_result *r) {
+  int res = lua_gettop(L);
+  r->report = dp_lua_strfield(L, res, "report");
+  lua_getfield(L, res, "files");
+  size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  if (!(r->files = calloc(n ? n : 1, sizeof *r->files))) return DP_ENOMEM;
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    dp_init_file *f = &r->files[r->nfiles++];
+    f->path = dp_lua_strfield(L, -1, "path");
+    f->text = lstr_field(L, lua_gettop(L), "text", &f->len);
+    lua_pop(L, 1);
+    if (!f->path || !f->text) return DP_ENOMEM;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, res, "written");
+  n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  if (!(r->written = calloc(n ? n : 1, sizeof *r->written))) return DP_ENOMEM;
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    char *w = str_at(L, -1);
+    lua_pop(L, 1);
+    if (!w) return DP_ENOMEM;
+    r->written[r->nwritten++] = w;
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+int dp_bridge_init(lua_State *L, const dp_init_opts *o, dp_init_result *r, dp_err *e) {
+  int top = lua_gettop(L);
+  memset(r, 0, sizeof *r);
+  lua_newtable(L); /* opts */
+  lua_createtable(L, (int)o->nsamples, 0);
+  for (size_t i = 0; i < o->nsamples; i++) {
+    lua_newtable(L);
+    set_str(L, "file", o->samples[i].file);
+    set_str(L, "entity", o->samples[i].entity);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  lua_setfield(L, -2, "samples");
+  set_str(L, "name", o->name);
+  set_str(L, "type", o->type);
+  set_str(L, "dir", o->dir);
+  set_str(L, "base_url", o->base_url);
+  set_str(L, "path", o->path);
+  set_str(L, "nested", o->nested);
+  int rc = dp_engine_call(L, o->is_system ? "init_system" : "init_connector", 1, 2, e);
+  if (rc == 0 && lua_isnil(L, -2)) {
+    if (!(r->error = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?")))
+      rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+    else
+      rc = dp_err_set(e, DP_EINVAL, "%s", r->error);
+  } else if (rc == 0) {
+    lua_pop(L, 1);
+    if ((rc = read_init_result(L, r)) != 0) {
+      dp_init_result_free(r);
+      dp_err_set(e, rc, "out of memory");
+    }
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
+void dp_init_result_free(dp_init_result *r) {
+  for (size_t i = 0; i < r->nfiles; i++) {
+    free(r->files[i].path);
+    free(r->files[i].text);
+  }
+  free(r->files);
+  for (size_t i = 0; i < r->nwritten; i++) free(r->written[i]);
+  free(r->written);
+  free(r->report);
+  free(r->error);
+  memset(r, 0, sizeof *r);
 }
 
 /* ---------- Lua tables -> C ---------- */

@@ -76,6 +76,55 @@ int dp_bridge_gold_plan(lua_State *L, const char *const *models, int n, const ch
 /* engine.gold_build: runs model name's script into b (borrowed; unusable from Lua after). */
 int dp_bridge_gold_build(lua_State *L, const char *name, struct dp_gold_builder *b, const char *run_id,
                          const char *run_ts, const char *pg_url, dp_err *e);
+/* ---------- Commands: what they need from the engine's Lua, as C values ---------- */
+/* What `doctor` checks in the current metadata (engine.doctor_facts). */
+typedef struct dp_doctor_fact {
+  char *system, *value;
+} dp_doctor_fact;
+typedef struct dp_doctor_facts {
+  dp_doctor_fact *inboxes; /* every enabled file system: its inbox */
+  size_t ninboxes;
+  dp_doctor_fact *rest;    /* every enabled rest system: its base_url */
+  size_t nrest;
+  size_t nsecrets;         /* secret references anywhere in the metadata */
+} dp_doctor_facts;
+int dp_bridge_doctor_facts(lua_State *L, dp_doctor_facts *f, dp_err *e);
+void dp_doctor_facts_free(dp_doctor_facts *f);
+
+/* engine.lineage(meta, statuses, format) with the current metadata: *text (caller frees).
+ * statuses: a result of dp_lineage_statuses (lineage.h). */
+int dp_bridge_lineage(lua_State *L, const PGresult *statuses, const char *format, char **text, dp_err *e);
+
+/* engine.connectors_list(format == "json") when type is NULL, else engine.connectors_show(type,
+ * format): *text (caller frees, *len bytes). A type that does not exist or load: DP_ECONFIG. */
+int dp_bridge_connectors(lua_State *L, const char *type, const char *format, char **text, size_t *len, dp_err *e);
+
+/* engine.init_system / init_connector (docs/init.md). */
+typedef struct dp_init_sample {
+  const char *file, *entity; /* entity NULL: named after the file */
+} dp_init_sample;
+typedef struct dp_init_opts {
+  int is_system;
+  const char *name, *type, *dir, *base_url, *path, *nested; /* NULL: not given */
+  const dp_init_sample *samples;
+  size_t nsamples;
+} dp_init_opts;
+typedef struct dp_init_file {
+  char *path, *text;
+  size_t len;
+} dp_init_file;
+typedef struct dp_init_result {
+  char *report;         /* or NULL */
+  dp_init_file *files;  /* what to write */
+  size_t nfiles;
+  char **written;       /* the names to report as written */
+  size_t nwritten;
+  char *error;          /* the refusal (an existing name, a bad sample...), in full */
+} dp_init_result;
+/* 0 and *r; or DP_EINVAL with r->error when init refuses; or DP_ELUA/DP_ENOMEM with e. */
+int dp_bridge_init(lua_State *L, const dp_init_opts *o, dp_init_result *r, dp_err *e);
+void dp_init_result_free(dp_init_result *r);
+
 /* ---------- Script limits (docs/connectors.md, "What the sandbox promises") ----------
  * Every call into an untrusted script (a connector or gold script's top-level code, extract,
  * the callbacks a script hands the engine) runs under a guard: a CPU-time deadline checked by a

@@ -77,5 +77,8 @@ struct dp_buf;
 int dp_column_sql_type(const dp_column *c, struct dp_buf *out);
 /* Frees everything the entity owns (not the struct itself). */
 void dp_entity_free(dp_entity *e);
+/* A deep copy of src into dst (dst owns its strings; dp_entity_free). 0, or DP_ENOMEM (dst is
+ * left empty). */
+int dp_entity_copy(dp_entity *dst, const dp_entity *src);
 
 #endif

@@ -52,6 +52,12 @@ const dp_snap_target *dp_snapshot_find(const dp_snapshot *s, const char *name, i
   return NULL;
 }
 
+const dp_entity *dp_snapshot_entity(const dp_snapshot *s, const char *system, const char *name) {
+  for (size_t i = 0; i < s->nentities; i++)
+    if (strcmp(s->entities[i].system, system) == 0 && strcmp(s->entities[i].name, name) == 0) return &s->entities[i];
+  return NULL;
+}
+
 int dp_snapshot_load(const dp_config *cfg, dp_snapshot **out, dp_err *e) {
   *out = NULL;
   dp_engine eng;

@@ -57,5 +57,7 @@ dp_snapshot *dp_snapshot_ref(dp_snapshot *s);
 void dp_snapshot_unref(dp_snapshot *s);
 /* The target named name (is_gold picks the kind), or NULL. */
 const dp_snap_target *dp_snapshot_find(const dp_snapshot *s, const char *name, int is_gold);
+/* The entity system.name, or NULL. */
+const dp_entity *dp_snapshot_entity(const dp_snapshot *s, const char *system, const char *name);
 
 #endif

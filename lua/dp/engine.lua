@@ -719,6 +719,13 @@ function M.show(meta, name, as_json)
 end
 
 ---------------------------------------------------------------------------------------------
+-- `dp-engine lineage` (core/cmd_lineage.c): the graph drawn by lua/dp/lineage.lua as text, dot,
+-- mermaid or json; status: node id -> { status, last_run, run_id } from the audit.
+function M.lineage(meta, status, format)
+  return require("dp.lineage").render(meta, status, format)
+end
+
+---------------------------------------------------------------------------------------------
 -- `dp-engine connectors list|show` (core/cmd_connectors.c): the options of connector types,
 -- from the schemas' field descriptions (lua/dp/connectors_doc.lua).
 local connectors_doc = require "dp.connectors_doc"
