@@ -1,5 +1,4 @@
 /* goldrun.c - the gold run driver (see goldrun.h). */
-#include "config.h"
 #include "goldrun.h"
 #include "preflight.h"
 #include "version.h"
