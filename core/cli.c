@@ -3,6 +3,7 @@
 #include "log.h"
 #include "pg.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +44,12 @@ const char *dp_cli_count(char *buf, size_t cap, size_t n, const char *one, const
   return buf;
 }
 
-int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg) {
+int dp_cli_usage_error(const char *usage, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
   fprintf(stderr, "dp-engine: ");
-  fprintf(stderr, fmt, arg);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
   fprintf(stderr, "\n\n%s", usage);
   return DP_EXIT_USAGE;
 }

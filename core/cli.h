@@ -38,8 +38,8 @@ int dp_cli_missing_value(int argc, char **argv, int i, const char *const *opts, 
 const char *dp_cli_count(char *buf, size_t cap, size_t n, const char *one, const char *many);
 /* True when --help or -h is among the arguments. */
 int dp_cli_wants_help(int argc, char **argv);
-/* Prints "dp-engine: <fmt with arg>" and the usage to stderr; returns DP_EXIT_USAGE. */
-int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg);
+/* Prints "dp-engine: <fmt with its arguments>" and the usage to stderr; returns DP_EXIT_USAGE. */
+int dp_cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The one way a command reports an error: prints "dp-engine CMD: <e's message>" to stderr and
  * returns the exit class of e's code (DP_ERRNO_MAP, error.h); a message with no code is 1. */
 int dp_cli_exit(const char *cmd, const dp_err *e);

@@ -14,8 +14,6 @@
 
 #include <curl/curl.h>
 #include <dirent.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,8 +39,8 @@ struct dp_doctor {
   int network, json;
   int failed;        /* lines that failed */
   int pg_ok, mongo_ok;
-  int meta_idx;      /* the validated metadata on eng->L's stack, or 0 */
-  int facts_idx;     /* engine.doctor_facts(meta), or 0 */
+  int have_facts;    /* facts read (the metadata is valid) */
+  dp_doctor_facts facts; /* what the later checks look at in the metadata */
   dp_buf out;        /* --json: the checks array so far */
   int n;
 };
@@ -189,46 +187,25 @@ static void check_metadata(dp_doctor *d) {
     dp_doctor_report(d, DP_DOCTOR_FAIL, "metadata", "set DP_HOME to the engine's folder", "%s", e.msg);
     return;
   }
-  lua_getglobal(eng->L, "__dp_engine");
-  lua_pushboolean(eng->L, 1);
-  lua_setfield(eng->L, -2, "all_connectors"); /* check every system's connector, as validate does */
-  lua_pop(eng->L, 1);
-  if (dp_load_metadata(eng, &e)) {
+  dp_meta_check_all_connectors(eng->L); /* check every system's connector, as validate does */
+  dp_snapshot *meta = NULL;
+  if (dp_load_metadata(eng, &meta, &e)) {
     dp_doctor_report(d, DP_DOCTOR_FAIL, "metadata", "correct the metadata (`dp-engine metadata validate` lists the errors)",
                      "%s", e.msg);
     return;
   }
-  lua_State *L = eng->L;
-  d->meta_idx = lua_gettop(L);
   char a[48], b[48], c[48];
-  lua_getfield(L, d->meta_idx, "systems");
-  lua_getfield(L, d->meta_idx, "entities");
-  lua_getfield(L, d->meta_idx, "gold");
-  char *source = dp_lua_strfield(L, d->meta_idx, "source");
-  dp_doctor_report(d, DP_DOCTOR_OK, "metadata", NULL, "%s is valid: %s, %s, %s", source ? source : eng->cfg.metadata,
-                   dp_cli_count(a, sizeof a, lua_objlen(L, -3), "system", "systems"),
-                   dp_cli_count(b, sizeof b, lua_objlen(L, -2), "entity", "entities"),
-                   dp_cli_count(c, sizeof c, lua_objlen(L, -1), "gold model", "gold models"));
-  free(source);
-  lua_pop(L, 3);
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, "doctor_facts");
-  lua_remove(L, -2);
-  lua_pushvalue(L, d->meta_idx);
-  if (dp_lua_pcall(L, 1, 1, &e) == 0) d->facts_idx = lua_gettop(L);
-}
-
-/* The names of facts[field] (a list of strings or of tables with a "system" field) pushed as a
- * list; returns how many (the list stays on the stack). */
-static size_t facts_list(dp_doctor *d, const char *field) {
-  lua_getfield(d->eng->L, d->facts_idx, field);
-  return lua_objlen(d->eng->L, -1);
+  dp_doctor_report(d, DP_DOCTOR_OK, "metadata", NULL, "%s is valid: %s, %s, %s",
+                   meta->source ? meta->source : eng->cfg.metadata,
+                   dp_cli_count(a, sizeof a, meta->nsystems, "system", "systems"),
+                   dp_cli_count(b, sizeof b, meta->nentities, "entity", "entities"),
+                   dp_cli_count(c, sizeof c, meta->ntargets - meta->nsystems, "gold model", "gold models"));
+  dp_snapshot_unref(meta);
+  d->have_facts = dp_bridge_doctor_facts(eng->L, &d->facts, &e) == 0;
 }
 
 static void check_secrets(dp_doctor *d) {
-  lua_State *L = d->eng->L;
-  size_t nrefs = d->facts_idx ? facts_list(d, "secrets") : 0;
-  if (d->facts_idx) lua_pop(L, 1);
+  size_t nrefs = d->have_facts ? d->facts.nsecrets : 0;
   dp_secrets_key key;
   dp_err e;
   dp_err_clear(&e);
@@ -275,22 +252,15 @@ static void check_secrets(dp_doctor *d) {
   dp_secrets_config_free(&sc);
 }
 
-/* Runs fn(d, system, value) for every entry of facts[field] ({system = ..., <key> = ...}). */
-static void each_fact(dp_doctor *d, const char *field, const char *key, void (*fn)(dp_doctor *, const char *, const char *)) {
-  if (!d->facts_idx) {
-    dp_doctor_report(d, DP_DOCTOR_WARN, field, "fix the metadata check first", "skipped: the metadata is not valid");
+/* Runs fn(d, system, value) for every fact of the list (check: its name, for the warning when
+ * the metadata check failed). */
+static void each_fact(dp_doctor *d, const char *check, const dp_doctor_fact *v, size_t n,
+                      void (*fn)(dp_doctor *, const char *, const char *)) {
+  if (!d->have_facts) {
+    dp_doctor_report(d, DP_DOCTOR_WARN, check, "fix the metadata check first", "skipped: the metadata is not valid");
     return;
   }
-  lua_State *L = d->eng->L;
-  size_t n = facts_list(d, field);
-  for (size_t i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "system");
-    lua_getfield(L, -2, key);
-    fn(d, lua_tostring(L, -2), lua_tostring(L, -1));
-    lua_pop(L, 3);
-  }
-  lua_pop(L, 1);
+  for (size_t i = 0; i < n; i++) fn(d, v[i].system, v[i].value);
 }
 
 static void one_inbox(dp_doctor *d, const char *system, const char *inbox) {
@@ -313,7 +283,7 @@ static void one_inbox(dp_doctor *d, const char *system, const char *inbox) {
   dp_doctor_report(d, DP_DOCTOR_OK, check, NULL, "%s (%zu file%s)", path, files, files == 1 ? "" : "s");
 }
 
-static void check_inboxes(dp_doctor *d) { each_fact(d, "inboxes", "inbox", one_inbox); }
+static void check_inboxes(dp_doctor *d) { each_fact(d, "inboxes", d->facts.inboxes, d->facts.ninboxes, one_inbox); }
 
 static size_t discard(char *p, size_t s, size_t n, void *ud) { (void)p; (void)ud; return s * n; }
 
@@ -364,7 +334,7 @@ static void one_rest(dp_doctor *d, const char *system, const char *base_url) {
   curl_url_cleanup(u);
 }
 
-static void check_rest(dp_doctor *d) { each_fact(d, "rest", "base_url", one_rest); }
+static void check_rest(dp_doctor *d) { each_fact(d, "rest", d->facts.rest, d->facts.nrest, one_rest); }
 
 static void check_disk(dp_doctor *d) {
   const char *dir = d->eng->cfg.data_dir;
@@ -417,5 +387,6 @@ int dp_cmd_doctor(dp_engine *eng, int argc, char **argv) {
     printf("\n%d check%s failed\n", d.failed, d.failed == 1 ? "" : "s");
   }
   dp_buf_free(&d.out);
+  dp_doctor_facts_free(&d.facts);
   return d.failed ? DP_EXIT_RUN_FAILED : DP_EXIT_OK;
 }

@@ -3,14 +3,12 @@
  * --as-of time travel as query parameters. */
 #include "cli.h"
 #include "bronze.h"
-#include "luabridge.h"
 #include "meta.h"
 #include "pg.h"
 #include "preflight.h"
 #include "run.h"
+#include "snapshot.h"
 
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,48 +34,30 @@ typedef struct show_opts {
   int current, json;
 } show_opts;
 
-/* The entity (or gold model) named by o->target into ent; *gold set for gold.MODEL. Uses the
- * validated metadata on top of eng->L's stack. */
-static int find_target(dp_engine *eng, const show_opts *o, dp_entity *ent, int *gold, dp_err *e) {
-  lua_State *L = eng->L;
-  int top = lua_gettop(L), rc;
+/* The entity (or gold model) named by o->target in the validated metadata, into ent (a copy);
+ * *gold set for gold.MODEL. */
+static int find_target(const dp_snapshot *meta, const show_opts *o, dp_entity *ent, int *gold, dp_err *e) {
   const char *dot = strchr(o->target, '.');
   if (!dot || dot == o->target || !dot[1])
     return dp_err_set(e, DP_EINVAL, "show takes SYSTEM.ENTITY or gold.MODEL, not %s", o->target);
   char sys[256];
   snprintf(sys, sizeof sys, "%.*s", (int)(dot - o->target), o->target);
   *gold = 0;
+  const dp_entity *found = NULL;
   if (strcmp(sys, "gold") == 0) { /* a gold model, unless a system is named gold */
-    lua_getglobal(L, "__dp_engine");
-    lua_getfield(L, -1, "gold_model");
-    lua_remove(L, -2);
-    lua_pushvalue(L, top);
-    lua_pushstring(L, dot + 1);
-    if (lua_pcall(L, 2, 1, 0) == 0) {
-      rc = dp_entity_from_lua(L, -1, ent, e);
-      *gold = rc == 0;
-      lua_settop(L, top);
-      return rc;
+    const dp_snap_target *t = dp_snapshot_find(meta, dot + 1, 1);
+    if (t) {
+      found = &t->model;
+      *gold = 1;
     }
-    lua_settop(L, top);
   }
-  lua_getfield(L, top, "entities");
-  for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "system");
-    lua_getfield(L, -2, "name");
-    int hit = lua_isstring(L, -2) && lua_isstring(L, -1) && strcmp(lua_tostring(L, -2), sys) == 0 &&
-              strcmp(lua_tostring(L, -1), dot + 1) == 0;
-    lua_pop(L, 2);
-    if (hit) {
-      rc = dp_entity_from_lua(L, -1, ent, e);
-      lua_settop(L, top);
-      return rc;
-    }
-    lua_pop(L, 1);
+  if (!found) found = dp_snapshot_entity(meta, sys, dot + 1);
+  if (found) {
+    if (dp_entity_copy(ent, found) == 0) return 0;
+    *gold = 0;
+    return dp_err_set(e, DP_ENOMEM, "out of memory");
   }
-  lua_settop(L, top);
-  if (*gold == 0 && strcmp(sys, "gold") == 0) return dp_err_set(e, DP_ENOTFOUND, "no gold model named %s", dot + 1);
+  if (strcmp(sys, "gold") == 0) return dp_err_set(e, DP_ENOTFOUND, "no gold model named %s", dot + 1);
   return dp_err_set(e, DP_ENOTFOUND, "no entity %s in the metadata (names are SYSTEM.ENTITY or gold.MODEL)", o->target);
 }
 
@@ -222,10 +202,11 @@ int dp_cmd_show(dp_engine *eng, int argc, char **argv) {
   dp_err e;
   dp_err_clear(&e);
   dp_entity ent;
-  int gold = 0, rc = dp_load_metadata(eng, &e);
+  dp_snapshot *meta = NULL;
+  int gold = 0, rc = dp_load_metadata(eng, &meta, &e);
   if (rc) return dp_cli_exit("show", &e);
-  rc = find_target(eng, &o, &ent, &gold, &e);
-  lua_pop(eng->L, 1);
+  rc = find_target(meta, &o, &ent, &gold, &e);
+  dp_snapshot_unref(meta);
   if (rc) return dp_cli_exit("show", &e);
   if (gold && (strcmp(o.layer, "silver") != 0 || o.current || o.as_of)) {
     dp_entity_free(&ent);

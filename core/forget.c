@@ -9,7 +9,7 @@
 #include "jsonbson.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "luabridge.h"
+#include "snapshot.h"
 #include "pg.h"
 #include "rawcompress.h"
 #include "rawfile.h"
@@ -25,8 +25,6 @@
 #include <sys/stat.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,56 +218,42 @@ cleanup:
 }
 
 /* The entity from metadata, and the gold models downstream of it (transitively). */
-static int load_target(forget_state *s, lua_State *L, int meta_idx, dp_err *e) {
+static int load_target(forget_state *s, const dp_snapshot *meta, dp_err *e) {
   char sys[200];
   const char *dot = strchr(s->o->target, '.');
   if (!dot || dot == s->o->target || (size_t)(dot - s->o->target) >= sizeof sys)
     return dp_err_set(e, DP_EINVAL, "forget needs SYSTEM.ENTITY, not %s", s->o->target);
   snprintf(sys, sizeof sys, "%.*s", (int)(dot - s->o->target), s->o->target);
-  if (!dp_lifecycle_push_entity(L, meta_idx, sys, dot + 1))
-    return dp_err_set(e, DP_EINVAL, "no entity %s in %s", s->o->target, s->eng->cfg.metadata);
-  int rc = dp_entity_from_lua(L, -1, &s->ent, e);
-  lua_pop(L, 1);
-  if (rc) return rc;
+  const dp_entity *ent = dp_snapshot_entity(meta, sys, dot + 1);
+  if (!ent) return dp_err_set(e, DP_EINVAL, "no entity %s in %s", s->o->target, s->eng->cfg.metadata);
+  if (dp_entity_copy(&s->ent, ent) != 0) return dp_err_set(e, DP_ENOMEM, "out of memory");
   s->have_ent = 1;
   if (s->ent.npk == 0)
     return dp_err_set(e, DP_EINVAL, "%s has no primary key: there is no key to forget", s->o->target);
   if (dp_row_init(&s->row, s->ent.ncols) != 0) return dp_err_set(e, DP_ENOMEM, "out of memory");
   s->have_row = 1;
   /* gold: models whose depends_on names the entity or a model already found, until none is added */
-  lua_getfield(L, meta_idx, "gold");
-  int gold = lua_gettop(L);
-  size_t ng = lua_istable(L, gold) ? lua_objlen(L, gold) : 0;
+  size_t ng = meta->ntargets - meta->nsystems;
   s->models = calloc(ng ? ng : 1, sizeof *s->models);
-  if (!s->models) {
-    lua_settop(L, gold - 1);
-    return dp_err_set(e, DP_ENOMEM, "out of memory");
-  }
+  if (!s->models) return dp_err_set(e, DP_ENOMEM, "out of memory");
   for (int added = 1; added;) {
     added = 0;
-    for (size_t i = 1; i <= ng; i++) {
-      lua_rawgeti(L, gold, (int)i);
-      char *name = dp_lua_strfield(L, -1, "name");
+    for (size_t i = meta->nsystems; i < meta->ntargets; i++) {
+      const dp_snap_target *g = &meta->targets[i];
       int have = 0, reads = 0;
-      for (int k = 0; name && k < s->nmodels; k++) have |= strcmp(s->models[k], name) == 0;
-      lua_getfield(L, -1, "depends_on");
-      for (size_t d = 1; name && !have && lua_istable(L, -1) && d <= lua_objlen(L, -1); d++) {
-        lua_rawgeti(L, -1, (int)d);
-        const char *dep = lua_tostring(L, -1);
-        if (dep && strcmp(dep, s->o->target) == 0) reads = 1;
-        for (int k = 0; dep && k < s->nmodels; k++) reads |= strcmp(dep, s->models[k]) == 0;
-        lua_pop(L, 1);
+      for (int k = 0; k < s->nmodels; k++) have |= strcmp(s->models[k], g->name) == 0;
+      for (size_t d = 0; !have && d < g->ndepends; d++) {
+        const char *dep = g->depends_on[d];
+        if (strcmp(dep, s->o->target) == 0) reads = 1;
+        for (int k = 0; k < s->nmodels; k++) reads |= strcmp(dep, s->models[k]) == 0;
       }
-      lua_pop(L, 2);
       if (reads) {
-        s->models[s->nmodels++] = name;
+        if (!(s->models[s->nmodels] = strdup(g->name))) return dp_err_set(e, DP_ENOMEM, "out of memory");
+        s->nmodels++;
         added = 1;
-      } else {
-        free(name);
       }
     }
   }
-  lua_settop(L, gold - 1);
   return 0;
 }
 
@@ -393,7 +377,7 @@ static int forget_raw(forget_state *s, dp_err *e) {
   while (d && rc == 0 && (de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.') continue;
     char qroot[4400];
-    snprintf(qroot, sizeof qroot, "%s/%s", q, de->d_name);
+    if ((rc = dp_path_join(qroot, sizeof qroot, q, de->d_name, e)) != 0) break;
     dp_lifecycle_raw_dir(qroot, s->ent.system, s->ent.name, dir, sizeof dir);
     rc = forget_raw_dir(s, dir, e);
   }
@@ -577,16 +561,15 @@ static void report(const forget_state *s, dp_buf *out, const char *status) {
 
 int dp_forget(dp_engine *eng, const dp_forget_opts *o, dp_buf *out, int *failed, dp_err *e) {
   *failed = 0;
-  int rc = dp_load_metadata(eng, e);
+  dp_snapshot *meta = NULL;
+  int rc = dp_load_metadata(eng, &meta, e);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
   forget_state s;
   memset(&s, 0, sizeof s);
   s.eng = eng;
   s.o = o;
   int locked = 0, audited = 0;
-  if ((rc = load_target(&s, L, meta_idx, e)) != 0 || (rc = parse_key(&s, e)) != 0) goto cleanup;
+  if ((rc = load_target(&s, meta, e)) != 0 || (rc = parse_key(&s, e)) != 0) goto cleanup;
   if ((rc = dp_engine_open_pg(eng, e)) != 0 || (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
   if ((rc = dp_audit_lock_system(eng->audit, s.ent.system, e)) != 0) goto cleanup;
   locked = 1;
@@ -611,6 +594,6 @@ cleanup:
   dp_buf_free(&s.gold);
   if (s.have_row) dp_row_free(&s.row);
   if (s.have_ent) dp_entity_free(&s.ent);
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot_unref(meta);
   return rc;
 }

@@ -6,6 +6,8 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "prefect.h"
+#include "progress.h"
 
 #include <mongoc/mongoc.h>
 #include <sodium.h>
@@ -126,6 +128,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "dp-engine: DP_LOG_LEVEL must be debug|info|warn|error and DP_LOG_FORMAT text|json\n");
     return DP_EXIT_USAGE;
   }
+  dp_progress_init(); /* the variables of progress and Prefect reporting, read once, now */
+  dp_prefect_env();
   if (sodium_init() < 0) {
     fprintf(stderr, "dp-engine: libsodium failed to initialise\n");
     return DP_EXIT_USAGE;

@@ -6,7 +6,7 @@
 #include "json.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "luabridge.h"
+#include "snapshot.h"
 #include "pg.h"
 #include "rawcompress.h"
 #include "run.h"
@@ -14,8 +14,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,57 +335,38 @@ static int cmp_target(const void *a, const void *b) {
   return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-static int collect(lua_State *L, int meta_idx, const char *only, target **out, size_t *n, int *system_found) {
-  lua_getfield(L, meta_idx, "systems");
-  for (size_t i = 1; only && i <= lua_objlen(L, -1); i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "name");
-    *system_found |= lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), only) == 0;
-    lua_pop(L, 2);
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, meta_idx, "entities");
-  size_t total = lua_objlen(L, -1);
-  target *t = calloc(total ? total : 1, sizeof *t);
-  if (!t) {
-    lua_pop(L, 1);
-    return DP_ENOMEM;
-  }
+static int collect(const dp_snapshot *meta, const char *only, target **out, size_t *n, int *system_found) {
+  *system_found = only && dp_snapshot_find(meta, only, 0) != NULL;
+  target *t = calloc(meta->nentities ? meta->nentities : 1, sizeof *t);
+  if (!t) return DP_ENOMEM;
   *n = 0;
-  for (size_t i = 1; i <= total; i++) {
-    lua_rawgeti(L, -1, (int)i);
-    char *sys = dp_lua_strfield(L, -1, "system"), *name = dp_lua_strfield(L, -1, "name");
-    dp_lifecycle lc;
-    dp_lifecycle_read(L, -1, &lc);
-    lua_pop(L, 1);
-    int any = lc.raw_days || lc.raw_delete_days || lc.bronze_deleted_days || lc.silver_history_days;
-    if (sys && name && any && (!only || strcmp(only, sys) == 0)) {
-      t[*n].system = sys;
-      t[*n].entity = name;
-      t[*n].lc = lc;
-      t[*n].order = i;
-      (*n)++;
-    } else {
-      free(sys);
-      free(name);
-    }
+  int rc = 0;
+  for (size_t i = 0; i < meta->nentities; i++) {
+    const dp_entity *ent = &meta->entities[i];
+    const dp_lifecycle *lc = &ent->lifecycle;
+    int any = lc->raw_days || lc->raw_delete_days || lc->bronze_deleted_days || lc->silver_history_days;
+    if (!any || (only && strcmp(only, ent->system) != 0)) continue;
+    t[*n].system = strdup(ent->system);
+    t[*n].entity = strdup(ent->name);
+    t[*n].lc = *lc;
+    t[*n].order = i + 1;
+    (*n)++;
+    if (!t[*n - 1].system || !t[*n - 1].entity) rc = DP_ENOMEM;
   }
-  lua_pop(L, 1);
   *out = t;
-  return 0;
+  return rc;
 }
 
 int dp_retention_run(dp_engine *eng, const dp_retention_opts *o, dp_buf *out, int *failed, dp_err *e) {
   *failed = 0;
-  int rc = dp_load_metadata(eng, e);
+  dp_snapshot *meta = NULL;
+  int rc = dp_load_metadata(eng, &meta, e);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
   target *t = NULL;
   size_t n = 0;
   int system_found = 0, first = 1;
   dp_buf skipped = DP_BUF_INIT; /* --json: the systems whose lock was held */
-  if ((rc = collect(L, meta_idx, o->system, &t, &n, &system_found)) != 0) {
+  if ((rc = collect(meta, o->system, &t, &n, &system_found)) != 0) {
     rc = dp_err_set(e, rc, "out of memory");
     goto cleanup;
   }
@@ -440,6 +419,6 @@ cleanup:
   }
   free(t);
   dp_buf_free(&skipped);
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot_unref(meta);
   return rc;
 }

@@ -1,6 +1,7 @@
 /* retention_job.c - serve's daily retention job (see retention_job.h). */
 #include "retention_job.h"
 #include "engine.h"
+#include "json.h"
 #include "log.h"
 #include "retention.h"
 
@@ -42,7 +43,7 @@ static void work_run(uv_work_t *w) {
     dp_retention_opts o = {NULL, 0, 0};
     j->rc = dp_retention_run(&eng, &o, &j->report, &j->failed, &e);
   }
-  snprintf(j->error, sizeof j->error, "%s", j->rc ? e.msg : "");
+  dp_utf8_copy(j->error, sizeof j->error, j->rc ? e.msg : "");
   dp_engine_close(&eng);
 }
 

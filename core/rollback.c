@@ -16,7 +16,7 @@
 #include "goldrun.h"
 #include "json.h"
 #include "log.h"
-#include "luabridge.h"
+#include "snapshot.h"
 #include "metaload.h"
 #include "pg.h"
 #include "rawfile.h"
@@ -26,7 +26,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <lauxlib.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,16 +195,14 @@ static int find_runs(PGconn *a, const dp_rollback_opts *o, rb_plan *p, dp_err *e
 
 /* The metadata of every entity of the plan (bronze is rebuilt with it). */
 static int load_entities(dp_engine *eng, rb_plan *p, dp_err *e) {
-  int rc = dp_load_metadata(eng, e);
+  dp_snapshot *meta = NULL;
+  int rc = dp_load_metadata(eng, &meta, e);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
   size_t cap = 0;
   for (size_t i = 0; i < p->nruns; i++) cap += p->runs[i].nents;
   p->ents = calloc(cap ? cap : 1, sizeof *p->ents);
   p->items = calloc(cap ? cap : 1, sizeof *p->items);
-  if (!p->ents || !p->items) { lua_settop(L, meta_idx - 1); return dp_err_set(e, DP_ENOMEM, "out of memory"); }
-  lua_getfield(L, meta_idx, "entities");
+  if (!p->ents || !p->items) rc = dp_err_set(e, DP_ENOMEM, "out of memory");
   for (size_t i = 0; i < p->nruns && rc == 0; i++) {
     for (size_t k = 0; k < p->runs[i].nents && rc == 0; k++) {
       const char *name = p->runs[i].ents[k];
@@ -213,25 +210,19 @@ static int load_entities(dp_engine *eng, rb_plan *p, dp_err *e) {
       for (size_t j = 0; j < p->nents; j++)
         if (strcmp(p->ents[j].name, name) == 0) at = j;
       if (at == p->nents) {
-        for (size_t j = 1; j <= lua_objlen(L, -1) && at == p->nents && rc == 0; j++) {
-          lua_rawgeti(L, -1, (int)j);
-          char *sys = dp_lua_strfield(L, -1, "system"), *nm = dp_lua_strfield(L, -1, "name");
-          if (sys && nm && strcmp(sys, p->system) == 0 && strcmp(nm, name) == 0) {
-            rc = dp_entity_from_lua(L, -1, &p->ents[p->nents], e);
-            if (rc == 0) p->nents++;
-          }
-          free(sys);
-          free(nm);
-          lua_pop(L, 1);
-        }
-        if (rc == 0 && at == p->nents)
+        const dp_entity *ent = dp_snapshot_entity(meta, p->system, name);
+        if (!ent)
           rc = dp_err_set(e, DP_EMETA, "entity %s.%s of run %s is not in metadata any more: bronze cannot be rebuilt",
                           p->system, name, p->runs[i].id);
+        else if (dp_entity_copy(&p->ents[p->nents], ent) != 0)
+          rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+        else
+          p->nents++;
       }
       if (rc == 0) p->items[p->nitems++] = (dp__rb_item){.run = i, .ent = at};
     }
   }
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot_unref(meta);
   return rc;
 }
 
@@ -265,9 +256,9 @@ static int raw_undo(dp_engine *eng, const dp_entity *ent, const char *run, int d
     it->raw_files++;
     if (dry_run) continue;
     char src[8800];
-    snprintf(src, sizeof src, "%s/%s", from, de->d_name);
-    snprintf(to, sizeof to, "%s/%s", qdir, de->d_name);
-    if ((rc = dp_mkdirs(qdir, e)) != 0) break;
+    if ((rc = dp_path_join(src, sizeof src, from, de->d_name, e)) != 0 ||
+        (rc = dp_path_join(to, sizeof to, qdir, de->d_name, e)) != 0 || (rc = dp_mkdirs(qdir, e)) != 0)
+      break;
     if (rename(src, to) != 0) rc = dp_err_set(e, DP_EIO, "raw: cannot move %s to %s: %s", src, to, strerror(errno));
   }
   closedir(d);
