@@ -55,8 +55,20 @@ int dp_cli_usage_error(const char *usage, const char *fmt, ...) {
 }
 
 int dp_cli_fail_config(const dp_err *e) {
-  fprintf(stderr, "dp-engine: %s\n", e->msg);
+  if (dp_log_is_json()) dp_log_event(DP_LOG_ERROR, "command_failed", NULL, "dp-engine: %s", e->msg);
+  else fprintf(stderr, "dp-engine: %s\n", e->msg);
   return DP_EXIT_USAGE;
+}
+
+int dp_cli_error(const char *cmd, int exit_code, const char *fmt, ...) {
+  dp_err e;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+  va_end(ap);
+  e.code = DP_EINVAL;
+  dp_cli_exit(cmd, &e);
+  return exit_code;
 }
 
 int dp_cli_exit(const char *cmd, const dp_err *e) {

@@ -13,7 +13,9 @@
 #include "secrets.h"
 
 #include <curl/curl.h>
+#include <sodium.h>
 #include <dirent.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -157,7 +159,10 @@ static void check_mongodb(dp_doctor *d) {
     bson_iter_t it;
     if (bson_iter_init_find(&it, &reply, "version") && BSON_ITER_HOLDS_UTF8(&it))
       snprintf(version, sizeof version, "%s", bson_iter_utf8(&it, NULL));
-    if (bson_iter_init_find(&it, &reply, "ferretdb")) snprintf(flavour, sizeof flavour, " (FerretDB)");
+    /* FerretDB answers with ferretdbVersion / ferretdbFeatures (as bronze_tuning.c checks) */
+    if (bson_iter_init(&it, &reply))
+      while (bson_iter_next(&it))
+        if (strncmp(bson_iter_key(&it), "ferretdb", 8) == 0) snprintf(flavour, sizeof flavour, " (FerretDB)");
   }
   bson_destroy(&reply);
   bson_destroy(&cmd);
@@ -190,7 +195,11 @@ static void check_metadata(dp_doctor *d) {
   dp_meta_check_all_connectors(eng->L); /* check every system's connector, as validate does */
   dp_snapshot *meta = NULL;
   if (dp_load_metadata(eng, &meta, &e)) {
-    dp_doctor_report(d, DP_DOCTOR_FAIL, "metadata", "correct the metadata (`dp-engine metadata validate` lists the errors)",
+    int mongo = strcmp(eng->cfg.metadata, "mongo") == 0;
+    dp_doctor_report(d, DP_DOCTOR_FAIL, "metadata",
+                     mongo && e.code != DP_EMETA
+                         ? "push a metadata folder first (`dp-engine metadata push --dir DIR`), or set DP_METADATA to the folder"
+                         : "correct the metadata (`dp-engine metadata validate` lists the errors)",
                      "%s", e.msg);
     return;
   }
@@ -204,6 +213,31 @@ static void check_metadata(dp_doctor *d) {
   d->have_facts = dp_bridge_doctor_facts(eng->L, &d->facts, &e) == 0;
 }
 
+/* How many of the secrets the metadata refers to are not found as DP_SECRET_<NAME> or a file in
+ * DP_SECRETS_DIR (the store cannot be opened without a master key). */
+static size_t secrets_not_found(dp_doctor *d) {
+  dp_secrets_config sc;
+  dp_err e;
+  dp_err_clear(&e);
+  if (dp_secrets_config_from_env(d->eng->cfg.data_dir, &sc, &e)) return d->facts.nsecrets;
+  size_t missing = 0;
+  for (size_t i = 0; i < d->facts.nsecrets; i++) {
+    unsigned char *v = NULL;
+    size_t len = 0;
+    dp_secret_source src;
+    char where[512];
+    if (dp_secret_lookup(&sc, d->facts.secrets[i], &v, &len, &src, where, sizeof where, &e) == 0 &&
+        src != DP_SECRET_FROM_STORE)
+      sodium_free(v);
+    else {
+      if (v) sodium_free(v);
+      missing++;
+    }
+  }
+  dp_secrets_config_free(&sc);
+  return missing;
+}
+
 static void check_secrets(dp_doctor *d) {
   size_t nrefs = d->have_facts ? d->facts.nsecrets : 0;
   dp_secrets_key key;
@@ -212,11 +246,17 @@ static void check_secrets(dp_doctor *d) {
   int rc = dp_secrets_key_from_env("DP_MASTER_KEY", &key, &e);
   const char *set_a = dp_config_env("DP_MASTER_KEY"), *set_b = dp_config_env("DP_MASTER_KEY_FILE");
   if (rc && !(set_a && *set_a) && !(set_b && *set_b)) {
-    if (nrefs)
+    size_t missing = nrefs ? secrets_not_found(d) : 0;
+    if (nrefs && missing == 0)
+      dp_doctor_report(d, DP_DOCTOR_OK, "secrets", NULL,
+                       "no master key; every secret the metadata refers to (%zu) is given as DP_SECRET_<NAME> or a file",
+                       nrefs);
+    else if (nrefs)
       dp_doctor_report(d, DP_DOCTOR_FAIL, "secrets",
                        "set DP_MASTER_KEY_FILE (or DP_MASTER_KEY) to the store's key, or give each secret as "
                        "DP_SECRET_<NAME> or a file in DP_SECRETS_DIR (docs/secrets.md)",
-                       "no master key, and the metadata refers to %zu secret%s", nrefs, nrefs == 1 ? "" : "s");
+                       "no master key, and %zu of the %zu secret%s the metadata refers to %s not given otherwise",
+                       missing, nrefs, nrefs == 1 ? "" : "s", missing == 1 ? "is" : "are");
     else
       dp_doctor_report(d, DP_DOCTOR_WARN, "secrets",
                        "only needed when metadata refers to secrets; make one with `dp-engine secrets gen-key`",
@@ -271,7 +311,14 @@ static void one_inbox(dp_doctor *d, const char *system, const char *inbox) {
   DIR *dir = opendir(path);
   if (!dir) {
     char fix[4400];
-    snprintf(fix, sizeof fix, "create it (mkdir -p %s) and drop the system's exports there", path);
+    int err = errno;
+    if (err == EACCES)
+      snprintf(fix, sizeof fix, "give the engine's user read access to %s (chmod or chown)", path);
+    else if (err == ENOTDIR)
+      snprintf(fix, sizeof fix, "the inbox must be a folder: move the file %s away and create the folder", path);
+    else
+      snprintf(fix, sizeof fix, "create it (mkdir -p %s) and drop the system's exports there", path);
+    errno = err;
     dp_doctor_report(d, DP_DOCTOR_FAIL, check, fix, "%s cannot be read: %m", path);
     return;
   }
@@ -341,6 +388,11 @@ static void check_disk(dp_doctor *d) {
   struct statvfs fs;
   char fix[4400];
   snprintf(fix, sizeof fix, "create it (mkdir -p %s) or set DP_DATA_DIR to a writable folder", dir);
+  struct stat sb;
+  if (stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+    dp_doctor_report(d, DP_DOCTOR_FAIL, "disk", "set DP_DATA_DIR to a folder", "DP_DATA_DIR %s is not a folder", dir);
+    return;
+  }
   if (statvfs(dir, &fs) != 0 || access(dir, W_OK) != 0) {
     dp_doctor_report(d, DP_DOCTOR_FAIL, "disk", fix, "DP_DATA_DIR %s is not a writable folder: %m", dir);
     return;

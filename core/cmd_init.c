@@ -79,9 +79,8 @@ static int write_files(const dp_init_result *r, const char *cmd) {
     const char *path = r->files[i].path;
     snprintf(tmp, sizeof tmp, "%s.init-tmp", path);
     if (make_parent(path) != 0 || write_temp(tmp, r->files[i].text, r->files[i].len) != 0) {
-      fprintf(stderr, "dp-engine %s: cannot write %s: %s (nothing written)\n", cmd, path, strerror(errno));
+      rc = dp_cli_error(cmd, DP_EXIT_RUN_FAILED, "cannot write %s: %s (nothing written)", path, strerror(errno));
       unlink(tmp);
-      rc = DP_EXIT_RUN_FAILED;
     }
   }
   for (size_t i = 0; i < n; i++) { /* rename, or on failure remove the temporaries */
@@ -90,9 +89,8 @@ static int write_files(const dp_init_result *r, const char *cmd) {
     if (rc != 0) {
       if (i < made) unlink(tmp);
     } else if (rename(tmp, path) != 0) {
-      fprintf(stderr, "dp-engine %s: cannot rename %s to %s: %s\n", cmd, tmp, path, strerror(errno));
+      rc = dp_cli_error(cmd, DP_EXIT_RUN_FAILED, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
       unlink(tmp);
-      rc = DP_EXIT_RUN_FAILED;
     }
   }
   return rc;
@@ -142,9 +140,8 @@ static int init_args(int argc, char **argv, const char *cmd, dp_init_sample *sam
   if (!o->name) return dp_cli_usage_error(INIT_USAGE, "%s needs a NAME", cmd);
   if (o->is_system && !o->type) return dp_cli_usage_error(INIT_USAGE, "%s needs --type file or --type rest", cmd);
   if (orphan_entity) {
-    fprintf(stderr, "dp-engine %s: --entity %s needs a --from SAMPLE before it (an entity needs columns)\n", cmd,
-            orphan_entity);
-    return DP_EXIT_USAGE;
+    return dp_cli_error(cmd, DP_EXIT_USAGE, "--entity %s needs a --from SAMPLE before it (an entity needs columns)",
+                        orphan_entity);
   }
   return 0;
 }
@@ -169,9 +166,8 @@ int dp_cmd_init(dp_engine *eng, int argc, char **argv) {
   }
   int rc = init_args(argc, argv, cmd, samples, &o, &dry_run);
   if (rc == 0 && is_system && !o.dir && strcmp(eng->cfg.metadata, "mongo") == 0) {
-    fprintf(stderr, "dp-engine %s: DP_METADATA is mongo: give the metadata folder to write with --dir DIR "
-                    "(then dp-engine metadata push --dir DIR)\n", cmd);
-    rc = DP_EXIT_USAGE;
+    rc = dp_cli_error(cmd, DP_EXIT_USAGE, "DP_METADATA is mongo: give the metadata folder to write with --dir DIR "
+                                          "(then dp-engine metadata push --dir DIR)");
   }
   if (rc) {
     free(samples);
@@ -182,7 +178,7 @@ int dp_cmd_init(dp_engine *eng, int argc, char **argv) {
   rc = dp_bridge_init(eng->L, &o, &r, &e);
   free(samples);
   if (rc == DP_EINVAL) {
-    fprintf(stderr, "dp-engine %s: %s\n", cmd, r.error);
+    dp_cli_error(cmd, DP_EXIT_USAGE, "%s", r.error);
     dp_init_result_free(&r);
     return DP_EXIT_USAGE;
   }

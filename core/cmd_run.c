@@ -1,5 +1,6 @@
 /* cmd_run.c - dp-engine run. */
 #include "cli.h"
+#include "log.h"
 #include "goldrun.h"
 #include "prefect.h"
 #include "run.h"
@@ -109,7 +110,7 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
       if (failed) code = DP_EXIT_RUN_FAILED;
     }
   } else {
-    if (with_gold && failed) fprintf(stderr, "dp-engine run: gold models not run: the system run did not succeed\n");
+    if (with_gold && failed) dp_log(DP_LOG_WARN, "gold models not run: the system run did not succeed");
     if (rc) {
       code = dp_cli_exit("run", &e); /* a run that failed part way is 1, else the error's class */
       if (failed) code = DP_EXIT_RUN_FAILED;

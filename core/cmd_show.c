@@ -2,6 +2,8 @@
  * (docs/cli.md#show). Identifiers come from validated metadata and are quoted; the limit and the
  * --as-of time travel as query parameters. */
 #include "cli.h"
+#include "log.h"
+#include "rawcompress.h"
 #include "bronze.h"
 #include "meta.h"
 #include "pg.h"
@@ -61,6 +63,29 @@ static int find_target(const dp_snapshot *meta, const show_opts *o, dp_entity *e
   return dp_err_set(e, DP_ENOTFOUND, "no entity %s in the metadata (names are SYSTEM.ENTITY or gold.MODEL)", o->target);
 }
 
+/* Every metadata column is in schema.name: a column added to the metadata since the last run is
+ * not there until the next run adds it (tables follow metadata), which is said instead of an SQL
+ * error. */
+static int columns_exist(dp_engine *eng, const dp_entity *ent, int gold, const char *schema, const char *name,
+                         dp_err *e) {
+  const char *p[] = {schema, name};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->audit,
+                      "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND "
+                      "table_name = $2",
+                      2, p, &r, e);
+  if (rc) return rc;
+  for (size_t i = 0; i < ent->ncols && rc == 0; i++) {
+    int found = 0;
+    for (int k = 0; k < PQntuples(r) && !found; k++) found = strcmp(PQgetvalue(r, k, 0), ent->cols[i].name) == 0;
+    if (!found)
+      rc = dp_err_set(e, DP_ENOTFOUND, "%s.%s has no column %s yet (the metadata added it): run `dp-engine %s %s` first",
+                      schema, name, ent->cols[i].name, gold ? "gold run" : "run", gold ? ent->name : ent->system);
+  }
+  PQclear(r);
+  return rc;
+}
+
 /* silver or gold: SELECT <columns> FROM <table> WHERE ... ORDER BY <key> LIMIT $n. */
 static int show_table(dp_engine *eng, const dp_entity *ent, int gold, const show_opts *o, dp_err *e) {
   char name[600];
@@ -71,6 +96,7 @@ static int show_table(dp_engine *eng, const dp_entity *ent, int gold, const show
   if (rc == 0)
     return dp_err_set(e, DP_ENOTFOUND, "%s.%s does not exist yet: run `dp-engine %s %s` first", schema, name,
                       gold ? "gold run" : "run", gold ? ent->name : ent->system);
+  if ((rc = columns_exist(eng, ent, gold, schema, name, e)) != 0) return rc;
   dp_buf q = DP_BUF_INIT;
   dp_buf_puts(&q, "SELECT ");
   for (size_t i = 0; i < ent->ncols; i++) {
@@ -128,8 +154,8 @@ static int show_bronze(dp_engine *eng, const dp_entity *ent, const show_opts *o,
   if (mongoc_cursor_error(cur, &be)) rc = dp_err_set(e, DP_EMONGO, "bronze %s: %s", coll, be.message);
   if (o->json) fputs("]\n", stdout);
   if (rc == 0 && n == 0 && !o->json)
-    fprintf(stderr, "dp-engine show: bronze collection %s is empty or does not exist yet (`dp-engine run %s` fills it)\n",
-            coll, ent->system);
+    dp_log(DP_LOG_WARN, "bronze collection %s is empty or does not exist yet (`dp-engine run %s` fills it)", coll,
+           ent->system);
   mongoc_cursor_destroy(cur);
   bson_destroy(&filter);
   bson_destroy(&opts);
@@ -154,9 +180,9 @@ static int show_raw(dp_engine *eng, const dp_entity *ent, const show_opts *o, dp
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", eng->cfg.data_dir, PQgetvalue(r, 0, 0));
   PQclear(r);
-  FILE *f = fopen(path, "r");
+  FILE *f = dp_raw_fopen_read(path, NULL); /* X.jsonl or X.jsonl.gz (rawcompress.h) */
   if (!f) return dp_err_set(e, DP_ENOTFOUND, "raw file %s cannot be read: %m (removed by retention?)", path);
-  fprintf(stderr, "raw file %s\n", path);
+  dp_log(DP_LOG_INFO, "raw file %s", path);
   long long limit = atoll(o->limit), n = 0;
   char *line = NULL;
   size_t cap = 0;
@@ -164,6 +190,7 @@ static int show_raw(dp_engine *eng, const dp_entity *ent, const show_opts *o, dp
   if (o->json) fputs("[", stdout);
   while ((limit == 0 || n < limit) && (len = getline(&line, &cap, f)) > 0) {
     if (line[len - 1] == '\n') line[--len] = '\0';
+    if (len == 0) continue; /* a record removed by `dp-engine forget` leaves its line empty */
     if (o->json) printf("%s%s", n ? "," : "", line);
     else printf("%s\n", line);
     n++;

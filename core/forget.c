@@ -570,7 +570,7 @@ int dp_forget(dp_engine *eng, const dp_forget_opts *o, dp_buf *out, int *failed,
   s.o = o;
   int locked = 0, audited = 0;
   if ((rc = load_target(&s, meta, e)) != 0 || (rc = parse_key(&s, e)) != 0) goto cleanup;
-  if ((rc = dp_engine_open_pg(eng, e)) != 0 || (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
+  if ((rc = dp_engine_open_migrated(eng, e)) != 0 || (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
   if ((rc = dp_audit_lock_system(eng->audit, s.ent.system, e)) != 0) goto cleanup;
   locked = 1;
   dp_runinfo_new(&s.run);

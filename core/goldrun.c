@@ -142,6 +142,7 @@ static int begin_model_run(gold_state *g, model_run *m, dp_err *e) {
                                  m->pf_report[0] ? m->pf_report : NULL, e)) != 0)
     return rc;
   dp_log_scope_run(m->run.id_str, m->name);
+  dp_log_event(DP_LOG_INFO, "run_started", NULL, "gold run %s of %s started (%s)", m->run.id_str, m->name, m->trigger);
   dp_log_scope_step("gold", m->name);
   if (o && o->ran && *o->nran < o->ran_cap) snprintf(o->ran[(*o->nran)++], 37, "%s", m->run.id_str);
   return dp_audit_layer_start(eng->audit, &m->run, m->name, "gold", e);
@@ -181,6 +182,8 @@ static int end_model_run(gold_state *g, model_run *m, dp_err *e) {
     g->failed[g->nfailed++] = m->name;
     dp_log_event(DP_LOG_ERROR, "layer_failed", &m->n, "gold %s %s: %s", m->name, status, m->le.msg);
   }
+  dp_log_event(ok ? DP_LOG_INFO : DP_LOG_ERROR, "run_finished", NULL, "gold run %s of %s %s", m->run.id_str, m->name,
+               sys_status);
   int quiet = g->o && g->o->quiet;
   if (!quiet)
     printf("gold run %s of %s (%s): %s  in %" PRId64 " inserted %" PRId64 " updated %" PRId64 " deleted %" PRId64

@@ -549,9 +549,17 @@ int dp_bridge_doctor_facts(lua_State *L, dp_doctor_facts *f, dp_err *e) {
   int rc = dp_engine_call(L, "doctor_facts", 1, 1, e);
   if (rc == 0) {
     lua_getfield(L, -1, "secrets");
-    f->nsecrets = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    size_t ns = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    f->secrets = calloc(ns ? ns : 1, sizeof *f->secrets);
+    if (!f->secrets) rc = DP_ENOMEM;
+    for (size_t i = 0; i < ns && rc == 0; i++) {
+      lua_rawgeti(L, -1, (int)i + 1);
+      const char *name = lua_tostring(L, -1);
+      if (name && !(f->secrets[f->nsecrets++] = strdup(name))) rc = DP_ENOMEM;
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
-    if ((rc = read_facts(L, "inboxes", "inbox", &f->inboxes, &f->ninboxes)) == 0)
+    if (rc == 0 && (rc = read_facts(L, "inboxes", "inbox", &f->inboxes, &f->ninboxes)) == 0)
       rc = read_facts(L, "rest", "base_url", &f->rest, &f->nrest);
     if (rc) {
       dp_doctor_facts_free(f);
@@ -571,6 +579,8 @@ static void free_facts(dp_doctor_fact *v, size_t n) {
 }
 
 void dp_doctor_facts_free(dp_doctor_facts *f) {
+  for (size_t i = 0; i < f->nsecrets; i++) free(f->secrets[i]);
+  free(f->secrets);
   free_facts(f->inboxes, f->ninboxes);
   free_facts(f->rest, f->nrest);
   memset(f, 0, sizeof *f);

@@ -86,7 +86,8 @@ typedef struct dp_doctor_facts {
   size_t ninboxes;
   dp_doctor_fact *rest;    /* every enabled rest system: its base_url */
   size_t nrest;
-  size_t nsecrets;         /* secret references anywhere in the metadata */
+  char **secrets;          /* the name of every secret reference in the metadata */
+  size_t nsecrets;
 } dp_doctor_facts;
 int dp_bridge_doctor_facts(lua_State *L, dp_doctor_facts *f, dp_err *e);
 void dp_doctor_facts_free(dp_doctor_facts *f);

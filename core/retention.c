@@ -374,7 +374,7 @@ int dp_retention_run(dp_engine *eng, const dp_retention_opts *o, dp_buf *out, in
     rc = dp_err_set(e, DP_EINVAL, "no system named %s in %s", o->system, eng->cfg.metadata);
     goto cleanup;
   }
-  if ((rc = dp_engine_open_pg(eng, e)) != 0) goto cleanup;
+  if ((rc = dp_engine_open_migrated(eng, e)) != 0) goto cleanup;
   for (size_t i = 0; i < n; i++)
     if (t[i].lc.bronze_deleted_days && (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
   dp_runinfo run;

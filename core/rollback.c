@@ -9,6 +9,7 @@
  * the audit rows of the undone run marked; at the end gold is rebuilt. */
 #include "rollback.h"
 #include "rollback_int.h"
+#include "cli.h"
 #include "version.h"
 #include "audit.h"
 #include "bronze.h"
@@ -357,18 +358,20 @@ static void report(const rb_plan *p, const dp_rollback_opts *o, const char *stat
       for (size_t k = 0; k < p->nitems; k++) {
         const dp__rb_item *it = &p->items[k];
         if (it->run != i) continue;
-        printf("    %-24s silver: %" PRId64 " versions removed, %" PRId64 " rows restored, %" PRId64
-               " rejects removed%s\n",
-               p->ents[it->ent].name, it->silver_removed, it->silver_restored, it->rejects_removed,
-               it->cursor_restored ? ", cursor restored" : "");
+        char c1[48], c2[48], c3[48], c4[48], c5[48];
+#define RB_N(buf, v, one, many) dp_cli_count(buf, sizeof buf, (size_t)(v), one, many)
+        printf("    %-24s silver: %s removed, %s restored, %s removed%s\n", p->ents[it->ent].name,
+               RB_N(c1, it->silver_removed, "version", "versions"), RB_N(c2, it->silver_restored, "row", "rows"),
+               RB_N(c3, it->rejects_removed, "reject", "rejects"), it->cursor_restored ? ", cursor restored" : "");
         if (o->dry_run)
-          printf("    %-24s bronze: %" PRId64 " documents to rebuild, %" PRId64 " rejects removed; raw: %" PRId64
-                 " files to quarantine\n",
-                 "", it->bronze_touched, it->bronze_rejects_removed, it->raw_files);
+          printf("    %-24s bronze: %s to rebuild, %s removed; raw: %s to quarantine\n", "",
+                 RB_N(c1, it->bronze_touched, "document", "documents"),
+                 RB_N(c2, it->bronze_rejects_removed, "reject", "rejects"), RB_N(c3, it->raw_files, "file", "files"));
         else
-          printf("    %-24s bronze: %" PRId64 " documents rebuilt, %" PRId64 " removed, %" PRId64
-                 " rejects removed; raw: %" PRId64 " files quarantined\n",
-                 "", it->bronze_rebuilt, it->bronze_removed, it->bronze_rejects_removed, it->raw_files);
+          printf("    %-24s bronze: %s rebuilt, %s removed, %s removed; raw: %s quarantined\n", "",
+                 RB_N(c1, it->bronze_rebuilt, "document", "documents"), RB_N(c2, it->bronze_removed, "document", "documents"),
+                 RB_N(c4, it->bronze_rejects_removed, "reject", "rejects"), RB_N(c5, it->raw_files, "file", "files"));
+#undef RB_N
       }
     }
     printf("  gold: %s\n", gold);
@@ -446,7 +449,7 @@ typedef struct rollback {
 /* The system of the run, locked (no run of it meanwhile); runs it left running marked crashed.
  * An unknown run is left to find_runs to report. */
 static int lock_system(rollback *r, dp_err *e) {
-  int rc = dp_engine_open_pg(r->eng, e);
+  int rc = dp_engine_open_migrated(r->eng, e);
   if (rc == 0) rc = dp_engine_open_mongo(r->eng, e);
   if (rc) return rc;
   const char *pt[] = {r->o->run_id};

@@ -3,6 +3,7 @@
 #include "version.h"
 #include "audit.h"
 #include "bronze.h"
+#include "cli.h"
 #include "buf.h"
 #include "json.h"
 #include "log.h"
@@ -458,8 +459,9 @@ static int start_run(run_state *r, int *run_failed, dp_err *e) {
   if (rc) return rc;
   for (int k = 0; k < r->ncrashed_runs; k++) dp_prefect_crashed(r->pf, r->crashed_runs[k]);
   dp_log_scope_run(r->run.id_str, r->system);
-  dp_log_event(DP_LOG_INFO, "run_started", NULL, "run %s of %s started (%zu entities)", r->run.id_str, r->system,
-               r->nent);
+  char ents[48];
+  dp_log_event(DP_LOG_INFO, "run_started", NULL, "run %s of %s started (%s)", r->run.id_str, r->system,
+               dp_cli_count(ents, sizeof ents, r->nent, "entity", "entities"));
   return 0;
 }
 
