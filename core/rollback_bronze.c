@@ -4,7 +4,10 @@
  * removed) (docs/lifecycle.md#undoing-a-run). Bronze's own code is used as is (dp_bronze_load). */
 #include "rollback_int.h"
 #include "bronze.h"
+#include "buf.h"
 #include "pg.h"
+#include "rawcompress.h"
+#include "uuid.h"
 
 #include <mongoc/mongoc.h>
 #include <stdio.h>
@@ -106,6 +109,9 @@ static int check_raw_files(dp_engine *eng, const dp_entity *ent, const char *run
                       "bronze %s.%s: the raw file %s of run %s is gone (retention, or quarantined by a rollback): "
                       "the bronze state before run %s cannot be rebuilt; nothing was changed",
                       ent->system, ent->name, path, PQgetvalue(r, i, 0), run);
+    else if ((rc = dp_raw_verify(path, e)) != 0) /* read whole: what its manifest says it holds */
+      dp_err_prefix(e, "bronze %s.%s: the state before run %s cannot be rebuilt (nothing was changed): ", ent->system,
+                    ent->name, run);
   }
   PQclear(r);
   return rc;
