@@ -24,6 +24,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -395,6 +396,9 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
   uint64_t records = w.records - blank;
   bytes = w.bytes;
   if ((rc = dp_raw_commit(&w, e)) != 0) goto done;
+  const struct timespec times[2] = {was.st_atim, was.st_mtim};
+  if (utimensat(AT_FDCWD, path, times, 0) != 0)
+    dp_log(DP_LOG_WARN, "forget: cannot keep the times of %s: %s", path, strerror(errno));
   rc = set_manifest(path, records, bytes, w.sha256_hex, blank, w.stored, e);
 done:
   if (rc == 0 && hits) {

@@ -317,6 +317,12 @@ int dp_raw_compress_file(const char *path, uint64_t *before, uint64_t *after, dp
     if ((rc = dp_gz_out_write(z, out, buf, (size_t)k, k == 0, e)) != 0) goto cleanup;
     if (k == 0) break;
   }
+  /* the file keeps its times: raw_delete_days counts from the export, not from the compression */
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (futimens(out, times) != 0) {
+    rc = dp_err_set(e, DP_EIO, "cannot set the times of %s: %s", tmp, strerror(errno));
+    goto cleanup;
+  }
   if (fsync(out) != 0) {
     rc = dp_err_set(e, DP_EIO, "cannot fsync %s: %s", tmp, strerror(errno));
     goto cleanup;
