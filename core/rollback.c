@@ -262,13 +262,17 @@ static int raw_undo(dp_engine *eng, const dp_entity *ent, const char *run, int d
   struct dirent *de;
   while (rc == 0 && (de = readdir(d)) != NULL) {
     if (strncmp(de->d_name, run, idlen) != 0 || de->d_name[idlen] != '.') continue;
-    it->raw_files++;
-    if (dry_run) continue;
+    int data = strstr(de->d_name, ".manifest.json") == NULL; /* counted: the data files, not manifests */
+    if (dry_run) {
+      it->raw_files += data;
+      continue;
+    }
     char src[8800];
     snprintf(src, sizeof src, "%s/%s", from, de->d_name);
     snprintf(to, sizeof to, "%s/%s", qdir, de->d_name);
     if ((rc = dp_mkdirs(qdir, e)) != 0) break;
     if (rename(src, to) != 0) rc = dp_err_set(e, DP_EIO, "raw: cannot move %s to %s: %s", src, to, strerror(errno));
+    else it->raw_files += data;
   }
   closedir(d);
   return rc;
@@ -468,7 +472,7 @@ static int lock_system(rollback *r, dp_err *e) {
   }
   PQclear(q);
   int crashed = 0;
-  if (rc == 0 && r->locked) rc = dp_audit_mark_crashed(r->eng->audit, r->p.system, &crashed, e);
+  if (rc == 0 && r->locked && !r->o->dry_run) rc = dp_audit_mark_crashed(r->eng->audit, r->p.system, &crashed, e);
   return rc;
 }
 
