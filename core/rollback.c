@@ -403,7 +403,7 @@ static int undo_all(dp_engine *eng, rb_plan *p, dp_err *e) {
       memset(&it->silver_removed, 0, sizeof *it - offsetof(dp__rb_item, silver_removed));
       if ((rc = dp__rollback_silver_plan(eng->audit, eng->data, ent, run, it, e)) != 0) break; /* refusals first */
       if ((rc = dp__rollback_bronze(eng, ent, run, 0, it, e)) != 0) break;
-      if ((rc = dp__rollback_silver(eng->data, ent, run, it, e)) != 0) break;
+      if ((rc = dp__rollback_silver(eng->data, ent, run, p->rb.id_str, it, e)) != 0) break;
       if ((rc = raw_undo(eng, ent, run, 0, it, e)) != 0) break;
       rc = mark_rolled_back(eng->audit, run, ent->name, &p->rb, e);
       if (rc == 0)
