@@ -296,6 +296,12 @@ describe("retention and forget keep a raw file's times", function()
     rc, out, err = H.engine(H.with(env, { DP_TEST_NOW = tostring(os.time() + 2 * DAY) }), "retention")
     assert.are.equal(0, rc, out .. err)
     assert.is_false(H.exists(path .. ".gz"))
+    -- which ends rollback for the entity's later runs: retention says so
+    assert.matches("note: rb.accounts: no run of the entity after these files' runs can be rolled back", out, 1, true)
+    rc, out, err = H.engine(env, "rollback", assert(pg:query("SELECT run_id::text AS id FROM audit.system_run "
+      .. "ORDER BY run_ts DESC LIMIT 1"))[1].id)
+    assert.are.equal(2, rc, out)
+    assert.matches("the raw file " .. path .. " of run " .. first .. " is gone", err, 1, true)
     pg:close()
   end)
 
