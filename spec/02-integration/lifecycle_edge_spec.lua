@@ -156,7 +156,7 @@ describe("damaged raw files", function()
     H.write_file(path, (H.read_file(path):gsub('"n1"', '"x1"'))) -- the same size, other content
     local before = dump(pg)
     local rc, out, err = H.engine(env, "rollback", id)
-    assert.are_not.equal(0, rc, out)
+    assert.are.equal(1, rc, out)
     assert.matches("raw file " .. path .. " is damaged: the sha256 of its lines", err, 1, true)
     assert.matches("nothing was changed", err, 1, true)
     assert.are.same(before, dump(pg))
