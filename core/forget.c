@@ -24,6 +24,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,13 +290,45 @@ static int set_manifest(const char *path, uint64_t records, uint64_t bytes, cons
   return dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
 }
 
+/* Refuses to rewrite a raw file that was not read whole: its last line cut (torn), or its lines
+ * not those its manifest counts (records + forgotten_lines; a forget keeps every line), or, when
+ * no forget stopped between the file and its manifest (the same forgotten lines), other content. */
+static int check_whole(const char *path, int torn, uint64_t lines, uint64_t blank, uint64_t bytes,
+                       crypto_hash_sha256_state *sha, dp_err *e) {
+  if (torn)
+    return dp_err_set(e, DP_EIO, "forget: raw file %s is truncated or damaged (its last line is cut); it was not "
+                      "rewritten", path);
+  dp_raw_facts mf;
+  int rc = dp_raw_manifest_facts(path, &mf, e);
+  if (rc || mf.sha256[0] == '\0') return rc;
+  if (lines != mf.records + mf.forgotten_lines)
+    return dp_err_set(e, DP_EIO, "forget: raw file %s is truncated or damaged: %llu lines, its manifest says %llu; "
+                      "it was not rewritten", path, (unsigned long long)lines,
+                      (unsigned long long)(mf.records + mf.forgotten_lines));
+  if (blank != mf.forgotten_lines) return 0; /* an earlier forget stopped before the manifest */
+  crypto_hash_sha256_state copy = *sha; /* the caller finishes its own */
+  unsigned char d[crypto_hash_sha256_BYTES];
+  dp_raw_facts got = {0, bytes, 0, ""};
+  crypto_hash_sha256_final(&copy, d);
+  sodium_bin2hex(got.sha256, sizeof got.sha256, d, sizeof d);
+  rc = dp_raw_check_manifest(path, &got, e);
+  if (rc) dp_err_prefix(e, "forget: ");
+  return rc;
+}
+
 /* One raw file: counts the key's lines; unless a dry run, rewrites the file (same name, same
  * compression; each of those lines becomes an empty line, so other lines keep their numbers)
  * and its manifest. A file an earlier forget rewrote (it has empty lines) gets its manifest set
  * from its content again, so a forget that stopped between the two is completed by the next. */
 static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
-  FILE *f = dp_raw_fopen_read(path, NULL);
-  if (!f) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, strerror(errno));
+  struct stat was; /* the rewritten file keeps its times (retention counts from them) */
+  if (stat(path, &was) != 0) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, strerror(errno));
+  FILE *f = dp_raw_open_read(path, NULL, 0, e); /* a gzip file only when whole; the manifest: below */
+  if (!f) {
+    dp_err_prefix(e, "forget: ");
+    return e->code;
+  }
+  int torn = 0; /* the last line has no newline: the file was cut */
   char *line = NULL;
   size_t cap = 0;
   ssize_t len;
@@ -306,7 +339,8 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
   crypto_hash_sha256_state sha;
   crypto_hash_sha256_init(&sha);
   while ((len = getline(&line, &cap, f)) >= 0) {
-    if (len > 0 && line[len - 1] == '\n') len--;
+    torn = !(len > 0 && line[len - 1] == '\n');
+    if (!torn) len--;
     lines++;
     bytes += (uint64_t)len + 1;
     crypto_hash_sha256_update(&sha, (const unsigned char *)line, (unsigned long long)len);
@@ -315,6 +349,7 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
     else if (key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
   }
   if (ferror(f)) rc = dp_err_set(e, DP_EIO, "forget: cannot read %s", path);
+  if (rc == 0) rc = check_whole(path, torn, lines, blank, bytes, &sha, e);
   if (rc || s->o->dry_run) goto done;
   if (hits == 0) {
     if (blank > 0) {
@@ -345,6 +380,9 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
   uint64_t records = w.records - blank;
   bytes = w.bytes;
   if ((rc = dp_raw_commit(&w, e)) != 0) goto done;
+  const struct timespec times[2] = {was.st_atim, was.st_mtim};
+  if (utimensat(AT_FDCWD, path, times, 0) != 0)
+    dp_log(DP_LOG_WARN, "forget: cannot keep the times of %s: %s", path, strerror(errno));
   rc = set_manifest(path, records, bytes, w.sha256_hex, blank, w.stored, e);
 done:
   if (rc == 0 && hits) {
@@ -400,9 +438,13 @@ static int forget_in_change_file(forget_state *s, const char *path, dp_err *e) {
     if (bson_iter_init_find(&it, doc, "_id") && dp_bronze_iter_id(&it, k) && memcmp(k, s->key, 16) == 0) hits++;
     else dp_buf_append(&keep, bson_get_data(doc), doc->len);
   }
+  long long told = (long long)bson_reader_tell(rd); /* where reading stopped */
   bson_reader_destroy(rd);
   int rc = 0;
-  if (hits && !s->o->dry_run) rc = dp_write_file_atomic(path, keep.data ? keep.data : "", keep.len, e);
+  if (!eof || !dp_bson_file_whole(path, told)) /* a torn or invalid document: never taken for the end */
+    rc = dp_err_set(e, DP_EIO, "forget: bronze change file %s is truncated or damaged at byte %lld; it was not "
+                    "rewritten", path, told);
+  if (rc == 0 && hits && !s->o->dry_run) rc = dp_write_file_atomic(path, keep.data ? keep.data : "", keep.len, e);
   dp_buf_free(&keep);
   return rc;
 }

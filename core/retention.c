@@ -31,6 +31,7 @@ typedef struct step {
   dp_err err;
   dp_buf files;   /* JSON array items: the files acted on (relative to DP_DATA_DIR) */
   size_t listed;
+  const char *note; /* said after the step's line (--json: "note") */
 } step;
 
 /* One entity's retention: its settings and what its raw files are still needed for. */
@@ -150,6 +151,9 @@ static void delete_raw(ent_ctx *c, char **files, size_t n, step *s) {
     s->items++;
     s->before += (int64_t)st.st_size;
     step_list(s, c, files[i]);
+    /* rollback rebuilds bronze from every earlier load's raw file (docs/lifecycle.md#limits) */
+    s->note = "no run of the entity after these files' runs can be rolled back any more, later runs included "
+              "(rollback rebuilds bronze from every earlier raw file)";
   }
 }
 
@@ -261,12 +265,17 @@ static void report_step(const ent_ctx *c, const step *s, dp_buf *out, int *first
       dp_buf_puts(out, ",\"error\":");
       dp_json_put_string(out, s->err.msg, strlen(s->err.msg));
     }
+    if (s->note) {
+      dp_buf_puts(out, ",\"note\":");
+      dp_json_put_string(out, s->note, strlen(s->note));
+    }
     dp_buf_putc(out, '}');
     return;
   }
   dp_buf_printf(out, "  %s.%s %-20s %s %8" PRId64 " items %6" PRId64 " kept %12" PRId64 " -> %12" PRId64 " bytes%s%s\n",
                 c->system, c->entity, s->action, s->failed ? "failed   " : "succeeded", s->items, s->kept,
                 s->before, s->after, s->failed ? ": " : "", s->failed ? s->err.msg : "");
+  if (s->note) dp_buf_printf(out, "    note: %s.%s: %s\n", c->system, c->entity, s->note);
 }
 
 /* A step's end: its audit row and report line. Returns the audit's error only. */

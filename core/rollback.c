@@ -254,13 +254,17 @@ static int raw_undo(dp_engine *eng, const dp_entity *ent, const char *run, int d
   struct dirent *de;
   while (rc == 0 && (de = readdir(d)) != NULL) {
     if (strncmp(de->d_name, run, idlen) != 0 || de->d_name[idlen] != '.') continue;
-    it->raw_files++;
-    if (dry_run) continue;
+    int data = strstr(de->d_name, ".manifest.json") == NULL; /* counted: the data files, not manifests */
+    if (dry_run) {
+      it->raw_files += data;
+      continue;
+    }
     char src[8800];
     if ((rc = dp_path_join(src, sizeof src, from, de->d_name, e)) != 0 ||
         (rc = dp_path_join(to, sizeof to, qdir, de->d_name, e)) != 0 || (rc = dp_mkdirs(qdir, e)) != 0)
       break;
     if (rename(src, to) != 0) rc = dp_err_set(e, DP_EIO, "raw: cannot move %s to %s: %s", src, to, strerror(errno));
+    else it->raw_files += data;
   }
   closedir(d);
   return rc;
@@ -393,7 +397,7 @@ static int undo_all(dp_engine *eng, rb_plan *p, dp_err *e) {
       memset(&it->silver_removed, 0, sizeof *it - offsetof(dp__rb_item, silver_removed));
       if ((rc = dp__rollback_silver_plan(eng->audit, eng->data, ent, run, it, e)) != 0) break; /* refusals first */
       if ((rc = dp__rollback_bronze(eng, ent, run, 0, it, e)) != 0) break;
-      if ((rc = dp__rollback_silver(eng->data, ent, run, it, e)) != 0) break;
+      if ((rc = dp__rollback_silver(eng->data, ent, run, p->rb.id_str, it, e)) != 0) break;
       if ((rc = raw_undo(eng, ent, run, 0, it, e)) != 0) break;
       rc = mark_rolled_back(eng->audit, run, ent->name, &p->rb, e);
       if (rc == 0)
@@ -462,7 +466,7 @@ static int lock_system(rollback *r, dp_err *e) {
   }
   PQclear(q);
   int crashed = 0;
-  if (rc == 0 && r->locked) rc = dp_audit_mark_crashed(r->eng->audit, r->p.system, &crashed, e);
+  if (rc == 0 && r->locked && !r->o->dry_run) rc = dp_audit_mark_crashed(r->eng->audit, r->p.system, &crashed, e);
   return rc;
 }
 

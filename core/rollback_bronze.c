@@ -4,7 +4,10 @@
  * removed) (docs/lifecycle.md#undoing-a-run). Bronze's own code is used as is (dp_bronze_load). */
 #include "rollback_int.h"
 #include "bronze.h"
+#include "buf.h"
 #include "pg.h"
+#include "rawcompress.h"
+#include "uuid.h"
 
 #include <mongoc/mongoc.h>
 #include <stdio.h>
@@ -62,6 +65,45 @@ static int touched_ids(mongoc_collection_t *coll, const char *run, uint8_t (**id
   return rc;
 }
 
+static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+/* The keys the run deleted whose bronze document is gone since (retention purged documents
+ * deleted that long ago): silver's tombstones of the run name them (_dp_key_hash is the bronze
+ * id). Added to *ids (n), once each, so that they are put back from the earlier loads too. */
+static int add_purged_ids(dp_engine *eng, const dp_entity *ent, const char *run, uint8_t (**ids)[16], size_t *n,
+                          dp_err *e) {
+  char name[300];
+  dp_buf t = DP_BUF_INIT, q = DP_BUF_INIT;
+  snprintf(name, sizeof name, "%s__%s", ent->system, ent->name);
+  dp_pg_qualified(&t, "silver", name);
+  const char *pt[] = {t.data, run};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->data, "SELECT to_regclass($1) IS NOT NULL", 1, pt, &r, e);
+  int have = rc == 0 && PQgetvalue(r, 0, 0)[0] == 't';
+  PQclear(r);
+  r = NULL;
+  if (have) {
+    dp_buf_printf(&q, "SELECT DISTINCT _dp_key_hash::text FROM %s WHERE _dp_run_id = $1::uuid AND _dp_is_deleted",
+                  t.data);
+    rc = dp_pg_exec(eng->data, q.data, 1, pt + 1, &r, e);
+  }
+  size_t sorted = *n; /* the touched ids, sorted to look the tombstones' keys up */
+  if (sorted) qsort(*ids, sorted, sizeof **ids, cmp_id);
+  for (int i = 0; have && rc == 0 && i < PQntuples(r); i++) {
+    uint8_t key[16];
+    if (dp_uuid_parse(PQgetvalue(r, i, 0), key) != 0 || (sorted && bsearch(key, *ids, sorted, sizeof **ids, cmp_id)))
+      continue;
+    uint8_t(*g)[16] = realloc(*ids, (*n + 1) * sizeof *g);
+    if (!g) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); break; }
+    *ids = g;
+    memcpy((*ids)[(*n)++], key, 16);
+  }
+  PQclear(r);
+  dp_buf_free(&t);
+  dp_buf_free(&q);
+  return rc;
+}
+
 /* Drops a collection; one that is not there is fine. */
 static int drop_collection(mongoc_client_t *cli, const char *db, const char *name, dp_err *e) {
   mongoc_collection_t *c = mongoc_client_get_collection(cli, db, name);
@@ -106,6 +148,9 @@ static int check_raw_files(dp_engine *eng, const dp_entity *ent, const char *run
                       "bronze %s.%s: the raw file %s of run %s is gone (retention, or quarantined by a rollback): "
                       "the bronze state before run %s cannot be rebuilt; nothing was changed",
                       ent->system, ent->name, path, PQgetvalue(r, i, 0), run);
+    else if ((rc = dp_raw_verify(path, e)) != 0) /* read whole: what its manifest says it holds */
+      dp_err_prefix(e, "bronze %s.%s: the state before run %s cannot be rebuilt (nothing was changed): ", ent->system,
+                    ent->name, run);
   }
   PQclear(r);
   return rc;
@@ -231,6 +276,7 @@ int dp__rollback_bronze(dp_engine *eng, const dp_entity *ent, const char *run, i
   bson_t rf = BSON_INITIALIZER;
   BSON_APPEND_UTF8(&rf, "_dp.run_id", run);
   int rc = touched_ids(real, run, &ids, &n, e);
+  if (rc == 0) rc = add_purged_ids(eng, ent, run, &ids, &n, e);
   if (rc) goto cleanup;
   it->bronze_touched = (int64_t)n;
   if (dry_run) {

@@ -136,7 +136,12 @@ describe("lifecycle", function()
   end)
 
   it("deletes raw files older than raw_delete_days, but keeps the one the cursor and replay need", function()
-    for _, f in ipairs(raw_files(env, "transactions")) do backdate(f, 40) end
+    -- the files were back-dated 2 days before compression, which kept their times: 29 days
+    -- older, they are 31 days old (counted from their export, not from the compression)
+    for _, f in ipairs(raw_files(env, "transactions")) do
+      assert.matches("%.jsonl%.gz$", f)
+      assert(H.sh("touch -d @$(( $(stat -c %Y " .. H.sh_quote(f) .. ") - 29 * 86400 )) " .. H.sh_quote(f)) == 0)
+    end
     local rc, _, err = H.engine(env, "retention", "--system", "bank")
     assert.are.equal(0, rc, err)
     local r = latest_retention(pg, "delete_raw")
