@@ -477,7 +477,7 @@ static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_e
       rc = dp_err_set(e, DP_EMIGRATE,
                       "bronze: collection %s holds _ids of the binary form written before dp-engine 0.2: run "
                       "'dp-engine migrate --bronze-ids' once to convert it, or rebuild it with "
-                      "'dp-engine replay SYSTEM --from raw' (docs/storage.md)",
+                      "'dp-engine replay SYSTEM --from raw' after dropping it (docs/storage.md)",
                       mongoc_collection_get_name(L->coll));
       break;
     }

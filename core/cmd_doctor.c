@@ -1,4 +1,5 @@
 /* cmd_doctor.c - dp-engine doctor: checks the setup and says what to fix (docs/cli.md#doctor). */
+#include "bronze_tuning.h"
 #include "cli.h"
 #include "doctor.h"
 #include "buf.h"
@@ -165,6 +166,7 @@ static void check_mongodb(dp_doctor *d) {
   const mongoc_host_list_t *h = mongoc_uri_get_hosts(mongoc_client_get_uri(d->eng->mongo));
   dp_doctor_report(d, DP_DOCTOR_OK, "mongodb", NULL, "MongoDB %s%s at %s", version, flavour, h ? h->host_and_port : "?");
   d->mongo_ok = 1;
+  dp_bronze_tuning_doctor(d); /* bronze on FerretDB: tuned? (bronze_tuning.c) */
 }
 
 static void check_metadata(dp_doctor *d) {
