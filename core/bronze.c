@@ -17,6 +17,10 @@
  *      written key is read again from the raw file at its offset;
  *   4. leaves what it wrote in the run's change file (silver's input) and writes the new key file
  *      along the way.
+ * The writes go in batches, from the first full batch of new documents or the first replacement
+ * or deletion on, to DP_BRONZE_WRITERS writer threads with connections of their own
+ * (bronze_writers.c), so that the server works on two batches while the load compares on; a
+ * batch reaches the change file, from the load's thread, once it is in MongoDB.
  * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
  * is how silver finds what changed when a change file is missing. */
 #include "config.h"
