@@ -17,6 +17,10 @@
  *      written key is read again from the raw file at its offset;
  *   4. leaves what it wrote in the run's change file (silver's input) and writes the new key file
  *      along the way.
+ * The writes go in batches, from the first full batch of new documents or the first replacement
+ * or deletion on, to DP_BRONZE_WRITERS writer threads with connections of their own
+ * (bronze_writers.c), so that the server works on two batches while the load compares on; a
+ * batch reaches the change file, from the load's thread, once it is in MongoDB.
  * Every document written carries the run in _dp.run_id (deletions in _dp.deleted_run_id), which
  * is how silver finds what changed when a change file is missing. */
 #include "config.h"
@@ -42,9 +46,10 @@
 #include <unistd.h>
 
 #define BATCH 1000    /* new documents per insert_many */
-#define WBATCH 40     /* single-document statements (replace or mark deleted, by _id) per bulk
-                       * write: FerretDB v1 holds a pooled PostgreSQL connection per statement until
-                       * the command ends, and its pool has 50 (docs/performance.md) */
+#define WBATCH 40     /* single-document statements (replace or mark deleted, by _id) in flight, over
+                       * all writers: FerretDB v1 holds a pooled PostgreSQL connection per statement
+                       * until the command ends, and its pool has 50 (docs/performance.md); a bulk
+                       * write has WBATCH / DP_BRONZE_WRITERS */
 #define BRONZE_WRITERS 2 /* connections inserting new documents (DP_BRONZE_WRITERS) */
 #define SORT_MEM (16u << 20) /* bytes of records sorted in memory at a time (DP_SORT_MEM) */
 #define KEYFILE_MAGIC "DPKEYS3\n" /* 3: the bronze _id is text (a key file of 2 is not used) */
@@ -82,7 +87,6 @@ static int cmp_incoming(const void *a, const void *b) {
 
 typedef struct pending {
   bson_t *docs[BATCH];     /* owned until flushed */
-  uint8_t ids[BATCH][16];  /* their keys */
   size_t n, limit;
   int replace;             /* 1: replace by _id, one statement each; 0: insert_many */
 } pending;
@@ -280,12 +284,17 @@ static bson_t *make_doc(loader *L, const uint8_t key[16], const uint8_t content[
   return doc;
 }
 
-/* A batch a writer inserted: into the change file (only now: it holds only what MongoDB has). */
-static int inserted(void *ctx, bson_t **docs, size_t n, int ok, const bson_error_t *be, double secs, dp_err *e) {
+/* A batch written (on this thread or a writer's): into the change file, only now, so that it
+ * holds only what MongoDB has. Frees the docs. */
+static int written(void *ctx, dp_bronze_write_kind kind, bson_t **docs, size_t n, int ok, const bson_error_t *be,
+                   double secs, dp_err *e) {
+  static const char *const what[] = {"write documents", "replace documents", "mark deleted keys"};
   loader *L = ctx;
   int rc = 0;
   L->write_s += secs;
-  if (!ok) rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", DP_BRONZE_SERVER_MSG(*be));
+  dp_log(DP_LOG_DEBUG, "bronze: %zu %s in %.3f s", n,
+         kind == DP_BRONZE_INSERT ? "inserts" : kind == DP_BRONZE_REPLACE ? "replacements" : "deletions marked", secs);
+  if (!ok) rc = dp_err_set(e, DP_EMONGO, "bronze: cannot %s: %s", what[kind], DP_BRONZE_SERVER_MSG(*be));
   for (size_t i = 0; rc == 0 && L->changes && i < n; i++)
     if (fwrite(bson_get_data(docs[i]), 1, docs[i]->len, L->changes) != docs[i]->len)
       rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
@@ -294,90 +303,38 @@ static int inserted(void *ctx, bson_t **docs, size_t n, int ok, const bson_error
   return rc;
 }
 
-/* New documents to a writer thread (started with the first full batch): the load reads and
- * compares on while they are inserted. */
-static int hand_over(loader *L, pending *p, dp_err *e) {
-  if (!L->writers) {
+/* Writes a batch (takes the docs): on writer threads once a load has a full batch of new
+ * documents or any replacement or deletion (DP_BRONZE_WRITERS > 1: the load reads and compares
+ * on meanwhile), else here. */
+static int write_batch(loader *L, dp_bronze_write_kind kind, bson_t **docs, size_t n, int full, dp_err *e) {
+  if (n == 0) return 0;
+  L->wrote = 1;
+  if (!L->writers && L->nwriters > 1 && (full || kind != DP_BRONZE_INSERT)) {
     L->writers = dp_bronze_writers_start(mongoc_client_get_uri(L->cli), L->db, mongoc_collection_get_name(L->coll),
                                          L->nwriters, e);
-    if (!L->writers) return DP_EMONGO;
-  }
-  size_t n = p->n;
-  p->n = 0; /* the writers own the documents now */
-  return dp_bronze_writers_put(L->writers, p->docs, n, inserted, L, e);
-}
-
-/* Every batch handed over inserted (and in the change file). */
-static int drain_writers(loader *L, dp_err *e) {
-  return L->writers ? dp_bronze_writers_drain(L->writers, inserted, L, e) : 0;
-}
-
-/* One bulk write of single-document statements by _id (at most WBATCH): unordered, so the server
- * may run them in any order (each touches its own document). what names them in an error.
- * Destroys bulk. */
-static int bulk_write(mongoc_bulk_operation_t *bulk, const char *what, dp_err *e) {
-  bson_error_t be;
-  bson_t reply;
-  int rc = 0;
-  if (!mongoc_bulk_operation_execute(bulk, &reply, &be))
-    rc = dp_err_set(e, DP_EMONGO, "bronze: cannot %s: %s", what, SERVER_MSG(be));
-  bson_destroy(&reply);
-  mongoc_bulk_operation_destroy(bulk);
-  return rc;
-}
-
-/* {_id: the id of key} */
-static void id_filter(bson_t *sel, const uint8_t key[16]) {
-  bson_init(sel);
-  dp_bronze_append_id(sel, "_id", key);
-}
-
-/* Writes a pending batch: new documents with insert_many; replacements one replace statement per
- * document by _id, never one `$in` for many (FerretDB pushes only an equality down to
- * PostgreSQL). Frees the docs. */
-static int flush(loader *L, pending *p, dp_err *e) {
-  int rc = 0;
-  bson_error_t be;
-  if (p->n == 0) return 0;
-  L->wrote = 1;
-  if (!p->replace && (L->writers || (L->nwriters > 1 && p->n == p->limit))) return hand_over(L, p, e);
-  double t0 = dp_monotonic();
-  bson_t opts = BSON_INITIALIZER;
-  BSON_APPEND_BOOL(&opts, "ordered", false);
-  if (p->replace) {
-    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(L->coll, &opts);
-    bson_t ropts = BSON_INITIALIZER;
-    /* upsert: a load run again after a crash may find the document gone or already replaced */
-    BSON_APPEND_BOOL(&ropts, "upsert", true);
-    BSON_APPEND_BOOL(&ropts, "validate", false); /* keys as the source wrote them, as below */
-    for (size_t i = 0; rc == 0 && i < p->n; i++) {
-      bson_t sel;
-      id_filter(&sel, p->ids[i]);
-      if (!mongoc_bulk_operation_replace_one_with_opts(bulk, &sel, p->docs[i], &ropts, &be))
-        rc = dp_err_set(e, DP_EMONGO, "bronze: cannot replace documents: %s", SERVER_MSG(be));
-      bson_destroy(&sel);
+    if (!L->writers) {
+      for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
+      return DP_EMONGO;
     }
-    bson_destroy(&ropts);
-    if (rc == 0) rc = bulk_write(bulk, "replace documents", e);
-    else mongoc_bulk_operation_destroy(bulk);
-  } else {
-    /* keys as the source wrote them ("$x", "a.b", ""): jsonbson.c checked what the server needs */
-    BSON_APPEND_BOOL(&opts, "validate", false);
-    if (!mongoc_collection_insert_many(L->coll, (const bson_t **)p->docs, p->n, &opts, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot write documents: %s", SERVER_MSG(be));
   }
-  bson_destroy(&opts);
-  /* where a load's time goes (docs/performance.md) */
-  double t1 = dp_monotonic();
-  L->write_s += t1 - t0;
-  dp_log(DP_LOG_DEBUG, "bronze: %zu %s in %.3f s", p->n, p->replace ? "replacements" : "inserts", t1 - t0);
-  for (size_t i = 0; rc == 0 && L->changes && i < p->n; i++)
-    if (fwrite(bson_get_data(p->docs[i]), 1, p->docs[i]->len, L->changes) != p->docs[i]->len)
-      rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
-  for (size_t i = 0; i < p->n; i++) bson_destroy(p->docs[i]);
-  p->n = 0;
-  if (rc == 0) dp_test_pause("bronze"); /* crash tests: a batch is written, others are not */
-  return rc;
+  if (L->writers) return dp_bronze_writers_put(L->writers, kind, docs, n, written, L, e);
+  bson_error_t be;
+  double t0 = dp_monotonic();
+  int ok = dp_bronze_write_batch(L->coll, kind, docs, n, &be);
+  return written(L, kind, docs, n, ok, &be, dp_monotonic() - t0, e);
+}
+
+/* Every batch handed over written (and in the change file). */
+static int drain_writers(loader *L, dp_err *e) {
+  return L->writers ? dp_bronze_writers_drain(L->writers, written, L, e) : 0;
+}
+
+/* A pending batch: new documents (insert_many) or replacements (one statement per document by
+ * _id). */
+static int flush(loader *L, pending *p, dp_err *e) {
+  size_t n = p->n;
+  p->n = 0; /* the docs are write_batch's now */
+  return write_batch(L, p->replace ? DP_BRONZE_REPLACE : DP_BRONZE_INSERT, p->docs, n, n == p->limit, e);
 }
 
 /* ---------- the stored keys, in key order ---------- */
@@ -477,7 +434,7 @@ static int read_collection_keys(loader *L, old_keys *o, const char *tmpdir, dp_e
       rc = dp_err_set(e, DP_EMIGRATE,
                       "bronze: collection %s holds _ids of the binary form written before dp-engine 0.2: run "
                       "'dp-engine migrate --bronze-ids' once to convert it, or rebuild it with "
-                      "'dp-engine replay SYSTEM --from raw' (docs/storage.md)",
+                      "'dp-engine replay SYSTEM --from raw' after dropping it (docs/storage.md)",
                       mongoc_collection_get_name(L->coll));
       break;
     }
@@ -553,56 +510,28 @@ static int key_file_end(loader *L, const char *tmp, const char *path, dp_err *e)
   return 0;
 }
 
-static int queue(loader *L, pending *p, bson_t *doc, const uint8_t key[16], dp_err *e) {
-  memcpy(p->ids[p->n], key, 16);
+static int queue(loader *L, pending *p, bson_t *doc, dp_err *e) {
   p->docs[p->n++] = doc;
   return p->n == p->limit ? flush(L, p, e) : 0;
 }
 
-/* Keys a full load did not deliver: marked deleted (one update statement per key, by _id, in a
- * bulk write of at most WBATCH), and a {_id, _dp: {deleted, deleted_run_id, deleted_at}} document
- * each in the change file. */
+/* Keys a full load did not deliver: marked deleted, one update by _id each (a batch of at most
+ * WBATCH), and their {_id, _dp: {deleted, deleted_run_id, deleted_at}} documents in the change
+ * file. */
 static int flush_deletions(loader *L, dp_err *e) {
-  if (L->ndels == 0) return 0;
-  L->wrote = 1;
-  bson_t upd = BSON_INITIALIZER, set, opts = BSON_INITIALIZER;
-  bson_error_t be;
-  int rc = 0;
-  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
-  BSON_APPEND_BOOL(&set, "_dp.deleted", true);
-  BSON_APPEND_UTF8(&set, "_dp.deleted_run_id", L->run->id_str);
-  BSON_APPEND_DATE_TIME(&set, "_dp.deleted_at", L->run->ts_us / 1000);
-  bson_append_document_end(&upd, &set);
-  BSON_APPEND_BOOL(&opts, "ordered", false);
-  double t0 = dp_monotonic();
-  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(L->coll, &opts);
-  for (size_t j = 0; rc == 0 && j < L->ndels; j++) {
-    bson_t sel;
-    id_filter(&sel, L->dels[j]);
-    if (!mongoc_bulk_operation_update_one_with_opts(bulk, &sel, &upd, NULL, &be))
-      rc = dp_err_set(e, DP_EMONGO, "bronze: cannot mark deleted keys: %s", SERVER_MSG(be));
-    bson_destroy(&sel);
-  }
-  if (rc == 0) rc = bulk_write(bulk, "mark deleted keys", e);
-  else mongoc_bulk_operation_destroy(bulk);
-  L->write_s += dp_monotonic() - t0;
-  dp_log(DP_LOG_DEBUG, "bronze: %zu deletions marked in %.3f s", L->ndels, dp_monotonic() - t0);
-  for (size_t j = 0; rc == 0 && L->changes && j < L->ndels; j++) {
-    bson_t d = BSON_INITIALIZER, dp;
-    dp_bronze_append_id(&d, "_id", L->dels[j]);
-    BSON_APPEND_DOCUMENT_BEGIN(&d, "_dp", &dp);
+  bson_t *docs[WBATCH];
+  size_t n = L->ndels;
+  for (size_t j = 0; j < n; j++) {
+    bson_t *d = docs[j] = bson_new(), dp;
+    dp_bronze_append_id(d, "_id", L->dels[j]);
+    BSON_APPEND_DOCUMENT_BEGIN(d, "_dp", &dp);
     BSON_APPEND_BOOL(&dp, "deleted", true);
     BSON_APPEND_UTF8(&dp, "deleted_run_id", L->run->id_str);
     BSON_APPEND_DATE_TIME(&dp, "deleted_at", L->run->ts_us / 1000);
-    bson_append_document_end(&d, &dp);
-    if (fwrite(bson_get_data(&d), 1, d.len, L->changes) != d.len)
-      rc = dp_err_set(e, DP_EIO, "bronze: cannot write the change file: %s", strerror(errno));
-    bson_destroy(&d);
+    bson_append_document_end(d, &dp);
   }
-  bson_destroy(&upd);
-  bson_destroy(&opts);
   L->ndels = 0;
-  return rc;
+  return write_batch(L, DP_BRONZE_MARK_DELETED, docs, n, 0, e);
 }
 
 /* Before the key file and the change file vouch for this load: its writes must be durable. With
@@ -804,7 +733,7 @@ static int load_open(load *S, const dp_entity *ent, const dp_runinfo *run, const
   L->raw_ref = raw_ref;
   L->out = out;
   L->ins.limit = BATCH;
-  L->rep.limit = WBATCH;
+  L->rep.limit = WBATCH / (size_t)L->nwriters;
   L->rep.replace = 1;
   if (dp_row_init(&L->row, ent->ncols)) return dp_err_set(e, DP_ENOMEM, "out of memory");
   L->raw = dp_raw_fopen_read(raw_path, S->tmpdir); /* .jsonl or .jsonl.gz (rawcompress.h) */
@@ -839,7 +768,7 @@ static int append_records(load *S, dp_err *e) {
     dp_uuid_v7(key);
     L->out->inserted++;
     dp_progress_add(1, "records");
-    rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), key, e);
+    rc = queue(L, &L->ins, make_doc(L, key, content, &data, L->lineno), e);
     bson_destroy(&data);
     if (rc) return rc;
   }
@@ -924,7 +853,7 @@ static int merge_streams(load *S, dp_err *e) {
         memcpy(L->dels[L->ndels++], o.key, 16);
         out->deleted++;
         o.deleted = 1;
-        if (L->ndels == WBATCH && (rc = flush_deletions(L, e)) != 0) return rc;
+        if (L->ndels == L->rep.limit && (rc = flush_deletions(L, e)) != 0) return rc;
       }
       key_file_put(L, o.key, o.content, o.deleted);
       if ((ho = old_next(&S->old, &o, e)) < 0) return ho;
@@ -939,7 +868,7 @@ static int merge_streams(load *S, dp_err *e) {
       if (c == 0) out->updated++;
       else out->inserted++;
       key_file_put(L, n.key, n.content, 0);
-      if ((rc = queue(L, c == 0 ? &L->rep : &L->ins, doc, n.key, e)) != 0) return rc;
+      if ((rc = queue(L, c == 0 ? &L->rep : &L->ins, doc, e)) != 0) return rc;
     }
     if (c == 0 && (ho = old_next(&S->old, &o, e)) < 0) return ho;
     hn = 0;
@@ -955,9 +884,9 @@ static int merge_streams(load *S, dp_err *e) {
 static int flush_all(load *S, dp_err *e) {
   loader *L = S->L;
   int rc = flush(L, &L->ins, e);
-  if (rc == 0) rc = drain_writers(L, e);
   if (rc == 0) rc = flush(L, &L->rep, e);
   if (rc == 0) rc = flush_deletions(L, e);
+  if (rc == 0) rc = drain_writers(L, e); /* every batch in MongoDB and in the change file */
   if (rc == 0) rc = flush_rejects(L, e);
   return rc;
 }

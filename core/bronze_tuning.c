@@ -4,12 +4,14 @@
  * that database itself, through DP_FERRETDB_PG_URL. */
 #include "bronze_tuning.h"
 #include "bronze.h"
+#include "config.h"
+#include "doctor.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <string.h>
 
-#define FIX "apply docker/ferretdb-tuning.sql to FerretDB's PostgreSQL database (docs/deployment.md#bronze-on-ferretdb)"
+#define FIX "apply docker/ferretdb-tuning.sql to FerretDB's PostgreSQL database and restart FerretDB (docs/deployment.md#bronze-on-ferretdb)"
 
 /* The FerretDB version in buildInfo's "ferretdbVersion" (or any "ferretdb…" field), else "". */
 static int ferretdb_version(mongoc_client_t *cli, char *ver, size_t cap, char *msg, size_t mcap) {
@@ -46,18 +48,18 @@ static const char *one_value(PGconn *c, const char *sql, char *buf, size_t cap) 
   return v;
 }
 
-int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, size_t cap) {
+int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, size_t cap, char *fix, size_t fixcap) {
   char ver[64];
+  fix[0] = '\0';
   if (ferretdb_version(cli, ver, sizeof ver, msg, cap) != 0) return DP_TUNING_ERROR;
   if (!ver[0]) {
     snprintf(msg, cap, "bronze is MongoDB: its _id index serves bronze's writes, nothing to tune");
     return DP_TUNING_OK;
   }
   if (!pg_url || !*pg_url) {
-    snprintf(msg, cap,
-             "bronze is FerretDB %s: its tuning is not checked; set DP_FERRETDB_PG_URL to its PostgreSQL database "
-             "so that doctor can, and " FIX,
-             ver);
+    snprintf(msg, cap, "bronze is FerretDB %s: its tuning is not checked (DP_FERRETDB_PG_URL is not set)", ver);
+    snprintf(fix, fixcap, "set DP_FERRETDB_PG_URL to FerretDB's PostgreSQL database so that doctor can check it; "
+                          "without the tuning, " FIX);
     return DP_TUNING_WARN;
   }
   PGconn *c = PQconnectdb(pg_url);
@@ -67,6 +69,7 @@ int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, 
     why[strcspn(why, "\n")] = '\0';
     PQfinish(c);
     snprintf(msg, cap, "bronze is FerretDB %s: cannot connect to DP_FERRETDB_PG_URL: %s", ver, why);
+    snprintf(fix, fixcap, "set DP_FERRETDB_PG_URL to FerretDB's PostgreSQL database (libpq URI)");
     return DP_TUNING_ERROR;
   }
   char mode[64] = "", trig[8] = "", tables[24] = "";
@@ -91,9 +94,18 @@ int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, 
              ver);
     return DP_TUNING_OK;
   }
-  snprintf(msg, cap, "bronze is FerretDB %s without the tuning bronze needs (%s%s%s%s%s%s%s): each write by _id scans its whole collection table; " FIX,
+  snprintf(fix, fixcap, "%s", FIX);
+  snprintf(msg, cap, "bronze is FerretDB %s without the tuning bronze needs (%s%s%s%s%s%s%s): each write by _id scans its whole collection table",
            ver, mode_ok ? "" : "plan_cache_mode is ", mode_ok ? "" : mode,
            !mode_ok && (!trig_ok || !tables_ok) ? ", " : "", trig_ok ? "" : "no event trigger dp_ferretdb_id_gin",
            !trig_ok && !tables_ok ? ", " : "", tables_ok ? "" : tables, tables_ok ? "" : " collection tables without the _id index");
   return DP_TUNING_WARN;
+}
+
+void dp_bronze_tuning_doctor(dp_doctor *d) {
+  dp_engine *eng = dp_doctor_engine(d);
+  char msg[1024], fix[512];
+  int st = dp_bronze_tuning_check(eng->mongo, dp_config_env("DP_FERRETDB_PG_URL"), msg, sizeof msg, fix, sizeof fix);
+  dp_doctor_report(d, st == DP_TUNING_OK ? DP_DOCTOR_OK : st == DP_TUNING_WARN ? DP_DOCTOR_WARN : DP_DOCTOR_FAIL,
+                   "bronze tuning", fix[0] ? fix : NULL, "%s", msg);
 }

@@ -13,7 +13,12 @@ enum { DP_TUNING_OK = 0, DP_TUNING_WARN = 1, DP_TUNING_ERROR = 2 };
  * dp_ferretdb_id_gin of docker/ferretdb-tuning.sql, which doctor checks through pg_url (the libpq
  * URI of that database, DP_FERRETDB_PG_URL; NULL or "": not checked, DP_TUNING_WARN saying how
  * to let it check). DP_TUNING_WARN when something is missing, DP_TUNING_ERROR when a server
- * cannot be asked. msg (cap bytes) says what was found, and for a warning what to do. */
-int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, size_t cap);
+ * cannot be asked. msg (cap bytes) says what was found; fix (fixcap bytes) what to do, "" when ok. */
+int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, size_t cap, char *fix, size_t fixcap);
+
+typedef struct dp_doctor dp_doctor;
+/* doctor's line "bronze tuning" (call after the MongoDB check found the server), with
+ * DP_FERRETDB_PG_URL: ok, warn, or fail when a server cannot be asked. */
+void dp_bronze_tuning_doctor(dp_doctor *d);
 
 #endif

@@ -1,4 +1,4 @@
-/* bronze_writers.c - insert batches on writer threads, one MongoDB client each (libmongoc's
+/* bronze_writers.c - bronze's batches of writes, on the load's connection or on writer threads, one MongoDB client each (libmongoc's
  * clients are not shared between threads). The caller stays the only one that touches the change
  * file and the counts: a finished batch is reported back to it, in its own thread. */
 #include "bronze_writers.h"
@@ -20,6 +20,7 @@ typedef struct slot {
   mongoc_collection_t *coll;
   bson_t *docs[SLOT_DOCS]; /* owned while QUEUED or DONE */
   size_t n;
+  dp_bronze_write_kind kind;
   int state, ok;
   bson_error_t be;
   double secs;
@@ -32,12 +33,70 @@ struct dp_bronze_writers {
   slot *s;
 };
 
+/* {_id: the _id of doc} */
+static void id_filter(bson_t *sel, const bson_t *doc) {
+  bson_iter_t it;
+  bson_init(sel);
+  if (bson_iter_init_find(&it, doc, "_id")) bson_append_iter(sel, "_id", 3, &it);
+}
+
+/* {$set: {_dp.deleted: true, _dp.deleted_run_id, _dp.deleted_at}} from a deletion's document */
+static void mark_update(bson_t *upd, const bson_t *doc) {
+  bson_t set;
+  bson_iter_t it;
+  bson_init(upd);
+  BSON_APPEND_DOCUMENT_BEGIN(upd, "$set", &set);
+  BSON_APPEND_BOOL(&set, "_dp.deleted", true);
+  if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted_run_id", &it))
+    bson_append_iter(&set, "_dp.deleted_run_id", -1, &it);
+  if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_dp.deleted_at", &it))
+    bson_append_iter(&set, "_dp.deleted_at", -1, &it);
+  bson_append_document_end(upd, &set);
+}
+
+int dp_bronze_write_batch(mongoc_collection_t *coll, dp_bronze_write_kind kind, bson_t **docs, size_t n,
+                          bson_error_t *be) {
+  bson_t opts = BSON_INITIALIZER;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
+  bool ok = true;
+  if (kind == DP_BRONZE_INSERT) {
+    BSON_APPEND_BOOL(&opts, "validate", false); /* keys as the source wrote them ("$x", "a.b", "") */
+    ok = mongoc_collection_insert_many(coll, (const bson_t **)docs, n, &opts, NULL, be);
+  } else { /* one statement per document by _id, never one `$in` for many: FerretDB pushes only
+            * an equality down to PostgreSQL */
+    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+    bson_t sopts = BSON_INITIALIZER;
+    if (kind == DP_BRONZE_REPLACE) {
+      /* upsert: a load run again after a crash may find the document gone or already replaced */
+      BSON_APPEND_BOOL(&sopts, "upsert", true);
+      BSON_APPEND_BOOL(&sopts, "validate", false);
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+      bson_t sel, upd;
+      id_filter(&sel, docs[i]);
+      if (kind == DP_BRONZE_REPLACE) {
+        ok = mongoc_bulk_operation_replace_one_with_opts(bulk, &sel, docs[i], &sopts, be);
+      } else {
+        mark_update(&upd, docs[i]);
+        ok = mongoc_bulk_operation_update_one_with_opts(bulk, &sel, &upd, &sopts, be);
+        bson_destroy(&upd);
+      }
+      bson_destroy(&sel);
+    }
+    bson_t reply;
+    if (ok) ok = mongoc_bulk_operation_execute(bulk, &reply, be) != 0;
+    else bson_init(&reply);
+    bson_destroy(&reply);
+    bson_destroy(&sopts);
+    mongoc_bulk_operation_destroy(bulk);
+  }
+  bson_destroy(&opts);
+  return ok;
+}
+
 static void *writer(void *arg) {
   slot *s = arg;
   dp_bronze_writers *w = s->w;
-  bson_t opts = BSON_INITIALIZER;
-  BSON_APPEND_BOOL(&opts, "ordered", false);
-  BSON_APPEND_BOOL(&opts, "validate", false); /* as bronze's own inserts: jsonbson.c checked the keys */
   pthread_mutex_lock(&w->mu);
   for (;;) {
     while (s->state != QUEUED && !w->quit) pthread_cond_wait(&w->cv, &w->mu);
@@ -46,7 +105,7 @@ static void *writer(void *arg) {
     double t0 = dp_monotonic();
     bson_error_t be;
     memset(&be, 0, sizeof be);
-    int ok = mongoc_collection_insert_many(s->coll, (const bson_t **)s->docs, s->n, &opts, NULL, &be);
+    int ok = dp_bronze_write_batch(s->coll, s->kind, s->docs, s->n, &be);
     double secs = dp_monotonic() - t0;
     pthread_mutex_lock(&w->mu);
     s->ok = ok;
@@ -56,7 +115,6 @@ static void *writer(void *arg) {
     pthread_cond_broadcast(&w->cv);
   }
   pthread_mutex_unlock(&w->mu);
-  bson_destroy(&opts);
   return NULL;
 }
 
@@ -100,17 +158,19 @@ static int report(dp_bronze_writers *w, slot *s, dp_bronze_done_fn done, void *c
   size_t n = s->n;
   memcpy(docs, s->docs, n * sizeof *docs);
   int ok = s->ok;
+  dp_bronze_write_kind kind = s->kind;
   bson_error_t be = s->be;
   double secs = s->secs;
   s->n = 0;
   s->state = IDLE;
   pthread_mutex_unlock(&w->mu);
-  int rc = done(ctx, docs, n, ok, &be, secs, e);
+  int rc = done(ctx, kind, docs, n, ok, &be, secs, e);
   pthread_mutex_lock(&w->mu);
   return rc;
 }
 
-int dp_bronze_writers_put(dp_bronze_writers *w, bson_t **docs, size_t n, dp_bronze_done_fn done, void *ctx, dp_err *e) {
+int dp_bronze_writers_put(dp_bronze_writers *w, dp_bronze_write_kind kind, bson_t **docs, size_t n,
+                          dp_bronze_done_fn done, void *ctx, dp_err *e) {
   int rc = 0;
   pthread_mutex_lock(&w->mu);
   for (;;) {
@@ -126,6 +186,7 @@ int dp_bronze_writers_put(dp_bronze_writers *w, bson_t **docs, size_t n, dp_bron
     if (idle) {
       memcpy(idle->docs, docs, n * sizeof *docs);
       idle->n = n;
+      idle->kind = kind;
       idle->state = QUEUED;
       pthread_cond_broadcast(&w->cv);
       pthread_mutex_unlock(&w->mu);

@@ -1,7 +1,7 @@
 /* cmd_doctor.c - dp-engine doctor: checks the setup and says what to fix (docs/cli.md#doctor). */
+#include "bronze_tuning.h"
 #include "cli.h"
 #include "doctor.h"
-#include "bronze_tuning.h"
 #include "buf.h"
 #include "config.h"
 #include "json.h"
@@ -169,19 +169,7 @@ static void check_mongodb(dp_doctor *d) {
   const mongoc_host_list_t *h = mongoc_uri_get_hosts(mongoc_client_get_uri(d->eng->mongo));
   dp_doctor_report(d, DP_DOCTOR_OK, "mongodb", NULL, "MongoDB %s%s at %s", version, flavour, h ? h->host_and_port : "?");
   d->mongo_ok = 1;
-}
-
-/* FerretDB as bronze needs its PostgreSQL database tuned (docs/deployment.md#bronze-on-ferretdb) */
-static void check_bronze_tuning(dp_doctor *d) {
-  if (!d->mongo_ok) {
-    dp_doctor_report(d, DP_DOCTOR_WARN, "bronze tuning", "fix the mongodb check first", "skipped: MongoDB is not reachable");
-    return;
-  }
-  char msg[1024];
-  int st = dp_bronze_tuning_check(d->eng->mongo, dp_config_env("DP_FERRETDB_PG_URL"), msg, sizeof msg);
-  dp_doctor_report(d, st == DP_TUNING_OK ? DP_DOCTOR_OK : st == DP_TUNING_WARN ? DP_DOCTOR_WARN : DP_DOCTOR_FAIL,
-                   "bronze tuning", st ? "docs/deployment.md#bronze-on-ferretdb (docker/ferretdb-tuning.sql)" : NULL, "%s",
-                   msg);
+  dp_bronze_tuning_doctor(d); /* bronze on FerretDB: tuned? (bronze_tuning.c) */
 }
 
 static void check_metadata(dp_doctor *d) {
@@ -413,7 +401,6 @@ static const struct { const char *name; dp_doctor_check_fn fn; } CHECKS[] = {
     {"postgres", check_postgres},
     {"migrations", check_migrations},
     {"mongodb", check_mongodb},
-    {"bronze tuning", check_bronze_tuning},
     {"metadata", check_metadata},
     {"secrets", check_secrets},
     {"inboxes", check_inboxes},

@@ -39,7 +39,7 @@ static int bronze_ids(dp_engine *eng, int convert) {
                     "dp-engine 0.2:", old.n, old.n == 1 ? "" : "s", db, old.n == 1 ? "has" : "have");
     for (size_t i = 0; i < old.n; i++) fprintf(stderr, "%s %s", i ? "," : "", old.v[i]);
     fprintf(stderr, "\nrun 'dp-engine migrate --bronze-ids' once to convert them (runs refuse them until then), "
-                    "or rebuild each with 'dp-engine replay SYSTEM --from raw'\n");
+                    "or drop each and rebuild it with 'dp-engine replay SYSTEM --from raw' (docs/storage.md)\n");
   }
   for (size_t i = 0; convert && i < old.n; i++) {
     dp_bronze_conversion cv;

@@ -547,14 +547,15 @@ static int l_mongo_insert_bson(lua_State *L) {
   return 1;
 }
 
-/* client:bronze_tuning([pg_url]) -> "ok" | "warn" | "error", message (dp_bronze_tuning_check) */
+/* client:bronze_tuning([pg_url]) -> "ok" | "warn" | "error", message, fix (dp_bronze_tuning_check) */
 static int l_mongo_bronze_tuning(lua_State *L) {
   lmongo *m = check_mongo(L);
-  char msg[1024];
-  int st = dp_bronze_tuning_check(m->c, luaL_optstring(L, 2, NULL), msg, sizeof msg);
+  char msg[1024], fix[512];
+  int st = dp_bronze_tuning_check(m->c, luaL_optstring(L, 2, NULL), msg, sizeof msg, fix, sizeof fix);
   lua_pushstring(L, st == DP_TUNING_OK ? "ok" : st == DP_TUNING_WARN ? "warn" : "error");
   lua_pushstring(L, msg);
-  return 2;
+  lua_pushstring(L, fix);
+  return 3;
 }
 
 static int l_mongo_close(lua_State *L) {

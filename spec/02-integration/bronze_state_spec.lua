@@ -257,6 +257,27 @@ describe("bronze state", function()
       assert.are.equal(0, rc, err)
       assert.are.equal("1", assert(pg:query([[SELECT records_updated FROM audit.entity_layer_run
         WHERE layer = 'bronze' AND entity = 'orders' ORDER BY started_at DESC LIMIT 1]]))[1].records_updated)
+      -- replacements and deletion marks on three writers: 100 changed, 50 gone (a full load)
+      local kept = {}
+      for i = 1, n do
+        if i % 80 ~= 0 then
+          local total = (i % 40 == 0) and (i + 1) or i
+          kept[#kept + 1] = string.format('{"order_id": %d, "total": "%d.00", "status": "paid"}', i, total)
+        end
+      end
+      H.write_export(env.DP_DATA_DIR .. "/inbox/shop/orders-1.jsonl", table.concat(kept, "\n") .. "\n")
+      rc, _, err = H.engine(three, "run", "shop", "--entity", "orders")
+      assert.are.equal(0, rc, err)
+      local r = assert(pg:query([[SELECT records_updated, records_deleted FROM audit.entity_layer_run
+        WHERE layer = 'bronze' AND entity = 'orders' ORDER BY started_at DESC LIMIT 1]]))[1]
+      -- every 40th changed (108, of which the 54 multiples of 80 are gone instead), line 7 back
+      assert.are.same({ tostring(54 + 1), "54" }, { r.records_updated, r.records_deleted })
+      m = H.mongo()
+      local gone = assert(m:find(env.DP_BRONZE_DB, "shop__orders", '{"_dp.deleted": true}'))
+      m:close()
+      assert.are.equal(54, #gone)
+      assert.are.equal(tostring(n - 54),
+        assert(pg:query("SELECT count(*) AS n FROM silver.shop__orders WHERE _dp_is_current AND NOT _dp_is_deleted"))[1].n)
     end)
   end)
 
