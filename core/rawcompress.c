@@ -35,19 +35,6 @@ dp_gz_out *dp_gz_out_new(void) {
   return z;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n) {
-  while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
-}
-
 int dp_gz_out_write(dp_gz_out *z, int fd, const char *p, size_t n, int finish, dp_err *e) {
   z->zs.next_in = (unsigned char *)(uintptr_t)p;
   z->zs.avail_in = (uInt)n;
@@ -58,7 +45,7 @@ int dp_gz_out_write(dp_gz_out *z, int fd, const char *p, size_t n, int finish, d
     int zr = deflate(&z->zs, flush);
     if (zr == Z_STREAM_ERROR) return dp_err_set(e, DP_EIO, "gzip: deflate failed");
     size_t have = CHUNK - z->zs.avail_out;
-    if (have && write_all(fd, z->out, have) != 0)
+    if (have && dp_write_all(fd, z->out, have) != 0)
       return dp_err_set(e, DP_EIO, "cannot write a compressed raw file: %s", strerror(errno));
     z->written += have;
     if (finish ? zr == Z_STREAM_END : (z->zs.avail_in == 0 && z->zs.avail_out != 0)) break;
@@ -118,7 +105,7 @@ static int gunzip_to(gzFile gz, int fd, const char *found, dp_raw_facts *rf, dp_
     if (k < 0) break; /* gzerror below */
     crypto_hash_sha256_update(&sha, buf, (unsigned long long)k);
     rf->bytes += (uint64_t)k;
-    if (write_all(fd, buf, (size_t)k) != 0) {
+    if (dp_write_all(fd, buf, (size_t)k) != 0) {
       rc = dp_err_set(e, DP_EIO, "cannot decompress raw file %s into a temporary file: %s", found, strerror(errno));
       break;
     }

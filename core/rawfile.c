@@ -54,7 +54,8 @@ int dp_fsync_dir_of(const char *path, dp_err *e) {
   return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n) {
+int dp_write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
   while (n > 0) {
     ssize_t k = write(fd, p, n);
     if (k < 0) {
@@ -117,7 +118,7 @@ cleanup:
 /* Writes p[0..n) to the file, through the deflate stream when there is one. */
 static int out_write(dp_raw_writer *w, const char *p, size_t n, dp_err *e) {
   if (w->gz) return dp_gz_out_write(w->gz, w->fd, p, n, 0, e);
-  if (write_all(w->fd, p, n) != 0) return dp_err_set(e, DP_EIO, "cannot write %s: %s", w->tmp_path, strerror(errno));
+  if (dp_write_all(w->fd, p, n) != 0) return dp_err_set(e, DP_EIO, "cannot write %s: %s", w->tmp_path, strerror(errno));
   return 0;
 }
 
@@ -204,7 +205,7 @@ int dp_write_file_atomic_mode(const char *path, const char *data, size_t len, un
     rc = dp_err_set(e, DP_EIO, "cannot set the mode of %s: %s", tmp, strerror(errno));
     goto cleanup;
   }
-  if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+  if (dp_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
     rc = dp_err_set(e, DP_EIO, "cannot write %s: %s", tmp, strerror(errno));
     goto cleanup;
   }
