@@ -3,6 +3,7 @@
 #include "log.h"
 #include "pg.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,16 +44,31 @@ const char *dp_cli_count(char *buf, size_t cap, size_t n, const char *one, const
   return buf;
 }
 
-int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg) {
+int dp_cli_usage_error(const char *usage, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
   fprintf(stderr, "dp-engine: ");
-  fprintf(stderr, fmt, arg);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
   fprintf(stderr, "\n\n%s", usage);
   return DP_EXIT_USAGE;
 }
 
 int dp_cli_fail_config(const dp_err *e) {
-  fprintf(stderr, "dp-engine: %s\n", e->msg);
+  if (dp_log_is_json()) dp_log_event(DP_LOG_ERROR, "command_failed", NULL, "dp-engine: %s", e->msg);
+  else fprintf(stderr, "dp-engine: %s\n", e->msg);
   return DP_EXIT_USAGE;
+}
+
+int dp_cli_error(const char *cmd, int exit_code, const char *fmt, ...) {
+  dp_err e;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+  va_end(ap);
+  e.code = DP_EINVAL;
+  dp_cli_exit(cmd, &e);
+  return exit_code;
 }
 
 int dp_cli_exit(const char *cmd, const dp_err *e) {
@@ -64,19 +80,38 @@ int dp_cli_exit(const char *cmd, const dp_err *e) {
   return e->code ? dp_err_exit_class(e->code) : DP_EXIT_RUN_FAILED;
 }
 
+/* Cells are untrusted (source data): control characters, bidirectional overrides and bytes
+ * that are not UTF-8 are escaped as in log lines (dp_log_escape), so nothing reaches the
+ * terminal as a control sequence and a row stays one line. */
 void dp_cli_print_table(PGresult *r) {
   int rows = PQntuples(r), cols = PQnfields(r);
   int *w = calloc((size_t)cols, sizeof *w);
+  dp_buf *cell = calloc((size_t)(rows + 1) * (size_t)(cols ? cols : 1), sizeof *cell);
+  if (!w || !cell) {
+    free(w);
+    free(cell);
+    fprintf(stderr, "dp-engine: out of memory\n");
+    return;
+  }
   for (int k = 0; k < cols; k++) {
-    w[k] = (int)strlen(PQfname(r, k));
-    for (int i = 0; i < rows; i++)
-      if (PQgetlength(r, i, k) > w[k]) w[k] = PQgetlength(r, i, k);
+    for (int i = 0; i <= rows; i++) {
+      const char *v = i == 0 ? PQfname(r, k) : PQgetisnull(r, i - 1, k) ? "" : PQgetvalue(r, i - 1, k);
+      dp_buf *b = &cell[(size_t)i * (size_t)cols + (size_t)k];
+      dp_buf_puts(b, ""); /* a cell is never NULL */
+      dp_log_escape(b, v, strlen(v), 0);
+      if ((int)b->len > w[k]) w[k] = (int)b->len;
+    }
     if (w[k] > 60) w[k] = 60;
   }
-  for (int k = 0; k < cols; k++) printf("%-*s%s", w[k], PQfname(r, k), k + 1 < cols ? "  " : "\n");
-  for (int i = 0; i < rows; i++)
-    for (int k = 0; k < cols; k++)
-      printf("%-*.*s%s", w[k], w[k], PQgetisnull(r, i, k) ? "" : PQgetvalue(r, i, k), k + 1 < cols ? "  " : "\n");
+  for (int i = 0; i <= rows; i++)
+    for (int k = 0; k < cols; k++) {
+      const dp_buf *b = &cell[(size_t)i * (size_t)cols + (size_t)k];
+      const char *sep = k + 1 < cols ? "  " : "\n";
+      if (i == 0) printf("%-*s%s", w[k], b->data ? b->data : "", sep); /* names are never cut */
+      else printf("%-*.*s%s", w[k], w[k], b->data ? b->data : "", sep);
+    }
+  for (size_t j = 0; j < (size_t)(rows + 1) * (size_t)cols; j++) dp_buf_free(&cell[j]);
+  free(cell);
   free(w);
 }
 

@@ -38,11 +38,14 @@ int dp_cli_missing_value(int argc, char **argv, int i, const char *const *opts, 
 const char *dp_cli_count(char *buf, size_t cap, size_t n, const char *one, const char *many);
 /* True when --help or -h is among the arguments. */
 int dp_cli_wants_help(int argc, char **argv);
-/* Prints "dp-engine: <fmt with arg>" and the usage to stderr; returns DP_EXIT_USAGE. */
-int dp_cli_usage_error(const char *usage, const char *fmt, const char *arg);
+/* Prints "dp-engine: <fmt with its arguments>" and the usage to stderr; returns DP_EXIT_USAGE. */
+int dp_cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The one way a command reports an error: prints "dp-engine CMD: <e's message>" to stderr and
  * returns the exit class of e's code (DP_ERRNO_MAP, error.h); a message with no code is 1. */
 int dp_cli_exit(const char *cmd, const dp_err *e);
+/* Prints "dp-engine CMD: message" as dp_cli_exit does (a JSON line with DP_LOG_FORMAT=json) and
+ * returns exit_code. */
+int dp_cli_error(const char *cmd, int exit_code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prints every row of r to stdout as aligned columns (a header line, values cut at 60). */
 void dp_cli_print_table(PGresult *r);
 /* Runs sql with its text parameters and prints the rows as a table, or (json) as one JSON array

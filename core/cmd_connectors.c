@@ -3,8 +3,8 @@
 #include "cli.h"
 #include "luabridge.h"
 
-#include <lua.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *CONNECTORS_USAGE =
@@ -17,29 +17,6 @@ static const char *CONNECTORS_USAGE =
     "          tables of docs/connectors.md (between their generated markers)\n"
     "\n"
     "Exit codes: 0 success, 2 unknown type, a connector that does not load, or usage.\n";
-
-/* Calls __dp_engine[fn](args...) (already pushed: nargs) and prints its text, or reports its
- * error (nil, err) as a usage-class error. */
-static int call_print(lua_State *L, const char *fn, int nargs, const char *cmd) {
-  dp_err e;
-  dp_err_clear(&e);
-  int base = lua_gettop(L) - nargs;
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, fn);
-  lua_remove(L, -2);
-  lua_insert(L, base + 1);
-  if (dp_lua_pcall(L, nargs, 2, &e)) return dp_cli_exit(cmd, &e);
-  if (lua_isnil(L, -2)) {
-    dp_err_set(&e, DP_ECONFIG, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-    lua_settop(L, base);
-    return dp_cli_exit(cmd, &e);
-  }
-  size_t n;
-  const char *text = lua_tolstring(L, -2, &n);
-  fwrite(text, 1, n, stdout);
-  lua_settop(L, base);
-  return DP_EXIT_OK;
-}
 
 int dp_cmd_connectors(dp_engine *eng, int argc, char **argv) {
   if (argc == 0) { fputs(CONNECTORS_USAGE, stderr); return DP_EXIT_USAGE; }
@@ -57,13 +34,12 @@ int dp_cmd_connectors(dp_engine *eng, int argc, char **argv) {
   if (is_show && !type) return dp_cli_usage_error(CONNECTORS_USAGE, "%s", "connectors show needs a TYPE");
   dp_err e;
   dp_err_clear(&e);
-  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) return dp_cli_exit(is_list ? "connectors list" : "connectors show", &e);
-  lua_State *L = eng->L;
-  if (is_list) {
-    lua_pushboolean(L, strcmp(format, "json") == 0);
-    return call_print(L, "connectors_list", 1, "connectors list");
-  }
-  lua_pushstring(L, type);
-  lua_pushstring(L, format);
-  return call_print(L, "connectors_show", 2, "connectors show");
+  const char *cmd = is_list ? "connectors list" : "connectors show";
+  if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) return dp_cli_exit(cmd, &e);
+  char *text;
+  size_t len;
+  if (dp_bridge_connectors(eng->L, is_list ? NULL : type, format, &text, &len, &e)) return dp_cli_exit(cmd, &e);
+  fwrite(text, 1, len, stdout);
+  free(text);
+  return DP_EXIT_OK;
 }

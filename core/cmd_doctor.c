@@ -13,9 +13,9 @@
 #include "secrets.h"
 
 #include <curl/curl.h>
+#include <sodium.h>
 #include <dirent.h>
-#include <lauxlib.h>
-#include <lua.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,8 +41,8 @@ struct dp_doctor {
   int network, json;
   int failed;        /* lines that failed */
   int pg_ok, mongo_ok;
-  int meta_idx;      /* the validated metadata on eng->L's stack, or 0 */
-  int facts_idx;     /* engine.doctor_facts(meta), or 0 */
+  int have_facts;    /* facts read (the metadata is valid) */
+  dp_doctor_facts facts; /* what the later checks look at in the metadata */
   dp_buf out;        /* --json: the checks array so far */
   int n;
 };
@@ -159,7 +159,10 @@ static void check_mongodb(dp_doctor *d) {
     bson_iter_t it;
     if (bson_iter_init_find(&it, &reply, "version") && BSON_ITER_HOLDS_UTF8(&it))
       snprintf(version, sizeof version, "%s", bson_iter_utf8(&it, NULL));
-    if (bson_iter_init_find(&it, &reply, "ferretdb")) snprintf(flavour, sizeof flavour, " (FerretDB)");
+    /* FerretDB answers with ferretdbVersion / ferretdbFeatures (as bronze_tuning.c checks) */
+    if (bson_iter_init(&it, &reply))
+      while (bson_iter_next(&it))
+        if (strncmp(bson_iter_key(&it), "ferretdb", 8) == 0) snprintf(flavour, sizeof flavour, " (FerretDB)");
   }
   bson_destroy(&reply);
   bson_destroy(&cmd);
@@ -177,57 +180,71 @@ static void check_metadata(dp_doctor *d) {
     dp_doctor_report(d, DP_DOCTOR_FAIL, "metadata", "set DP_HOME to the engine's folder", "%s", e.msg);
     return;
   }
-  lua_getglobal(eng->L, "__dp_engine");
-  lua_pushboolean(eng->L, 1);
-  lua_setfield(eng->L, -2, "all_connectors"); /* check every system's connector, as validate does */
-  lua_pop(eng->L, 1);
-  if (dp_load_metadata(eng, &e)) {
-    dp_doctor_report(d, DP_DOCTOR_FAIL, "metadata", "correct the metadata (`dp-engine metadata validate` lists the errors)",
+  dp_meta_check_all_connectors(eng->L); /* check every system's connector, as validate does */
+  dp_snapshot *meta = NULL;
+  if (dp_load_metadata(eng, &meta, &e)) {
+    int mongo = strcmp(eng->cfg.metadata, "mongo") == 0;
+    dp_doctor_report(d, DP_DOCTOR_FAIL, "metadata",
+                     mongo && e.code != DP_EMETA
+                         ? "push a metadata folder first (`dp-engine metadata push --dir DIR`), or set DP_METADATA to the folder"
+                         : "correct the metadata (`dp-engine metadata validate` lists the errors)",
                      "%s", e.msg);
     return;
   }
-  lua_State *L = eng->L;
-  d->meta_idx = lua_gettop(L);
   char a[48], b[48], c[48];
-  lua_getfield(L, d->meta_idx, "systems");
-  lua_getfield(L, d->meta_idx, "entities");
-  lua_getfield(L, d->meta_idx, "gold");
-  char *source = dp_lua_strfield(L, d->meta_idx, "source");
-  dp_doctor_report(d, DP_DOCTOR_OK, "metadata", NULL, "%s is valid: %s, %s, %s", source ? source : eng->cfg.metadata,
-                   dp_cli_count(a, sizeof a, lua_objlen(L, -3), "system", "systems"),
-                   dp_cli_count(b, sizeof b, lua_objlen(L, -2), "entity", "entities"),
-                   dp_cli_count(c, sizeof c, lua_objlen(L, -1), "gold model", "gold models"));
-  free(source);
-  lua_pop(L, 3);
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, "doctor_facts");
-  lua_remove(L, -2);
-  lua_pushvalue(L, d->meta_idx);
-  if (dp_lua_pcall(L, 1, 1, &e) == 0) d->facts_idx = lua_gettop(L);
+  dp_doctor_report(d, DP_DOCTOR_OK, "metadata", NULL, "%s is valid: %s, %s, %s",
+                   meta->source ? meta->source : eng->cfg.metadata,
+                   dp_cli_count(a, sizeof a, meta->nsystems, "system", "systems"),
+                   dp_cli_count(b, sizeof b, meta->nentities, "entity", "entities"),
+                   dp_cli_count(c, sizeof c, meta->ntargets - meta->nsystems, "gold model", "gold models"));
+  dp_snapshot_unref(meta);
+  d->have_facts = dp_bridge_doctor_facts(eng->L, &d->facts, &e) == 0;
 }
 
-/* The names of facts[field] (a list of strings or of tables with a "system" field) pushed as a
- * list; returns how many (the list stays on the stack). */
-static size_t facts_list(dp_doctor *d, const char *field) {
-  lua_getfield(d->eng->L, d->facts_idx, field);
-  return lua_objlen(d->eng->L, -1);
+/* How many of the secrets the metadata refers to are not found as DP_SECRET_<NAME> or a file in
+ * DP_SECRETS_DIR (the store cannot be opened without a master key). */
+static size_t secrets_not_found(dp_doctor *d) {
+  dp_secrets_config sc;
+  dp_err e;
+  dp_err_clear(&e);
+  if (dp_secrets_config_from_env(d->eng->cfg.data_dir, &sc, &e)) return d->facts.nsecrets;
+  size_t missing = 0;
+  for (size_t i = 0; i < d->facts.nsecrets; i++) {
+    unsigned char *v = NULL;
+    size_t len = 0;
+    dp_secret_source src;
+    char where[512];
+    if (dp_secret_lookup(&sc, d->facts.secrets[i], &v, &len, &src, where, sizeof where, &e) == 0 &&
+        src != DP_SECRET_FROM_STORE)
+      sodium_free(v);
+    else {
+      if (v) sodium_free(v);
+      missing++;
+    }
+  }
+  dp_secrets_config_free(&sc);
+  return missing;
 }
 
 static void check_secrets(dp_doctor *d) {
-  lua_State *L = d->eng->L;
-  size_t nrefs = d->facts_idx ? facts_list(d, "secrets") : 0;
-  if (d->facts_idx) lua_pop(L, 1);
+  size_t nrefs = d->have_facts ? d->facts.nsecrets : 0;
   dp_secrets_key key;
   dp_err e;
   dp_err_clear(&e);
   int rc = dp_secrets_key_from_env("DP_MASTER_KEY", &key, &e);
   const char *set_a = dp_config_env("DP_MASTER_KEY"), *set_b = dp_config_env("DP_MASTER_KEY_FILE");
   if (rc && !(set_a && *set_a) && !(set_b && *set_b)) {
-    if (nrefs)
+    size_t missing = nrefs ? secrets_not_found(d) : 0;
+    if (nrefs && missing == 0)
+      dp_doctor_report(d, DP_DOCTOR_OK, "secrets", NULL,
+                       "no master key; every secret the metadata refers to (%zu) is given as DP_SECRET_<NAME> or a file",
+                       nrefs);
+    else if (nrefs)
       dp_doctor_report(d, DP_DOCTOR_FAIL, "secrets",
                        "set DP_MASTER_KEY_FILE (or DP_MASTER_KEY) to the store's key, or give each secret as "
                        "DP_SECRET_<NAME> or a file in DP_SECRETS_DIR (docs/secrets.md)",
-                       "no master key, and the metadata refers to %zu secret%s", nrefs, nrefs == 1 ? "" : "s");
+                       "no master key, and %zu of the %zu secret%s the metadata refers to %s not given otherwise",
+                       missing, nrefs, nrefs == 1 ? "" : "s", missing == 1 ? "is" : "are");
     else
       dp_doctor_report(d, DP_DOCTOR_WARN, "secrets",
                        "only needed when metadata refers to secrets; make one with `dp-engine secrets gen-key`",
@@ -263,22 +280,15 @@ static void check_secrets(dp_doctor *d) {
   dp_secrets_config_free(&sc);
 }
 
-/* Runs fn(d, system, value) for every entry of facts[field] ({system = ..., <key> = ...}). */
-static void each_fact(dp_doctor *d, const char *field, const char *key, void (*fn)(dp_doctor *, const char *, const char *)) {
-  if (!d->facts_idx) {
-    dp_doctor_report(d, DP_DOCTOR_WARN, field, "fix the metadata check first", "skipped: the metadata is not valid");
+/* Runs fn(d, system, value) for every fact of the list (check: its name, for the warning when
+ * the metadata check failed). */
+static void each_fact(dp_doctor *d, const char *check, const dp_doctor_fact *v, size_t n,
+                      void (*fn)(dp_doctor *, const char *, const char *)) {
+  if (!d->have_facts) {
+    dp_doctor_report(d, DP_DOCTOR_WARN, check, "fix the metadata check first", "skipped: the metadata is not valid");
     return;
   }
-  lua_State *L = d->eng->L;
-  size_t n = facts_list(d, field);
-  for (size_t i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "system");
-    lua_getfield(L, -2, key);
-    fn(d, lua_tostring(L, -2), lua_tostring(L, -1));
-    lua_pop(L, 3);
-  }
-  lua_pop(L, 1);
+  for (size_t i = 0; i < n; i++) fn(d, v[i].system, v[i].value);
 }
 
 static void one_inbox(dp_doctor *d, const char *system, const char *inbox) {
@@ -289,7 +299,14 @@ static void one_inbox(dp_doctor *d, const char *system, const char *inbox) {
   DIR *dir = opendir(path);
   if (!dir) {
     char fix[4400];
-    snprintf(fix, sizeof fix, "create it (mkdir -p %s) and drop the system's exports there", path);
+    int err = errno;
+    if (err == EACCES)
+      snprintf(fix, sizeof fix, "give the engine's user read access to %s (chmod or chown)", path);
+    else if (err == ENOTDIR)
+      snprintf(fix, sizeof fix, "the inbox must be a folder: move the file %s away and create the folder", path);
+    else
+      snprintf(fix, sizeof fix, "create it (mkdir -p %s) and drop the system's exports there", path);
+    errno = err;
     dp_doctor_report(d, DP_DOCTOR_FAIL, check, fix, "%s cannot be read: %m", path);
     return;
   }
@@ -301,7 +318,7 @@ static void one_inbox(dp_doctor *d, const char *system, const char *inbox) {
   dp_doctor_report(d, DP_DOCTOR_OK, check, NULL, "%s (%zu file%s)", path, files, files == 1 ? "" : "s");
 }
 
-static void check_inboxes(dp_doctor *d) { each_fact(d, "inboxes", "inbox", one_inbox); }
+static void check_inboxes(dp_doctor *d) { each_fact(d, "inboxes", d->facts.inboxes, d->facts.ninboxes, one_inbox); }
 
 static size_t discard(char *p, size_t s, size_t n, void *ud) { (void)p; (void)ud; return s * n; }
 
@@ -352,13 +369,18 @@ static void one_rest(dp_doctor *d, const char *system, const char *base_url) {
   curl_url_cleanup(u);
 }
 
-static void check_rest(dp_doctor *d) { each_fact(d, "rest", "base_url", one_rest); }
+static void check_rest(dp_doctor *d) { each_fact(d, "rest", d->facts.rest, d->facts.nrest, one_rest); }
 
 static void check_disk(dp_doctor *d) {
   const char *dir = d->eng->cfg.data_dir;
   struct statvfs fs;
   char fix[4400];
   snprintf(fix, sizeof fix, "create it (mkdir -p %s) or set DP_DATA_DIR to a writable folder", dir);
+  struct stat sb;
+  if (stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+    dp_doctor_report(d, DP_DOCTOR_FAIL, "disk", "set DP_DATA_DIR to a folder", "DP_DATA_DIR %s is not a folder", dir);
+    return;
+  }
   if (statvfs(dir, &fs) != 0 || access(dir, W_OK) != 0) {
     dp_doctor_report(d, DP_DOCTOR_FAIL, "disk", fix, "DP_DATA_DIR %s is not a writable folder: %m", dir);
     return;
@@ -404,5 +426,6 @@ int dp_cmd_doctor(dp_engine *eng, int argc, char **argv) {
     printf("\n%d check%s failed\n", d.failed, d.failed == 1 ? "" : "s");
   }
   dp_buf_free(&d.out);
+  dp_doctor_facts_free(&d.facts);
   return d.failed ? DP_EXIT_RUN_FAILED : DP_EXIT_OK;
 }

@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,76 +69,81 @@ static int write_temp(const char *tmp, const char *text, size_t len) {
   return 0;
 }
 
-/* The result table is on top: writes result.files (all temporaries first, then the renames).
- * Returns 0, or prints the failure and returns DP_EXIT_RUN_FAILED. */
-static int write_files(lua_State *L, const char *cmd) {
-  lua_getfield(L, -1, "files");
-  int n = (int)lua_objlen(L, -1);
-  int rc = 0, made = 0;
+/* Writes r->files (all temporaries first, then the renames). Returns 0, or prints the failure
+ * and returns DP_EXIT_RUN_FAILED. */
+static int write_files(const dp_init_result *r, const char *cmd) {
+  size_t n = r->nfiles, made = 0;
+  int rc = 0;
   char tmp[4200];
-  for (int i = 1; i <= n && rc == 0; i++, made++) {
-    lua_rawgeti(L, -1, i);
-    lua_getfield(L, -1, "path");
-    lua_getfield(L, -2, "text");
-    const char *path = lua_tostring(L, -2);
-    size_t len;
-    const char *text = lua_tolstring(L, -1, &len);
+  for (size_t i = 0; i < n && rc == 0; i++, made++) {
+    const char *path = r->files[i].path;
     snprintf(tmp, sizeof tmp, "%s.init-tmp", path);
-    if (make_parent(path) != 0 || write_temp(tmp, text, len) != 0) {
-      fprintf(stderr, "dp-engine %s: cannot write %s: %s (nothing written)\n", cmd, path, strerror(errno));
+    if (make_parent(path) != 0 || write_temp(tmp, r->files[i].text, r->files[i].len) != 0) {
+      rc = dp_cli_error(cmd, DP_EXIT_RUN_FAILED, "cannot write %s: %s (nothing written)", path, strerror(errno));
       unlink(tmp);
-      rc = DP_EXIT_RUN_FAILED;
     }
-    lua_pop(L, 3);
   }
-  for (int i = 1; i <= n; i++) { /* rename, or on failure remove the temporaries */
-    lua_rawgeti(L, -1, i);
-    lua_getfield(L, -1, "path");
-    const char *path = lua_tostring(L, -1);
+  for (size_t i = 0; i < n; i++) { /* rename, or on failure remove the temporaries */
+    const char *path = r->files[i].path;
     snprintf(tmp, sizeof tmp, "%s.init-tmp", path);
     if (rc != 0) {
-      if (i <= made) unlink(tmp);
+      if (i < made) unlink(tmp);
     } else if (rename(tmp, path) != 0) {
-      fprintf(stderr, "dp-engine %s: cannot rename %s to %s: %s\n", cmd, tmp, path, strerror(errno));
+      rc = dp_cli_error(cmd, DP_EXIT_RUN_FAILED, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
       unlink(tmp);
-      rc = DP_EXIT_RUN_FAILED;
     }
-    lua_pop(L, 2);
   }
-  lua_pop(L, 1);
   return rc;
 }
 
-/* Prints result.report and then "wrote X" (or "would write X" and the text, dry run). */
-static void print_result(lua_State *L, int dry_run) {
-  lua_getfield(L, -1, "report");
-  if (lua_isstring(L, -1)) printf("%s\n", lua_tostring(L, -1));
-  lua_pop(L, 1);
-  lua_getfield(L, -1, "written");
-  int n = (int)lua_objlen(L, -1);
-  for (int i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    printf("%s %s\n", dry_run ? "would write" : "wrote", lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
+/* Prints r->report and then "wrote X" (or "would write X" and the text, dry run). */
+static void print_result(const dp_init_result *r, int dry_run) {
+  if (r->report) printf("%s\n", r->report);
+  for (size_t i = 0; i < r->nwritten; i++) printf("%s %s\n", dry_run ? "would write" : "wrote", r->written[i]);
   if (!dry_run) return;
-  lua_getfield(L, -1, "files");
-  n = (int)lua_objlen(L, -1);
-  for (int i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    lua_getfield(L, -1, "path");
-    lua_getfield(L, -2, "text");
-    printf("\n--- %s\n%s", lua_tostring(L, -2), lua_tostring(L, -1));
-    lua_pop(L, 3);
-  }
-  lua_pop(L, 1);
+  for (size_t i = 0; i < r->nfiles; i++) printf("\n--- %s\n%s", r->files[i].path, r->files[i].text);
 }
 
-static void set_str(lua_State *L, const char *key, const char *v) {
-  if (!v) return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, key);
+/* The arguments after system|connector into o (samples: room for argc) and *dry_run. 0, or
+ * the exit code of a usage error (printed). */
+static int init_args(int argc, char **argv, const char *cmd, dp_init_sample *samples, dp_init_opts *o, int *dry_run) {
+  static const char *const value_opts[] = {"--type", "--from", "--entity", "--dir", "--base-url", "--path", "--nested", NULL};
+  int entity_pending = 0;
+  const char *orphan_entity = NULL;
+  o->samples = samples;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    int rc = dp_cli_missing_value(argc, argv, i, value_opts, INIT_USAGE);
+    if (rc) return rc;
+    int sys_only = strcmp(a, "--type") == 0 || strcmp(a, "--from") == 0 || strcmp(a, "--entity") == 0 ||
+                   strcmp(a, "--dir") == 0 || strcmp(a, "--base-url") == 0 || strcmp(a, "--path") == 0 ||
+                   strcmp(a, "--nested") == 0;
+    if (sys_only && !o->is_system) return dp_cli_usage_error(INIT_USAGE, "init connector takes no %s", a);
+    if (strcmp(a, "--dry-run") == 0) *dry_run = 1;
+    else if (strcmp(a, "--type") == 0) o->type = argv[++i];
+    else if (strcmp(a, "--dir") == 0) o->dir = argv[++i];
+    else if (strcmp(a, "--base-url") == 0) o->base_url = argv[++i];
+    else if (strcmp(a, "--path") == 0) o->path = argv[++i];
+    else if (strcmp(a, "--nested") == 0) o->nested = argv[++i];
+    else if (strcmp(a, "--from") == 0) {
+      samples[o->nsamples++] = (dp_init_sample){.file = argv[++i]};
+      entity_pending = 1;
+    } else if (strcmp(a, "--entity") == 0) {
+      const char *ename = argv[++i];
+      if (!entity_pending) { orphan_entity = ename; continue; }
+      /* names the samples since the previous --entity */
+      for (size_t k = o->nsamples; k >= 1 && !samples[k - 1].entity; k--) samples[k - 1].entity = ename;
+      entity_pending = 0;
+    } else if (a[0] != '-' && !o->name) o->name = a;
+    else return dp_cli_usage_error(INIT_USAGE, "unexpected argument: %s", a);
+  }
+  if (!o->name) return dp_cli_usage_error(INIT_USAGE, "%s needs a NAME", cmd);
+  if (o->is_system && !o->type) return dp_cli_usage_error(INIT_USAGE, "%s needs --type file or --type rest", cmd);
+  if (orphan_entity) {
+    return dp_cli_error(cmd, DP_EXIT_USAGE, "--entity %s needs a --from SAMPLE before it (an entity needs columns)",
+                        orphan_entity);
+  }
+  return 0;
 }
 
 int dp_cmd_init(dp_engine *eng, int argc, char **argv) {
@@ -150,103 +154,38 @@ int dp_cmd_init(dp_engine *eng, int argc, char **argv) {
   if (!is_system && strcmp(what, "connector") != 0)
     return dp_cli_usage_error(INIT_USAGE, "unknown init command: %s (system or connector)", what);
   const char *cmd = is_system ? "init system" : "init connector";
-  static const char *const value_opts[] = {"--type", "--from", "--entity", "--dir", "--base-url", "--path", "--nested", NULL};
-  const char *name = NULL, *type = NULL, *dir = NULL, *base_url = NULL, *path = NULL, *nested = NULL;
+  dp_init_opts o = {.is_system = is_system};
   int dry_run = 0;
   dp_err e;
   dp_err_clear(&e);
   if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, &e))) return dp_cli_exit(cmd, &e);
-  lua_State *L = eng->L;
-  int base = lua_gettop(L);
-  lua_newtable(L); /* opts */
-  lua_newtable(L); /* opts.samples */
-  int nsamples = 0, entity_pending = 0;
-  const char *orphan_entity = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    int rc = dp_cli_missing_value(argc, argv, i, value_opts, INIT_USAGE);
-    if (rc) { lua_settop(L, base); return rc; }
-    int sys_only = strcmp(a, "--type") == 0 || strcmp(a, "--from") == 0 || strcmp(a, "--entity") == 0 ||
-                   strcmp(a, "--dir") == 0 || strcmp(a, "--base-url") == 0 || strcmp(a, "--path") == 0 ||
-                   strcmp(a, "--nested") == 0;
-    if (sys_only && !is_system) {
-      lua_settop(L, base);
-      return dp_cli_usage_error(INIT_USAGE, "init connector takes no %s", a);
-    }
-    if (strcmp(a, "--dry-run") == 0) dry_run = 1;
-    else if (strcmp(a, "--type") == 0) type = argv[++i];
-    else if (strcmp(a, "--dir") == 0) dir = argv[++i];
-    else if (strcmp(a, "--base-url") == 0) base_url = argv[++i];
-    else if (strcmp(a, "--path") == 0) path = argv[++i];
-    else if (strcmp(a, "--nested") == 0) nested = argv[++i];
-    else if (strcmp(a, "--from") == 0) {
-      lua_newtable(L);
-      lua_pushstring(L, argv[++i]);
-      lua_setfield(L, -2, "file");
-      lua_rawseti(L, -2, ++nsamples);
-      entity_pending = 1;
-    } else if (strcmp(a, "--entity") == 0) {
-      const char *ename = argv[++i];
-      if (!entity_pending) { orphan_entity = ename; continue; }
-      /* names the samples since the previous --entity */
-      for (int k = nsamples; k >= 1; k--) {
-        lua_rawgeti(L, -1, k);
-        lua_getfield(L, -1, "entity");
-        int named = !lua_isnil(L, -1);
-        lua_pop(L, 1);
-        if (named) { lua_pop(L, 1); break; }
-        lua_pushstring(L, ename);
-        lua_setfield(L, -2, "entity");
-        lua_pop(L, 1);
-      }
-      entity_pending = 0;
-    } else if (a[0] != '-' && !name) name = a;
-    else {
-      lua_settop(L, base);
-      return dp_cli_usage_error(INIT_USAGE, "unexpected argument: %s", a);
-    }
+  dp_init_sample *samples = calloc((size_t)argc, sizeof *samples);
+  if (!samples) {
+    dp_err_set(&e, DP_ENOMEM, "out of memory");
+    return dp_cli_exit(cmd, &e);
   }
-  if (!name) {
-    lua_settop(L, base);
-    return dp_cli_usage_error(INIT_USAGE, "%s needs a NAME", cmd);
+  int rc = init_args(argc, argv, cmd, samples, &o, &dry_run);
+  if (rc == 0 && is_system && !o.dir && strcmp(eng->cfg.metadata, "mongo") == 0) {
+    rc = dp_cli_error(cmd, DP_EXIT_USAGE, "DP_METADATA is mongo: give the metadata folder to write with --dir DIR "
+                                          "(then dp-engine metadata push --dir DIR)");
   }
-  if (is_system && !type) {
-    lua_settop(L, base);
-    return dp_cli_usage_error(INIT_USAGE, "%s needs --type file or --type rest", cmd);
+  if (rc) {
+    free(samples);
+    return rc;
   }
-  if (orphan_entity) {
-    lua_settop(L, base);
-    fprintf(stderr, "dp-engine %s: --entity %s needs a --from SAMPLE before it (an entity needs columns)\n", cmd,
-            orphan_entity);
+  if (!o.dir) o.dir = eng->cfg.metadata;
+  dp_init_result r;
+  rc = dp_bridge_init(eng->L, &o, &r, &e);
+  free(samples);
+  if (rc == DP_EINVAL) {
+    dp_cli_error(cmd, DP_EXIT_USAGE, "%s", r.error);
+    dp_init_result_free(&r);
     return DP_EXIT_USAGE;
   }
-  lua_setfield(L, -2, "samples");
-  set_str(L, "name", name);
-  set_str(L, "type", type);
-  set_str(L, "dir", dir ? dir : eng->cfg.metadata);
-  set_str(L, "base_url", base_url);
-  set_str(L, "path", path);
-  set_str(L, "nested", nested);
-  if (is_system && !dir && strcmp(eng->cfg.metadata, "mongo") == 0) {
-    lua_settop(L, base);
-    fprintf(stderr, "dp-engine %s: DP_METADATA is mongo: give the metadata folder to write with --dir DIR "
-                    "(then dp-engine metadata push --dir DIR)\n", cmd);
-    return DP_EXIT_USAGE;
-  }
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, is_system ? "init_system" : "init_connector");
-  lua_remove(L, -2);
-  lua_insert(L, -2);
-  if (dp_lua_pcall(L, 1, 2, &e)) { lua_settop(L, base); return dp_cli_exit(cmd, &e); }
-  if (lua_isnil(L, -2)) {
-    fprintf(stderr, "dp-engine %s: %s\n", cmd, lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-    lua_settop(L, base);
-    return DP_EXIT_USAGE;
-  }
-  lua_pop(L, 1);
-  int rc = DP_EXIT_OK;
-  if (!dry_run) rc = write_files(L, cmd);
-  if (rc == DP_EXIT_OK) print_result(L, dry_run);
-  lua_settop(L, base);
+  if (rc) return dp_cli_exit(cmd, &e);
+  rc = DP_EXIT_OK;
+  if (!dry_run) rc = write_files(&r, cmd);
+  if (rc == DP_EXIT_OK) print_result(&r, dry_run);
+  dp_init_result_free(&r);
   return rc;
 }

@@ -7,9 +7,8 @@
 #include "pg.h"
 #include "run.h"
 
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *LINEAGE_USAGE =
@@ -18,26 +17,6 @@ static const char *LINEAGE_USAGE =
     "Prints the graph of the systems, their entities and the gold models that read them, each\n"
     "with the status and time of its last run from the audit (or \"never run\"). --format dot is\n"
     "Graphviz input (dot -Tsvg), mermaid a Mermaid flowchart; --json the nodes and edges.\n";
-
-/* The last run of every node (lineage.h) into the table on top of L: id -> {status, last_run,
- * run_id}. */
-static int read_statuses(PGconn *c, lua_State *L, dp_err *e) {
-  PGresult *r = NULL;
-  int rc = dp_lineage_statuses(c, &r, e);
-  if (rc) return rc;
-  for (int i = 0; i < PQntuples(r); i++) {
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, PQgetvalue(r, i, DP_LINEAGE_STATUS));
-    lua_setfield(L, -2, "status");
-    lua_pushstring(L, PQgetvalue(r, i, DP_LINEAGE_LAST_RUN));
-    lua_setfield(L, -2, "last_run");
-    lua_pushstring(L, PQgetvalue(r, i, DP_LINEAGE_RUN_ID));
-    lua_setfield(L, -2, "run_id");
-    lua_setfield(L, -2, PQgetvalue(r, i, DP_LINEAGE_ID));
-  }
-  PQclear(r);
-  return 0;
-}
 
 int dp_cmd_lineage(dp_engine *eng, int argc, char **argv) {
   if (dp_cli_wants_help(argc, argv)) { fputs(LINEAGE_USAGE, stdout); return DP_EXIT_OK; }
@@ -58,22 +37,18 @@ int dp_cmd_lineage(dp_engine *eng, int argc, char **argv) {
   }
   dp_err e;
   dp_err_clear(&e);
-  if (dp_load_metadata(eng, &e)) return dp_cli_exit("lineage", &e);
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
-  if (dp_engine_open_migrated(eng, &e)) return dp_cli_exit("lineage", &e);
-  lua_getglobal(L, "require");
-  lua_pushstring(L, "dp.lineage");
-  if (dp_lua_pcall(L, 1, 1, &e)) return dp_cli_exit("lineage", &e);
-  lua_getfield(L, -1, "render");
-  lua_pushvalue(L, meta_idx);
-  lua_newtable(L);
-  if (read_statuses(eng->audit, L, &e)) return dp_cli_exit("lineage", &e);
-  lua_pushstring(L, format);
-  if (dp_lua_pcall(L, 3, 1, &e)) return dp_cli_exit("lineage", &e);
-  size_t len;
-  const char *out = lua_tolstring(L, -1, &len);
-  fwrite(out, 1, len, stdout);
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot *meta = NULL;
+  if (dp_load_metadata(eng, &meta, &e)) return dp_cli_exit("lineage", &e);
+  dp_snapshot_unref(meta); /* the bridge hands the state's metadata to lineage.lua */
+  PGresult *statuses = NULL;
+  char *out = NULL;
+  if (dp_engine_open_migrated(eng, &e) || dp_lineage_statuses(eng->audit, &statuses, &e) ||
+      dp_bridge_lineage(eng->L, statuses, format, &out, &e)) {
+    PQclear(statuses);
+    return dp_cli_exit("lineage", &e);
+  }
+  PQclear(statuses);
+  fputs(out, stdout);
+  free(out);
   return DP_EXIT_OK;
 }

@@ -6,8 +6,7 @@
 #include "metastore.h"
 #include "run.h"
 
-#include <lauxlib.h>
-#include <lua.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,35 +28,22 @@ static const char *METADATA_USAGE =
     "Metadata is read from DIR, else DP_METADATA (a folder, or mongo), else ./metadata.\n"
     "Exit codes: 0 success, 1 MongoDB failed or could not be reached, 2 invalid metadata or usage.\n";
 
-/* The validated meta table is on top of the stack. */
-static void counts(lua_State *L, size_t *ns, size_t *ne, size_t *ng) {
-  lua_getfield(L, -1, "systems");
-  *ns = lua_objlen(L, -1);
-  lua_getfield(L, -2, "entities");
-  *ne = lua_objlen(L, -1);
-  lua_getfield(L, -3, "gold");
-  *ng = lua_objlen(L, -1);
-  lua_pop(L, 3);
-}
-
-/* Loads and validates the metadata onto the stack (e set on error, nothing printed). */
-static int load_meta(dp_engine *eng, dp_err *e) {
+/* Loads and validates the metadata into *meta (e set on error, nothing printed). */
+static int load_meta(dp_engine *eng, dp_snapshot **meta, dp_err *e) {
   /* validate, push and show check every system's connector, a disabled system's too (each
    * under the script load time limit); runs load only enabled systems' (lua/dp/engine.lua) */
   if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, e))) return e->code;
-  lua_getglobal(eng->L, "__dp_engine");
-  lua_pushboolean(eng->L, 1);
-  lua_setfield(eng->L, -2, "all_connectors");
-  lua_pop(eng->L, 1);
-  return dp_load_metadata(eng, e);
+  dp_meta_check_all_connectors(eng->L);
+  return dp_load_metadata(eng, meta, e);
 }
 
-/* Loads and validates the metadata; on error prints "dp-engine metadata CMD: ..." and returns
- * the exit class (invalid metadata or configuration 2, MongoDB unreachable or failing 1). */
-static int load(dp_engine *eng, const char *cmd) {
+/* Loads and validates the metadata into *meta; on error prints "dp-engine metadata CMD: ..."
+ * and returns the exit class (invalid metadata or configuration 2, MongoDB unreachable or
+ * failing 1). */
+static int load(dp_engine *eng, const char *cmd, dp_snapshot **meta) {
   dp_err e;
   dp_err_clear(&e);
-  if (load_meta(eng, &e) == 0) return 0;
+  if (load_meta(eng, meta, &e) == 0) return 0;
   return dp_cli_exit(cmd, &e);
 }
 
@@ -67,19 +53,15 @@ static int validate_json(dp_engine *eng) {
   dp_err e;
   dp_err_clear(&e);
   dp_buf b = DP_BUF_INIT;
-  int rc = load_meta(eng, &e);
+  dp_snapshot *meta = NULL;
+  int rc = load_meta(eng, &meta, &e);
   if (rc == 0) {
-    lua_State *L = eng->L;
-    size_t ns, ne, ng;
-    counts(L, &ns, &ne, &ng);
-    char *hash = dp_lua_strfield(L, -1, "hash"), *source = dp_lua_strfield(L, -1, "source");
     dp_buf_puts(&b, "{\"valid\":true,\"source\":");
-    const char *src = source ? source : eng->cfg.metadata;
+    const char *src = meta->source ? meta->source : eng->cfg.metadata;
     dp_json_put_string(&b, src, strlen(src));
-    dp_buf_printf(&b, ",\"hash\":\"%s\",\"systems\":%zu,\"entities\":%zu,\"gold_models\":%zu}", hash ? hash : "", ns, ne,
-                  ng);
-    free(hash);
-    free(source);
+    dp_buf_printf(&b, ",\"hash\":\"%s\",\"systems\":%zu,\"entities\":%zu,\"gold_models\":%zu}",
+                  meta->hash ? meta->hash : "", meta->nsystems, meta->nentities, meta->ntargets - meta->nsystems);
+    dp_snapshot_unref(meta);
   } else {
     dp_buf_puts(&b, "{\"valid\":false,\"source\":");
     dp_json_put_string(&b, eng->cfg.metadata, strlen(eng->cfg.metadata));
@@ -107,40 +89,17 @@ static int validate_json(dp_engine *eng) {
 }
 
 static int cmd_validate(dp_engine *eng) {
-  int rc = load(eng, "metadata validate");
+  dp_snapshot *meta;
+  int rc = load(eng, "metadata validate", &meta);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  size_t ns, ne, ng;
-  counts(L, &ns, &ne, &ng);
-  char *hash = dp_lua_strfield(L, -1, "hash");
-  char *source = dp_lua_strfield(L, -1, "source");
   char a[48], b[48], c[48];
-  printf("metadata in %s is valid: %s, %s, %s (hash %.12s)\n", source ? source : eng->cfg.metadata,
-         dp_cli_count(a, sizeof a, ns, "system", "systems"), dp_cli_count(b, sizeof b, ne, "entity", "entities"),
-         dp_cli_count(c, sizeof c, ng, "gold model", "gold models"), hash ? hash : "?");
-  free(hash);
-  free(source);
+  printf("metadata in %s is valid: %s, %s, %s (hash %.12s)\n", meta->source ? meta->source : eng->cfg.metadata,
+         dp_cli_count(a, sizeof a, meta->nsystems, "system", "systems"),
+         dp_cli_count(b, sizeof b, meta->nentities, "entity", "entities"),
+         dp_cli_count(c, sizeof c, meta->ntargets - meta->nsystems, "gold model", "gold models"),
+         meta->hash ? meta->hash : "?");
+  dp_snapshot_unref(meta);
   return DP_EXIT_OK;
-}
-
-/* Reads engine.push_documents(meta)[coll] into items (strings stay owned by the Lua table,
- * which the caller keeps on the stack). */
-static int read_items(lua_State *L, int docs_idx, const char *coll, dp_metastore_item **items, size_t *n) {
-  lua_getfield(L, docs_idx, coll);
-  *n = lua_objlen(L, -1);
-  *items = calloc(*n ? *n : 1, sizeof **items);
-  if (!*items) return DP_ENOMEM;
-  for (size_t i = 0; i < *n; i++) {
-    lua_rawgeti(L, -1, (int)i + 1);
-    lua_getfield(L, -1, "id");
-    (*items)[i].id = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "json");
-    (*items)[i].json = lua_tostring(L, -1);
-    lua_pop(L, 2); /* the strings stay referenced by the table */
-  }
-  lua_pop(L, 1);
-  return 0;
 }
 
 static int cmd_push(dp_engine *eng) {
@@ -149,45 +108,19 @@ static int cmd_push(dp_engine *eng) {
                     "to a folder (it is \"mongo\")\n");
     return DP_EXIT_USAGE;
   }
-  int rc = load(eng, "metadata push"); /* invalid metadata: exit 2 before MongoDB is touched */
+  dp_snapshot *meta;
+  int rc = load(eng, "metadata push", &meta); /* invalid metadata: exit 2 before MongoDB is touched */
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
+  dp_snapshot_unref(meta);
   dp_metastore_set set;
-  memset(&set, 0, sizeof set);
-  dp_metastore_item *items[DP_META_NFILES] = {NULL, NULL, NULL};
   dp_err e;
   dp_err_clear(&e);
-
-  lua_getfield(L, meta_idx, "texts");
-  for (int i = 0; i < DP_META_NFILES; i++) {
-    lua_getfield(L, -1, dp_metastore_file(i));
-    if (lua_type(L, -1) == LUA_TSTRING) set.texts[i] = lua_tolstring(L, -1, &set.lens[i]);
-    lua_pop(L, 1); /* still referenced by meta.texts */
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, meta_idx, "hash");
-  set.hash = lua_tostring(L, -1);
-  lua_pop(L, 1);
-  char abs[4096];
+  if ((rc = dp_meta_push_set(eng->L, &set, &e)) != 0) return dp_cli_exit("metadata push", &e);
+  char abs[PATH_MAX];
   set.source = realpath(eng->cfg.metadata, abs) ? abs : eng->cfg.metadata;
   set.engine_version = DP_VERSION;
   const char *hook = getenv("DP_TEST_PUSH_FAIL");
   set.fail_after_staging = hook && strcmp(hook, "after-staging") == 0;
-
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, "push_documents");
-  lua_remove(L, -2);
-  lua_pushvalue(L, meta_idx);
-  rc = dp_lua_pcall(L, 1, 1, &e);
-  if (rc) goto cleanup;
-  int docs_idx = lua_gettop(L);
-  static const char *colls[DP_META_NFILES] = {"systems", "entities", "gold"};
-  for (int i = 0; i < DP_META_NFILES && rc == 0; i++) {
-    rc = read_items(L, docs_idx, colls[i], &items[i], &set.nitems[i]);
-    set.items[i] = items[i];
-  }
-  if (rc) { dp_err_set(&e, rc, "out of memory"); goto cleanup; }
 
   rc = dp_engine_open_mongo(eng, &e);
   if (rc) goto cleanup;
@@ -206,36 +139,23 @@ static int cmd_push(dp_engine *eng) {
   }
 
 cleanup:
-  for (int i = 0; i < DP_META_NFILES; i++) free(items[i]);
-  lua_settop(L, meta_idx);
+  set.source = NULL;
+  dp_meta_push_set_free(&set);
   if (rc == 0) return DP_EXIT_OK;
   return dp_cli_exit("metadata push", &e);
 }
 
 static int cmd_show(dp_engine *eng, const char *name, int as_json) {
-  int rc = load(eng, "metadata show");
+  dp_snapshot *meta;
+  int rc = load(eng, "metadata show", &meta);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
+  dp_snapshot_unref(meta);
   dp_err e;
   dp_err_clear(&e);
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, "show");
-  lua_remove(L, -2);
-  lua_pushvalue(L, meta_idx);
-  if (name) lua_pushstring(L, name);
-  else lua_pushnil(L);
-  lua_pushboolean(L, as_json);
-  if (dp_lua_pcall(L, 3, 2, &e)) return dp_cli_exit("metadata show", &e);
-  if (lua_isnil(L, -2)) { /* an unknown NAME */
-    dp_err_set(&e, DP_ENOTFOUND, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-    lua_settop(L, meta_idx);
-    return dp_cli_exit("metadata show", &e);
-  }
-  size_t n;
-  const char *text = lua_tolstring(L, -2, &n);
-  fwrite(text, 1, n, stdout);
-  lua_settop(L, meta_idx);
+  char *text;
+  if (dp_meta_show(eng->L, name, as_json, &text, &e) != 0) return dp_cli_exit("metadata show", &e);
+  fputs(text, stdout);
+  free(text);
   return DP_EXIT_OK;
 }
 

@@ -2,7 +2,9 @@
 #include "bronze_convert.h"
 #include "cli.h"
 #include "migrate.h"
+#include "rawfile.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -61,10 +63,10 @@ int dp_cmd_migrate(dp_engine *eng, int argc, char **argv) {
   dp_err e;
   dp_err_clear(&e);
   if (dp_engine_open_pg(eng, &e)) return dp_cli_fail_config(&e);
-  char dir[4200];
-  snprintf(dir, sizeof dir, "%s/migrations", eng->cfg.home);
+  char dir[PATH_MAX];
   int applied = 0;
-  if (dp_migrate(eng->audit, dir, &applied, &e) != 0) {
+  if (dp_path_join(dir, sizeof dir, eng->cfg.home, "migrations", &e) != 0 ||
+      dp_migrate(eng->audit, dir, &applied, &e) != 0) {
     return dp_cli_exit("migrate", &e);
   }
   printf("migrations: %d applied, database is up to date\n", applied);

@@ -8,7 +8,6 @@
 #include "prefect.h"
 #include "run.h"
 
-#include <lauxlib.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,30 +39,20 @@ static const char *PARAM_SCHEMA =
     "\"full_refresh\":{\"title\":\"full_refresh\",\"description\":\"ignore the stored delta cursor\","
     "\"type\":\"boolean\",\"default\":false,\"position\":2}},\"required\":[]}";
 
-/* Appends the system's schedule triggers (the system table at idx) as Prefect schedules. */
-static void put_schedules(lua_State *L, int idx, dp_buf *b) {
+/* Appends the system's schedule triggers as Prefect schedules. */
+static void put_schedules(const dp_snap_target *sys, dp_buf *b) {
   int n = 0;
-  lua_getfield(L, idx, "triggers");
-  if (lua_istable(L, -1)) {
-    for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
-      lua_rawgeti(L, -1, (int)i);
-      lua_getfield(L, -1, "type");
-      lua_getfield(L, -2, "cron");
-      lua_getfield(L, -3, "timezone");
-      if (lua_isstring(L, -3) && strcmp(lua_tostring(L, -3), "schedule") == 0 && lua_isstring(L, -2)) {
-        const char *cron = lua_tostring(L, -2);
-        const char *tz = lua_isstring(L, -1) ? lua_tostring(L, -1) : "UTC";
-        dp_buf_puts(b, n++ ? "," : "");
-        dp_buf_puts(b, "{\"active\":true,\"schedule\":{\"cron\":");
-        dp_json_put_string(b, cron, strlen(cron));
-        dp_buf_puts(b, ",\"timezone\":");
-        dp_json_put_string(b, tz, strlen(tz));
-        dp_buf_puts(b, "}}");
-      }
-      lua_pop(L, 4);
-    }
+  for (size_t i = 0; i < sys->ntriggers; i++) {
+    const dp_trigger *t = &sys->triggers[i];
+    if (t->kind != DP_TRIG_SCHEDULE || !t->cron) continue;
+    const char *tz = t->timezone ? t->timezone : "UTC";
+    dp_buf_puts(b, n++ ? "," : "");
+    dp_buf_puts(b, "{\"active\":true,\"schedule\":{\"cron\":");
+    dp_json_put_string(b, t->cron, strlen(t->cron));
+    dp_buf_puts(b, ",\"timezone\":");
+    dp_json_put_string(b, tz, strlen(tz));
+    dp_buf_puts(b, "}}");
   }
-  lua_pop(L, 1);
 }
 
 static int ensure_pool(dp_prefect_client *c, const char *pool, dp_err *e) {
@@ -87,8 +76,9 @@ done:
   return rc;
 }
 
-static int deploy_system(dp_prefect_client *c, lua_State *L, int sys_idx, const char *system, const char *pool,
-                         int with_schedules, const char *exe, dp_err *e) {
+static int deploy_system(dp_prefect_client *c, const dp_snap_target *sys, const char *pool, int with_schedules,
+                         const char *exe, dp_err *e) {
+  const char *system = sys->name;
   char flow[300], flow_id[37], id[37];
   snprintf(flow, sizeof flow, "dp-engine.%s", system);
   int rc = dp_prefect_flow_id(c, flow, flow_id, e);
@@ -108,7 +98,7 @@ static int deploy_system(dp_prefect_client *c, lua_State *L, int sys_idx, const 
   snprintf(desc, sizeof desc, "dp-engine run %s (raw, bronze, silver)", system);
   dp_json_put_string(&req, desc, strlen(desc));
   dp_buf_puts(&req, ",\"schedules\":[");
-  if (with_schedules) put_schedules(L, sys_idx, &req);
+  if (with_schedules) put_schedules(sys, &req);
   dp_buf_puts(&req, "]}");
   long st;
   rc = dp_prefect_call_retry(c, "POST", "/deployments/", req.data, &st, &body, e);
@@ -141,10 +131,9 @@ int dp_cmd_prefect(dp_engine *eng, int argc, char **argv) {
     if (!e.code) dp_err_set(&e, DP_ECONFIG, "PREFECT_API_URL is not set");
     return dp_cli_fail_config(&e);
   }
-  int rc = dp_load_metadata(eng, &e);
+  dp_snapshot *meta;
+  int rc = dp_load_metadata(eng, &meta, &e);
   if (rc) { free(names); dp_prefect_client_free(c); return dp_cli_fail_config(&e); }
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) snprintf(exe, sizeof exe, "dp-engine");
@@ -157,48 +146,30 @@ int dp_cmd_prefect(dp_engine *eng, int argc, char **argv) {
     goto done;
   }
   for (int k = 0; k < nnames; k++) { /* every named system must exist */
-    int found = 0;
-    lua_getfield(L, meta_idx, "systems");
-    for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
-      lua_rawgeti(L, -1, (int)i);
-      lua_getfield(L, -1, "name");
-      found |= lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), names[k]) == 0;
-      lua_pop(L, 2);
-    }
-    lua_pop(L, 1);
-    if (!found) {
+    if (!dp_snapshot_find(meta, names[k], 0)) {
       fprintf(stderr, "dp-engine prefect deploy: no system named %s\n", names[k]);
       exit_code = DP_EXIT_USAGE;
       goto done;
     }
   }
-  lua_getfield(L, meta_idx, "systems");
-  for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
-    lua_rawgeti(L, -1, (int)i);
-    int sys = lua_gettop(L);
-    lua_getfield(L, sys, "name");
-    lua_getfield(L, sys, "enabled");
-    const char *name = lua_tostring(L, -2);
-    int enabled = lua_isnil(L, -1) || lua_toboolean(L, -1);
-    int wanted = nnames == 0 ? enabled : 0;
-    for (int k = 0; k < nnames; k++) wanted |= name && strcmp(names[k], name) == 0;
-    if (name && wanted) {
-      dp_err de;
-      dp_err_clear(&de);
-      if (deploy_system(c, L, sys, name, pool, with_schedules, exe, &de) != 0) {
-        fprintf(stderr, "dp-engine prefect deploy: %s: %s\n", name, de.msg);
-        exit_code = DP_EXIT_RUN_FAILED;
-      } else {
-        deployed++;
-      }
+  for (size_t i = 0; i < meta->nsystems; i++) {
+    const dp_snap_target *sys = &meta->targets[i];
+    int wanted = nnames == 0 ? sys->enabled : 0;
+    for (int k = 0; k < nnames; k++) wanted |= strcmp(names[k], sys->name) == 0;
+    if (!wanted) continue;
+    dp_err de;
+    dp_err_clear(&de);
+    if (deploy_system(c, sys, pool, with_schedules, exe, &de) != 0) {
+      fprintf(stderr, "dp-engine prefect deploy: %s: %s\n", sys->name, de.msg);
+      exit_code = DP_EXIT_RUN_FAILED;
+    } else {
+      deployed++;
     }
-    lua_settop(L, sys - 1);
   }
-  lua_pop(L, 1);
   if (exit_code == DP_EXIT_OK)
     printf("%d deployment(s); start a worker: prefect worker start --pool %s --type process\n", deployed, pool);
 done:
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot_unref(meta);
   free(names);
   dp_prefect_client_free(c);
   return exit_code;

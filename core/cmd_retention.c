@@ -37,7 +37,9 @@ int dp_cmd_retention(dp_engine *eng, int argc, char **argv) {
   dp_err_clear(&e);
   int failed = 0;
   int rc = dp_retention_run(eng, &o, &out, &failed, &e);
-  if (out.len) fwrite(out.data, 1, out.len, stdout);
+  /* --json: one whole document or nothing (an error stopped it half way: the message says why,
+   * the actions done so far are in audit.retention_run) */
+  if (out.len && !(rc && o.json)) fwrite(out.data, 1, out.len, stdout);
   dp_buf_free(&out);
   if (rc) return dp_cli_exit("retention", &e);
   return failed ? DP_EXIT_RUN_FAILED : DP_EXIT_OK;

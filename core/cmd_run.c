@@ -1,5 +1,6 @@
 /* cmd_run.c - dp-engine run. */
 #include "cli.h"
+#include "log.h"
 #include "goldrun.h"
 #include "prefect.h"
 #include "run.h"
@@ -9,12 +10,12 @@
 #include <string.h>
 
 static const char *RUN_USAGE =
-    "usage: dp-engine run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh] [--with-gold] [--json]\n"
+    "usage: dp-engine run SYSTEM [--entity E]... [--layer raw,bronze|all] [--full-refresh] [--with-gold] [--json]\n"
     "\n"
     "Runs the system's enabled entities through raw, bronze and silver, audited in PostgreSQL.\n"
     "  --entity E     only this entity (repeatable; may name a disabled entity)\n"
     "  --layer L      only these layers; each layer reads what the one before wrote in this run,\n"
-    "                 so the chosen layers must start at raw (raw | raw,bronze | all)\n"
+    "                 so the chosen layers must be contiguous from raw (raw | raw,bronze | all)\n"
     "  --full-refresh ignore the stored delta cursor and extract from the start\n"
     "  --with-gold    after a succeeded run, build the gold models that depend on the system\n"
     "  --json         the run as the audit holds it, one JSON document on stdout (runs show --json's\n"
@@ -66,9 +67,12 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
   if (o.layers != DP_LAYER_RAW && o.layers != (DP_LAYER_RAW | DP_LAYER_BRONZE) && o.layers != DP_LAYER_ALL) {
     free(ents);
     return dp_cli_usage_error(RUN_USAGE, "%s",
-                       "--layer must start at raw (raw, raw+bronze or all): each layer reads what the "
-                       "layer before wrote in this run; rebuilding from stored data is "
-                       "`dp-engine replay SYSTEM --from raw|bronze`");
+                       (o.layers & DP_LAYER_RAW)
+                           ? "--layer raw,silver skips bronze: the layers must be contiguous from raw "
+                             "(raw, raw,bronze or all), as each layer reads what the layer before wrote in this run"
+                           : "--layer must start at raw and be contiguous (raw, raw,bronze or all): each layer "
+                             "reads what the layer before wrote in this run; rebuilding from stored data is "
+                             "`dp-engine replay SYSTEM --from raw|bronze`");
   }
   if (with_gold && o.layers != DP_LAYER_ALL) {
     free(ents);
@@ -106,7 +110,7 @@ int dp_cmd_run(dp_engine *eng, int argc, char **argv) {
       if (failed) code = DP_EXIT_RUN_FAILED;
     }
   } else {
-    if (with_gold && failed) fprintf(stderr, "dp-engine run: gold models not run: the system run did not succeed\n");
+    if (with_gold && failed) dp_log(DP_LOG_WARN, "gold models not run: the system run did not succeed");
     if (rc) {
       code = dp_cli_exit("run", &e); /* a run that failed part way is 1, else the error's class */
       if (failed) code = DP_EXIT_RUN_FAILED;

@@ -1,5 +1,6 @@
 /* cmd_runs.c - dp-engine runs [list|show RUN_ID]: the audit tables, readably or as JSON. */
 #include "cli.h"
+#include "log.h"
 #include "pg.h"
 
 #include <stdio.h>
@@ -89,8 +90,9 @@ int dp_cmd_runs(dp_engine *eng, int argc, char **argv) {
     rc = dp_pg_exec(eng->audit, "SELECT 1 FROM audit.system_run WHERE run_id::text = $1", 1, p, &r, &e);
     if (rc == 0 && PQntuples(r) == 0) {
       PQclear(r);
-      fprintf(stderr, "dp-engine runs: no run %s\n", run_id);
-      return DP_EXIT_RUN_FAILED;
+      char shown[128];
+      dp_err_set(&e, DP_ENOTFOUND, "no run %s (dp-engine runs lists them)", dp_log_shown(run_id, shown, sizeof shown));
+      return dp_cli_exit("runs show", &e);
     }
     PQclear(r);
     if (rc == 0 && json) {

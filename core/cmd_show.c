@@ -2,15 +2,15 @@
  * (docs/cli.md#show). Identifiers come from validated metadata and are quoted; the limit and the
  * --as-of time travel as query parameters. */
 #include "cli.h"
+#include "log.h"
+#include "rawcompress.h"
 #include "bronze.h"
-#include "luabridge.h"
 #include "meta.h"
 #include "pg.h"
 #include "preflight.h"
 #include "run.h"
+#include "snapshot.h"
 
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,49 +36,54 @@ typedef struct show_opts {
   int current, json;
 } show_opts;
 
-/* The entity (or gold model) named by o->target into ent; *gold set for gold.MODEL. Uses the
- * validated metadata on top of eng->L's stack. */
-static int find_target(dp_engine *eng, const show_opts *o, dp_entity *ent, int *gold, dp_err *e) {
-  lua_State *L = eng->L;
-  int top = lua_gettop(L), rc;
+/* The entity (or gold model) named by o->target in the validated metadata, into ent (a copy);
+ * *gold set for gold.MODEL. */
+static int find_target(const dp_snapshot *meta, const show_opts *o, dp_entity *ent, int *gold, dp_err *e) {
   const char *dot = strchr(o->target, '.');
   if (!dot || dot == o->target || !dot[1])
     return dp_err_set(e, DP_EINVAL, "show takes SYSTEM.ENTITY or gold.MODEL, not %s", o->target);
   char sys[256];
   snprintf(sys, sizeof sys, "%.*s", (int)(dot - o->target), o->target);
   *gold = 0;
+  const dp_entity *found = NULL;
   if (strcmp(sys, "gold") == 0) { /* a gold model, unless a system is named gold */
-    lua_getglobal(L, "__dp_engine");
-    lua_getfield(L, -1, "gold_model");
-    lua_remove(L, -2);
-    lua_pushvalue(L, top);
-    lua_pushstring(L, dot + 1);
-    if (lua_pcall(L, 2, 1, 0) == 0) {
-      rc = dp_entity_from_lua(L, -1, ent, e);
-      *gold = rc == 0;
-      lua_settop(L, top);
-      return rc;
+    const dp_snap_target *t = dp_snapshot_find(meta, dot + 1, 1);
+    if (t) {
+      found = &t->model;
+      *gold = 1;
     }
-    lua_settop(L, top);
   }
-  lua_getfield(L, top, "entities");
-  for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "system");
-    lua_getfield(L, -2, "name");
-    int hit = lua_isstring(L, -2) && lua_isstring(L, -1) && strcmp(lua_tostring(L, -2), sys) == 0 &&
-              strcmp(lua_tostring(L, -1), dot + 1) == 0;
-    lua_pop(L, 2);
-    if (hit) {
-      rc = dp_entity_from_lua(L, -1, ent, e);
-      lua_settop(L, top);
-      return rc;
-    }
-    lua_pop(L, 1);
+  if (!found) found = dp_snapshot_entity(meta, sys, dot + 1);
+  if (found) {
+    if (dp_entity_copy(ent, found) == 0) return 0;
+    *gold = 0;
+    return dp_err_set(e, DP_ENOMEM, "out of memory");
   }
-  lua_settop(L, top);
-  if (*gold == 0 && strcmp(sys, "gold") == 0) return dp_err_set(e, DP_ENOTFOUND, "no gold model named %s", dot + 1);
+  if (strcmp(sys, "gold") == 0) return dp_err_set(e, DP_ENOTFOUND, "no gold model named %s", dot + 1);
   return dp_err_set(e, DP_ENOTFOUND, "no entity %s in the metadata (names are SYSTEM.ENTITY or gold.MODEL)", o->target);
+}
+
+/* Every metadata column is in schema.name: a column added to the metadata since the last run is
+ * not there until the next run adds it (tables follow metadata), which is said instead of an SQL
+ * error. */
+static int columns_exist(dp_engine *eng, const dp_entity *ent, int gold, const char *schema, const char *name,
+                         dp_err *e) {
+  const char *p[] = {schema, name};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->audit,
+                      "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND "
+                      "table_name = $2",
+                      2, p, &r, e);
+  if (rc) return rc;
+  for (size_t i = 0; i < ent->ncols && rc == 0; i++) {
+    int found = 0;
+    for (int k = 0; k < PQntuples(r) && !found; k++) found = strcmp(PQgetvalue(r, k, 0), ent->cols[i].name) == 0;
+    if (!found)
+      rc = dp_err_set(e, DP_ENOTFOUND, "%s.%s has no column %s yet (the metadata added it): run `dp-engine %s %s` first",
+                      schema, name, ent->cols[i].name, gold ? "gold run" : "run", gold ? ent->name : ent->system);
+  }
+  PQclear(r);
+  return rc;
 }
 
 /* silver or gold: SELECT <columns> FROM <table> WHERE ... ORDER BY <key> LIMIT $n. */
@@ -91,6 +96,7 @@ static int show_table(dp_engine *eng, const dp_entity *ent, int gold, const show
   if (rc == 0)
     return dp_err_set(e, DP_ENOTFOUND, "%s.%s does not exist yet: run `dp-engine %s %s` first", schema, name,
                       gold ? "gold run" : "run", gold ? ent->name : ent->system);
+  if ((rc = columns_exist(eng, ent, gold, schema, name, e)) != 0) return rc;
   dp_buf q = DP_BUF_INIT;
   dp_buf_puts(&q, "SELECT ");
   for (size_t i = 0; i < ent->ncols; i++) {
@@ -148,8 +154,8 @@ static int show_bronze(dp_engine *eng, const dp_entity *ent, const show_opts *o,
   if (mongoc_cursor_error(cur, &be)) rc = dp_err_set(e, DP_EMONGO, "bronze %s: %s", coll, be.message);
   if (o->json) fputs("]\n", stdout);
   if (rc == 0 && n == 0 && !o->json)
-    fprintf(stderr, "dp-engine show: bronze collection %s is empty or does not exist yet (`dp-engine run %s` fills it)\n",
-            coll, ent->system);
+    dp_log(DP_LOG_WARN, "bronze collection %s is empty or does not exist yet (`dp-engine run %s` fills it)", coll,
+           ent->system);
   mongoc_cursor_destroy(cur);
   bson_destroy(&filter);
   bson_destroy(&opts);
@@ -174,9 +180,9 @@ static int show_raw(dp_engine *eng, const dp_entity *ent, const show_opts *o, dp
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", eng->cfg.data_dir, PQgetvalue(r, 0, 0));
   PQclear(r);
-  FILE *f = fopen(path, "r");
+  FILE *f = dp_raw_fopen_read(path, NULL); /* X.jsonl or X.jsonl.gz (rawcompress.h) */
   if (!f) return dp_err_set(e, DP_ENOTFOUND, "raw file %s cannot be read: %m (removed by retention?)", path);
-  fprintf(stderr, "raw file %s\n", path);
+  dp_log(DP_LOG_INFO, "raw file %s", path);
   long long limit = atoll(o->limit), n = 0;
   char *line = NULL;
   size_t cap = 0;
@@ -184,6 +190,7 @@ static int show_raw(dp_engine *eng, const dp_entity *ent, const show_opts *o, dp
   if (o->json) fputs("[", stdout);
   while ((limit == 0 || n < limit) && (len = getline(&line, &cap, f)) > 0) {
     if (line[len - 1] == '\n') line[--len] = '\0';
+    if (len == 0) continue; /* a record removed by `dp-engine forget` leaves its line empty */
     if (o->json) printf("%s%s", n ? "," : "", line);
     else printf("%s\n", line);
     n++;
@@ -222,10 +229,11 @@ int dp_cmd_show(dp_engine *eng, int argc, char **argv) {
   dp_err e;
   dp_err_clear(&e);
   dp_entity ent;
-  int gold = 0, rc = dp_load_metadata(eng, &e);
+  dp_snapshot *meta = NULL;
+  int gold = 0, rc = dp_load_metadata(eng, &meta, &e);
   if (rc) return dp_cli_exit("show", &e);
-  rc = find_target(eng, &o, &ent, &gold, &e);
-  lua_pop(eng->L, 1);
+  rc = find_target(meta, &o, &ent, &gold, &e);
+  dp_snapshot_unref(meta);
   if (rc) return dp_cli_exit("show", &e);
   if (gold && (strcmp(o.layer, "silver") != 0 || o.current || o.as_of)) {
     dp_entity_free(&ent);

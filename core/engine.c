@@ -4,9 +4,11 @@
 #include "log.h"
 #include "migrate.h"
 #include "pg.h"
+#include "rawfile.h"
 
 #include <libgen.h>
 #include <lua.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,14 +25,14 @@ static char *env_or(const char *name, const char *def) {
 }
 
 static int has_engine_lua(const char *dir) {
-  char p[4096];
-  snprintf(p, sizeof p, "%s/lua/dp/engine.lua", dir);
-  return access(p, R_OK) == 0;
+  char p[PATH_MAX];
+  dp_err e;
+  return dp_path_join(p, sizeof p, dir, "lua/dp/engine.lua", &e) == 0 && access(p, R_OK) == 0;
 }
 
 /* The folder above the executable's folder when it holds lua/dp/engine.lua. */
 static char *home_from_exe(void) {
-  char exe[4096];
+  char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return NULL;
   exe[n] = '\0';
@@ -56,6 +58,8 @@ int dp_config_from_env(dp_config *cfg, dp_err *e) {
   cfg->mongo_url = env_or("DP_MONGO_URL", NULL);
   cfg->bronze_db = env_or("DP_BRONZE_DB", NULL);
   cfg->metadata_db = env_or("DP_METADATA_DB", NULL);
+  const char *gold_timeout = dp_config_env("DP_GOLD_STATEMENT_TIMEOUT");
+  cfg->gold_statement_timeout = gold_timeout ? strdup(gold_timeout) : NULL;
   return 0;
 }
 
@@ -68,6 +72,7 @@ void dp_config_free(dp_config *cfg) {
   free(cfg->mongo_url);
   free(cfg->bronze_db);
   free(cfg->metadata_db);
+  free(cfg->gold_statement_timeout);
   memset(cfg, 0, sizeof *cfg);
 }
 

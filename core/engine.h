@@ -19,6 +19,7 @@ typedef struct dp_config {
   char *mongo_url;    /* DP_MONGO_URL */
   char *bronze_db;    /* DP_BRONZE_DB: MongoDB database of the bronze layer, default "bronze" */
   char *metadata_db;  /* DP_METADATA_DB: MongoDB database of pushed metadata, default "metadata" */
+  char *gold_statement_timeout; /* DP_GOLD_STATEMENT_TIMEOUT as set (checked by gold runs), or NULL */
 } dp_config;
 
 typedef struct dp_engine {

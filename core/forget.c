@@ -9,7 +9,7 @@
 #include "jsonbson.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "luabridge.h"
+#include "snapshot.h"
 #include "pg.h"
 #include "rawcompress.h"
 #include "rawfile.h"
@@ -17,13 +17,15 @@
 #include "record.h"
 #include "run.h"
 #include "runinfo.h"
+#include "silver.h"
 #include "uuid.h"
 
 #include <dirent.h>
+#include <sodium.h>
+#include <sys/stat.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +116,8 @@ typedef struct forget_state {
   uint8_t key[16];
   char key_str[37];
   dp_runinfo run;
-  long long raw_files, raw_lines, bronze_docs, silver_versions, silver_rejects;
+  long long raw_files, raw_lines, bronze_docs, silver_versions, silver_rejects, silver_undo;
+  int gold_rebuilt; /* the models are (or, in a dry run, would be) rebuilt */
   dp_buf gold;      /* PostgreSQL text[] literal items of the gold models rebuilt */
   char **models;    /* the gold models that read the entity, directly or through other models */
   int nmodels;
@@ -216,56 +219,42 @@ cleanup:
 }
 
 /* The entity from metadata, and the gold models downstream of it (transitively). */
-static int load_target(forget_state *s, lua_State *L, int meta_idx, dp_err *e) {
+static int load_target(forget_state *s, const dp_snapshot *meta, dp_err *e) {
   char sys[200];
   const char *dot = strchr(s->o->target, '.');
   if (!dot || dot == s->o->target || (size_t)(dot - s->o->target) >= sizeof sys)
     return dp_err_set(e, DP_EINVAL, "forget needs SYSTEM.ENTITY, not %s", s->o->target);
   snprintf(sys, sizeof sys, "%.*s", (int)(dot - s->o->target), s->o->target);
-  if (!dp_lifecycle_push_entity(L, meta_idx, sys, dot + 1))
-    return dp_err_set(e, DP_EINVAL, "no entity %s in %s", s->o->target, s->eng->cfg.metadata);
-  int rc = dp_entity_from_lua(L, -1, &s->ent, e);
-  lua_pop(L, 1);
-  if (rc) return rc;
+  const dp_entity *ent = dp_snapshot_entity(meta, sys, dot + 1);
+  if (!ent) return dp_err_set(e, DP_EINVAL, "no entity %s in %s", s->o->target, s->eng->cfg.metadata);
+  if (dp_entity_copy(&s->ent, ent) != 0) return dp_err_set(e, DP_ENOMEM, "out of memory");
   s->have_ent = 1;
   if (s->ent.npk == 0)
     return dp_err_set(e, DP_EINVAL, "%s has no primary key: there is no key to forget", s->o->target);
   if (dp_row_init(&s->row, s->ent.ncols) != 0) return dp_err_set(e, DP_ENOMEM, "out of memory");
   s->have_row = 1;
   /* gold: models whose depends_on names the entity or a model already found, until none is added */
-  lua_getfield(L, meta_idx, "gold");
-  int gold = lua_gettop(L);
-  size_t ng = lua_istable(L, gold) ? lua_objlen(L, gold) : 0;
+  size_t ng = meta->ntargets - meta->nsystems;
   s->models = calloc(ng ? ng : 1, sizeof *s->models);
-  if (!s->models) {
-    lua_settop(L, gold - 1);
-    return dp_err_set(e, DP_ENOMEM, "out of memory");
-  }
+  if (!s->models) return dp_err_set(e, DP_ENOMEM, "out of memory");
   for (int added = 1; added;) {
     added = 0;
-    for (size_t i = 1; i <= ng; i++) {
-      lua_rawgeti(L, gold, (int)i);
-      char *name = dp_lua_strfield(L, -1, "name");
+    for (size_t i = meta->nsystems; i < meta->ntargets; i++) {
+      const dp_snap_target *g = &meta->targets[i];
       int have = 0, reads = 0;
-      for (int k = 0; name && k < s->nmodels; k++) have |= strcmp(s->models[k], name) == 0;
-      lua_getfield(L, -1, "depends_on");
-      for (size_t d = 1; name && !have && lua_istable(L, -1) && d <= lua_objlen(L, -1); d++) {
-        lua_rawgeti(L, -1, (int)d);
-        const char *dep = lua_tostring(L, -1);
-        if (dep && strcmp(dep, s->o->target) == 0) reads = 1;
-        for (int k = 0; dep && k < s->nmodels; k++) reads |= strcmp(dep, s->models[k]) == 0;
-        lua_pop(L, 1);
+      for (int k = 0; k < s->nmodels; k++) have |= strcmp(s->models[k], g->name) == 0;
+      for (size_t d = 0; !have && d < g->ndepends; d++) {
+        const char *dep = g->depends_on[d];
+        if (strcmp(dep, s->o->target) == 0) reads = 1;
+        for (int k = 0; k < s->nmodels; k++) reads |= strcmp(dep, s->models[k]) == 0;
       }
-      lua_pop(L, 2);
       if (reads) {
-        s->models[s->nmodels++] = name;
+        if (!(s->models[s->nmodels] = strdup(g->name))) return dp_err_set(e, DP_ENOMEM, "out of memory");
+        s->nmodels++;
         added = 1;
-      } else {
-        free(name);
       }
     }
   }
-  lua_settop(L, gold - 1);
   return 0;
 }
 
@@ -288,28 +277,95 @@ static int record_key(forget_state *s, dp_err *e) {
                     5, q, NULL, e);
 }
 
+/* The manifest of a raw file whose content is now records + blank lines of bytes bytes. */
+static int set_manifest(const char *path, uint64_t records, uint64_t bytes, const char *sha, uint64_t blank,
+                        uint64_t stored, dp_err *e) {
+  dp_manifest_set sets[] = {
+      {"records", DP_MSET_INT, NULL, (int64_t)records},
+      {"bytes", DP_MSET_INT, NULL, (int64_t)bytes},
+      {"sha256", DP_MSET_STR, sha, 0},
+      {"forgotten_lines", DP_MSET_INT, NULL, (int64_t)blank},
+      {"stored_bytes", DP_MSET_INT, NULL, (int64_t)stored},
+  };
+  return dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
+}
+
+/* Refuses to rewrite a raw file that was not read whole: its last line cut (torn), or its lines
+ * not those its manifest counts (records + forgotten_lines; a forget keeps every line), or, when
+ * no forget stopped between the file and its manifest (the same forgotten lines), other content. */
+static int check_whole(const char *path, int torn, uint64_t lines, uint64_t blank, uint64_t bytes,
+                       crypto_hash_sha256_state *sha, dp_err *e) {
+  if (torn)
+    return dp_err_set(e, DP_EIO, "forget: raw file %s is truncated or damaged (its last line is cut); it was not "
+                      "rewritten", path);
+  dp_raw_facts mf;
+  int rc = dp_raw_manifest_facts(path, &mf, e);
+  if (rc || mf.sha256[0] == '\0') return rc;
+  if (lines != mf.records + mf.forgotten_lines)
+    return dp_err_set(e, DP_EIO, "forget: raw file %s is truncated or damaged: %llu lines, its manifest says %llu; "
+                      "it was not rewritten", path, (unsigned long long)lines,
+                      (unsigned long long)(mf.records + mf.forgotten_lines));
+  if (blank != mf.forgotten_lines) return 0; /* an earlier forget stopped before the manifest */
+  crypto_hash_sha256_state copy = *sha; /* the caller finishes its own */
+  unsigned char d[crypto_hash_sha256_BYTES];
+  dp_raw_facts got = {0, bytes, 0, ""};
+  crypto_hash_sha256_final(&copy, d);
+  sodium_bin2hex(got.sha256, sizeof got.sha256, d, sizeof d);
+  rc = dp_raw_check_manifest(path, &got, e);
+  if (rc) dp_err_prefix(e, "forget: ");
+  return rc;
+}
+
 /* One raw file: counts the key's lines; unless a dry run, rewrites the file (same name, same
  * compression; each of those lines becomes an empty line, so other lines keep their numbers)
- * and its manifest. */
+ * and its manifest. A file an earlier forget rewrote (it has empty lines) gets its manifest set
+ * from its content again, so a forget that stopped between the two is completed by the next. */
 static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
-  FILE *f = dp_raw_fopen_read(path, NULL);
-  if (!f) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, strerror(errno));
+  struct stat was; /* the rewritten file keeps its times (retention counts from them) */
+  if (stat(path, &was) != 0) return dp_err_set(e, DP_EIO, "forget: cannot read %s: %s", path, strerror(errno));
+  FILE *f = dp_raw_open_read(path, NULL, 0, e); /* a gzip file only when whole; the manifest: below */
+  if (!f) {
+    dp_err_prefix(e, "forget: ");
+    return e->code;
+  }
+  int torn = 0; /* the last line has no newline: the file was cut */
   char *line = NULL;
   size_t cap = 0;
   ssize_t len;
   long long hits = 0;
   uint8_t k[16];
   int rc = 0;
+  uint64_t blank = 0, lines = 0, bytes = 0;
+  crypto_hash_sha256_state sha;
+  crypto_hash_sha256_init(&sha);
   while ((len = getline(&line, &cap, f)) >= 0) {
-    if (len > 0 && line[len - 1] == '\n') len--;
-    if (len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
+    torn = !(len > 0 && line[len - 1] == '\n');
+    if (!torn) len--;
+    lines++;
+    bytes += (uint64_t)len + 1;
+    crypto_hash_sha256_update(&sha, (const unsigned char *)line, (unsigned long long)len);
+    crypto_hash_sha256_update(&sha, (const unsigned char *)"\n", 1);
+    if (len == 0) blank++;
+    else if (key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0) hits++;
   }
   if (ferror(f)) rc = dp_err_set(e, DP_EIO, "forget: cannot read %s", path);
-  if (rc || hits == 0 || s->o->dry_run) goto done;
+  if (rc == 0) rc = check_whole(path, torn, lines, blank, bytes, &sha, e);
+  if (rc || s->o->dry_run) goto done;
+  if (hits == 0) {
+    if (blank > 0) {
+      unsigned char d[crypto_hash_sha256_BYTES];
+      char hex[65];
+      struct stat st;
+      crypto_hash_sha256_final(&sha, d);
+      sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+      rc = set_manifest(path, lines - blank, bytes, hex, blank, stat(path, &st) == 0 ? (uint64_t)st.st_size : 0, e);
+    }
+    goto done;
+  }
   rewind(f);
   dp_raw_writer w;
   if ((rc = dp_raw_open(&w, path, e)) != 0) goto done;
-  uint64_t blank = 0;
+  blank = 0;
   while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
     if (len > 0 && line[len - 1] == '\n') len--;
     int drop = len > 0 && key_of(&s->row, &s->ent, line, (size_t)len, k) && memcmp(k, s->key, 16) == 0;
@@ -321,16 +377,13 @@ static int forget_in_file(forget_state *s, const char *path, dp_err *e) {
     dp_raw_abort(&w);
     goto done;
   }
-  uint64_t records = w.records - blank, bytes = w.bytes;
+  uint64_t records = w.records - blank;
+  bytes = w.bytes;
   if ((rc = dp_raw_commit(&w, e)) != 0) goto done;
-  dp_manifest_set sets[] = {
-      {"records", DP_MSET_INT, NULL, (int64_t)records},
-      {"bytes", DP_MSET_INT, NULL, (int64_t)bytes},
-      {"sha256", DP_MSET_STR, w.sha256_hex, 0},
-      {"forgotten_lines", DP_MSET_INT, NULL, (int64_t)blank},
-      {"stored_bytes", DP_MSET_INT, NULL, (int64_t)w.stored},
-  };
-  rc = dp_raw_manifest_update(path, NULL, sets, dp_raw_is_gz(path) ? 5 : 4, e);
+  const struct timespec times[2] = {was.st_atim, was.st_mtim};
+  if (utimensat(AT_FDCWD, path, times, 0) != 0)
+    dp_log(DP_LOG_WARN, "forget: cannot keep the times of %s: %s", path, strerror(errno));
+  rc = set_manifest(path, records, bytes, w.sha256_hex, blank, w.stored, e);
 done:
   if (rc == 0 && hits) {
     s->raw_files++;
@@ -341,15 +394,32 @@ done:
   return rc;
 }
 
-/* Step 2: every raw file of the entity. */
-static int forget_raw(forget_state *s, dp_err *e) {
-  char dir[4096];
+static int forget_raw_dir(forget_state *s, const char *dir, dp_err *e) {
   char **files = NULL;
   size_t n = 0;
-  dp_lifecycle_raw_dir(s->eng->cfg.data_dir, s->ent.system, s->ent.name, dir, sizeof dir);
   int rc = dp_lifecycle_raw_files(dir, &files, &n, e);
   for (size_t i = 0; rc == 0 && i < n; i++) rc = forget_in_file(s, files[i], e);
   dp_lifecycle_free_list(files, n);
+  return rc;
+}
+
+/* Step 2: every raw file of the entity, also those a rollback moved to
+ * DP_DATA_DIR/quarantine/<run_id>/raw/<system>/<entity>/ (docs/lifecycle.md#undoing-a-run). */
+static int forget_raw(forget_state *s, dp_err *e) {
+  char dir[4096], q[4200];
+  dp_lifecycle_raw_dir(s->eng->cfg.data_dir, s->ent.system, s->ent.name, dir, sizeof dir);
+  int rc = forget_raw_dir(s, dir, e);
+  snprintf(q, sizeof q, "%s/quarantine", s->eng->cfg.data_dir);
+  DIR *d = rc == 0 ? opendir(q) : NULL;
+  struct dirent *de;
+  while (d && rc == 0 && (de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    char qroot[4400];
+    if ((rc = dp_path_join(qroot, sizeof qroot, q, de->d_name, e)) != 0) break;
+    dp_lifecycle_raw_dir(qroot, s->ent.system, s->ent.name, dir, sizeof dir);
+    rc = forget_raw_dir(s, dir, e);
+  }
+  if (d) closedir(d);
   return rc;
 }
 
@@ -368,9 +438,13 @@ static int forget_in_change_file(forget_state *s, const char *path, dp_err *e) {
     if (bson_iter_init_find(&it, doc, "_id") && dp_bronze_iter_id(&it, k) && memcmp(k, s->key, 16) == 0) hits++;
     else dp_buf_append(&keep, bson_get_data(doc), doc->len);
   }
+  long long told = (long long)bson_reader_tell(rd); /* where reading stopped */
   bson_reader_destroy(rd);
   int rc = 0;
-  if (hits && !s->o->dry_run) rc = dp_write_file_atomic(path, keep.data ? keep.data : "", keep.len, e);
+  if (!eof || !dp_bson_file_whole(path, told)) /* a torn or invalid document: never taken for the end */
+    rc = dp_err_set(e, DP_EIO, "forget: bronze change file %s is truncated or damaged at byte %lld; it was not "
+                    "rewritten", path, told);
+  if (rc == 0 && hits && !s->o->dry_run) rc = dp_write_file_atomic(path, keep.data ? keep.data : "", keep.len, e);
   dp_buf_free(&keep);
   return rc;
 }
@@ -417,7 +491,8 @@ static int forget_bronze(forget_state *s, dp_err *e) {
   if (rc == 0 && !s->o->dry_run) {
     char keys[4200];
     snprintf(keys, sizeof keys, "%s/keys.idx", dir);
-    if (unlink(keys) != 0 && errno != ENOENT) rc = dp_err_set(e, DP_EIO, "forget: cannot remove %s: %s", keys, strerror(errno));
+    if (unlink(keys) != 0 && errno != ENOENT)
+      rc = dp_err_set(e, DP_EIO, "forget: cannot remove %s: %s", keys, strerror(errno));
   }
   return rc;
 }
@@ -431,7 +506,8 @@ static long long count_deleted(PGconn *c, const char *sql, const char *key, dp_e
   return n;
 }
 
-/* Step 4: every version of the key and its rejected rows, in one transaction. */
+/* Step 4: every version of the key, its rejected rows and the before-images rollback keeps of
+ * its rows (dp.silver_undo), in one transaction; a dry run rolls it back. */
 static int forget_silver(forget_state *s, dp_err *e) {
   PGconn *c = s->eng->data;
   dp_buf t = DP_BUF_INIT, q = DP_BUF_INIT;
@@ -446,13 +522,14 @@ static int forget_silver(forget_state *s, dp_err *e) {
     int exists = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     if (!exists) continue;
-    dp_buf_printf(&q, "WITH d AS (%s FROM %s WHERE _dp_key_hash = $1::uuid%s) SELECT count(*) FROM d",
-                  s->o->dry_run ? "SELECT 1" : "DELETE", t.data, s->o->dry_run ? "" : " RETURNING 1");
+    dp_buf_printf(&q, "WITH d AS (DELETE FROM %s WHERE _dp_key_hash = $1::uuid RETURNING 1) SELECT count(*) FROM d",
+                  t.data);
     long long n = count_deleted(c, q.data, s->key_str, e, &rc);
     if (pass) s->silver_rejects = n;
     else s->silver_versions = n;
   }
-  if (rc == 0) rc = dp_pg_commit(c, e);
+  if (rc == 0) rc = dp_silver_undo_forget_key(c, &s->ent, s->key_str, &s->silver_undo, e);
+  if (rc == 0 && !s->o->dry_run) rc = dp_pg_commit(c, e);
   else dp_pg_rollback(c);
   dp_buf_free(&t);
   dp_buf_free(&q);
@@ -461,14 +538,29 @@ static int forget_silver(forget_state *s, dp_err *e) {
 
 /* Step 5: the gold models that read the entity, rebuilt (upstream models first). */
 static int forget_gold(forget_state *s, int *failed, dp_err *e) {
-  for (int k = 0; k < s->nmodels; k++) {
+  if (s->nmodels == 0) return 0;
+  /* silver lost rows now, or an earlier forget of this key may have stopped before gold */
+  int rebuild = s->silver_versions > 0;
+  if (!rebuild) {
+    const char *p[] = {s->ent.system, s->ent.name, s->key_str, s->run.id_str};
+    PGresult *r = NULL;
+    int rc = dp_pg_exec(s->eng->audit,
+                        "SELECT 1 FROM audit.forget_run WHERE system = $1 AND entity = $2 AND key_hash = $3::uuid"
+                        " AND NOT dry_run AND status <> 'succeeded' AND run_id <> $4::uuid LIMIT 1",
+                        4, p, &r, e);
+    if (rc) return rc;
+    rebuild = PQntuples(r) > 0;
+    PQclear(r);
+  }
+  s->gold_rebuilt = rebuild;
+  for (int k = 0; rebuild && k < s->nmodels; k++) { /* the audit's text[] and the report */
     if (k) dp_buf_putc(&s->gold, ',');
     dp_buf_putc(&s->gold, '"');
     dp_buf_puts(&s->gold, s->models[k]); /* model names are identifiers (metadata) */
     dp_buf_putc(&s->gold, '"');
   }
-  if (s->o->dry_run || s->nmodels == 0) return 0;
-  dp_gold_opts go = {"forget", s->run.id_str, NULL, 0, NULL};
+  if (s->o->dry_run || !rebuild) return 0;
+  dp_gold_opts go = {.trigger = "forget", .trigger_detail = s->run.id_str};
   int run_failed = 0;
   int rc = dp_gold_run(s->eng, (const char *const *)s->models, s->nmodels, NULL, &go, &run_failed, e);
   if (run_failed) *failed = 1;
@@ -497,12 +589,13 @@ static void report(const forget_state *s, dp_buf *out, const char *status) {
                 "forget %s of %s key %s%s: %s\n"
                 "  raw          %lld lines in %lld files\n"
                 "  bronze       %lld documents\n"
-                "  silver       %lld versions, %lld rejected rows\n"
+                "  silver       %lld versions, %lld rejected rows, %lld before-images of rollback\n"
                 "  gold         %s%s\n",
                 s->run.id_str, s->o->target, s->key_str, s->o->dry_run ? " (dry run)" : "", status, s->raw_lines,
-                s->raw_files, s->bronze_docs, s->silver_versions, s->silver_rejects,
-                s->nmodels ? (s->o->dry_run ? "would rebuild " : "rebuilt ") : "no model reads it",
-                s->gold.data ? s->gold.data : "");
+                s->raw_files, s->bronze_docs, s->silver_versions, s->silver_rejects, s->silver_undo,
+                !s->nmodels ? "no model reads it" : !s->gold_rebuilt ? "nothing to rebuild: silver lost no rows"
+                                                    : s->o->dry_run ? "would rebuild " : "rebuilt ",
+                s->gold_rebuilt && s->gold.data ? s->gold.data : "");
   if (!s->o->dry_run)
     dp_buf_printf(out, "  later loads  %s\n",
                   s->o->allow_return ? "may bring the key back (--allow-return)" : "leave the key out");
@@ -510,17 +603,16 @@ static void report(const forget_state *s, dp_buf *out, const char *status) {
 
 int dp_forget(dp_engine *eng, const dp_forget_opts *o, dp_buf *out, int *failed, dp_err *e) {
   *failed = 0;
-  int rc = dp_load_metadata(eng, e);
+  dp_snapshot *meta = NULL;
+  int rc = dp_load_metadata(eng, &meta, e);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
   forget_state s;
   memset(&s, 0, sizeof s);
   s.eng = eng;
   s.o = o;
   int locked = 0, audited = 0;
-  if ((rc = load_target(&s, L, meta_idx, e)) != 0 || (rc = parse_key(&s, e)) != 0) goto cleanup;
-  if ((rc = dp_engine_open_pg(eng, e)) != 0 || (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
+  if ((rc = load_target(&s, meta, e)) != 0 || (rc = parse_key(&s, e)) != 0) goto cleanup;
+  if ((rc = dp_engine_open_migrated(eng, e)) != 0 || (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
   if ((rc = dp_audit_lock_system(eng->audit, s.ent.system, e)) != 0) goto cleanup;
   locked = 1;
   dp_runinfo_new(&s.run);
@@ -544,6 +636,6 @@ cleanup:
   dp_buf_free(&s.gold);
   if (s.have_row) dp_row_free(&s.row);
   if (s.have_ent) dp_entity_free(&s.ent);
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot_unref(meta);
   return rc;
 }

@@ -233,6 +233,13 @@ cleanup:
   return rc;
 }
 
+char *dp_utf8_copy(char *dst, size_t cap, const char *src) {
+  size_t n = dp_utf8_prefix(src, strlen(src), cap - 1);
+  memmove(dst, src, n);
+  dst[n] = '\0';
+  return dst;
+}
+
 size_t dp_utf8_prefix(const char *s, size_t n, size_t max) {
   if (n <= max) return n;
   size_t k = max;
@@ -378,26 +385,95 @@ int dp_json_select(const char *text, size_t len, const char *path, size_t plen, 
   return 0;
 }
 
-int dp_json_put_string(dp_buf *out, const char *str, size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  if (dp_buf_reserve(out, n + 2)) return DP_ENOMEM;
-  dp_buf_putc(out, '"');
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)str[i];
-    switch (c) {
-      case '"': dp_buf_append(out, "\\\"", 2); break;
-      case '\\': dp_buf_append(out, "\\\\", 2); break;
-      case '\n': dp_buf_append(out, "\\n", 2); break;
-      case '\r': dp_buf_append(out, "\\r", 2); break;
-      case '\t': dp_buf_append(out, "\\t", 2); break;
-      default:
-        if (c < 0x20) {
-          char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-          dp_buf_append(out, u, 6);
-        } else {
-          dp_buf_putc(out, (char)c);
-        }
-    }
+/* Code points (beyond C0 and DEL) that end a line or reorder text on a terminal or in a viewer:
+ * C1 controls (NEL U+0085, CSI U+009B, ...), the line and paragraph separators, and the
+ * bidirectional embeddings, overrides and isolates ("Trojan Source"). */
+static int unsafe_cp(unsigned cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202A && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069) || cp == 0x200E || cp == 0x200F;
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+/* "\uXXXX" */
+static size_t put_u(char *o, unsigned cp) {
+  o[0] = '\\';
+  o[1] = 'u';
+  for (int k = 0; k < 4; k++) o[2 + k] = hexd[(cp >> (12 - 4 * k)) & 15];
+  return 6;
+}
+
+/* "\xNN", or in JSON "\\xNN" (the text \xNN) */
+static size_t put_x(char *o, unsigned c, int json) {
+  size_t k = 0;
+  o[k++] = '\\';
+  if (json) o[k++] = '\\';
+  o[k++] = 'x';
+  o[k++] = hexd[c >> 4];
+  o[k++] = hexd[c & 15];
+  return k;
+}
+
+size_t dp_json_escape_unit(const char *s, size_t len, unsigned flags, char *out, size_t *outn) {
+  unsigned char c = (unsigned char)s[0];
+  int text = (flags & DP_JSON_ESC_TEXT) != 0, safe = text || (flags & DP_JSON_ESC_SAFE);
+  *outn = 2;
+  out[0] = '\\';
+  if (c >= 0x20 && c < 0x7f) {
+    if (!text && (c == '"' || c == '\\')) out[1] = (char)c;
+    else if (c == '/' && (flags & DP_JSON_ESC_SLASH)) out[1] = '/';
+    else { out[0] = (char)c; *outn = 1; }
+    return 1;
   }
+  if (c == '\n') { out[1] = 'n'; return 1; }
+  if (c == '\r') { out[1] = 'r'; return 1; }
+  if (c == '\t') { out[1] = 't'; return 1; }
+  if (c == '\b' && (flags & DP_JSON_ESC_BF)) { out[1] = 'b'; return 1; }
+  if (c == '\f' && (flags & DP_JSON_ESC_BF)) { out[1] = 'f'; return 1; }
+  if (c < 0x20 || (c == 0x7f && (safe || (flags & DP_JSON_ESC_BF)))) {
+    *outn = text ? put_x(out, c, 0) : put_u(out, c);
+    return 1;
+  }
+  if (c < 0x80 || !safe) { out[0] = (char)c; *outn = 1; return 1; }
+  const unsigned char *p = (const unsigned char *)s;
+  int k = dp_utf8_len(p, p + len);
+  if (k == 0) {
+    *outn = put_x(out, c, !text);
+    return 1;
+  }
+  unsigned cp = k == 2 ? (c & 0x1Fu) : k == 3 ? (c & 0x0Fu) : (c & 0x07u);
+  for (int i = 1; i < k; i++) cp = (cp << 6) | (p[i] & 0x3Fu);
+  if (unsafe_cp(cp)) {
+    *outn = put_u(out, cp);
+  } else {
+    memcpy(out, s, (size_t)k);
+    *outn = (size_t)k;
+  }
+  return (size_t)k;
+}
+
+int dp_json_escape(dp_buf *out, const char *s, size_t n, unsigned flags) {
+  int safe = (flags & (DP_JSON_ESC_SAFE | DP_JSON_ESC_TEXT)) != 0;
+  if (dp_buf_reserve(out, n)) return DP_ENOMEM;
+  for (size_t i = 0; i < n;) {
+    size_t run = i; /* bytes that stay as they are, appended at once */
+    while (run < n) {
+      unsigned char c = (unsigned char)s[run];
+      if (c >= 0x80 ? safe : (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/')) break;
+      run++;
+    }
+    if (run > i && dp_buf_append(out, s + i, run - i)) return DP_ENOMEM;
+    i = run;
+    if (i == n) break;
+    char u[DP_JSON_UNIT_MAX];
+    size_t un;
+    i += dp_json_escape_unit(s + i, n - i, flags, u, &un);
+    if (dp_buf_append(out, u, un)) return DP_ENOMEM;
+  }
+  return 0;
+}
+
+int dp_json_put_string(dp_buf *out, const char *str, size_t n) {
+  if (dp_buf_reserve(out, n + 2) || dp_buf_putc(out, '"') || dp_json_escape(out, str, n, 0)) return DP_ENOMEM;
   return dp_buf_putc(out, '"');
 }

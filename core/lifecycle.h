@@ -1,29 +1,13 @@
-/* lifecycle.h - an entity's lifecycle settings from validated metadata (docs/lifecycle.md):
- * retention.* and raw.compression, read by the run driver, retention and forget. */
+/* lifecycle.h - what retention, forget and rollback share (docs/lifecycle.md): the clock, the
+ * tables and folders of an entity, its raw files. An entity's lifecycle settings (retention.*
+ * and raw.compression) are its dp_entity's lifecycle field (meta.h), read by the bridge. */
 #ifndef DP_LIFECYCLE_H
 #define DP_LIFECYCLE_H
 
 #include <stddef.h>
+#include "meta.h" /* dp_lifecycle */
 
 struct dp_err;
-
-typedef struct lua_State lua_State;
-
-typedef struct dp_lifecycle {
-  int raw_days;            /* retention.raw_days, 0 when not set */
-  int raw_delete_days;     /* retention.raw_delete_days, 0 when not set */
-  int bronze_deleted_days; /* retention.bronze_deleted_days, 0 when not set */
-  int silver_history_days; /* retention.silver_history_days, 0 when not set */
-  int gzip;                /* raw.compression == "gzip" */
-} dp_lifecycle;
-
-/* The settings of the entity table at idx. */
-void dp_lifecycle_read(lua_State *L, int idx, dp_lifecycle *out);
-/* Pushes the entity table system.entity of the validated metadata at meta_idx and returns 1, or
- * pushes nothing and returns 0 when there is none. */
-int dp_lifecycle_push_entity(lua_State *L, int meta_idx, const char *system, const char *entity);
-/* The settings of system.entity (all zero when it is not in metadata). */
-void dp_lifecycle_of(lua_State *L, int meta_idx, const char *system, const char *entity, dp_lifecycle *out);
 
 /* Now, in seconds since the epoch: DP_TEST_NOW when set (the specs' injectable clock), else
  * the wall clock. */

@@ -2,6 +2,8 @@
 #include "log.h"
 #include "progress.h"
 #include "buf.h"
+#include "json.h"
+#include "tz.h"
 #include "error.h"
 #include "redact.h"
 #include "runinfo.h"
@@ -72,85 +74,24 @@ int dp_log_configure(const char *level, const char *format) {
   return 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (n bytes left), its code point in *cp; 0 when
- * the bytes there are not well-formed UTF-8 (overlong, surrogate, cut, above U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp) {
-  unsigned c = s[0], v, min;
-  size_t k;
-  if (c < 0x80) { *cp = c; return 1; }
-  if (c >= 0xC2 && c <= 0xDF) { k = 2; v = c & 0x1F; min = 0x80; }
-  else if (c >= 0xE0 && c <= 0xEF) { k = 3; v = c & 0x0F; min = 0x800; }
-  else if (c >= 0xF0 && c <= 0xF4) { k = 4; v = c & 0x07; min = 0x10000; }
-  else return 0;
-  if (n < k) return 0;
-  for (size_t i = 1; i < k; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    v = (v << 6) | (s[i] & 0x3F);
-  }
-  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-  *cp = v;
-  return k;
-}
-
-/* Code points (beyond C0 and DEL) that end a line or reorder text on a terminal or in a viewer:
- * C1 controls (NEL U+0085, CSI U+009B, ...), the line and paragraph separators, and the
- * bidirectional embeddings, overrides and isolates ("Trojan Source"). */
-static int unsafe_cp(unsigned cp) {
-  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202A && cp <= 0x202E) ||
-         (cp >= 0x2066 && cp <= 0x2069) || cp == 0x200E || cp == 0x200F;
-}
-
-/* Escapes s (len bytes) one unit at a time into out (via put). The rules are in log.h. */
-#define ESCAPE_LOOP(PUTS, PUTN, PUTC, PRINTF)                                                     \
-  for (size_t i = 0; i < len;) {                                                                  \
-    unsigned char c = (unsigned char)s[i];                                                        \
-    unsigned cp;                                                                                  \
-    if (c >= 0x20 && c < 0x7f) {                                                                  \
-      if (json && (c == '"' || c == '\\')) { PUTC('\\'); }                                        \
-      PUTC((char)c);                                                                              \
-      i++;                                                                                        \
-    } else if (c == '\n') { PUTS("\\n"); i++; }                                                   \
-    else if (c == '\r') { PUTS("\\r"); i++; }                                                     \
-    else if (c == '\t') { PUTS("\\t"); i++; }                                                     \
-    else if (c < 0x80) { PRINTF(json ? "\\u%04x" : "\\x%02x", c); i++; }                          \
-    else {                                                                                        \
-      size_t k = utf8_seq((const unsigned char *)s + i, len - i, &cp);                            \
-      if (k == 0) { PRINTF(json ? "\\\\x%02x" : "\\x%02x", c); i++; }                             \
-      else if (unsafe_cp(cp)) { PRINTF("\\u%04x", cp); i += k; }                                  \
-      else { PUTN(s + i, k); i += k; }                                                            \
-    }                                                                                             \
-  }
-
 int dp_log_escape(dp_buf *b, const char *s, size_t len, int json) {
-  int rc = 0;
-#define B_PUTS(x) do { if (!rc) rc = dp_buf_puts(b, x); } while (0)
-#define B_PUTN(p, n) do { if (!rc) rc = dp_buf_append(b, p, n); } while (0)
-#define B_PUTC(ch) do { if (!rc) rc = dp_buf_putc(b, ch); } while (0)
-#define B_PRINTF(...) do { if (!rc) rc = dp_buf_printf(b, __VA_ARGS__); } while (0)
-  ESCAPE_LOOP(B_PUTS, B_PUTN, B_PUTC, B_PRINTF)
-#undef B_PUTS
-#undef B_PUTN
-#undef B_PUTC
-#undef B_PRINTF
-  return rc;
+  return dp_json_escape(b, s, len, json ? DP_JSON_ESC_SAFE : DP_JSON_ESC_TEXT);
 }
 
 const char *dp_log_shown(const char *s, char *dst, size_t cap) {
   if (cap == 0) return dst;
   size_t len = s ? strlen(s) : 0, at = 0;
-  const int json = 0;
-  int full = 0;
   dst[0] = '\0';
   /* each unit is written whole or not at all, so an escape is never cut in half */
-#define D_PUTN(p, n) do { size_t n_ = (n); if (!full && at + n_ < cap) { memcpy(dst + at, p, n_); at += n_; dst[at] = '\0'; } else full = 1; } while (0)
-#define D_PUTS(x) D_PUTN(x, strlen(x))
-#define D_PUTC(ch) do { char c_ = (ch); D_PUTN(&c_, 1); } while (0)
-#define D_PRINTF(...) do { char t_[16]; snprintf(t_, sizeof t_, __VA_ARGS__); D_PUTS(t_); } while (0)
-  ESCAPE_LOOP(D_PUTS, D_PUTN, D_PUTC, D_PRINTF)
-#undef D_PUTN
-#undef D_PUTS
-#undef D_PUTC
-#undef D_PRINTF
+  for (size_t i = 0; i < len;) {
+    char u[DP_JSON_UNIT_MAX];
+    size_t un;
+    i += dp_json_escape_unit(s + i, len - i, DP_JSON_ESC_TEXT, u, &un);
+    if (at + un >= cap) break;
+    memcpy(dst + at, u, un);
+    at += un;
+    dst[at] = '\0';
+  }
   return dst;
 }
 
@@ -179,12 +120,8 @@ static void vlog(dp_log_level level, const char *event, const dp_counts *counts,
 
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  struct tm tm;
-  gmtime_r(&tv.tv_sec, &tm);
-  char ts[40];
-  snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-           (long)(tv.tv_usec / 1000));
+  char ts[DP_ISO_UTC_MAX];
+  dp_iso_utc(ts, (int64_t)tv.tv_sec * 1000000 + tv.tv_usec, 3);
   /* every field is escaped: a file name or a record value with a line break (or a terminal
    * control sequence) in it cannot forge a log line (see log.h) */
   dp_buf b = DP_BUF_INIT;

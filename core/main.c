@@ -6,6 +6,8 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "prefect.h"
+#include "progress.h"
 
 #include <mongoc/mongoc.h>
 #include <sodium.h>
@@ -21,14 +23,16 @@ static const char *USAGE =
     "\n"
     "Commands:\n"
     "  migrate                          apply migrations/ in order, once each, checksummed\n"
-    "  metadata validate [--dir DIR]    check metadata (default ./metadata or DP_METADATA)\n"
+    "  metadata validate [--dir DIR] [--json]\n"
+    "                                   check metadata (default ./metadata or DP_METADATA)\n"
     "  metadata push [--dir DIR]        store a validated folder in MongoDB, atomically\n"
     "  metadata show [NAME] [--json]    print the validated metadata (all or one item)\n"
-    "  run SYSTEM [--entity E]... [--layer raw|bronze|silver]... [--full-refresh] [--with-gold]\n"
+    "  run SYSTEM [--entity E]... [--layer raw,bronze|all] [--full-refresh] [--with-gold] [--json]\n"
     "                                   run a system's enabled entities through the layers\n"
-    "  replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]...\n"
+    "  replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]... [--json]\n"
     "                                   rebuild bronze and silver, or silver, from stored data\n"
-    "  gold run MODEL [MODEL]...        build gold models, their upstream gold models first\n"
+    "  gold run MODEL [MODEL]... [--json]\n"
+    "                                   build gold models, their upstream gold models first\n"
     "  runs [list|show RUN_ID] [--system S] [--limit N] [--json]\n"
     "                                   the audited runs, newest first, or one run in detail\n"
     "  serve                            the service: triggers, HTTP API (docs/triggers.md)\n"
@@ -52,7 +56,7 @@ static const char *USAGE =
     "  init system NAME --type file|rest [--from SAMPLE] [--entity E]\n"
     "  init connector NAME              scaffold metadata (columns inferred from a sample) or a connector\n"
     "\n"
-    "Options: --version, --help (also after a command).\n"
+    "Options: --version, --help (also after a command; help CMD is CMD --help).\n"
     "Exit codes: 0 success, 1 the run failed or partly failed, 2 usage or configuration error.\n";
 
 /* The usage and the Environment section, generated from config.h's table. */
@@ -73,7 +77,7 @@ int main(int argc, char **argv) {
     return DP_EXIT_OK;
   }
   static char help_arg[] = "--help";
-  if (strcmp(cmd, "help") == 0 && argc >= 3) { /* `help CMD` is `CMD --help` */
+  if (strcmp(cmd, "help") == 0 && argc >= 3 && strcmp(argv[2], "help") != 0) { /* `help CMD` is `CMD --help` */
     static char *fake[4]; /* argv lives as long as main */
     fake[0] = argv[0];
     fake[1] = argv[2];
@@ -85,34 +89,29 @@ int main(int argc, char **argv) {
     usage(stdout);
     return DP_EXIT_OK;
   }
-  /* Each subcommand has its file (cmd_<name>.c); "later" ones say which issue builds them. */
-  static const struct { const char *name; dp_cmd_fn fn; const char *later; } commands[] = {
-      {"migrate", dp_cmd_migrate, NULL},
-      {"metadata", dp_cmd_metadata, NULL},
-      {"run", dp_cmd_run, NULL},
-      {"replay", dp_cmd_replay, NULL},
-      {"gold", dp_cmd_gold, NULL},
-      {"runs", dp_cmd_runs, NULL},
-      {"serve", dp_cmd_serve, NULL},
-      {"secrets", dp_cmd_secrets, NULL},
-      {"prefect", dp_cmd_prefect, NULL},
-      {"rollback", dp_cmd_rollback, NULL},
-      {"doctor", dp_cmd_doctor, NULL},
-      {"show", dp_cmd_show, NULL},
-      {"lineage", dp_cmd_lineage, NULL},
-      {"retention", dp_cmd_retention, NULL},
-      {"forget", dp_cmd_forget, NULL},
-      {"connectors", dp_cmd_connectors, NULL},
-      {"init", dp_cmd_init, NULL},
+  /* Each subcommand has its file (cmd_<name>.c). */
+  static const struct { const char *name; dp_cmd_fn fn; } commands[] = {
+      {"migrate", dp_cmd_migrate},
+      {"metadata", dp_cmd_metadata},
+      {"run", dp_cmd_run},
+      {"replay", dp_cmd_replay},
+      {"gold", dp_cmd_gold},
+      {"runs", dp_cmd_runs},
+      {"serve", dp_cmd_serve},
+      {"secrets", dp_cmd_secrets},
+      {"prefect", dp_cmd_prefect},
+      {"rollback", dp_cmd_rollback},
+      {"doctor", dp_cmd_doctor},
+      {"show", dp_cmd_show},
+      {"lineage", dp_cmd_lineage},
+      {"retention", dp_cmd_retention},
+      {"forget", dp_cmd_forget},
+      {"connectors", dp_cmd_connectors},
+      {"init", dp_cmd_init},
   };
   dp_cmd_fn fn = NULL;
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-    if (strcmp(cmd, commands[i].name) != 0) continue;
-    if (!commands[i].fn) {
-      fprintf(stderr, "dp-engine %s: not built yet (%s)\n", cmd, commands[i].later);
-      return DP_EXIT_USAGE;
-    }
-    fn = commands[i].fn;
+    if (strcmp(cmd, commands[i].name) == 0) fn = commands[i].fn;
   }
   if (!fn) {
     fprintf(stderr, "dp-engine: unknown command: %s\n\n%s", cmd, USAGE);
@@ -124,6 +123,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "dp-engine: DP_LOG_LEVEL must be debug|info|warn|error and DP_LOG_FORMAT text|json\n");
     return DP_EXIT_USAGE;
   }
+  dp_progress_init(); /* the variables of progress and Prefect reporting, read once, now */
+  dp_prefect_env();
   if (sodium_init() < 0) {
     fprintf(stderr, "dp-engine: libsodium failed to initialise\n");
     return DP_EXIT_USAGE;

@@ -60,3 +60,36 @@ void dp_entity_free(dp_entity *e) {
   free(e->marker_json);
   memset(e, 0, sizeof *e);
 }
+
+/* strdup of s, or NULL for NULL; *bad set when a copy fails. */
+static char *dup_or_null(const char *s, int *bad) {
+  if (!s) return NULL;
+  char *c = strdup(s);
+  if (!c) *bad = 1;
+  return c;
+}
+
+int dp_entity_copy(dp_entity *dst, const dp_entity *src) {
+  int bad = 0;
+  *dst = *src;
+  dst->ncols = 0;
+  dst->cols = calloc(src->ncols ? src->ncols : 1, sizeof *dst->cols);
+  dst->pk = calloc(src->npk ? src->npk : 1, sizeof *dst->pk);
+  dst->system = dup_or_null(src->system, &bad);
+  dst->name = dup_or_null(src->name, &bad);
+  dst->cursor = dup_or_null(src->cursor, &bad);
+  dst->marker_json = dup_or_null(src->marker_json, &bad);
+  if (!dst->cols || !dst->pk) bad = 1;
+  for (size_t i = 0; !bad && i < src->ncols; i++) {
+    dst->cols[i] = src->cols[i];
+    dst->cols[i].name = dup_or_null(src->cols[i].name, &bad);
+    dst->cols[i].path = dup_or_null(src->cols[i].path, &bad);
+    dst->ncols = i + 1;
+  }
+  if (!bad && src->npk) memcpy(dst->pk, src->pk, src->npk * sizeof *dst->pk);
+  if (bad) {
+    dp_entity_free(dst);
+    return DP_ENOMEM;
+  }
+  return 0;
+}

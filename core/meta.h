@@ -41,9 +41,19 @@ typedef struct dp_column {
   bool key;         /* part of the primary key */
 } dp_column;
 
+/* An entity's lifecycle settings (docs/lifecycle.md): retention.* and raw.compression. */
+typedef struct dp_lifecycle {
+  int raw_days;            /* retention.raw_days, 0 when not set */
+  int raw_delete_days;     /* retention.raw_delete_days, 0 when not set */
+  int bronze_deleted_days; /* retention.bronze_deleted_days, 0 when not set */
+  int silver_history_days; /* retention.silver_history_days, 0 when not set */
+  int gzip;                /* raw.compression == "gzip" */
+} dp_lifecycle;
+
 typedef struct dp_entity {
   char *system;
   char *name;
+  bool enabled;     /* "enabled" (default true) */
   char *cursor;     /* cursor column, or NULL */
   bool full_load;   /* load_type full (else delta) */
   dp_delete_mode delete_mode;
@@ -55,6 +65,7 @@ typedef struct dp_entity {
   int marker_col;   /* delete_marker.column as an index into cols, or -1 */
   char *marker_json;/* delete_marker.value as JSON text (cast with the column at merge time) */
   int valid_from_col; /* valid_from: the event-time column, or -1 (versions start at run_ts) */
+  dp_lifecycle lifecycle; /* retention.* and raw.compression */
 } dp_entity;
 
 const char *dp_type_name(dp_type t);
@@ -66,5 +77,8 @@ struct dp_buf;
 int dp_column_sql_type(const dp_column *c, struct dp_buf *out);
 /* Frees everything the entity owns (not the struct itself). */
 void dp_entity_free(dp_entity *e);
+/* A deep copy of src into dst (dst owns its strings; dp_entity_free). 0, or DP_ENOMEM (dst is
+ * left empty). */
+int dp_entity_copy(dp_entity *dst, const dp_entity *src);
 
 #endif

@@ -3,9 +3,10 @@
 #include "buf.h"
 #include "luabridge.h"
 #include "rawfile.h"
+#include "run.h"
 
 #include <dirent.h>
-#include <lauxlib.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -46,10 +47,10 @@ int dp_meta_texts_read(dp_engine *eng, dp_meta_texts *out, dp_err *e) {
     snprintf(source, sizeof source, "%s", eng->cfg.metadata);
     dp_buf missing = DP_BUF_INIT;
     for (int i = 0; i < DP_META_NFILES; i++) {
-      char path[4200];
-      snprintf(path, sizeof path, "%s/%s", eng->cfg.metadata, dp_metastore_file(i));
+      char path[PATH_MAX];
       dp_err re;
-      if (dp_read_file(path, &out->texts[i], &out->lens[i], &re) != 0) {
+      if (dp_path_join(path, sizeof path, eng->cfg.metadata, dp_metastore_file(i), &re) != 0 ||
+          dp_read_file(path, &out->texts[i], &out->lens[i], &re) != 0) {
         out->texts[i] = NULL;
         if (i != DP_META_GOLD) dp_buf_printf(&missing, "\n  %s: cannot read %s", dp_metastore_file(i), path);
       }
@@ -73,8 +74,8 @@ static int read_scripts(const char *dir, int depth, dp_meta_texts *t, dp_err *e)
   int rc = 0;
   while (rc == 0 && (de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.') continue;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    char path[PATH_MAX];
+    if ((rc = dp_path_join(path, sizeof path, dir, de->d_name, e)) != 0) break;
     struct stat st;
     if (stat(path, &st) != 0) continue;
     if (S_ISDIR(st.st_mode)) {
@@ -105,85 +106,29 @@ static int read_scripts(const char *dir, int depth, dp_meta_texts *t, dp_err *e)
 }
 
 int dp_meta_scripts_read(const dp_config *cfg, dp_meta_texts *t, dp_err *e) {
-  char dir[4200];
-  snprintf(dir, sizeof dir, "%s/connectors", cfg->scripts);
-  int rc = read_scripts(dir, 0, t, e);
-  snprintf(dir, sizeof dir, "%s/gold", cfg->scripts);
+  char dir[PATH_MAX];
+  int rc = dp_path_join(dir, sizeof dir, cfg->scripts, "connectors", e);
+  if (rc == 0) rc = read_scripts(dir, 0, t, e);
+  if (rc == 0) rc = dp_path_join(dir, sizeof dir, cfg->scripts, "gold", e);
   if (rc == 0) rc = read_scripts(dir, 0, t, e);
   return rc;
-}
-
-int dp_meta_validate(lua_State *L, const dp_meta_texts *t, dp_err *e) {
-  if (t->nscripts) { /* the version's scripts: validation and the run read these, not the files */
-    lua_getglobal(L, "__dp_engine");
-    lua_getfield(L, -1, "set_script_texts");
-    lua_remove(L, -2);
-    lua_createtable(L, 0, (int)t->nscripts);
-    for (size_t i = 0; i < t->nscripts; i++) {
-      lua_pushlstring(L, t->script_texts[i], t->script_lens[i]);
-      lua_setfield(L, -2, t->script_paths[i]);
-    }
-    int rc = dp_lua_pcall(L, 1, 0, e);
-    if (rc) return rc;
-  }
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, "load_metadata_texts");
-  lua_remove(L, -2);
-  lua_createtable(L, 0, DP_META_NFILES);
-  for (int i = 0; i < DP_META_NFILES; i++) {
-    if (!t->texts[i]) continue;
-    lua_pushlstring(L, t->texts[i], t->lens[i]);
-    lua_setfield(L, -2, dp_metastore_file(i));
-  }
-  int rc = dp_lua_pcall(L, 1, 2, e);
-  if (rc) return rc;
-  if (lua_isnil(L, -2)) {
-    dp_buf b = DP_BUF_INIT;
-    dp_buf_printf(&b, "invalid metadata in %s:", t->source);
-    if (lua_istable(L, -1)) {
-      size_t n = lua_objlen(L, -1);
-      for (size_t i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, (int)i);
-        dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-        lua_pop(L, 1);
-      }
-    } else if (lua_isstring(L, -1)) {
-      dp_buf_printf(&b, "\n  %s", lua_tostring(L, -1));
-    }
-    lua_pop(L, 2);
-    rc = dp_err_set(e, DP_EMETA, "%s", b.data);
-    dp_buf_free(&b);
-    return rc;
-  }
-  lua_pop(L, 1); /* leave meta */
-  if (t->pushed_hash) {
-    char *hash = dp_lua_strfield(L, -1, "hash");
-    if (!hash || strcmp(hash, t->pushed_hash) != 0)
-      rc = dp_err_set(e, DP_EMETA, "metadata in %s: the stored files hash to %.12s, not to the hash %.12s "
-                      "recorded when they were pushed; push the metadata again", t->source, hash ? hash : "?",
-                      t->pushed_hash);
-    free(hash);
-    if (rc) {
-      lua_pop(L, 1);
-      return rc;
-    }
-  }
-  lua_pushstring(L, t->source);
-  lua_setfield(L, -2, "source");
-  return 0;
 }
 
 /* Metadata comes from eng->meta (a serve snapshot's texts) when set, else from the folder
  * DP_METADATA or, when DP_METADATA is "mongo", from the set pushed to MongoDB (metastore.c); all go
  * through the same Lua validation, and the meta table gets a "source" field saying where it came
  * from. */
-int dp_load_metadata(dp_engine *eng, dp_err *e) {
+int dp_load_metadata(dp_engine *eng, dp_snapshot **out, dp_err *e) {
+  *out = NULL;
   if (!eng->L && !(eng->L = dp_lua_new(&eng->cfg, e))) return e->code;
-  if (eng->meta) return dp_meta_validate(eng->L, eng->meta, e);
-  dp_meta_texts t;
-  int rc = dp_meta_texts_read(eng, &t, e);
-  if (rc) return rc;
-  rc = dp_meta_validate(eng->L, &t, e);
-  dp_meta_texts_free(&t);
-  return rc;
+  int rc;
+  if (eng->meta) {
+    rc = dp_meta_validate(eng->L, eng->meta, e);
+  } else {
+    dp_meta_texts t;
+    if ((rc = dp_meta_texts_read(eng, &t, e)) != 0) return rc;
+    rc = dp_meta_validate(eng->L, &t, e);
+    dp_meta_texts_free(&t);
+  }
+  return rc ? rc : dp_meta_snapshot(eng->L, out, e);
 }

@@ -28,8 +28,6 @@ void dp_meta_texts_free(dp_meta_texts *t);
  * Returns 0, or DP_EIO/DP_ENOMEM with e naming the file. */
 int dp_meta_scripts_read(const dp_config *cfg, dp_meta_texts *t, dp_err *e);
 
-/* Validates t in L (the engine's Lua state) and leaves the validated meta table on the stack,
- * with meta.source set. Errors: DP_EMETA with every validation error in e->msg (nothing pushed). */
-int dp_meta_validate(lua_State *L, const dp_meta_texts *t, dp_err *e);
+/* Validating them: dp_meta_validate (luabridge.h). */
 
 #endif

@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,11 +63,11 @@ int dp_migrate(PGconn *c, const char *dir, int *applied, dp_err *e) {
   rc = list_migrations(dir, &names, &n, e);
   if (rc) goto cleanup;
   for (size_t i = 0; i < n; i++) {
-    char path[4096], sum[65];
+    char path[PATH_MAX], sum[65];
     char *sql = NULL;
     size_t len;
-    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-    rc = dp_read_file(path, &sql, &len, e);
+    rc = dp_path_join(path, sizeof path, dir, names[i], e);
+    if (rc == 0) rc = dp_read_file(path, &sql, &len, e);
     if (rc) goto cleanup;
     dp_sha256_hex(sql, len, sum);
     PGresult *r = NULL;

@@ -1,8 +1,10 @@
 /* prefect.c - the Prefect 3 REST client and the per-run reporter (see prefect.h). */
+#include "config.h"
 #include "prefect.h"
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "tz.h"
 #include "run.h"
 #include "uuid.h"
 
@@ -27,6 +29,30 @@
 #define LOG_QUEUE_MAX 20000  /* log lines waiting; more are dropped (and counted) */
 
 /* ------------------------------------------------------------------------------------------ */
+/* configuration */
+
+static dp_prefect_settings settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static const char *setting(const char *name) {
+  const char *v = dp_config_env(name);
+  return v ? strdup(v) : NULL;
+}
+
+static void read_settings(void) {
+  settings.api_url = setting("PREFECT_API_URL");
+  settings.auth_string = setting("PREFECT_API_AUTH_STRING");
+  settings.api_key = setting("PREFECT_API_KEY");
+  settings.ui_url = setting("PREFECT_UI_URL");
+  settings.flow_run_id = setting("PREFECT__FLOW_RUN_ID");
+}
+
+const dp_prefect_settings *dp_prefect_env(void) {
+  pthread_once(&settings_once, read_settings);
+  return &settings;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* client */
 
 struct dp_prefect_client {
@@ -38,8 +64,8 @@ struct dp_prefect_client {
 
 /* Returns a client (caller frees with dp_prefect_client_free), NULL when not configured. */
 dp_prefect_client *dp_prefect_client_from_env(long timeout_ms, dp_err *e) {
-  const char *url = getenv("PREFECT_API_URL");
-  if (!url || !*url) return NULL;
+  const char *url = dp_prefect_env()->api_url;
+  if (!url) return NULL;
   if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
     dp_err_set(e, DP_ECONFIG, "PREFECT_API_URL must start with http:// or https://");
     return NULL;
@@ -54,8 +80,8 @@ dp_prefect_client *dp_prefect_client_from_env(long timeout_ms, dp_err *e) {
   size_t n = strlen(c->url);
   while (n > 0 && c->url[n - 1] == '/') c->url[--n] = '\0';
   c->timeout_ms = timeout_ms > 0 ? timeout_ms : CALL_MS;
-  const char *basic = getenv("PREFECT_API_AUTH_STRING");
-  const char *key = getenv("PREFECT_API_KEY");
+  const char *basic = dp_prefect_env()->auth_string;
+  const char *key = dp_prefect_env()->api_key;
   if (basic && *basic) {
     size_t bl = strlen(basic);
     if (bl > 600) { free(c); dp_err_set(e, DP_ECONFIG, "PREFECT_API_AUTH_STRING is too long"); return NULL; }
@@ -182,8 +208,8 @@ static int collect_str(void *ud, const char *elem, size_t len) {
 /* Fills p from the flow run's parameters (see prefect.h). */
 int dp_prefect_attach_params(dp_prefect_params *p, dp_err *e) {
   memset(p, 0, sizeof *p);
-  const char *id = getenv("PREFECT__FLOW_RUN_ID");
-  if (!id || !*id) return 0;
+  const char *id = dp_prefect_env()->flow_run_id;
+  if (!id) return 0;
   uint8_t raw[16];
   if (dp_uuid_parse(id, raw) != 0) return dp_err_set(e, DP_EINVAL, "PREFECT__FLOW_RUN_ID is not a UUID");
   dp_err ce;
@@ -289,13 +315,19 @@ struct dp_prefect {
   char last_error[256]; /* of the last call that is to be retried */
 };
 
-static void now_iso(char *out, size_t cap) {
+/* Now as ISO 8601 (out: DP_ISO_UTC_MAX bytes). */
+static void now_iso(char *out) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  struct tm tm;
-  gmtime_r(&tv.tv_sec, &tm);
-  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-           tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec);
+  dp_iso_utc(out, (int64_t)tv.tv_sec * 1000000 + tv.tv_usec, 6);
+}
+
+/* p->problem = prefix what: msg, cut at a character boundary when it does not fit. */
+static void set_problem(dp_prefect *p, const char *prefix, const char *what, const char *msg) {
+  dp_buf b = DP_BUF_INIT;
+  dp_buf_printf(&b, "%s%s: %s", prefix, what, msg);
+  dp_utf8_copy(p->problem, sizeof p->problem, b.data ? b.data : "");
+  dp_buf_free(&b);
 }
 
 static void op_free(op *o) {
@@ -331,7 +363,7 @@ static op *op_new(int kind, task *t, const char *type, const char *msg) {
   o->t = t;
   if (type) snprintf(o->type, sizeof o->type, "%s", type);
   if (msg) o->msg = strdup(msg);
-  now_iso(o->ts, sizeof o->ts);
+  now_iso(o->ts);
   return o;
 }
 
@@ -564,7 +596,7 @@ static void *worker(void *ud) {
       continue;
     }
     if (res == GIVE_UP || res == STOP) {
-      if (!p->problem[0]) snprintf(p->problem, sizeof p->problem, "%s: %s", what, e.msg);
+      if (!p->problem[0]) set_problem(p, "", what, e.msg);
       if (!p->warned) {
         p->warned = 1;
         dp_log(DP_LOG_WARN, "prefect: %s (this run logs only this first reporting problem)", p->problem);
@@ -588,7 +620,7 @@ static void *worker(void *ud) {
     attempt++;
     if (p->closing && dp_monotonic() + delay > p->deadline) {
       p->stopped = 1;
-      snprintf(p->problem, sizeof p->problem, "reporting stopped at %s: %s", what, e.msg);
+      set_problem(p, "reporting stopped at ", what, e.msg);
       continue;
     }
     struct timespec ts;
@@ -678,7 +710,7 @@ dp_prefect *dp_prefect_begin(const dp_prefect_flow *f, dp_runinfo *run, char *re
     return NULL;
   }
   char id[37] = "";
-  const char *attach = f->flow_run_id ? f->flow_run_id : f->may_attach ? getenv("PREFECT__FLOW_RUN_ID") : NULL;
+  const char *attach = f->flow_run_id ? f->flow_run_id : f->may_attach ? dp_prefect_env()->flow_run_id : NULL;
   uint8_t raw[16];
   if (attach && *attach && dp_uuid_parse(attach, raw) == 0) {
     dp_uuid_format(raw, id); /* the flow run exists (Prefect started us): no call needed */

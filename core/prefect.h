@@ -20,6 +20,16 @@
 #include "error.h"
 #include "runinfo.h"
 
+/* ---- configuration ---- */
+/* The PREFECT_* variables (config.h's table), read once: the first call reads them (main calls
+ * it at start, before any thread); NULL = unset or empty. Static storage, never freed. */
+typedef struct dp_prefect_settings {
+  const char *api_url, *auth_string, *api_key; /* PREFECT_API_URL, PREFECT_API_AUTH_STRING, PREFECT_API_KEY */
+  const char *ui_url;                          /* PREFECT_UI_URL */
+  const char *flow_run_id;                     /* PREFECT__FLOW_RUN_ID */
+} dp_prefect_settings;
+const dp_prefect_settings *dp_prefect_env(void);
+
 /* ---- client ---- */
 typedef struct dp_prefect_client dp_prefect_client;
 

@@ -2,7 +2,6 @@
 #include "preflight.h"
 #include "pg.h"
 
-#include <lua.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,16 +34,10 @@ int dp_input_exists(PGconn *c, const char *input, const char *who, dp_err *e) {
                     who ? " reads " : "", dot ? "silver" : "gold", rel, who ? ", which" : "", fix);
 }
 
-int dp_gold_inputs_exist(PGconn *c, lua_State *L, int model_idx, const char *name, dp_err *e) {
+int dp_gold_inputs_exist(PGconn *c, char *const *depends_on, size_t n, const char *name, dp_err *e) {
   char who[300];
   snprintf(who, sizeof who, "gold model %s", name);
   int rc = 0;
-  lua_getfield(L, model_idx, "depends_on");
-  for (size_t k = 1; lua_istable(L, -1) && k <= lua_objlen(L, -1) && rc == 0; k++) {
-    lua_rawgeti(L, -1, (int)k);
-    if (lua_type(L, -1) == LUA_TSTRING) rc = dp_input_exists(c, lua_tostring(L, -1), who, e);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
+  for (size_t k = 0; k < n && rc == 0; k++) rc = dp_input_exists(c, depends_on[k], who, e);
   return rc;
 }

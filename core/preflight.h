@@ -3,10 +3,9 @@
 #ifndef DP_PREFLIGHT_H
 #define DP_PREFLIGHT_H
 
+#include <stddef.h>
 #include <libpq-fe.h>
 #include "error.h"
-
-typedef struct lua_State lua_State;
 
 /* 1 when schema.name (a table or a view) exists, 0 when not; or a negative DP_E* code with e set.
  * name travels as a parameter (quote_ident on the server), never inside the SQL text. */
@@ -18,7 +17,7 @@ int dp_relation_exists(PGconn *c, const char *schema, const char *name, dp_err *
  * `dp-engine run x` first" (who NULL: "silver.x__y_current does not exist yet: ..."). */
 int dp_input_exists(PGconn *c, const char *input, const char *who, dp_err *e);
 
-/* dp_input_exists for every depends_on of the gold model table at model_idx (name: the model). */
-int dp_gold_inputs_exist(PGconn *c, lua_State *L, int model_idx, const char *name, dp_err *e);
+/* dp_input_exists for each of the n depends_on entries of the gold model name. */
+int dp_gold_inputs_exist(PGconn *c, char *const *depends_on, size_t n, const char *name, dp_err *e);
 
 #endif

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "runinfo.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,15 +20,32 @@ typedef struct progress {
 
 static _Thread_local progress cur;
 
+/* DP_LOG_FORMAT and DP_PROGRESS_SECONDS, read once (dp_progress_init). */
+static struct {
+  int json;        /* JSON logs: never a terminal line */
+  int has_every;
+  double every;
+} settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static void read_settings(void) {
+  const char *fmt = dp_config_env("DP_LOG_FORMAT");
+  settings.json = fmt && strcmp(fmt, "json") == 0;
+  const char *every = dp_config_env("DP_PROGRESS_SECONDS");
+  settings.has_every = every && *every;
+  settings.every = every ? atof(every) : 0;
+}
+
+void dp_progress_init(void) { pthread_once(&settings_once, read_settings); }
+
 void dp_progress_begin(const char *layer, const char *system, const char *entity) {
+  dp_progress_init();
   memset(&cur, 0, sizeof cur);
   cur.active = 1;
-  const char *fmt = dp_config_env("DP_LOG_FORMAT");
   /* drawn in place only on a terminal: stdout too, so that `run --json | jq` or a redirected
    * summary never has a progress line beside it (docs/cli.md#output) */
-  cur.tty = isatty(2) && isatty(1) && !(fmt && strcmp(fmt, "json") == 0);
-  const char *every = dp_config_env("DP_PROGRESS_SECONDS");
-  cur.every = every && *every ? atof(every) : cur.tty ? 0.5 : 30.0;
+  cur.tty = isatty(2) && isatty(1) && !settings.json;
+  cur.every = settings.has_every ? settings.every : cur.tty ? 0.5 : 30.0;
   snprintf(cur.label, sizeof cur.label, "%s %s.%s", layer, system, entity);
   cur.what = "records";
   cur.t0 = dp_monotonic();

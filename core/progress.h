@@ -8,6 +8,9 @@
 
 #include <stdint.h>
 
+/* Reads DP_LOG_FORMAT and DP_PROGRESS_SECONDS once (main calls it at start; the first
+ * dp_progress_begin does otherwise). */
+void dp_progress_init(void);
 void dp_progress_begin(const char *layer, const char *system, const char *entity);
 /* n more records; what: "records", "keys", ... (a static string) */
 void dp_progress_add(int64_t n, const char *what);

@@ -3,12 +3,16 @@
 #include "rawcompress.h"
 #include "rawmanifest.h"
 #include "rawfile.h"
+#include "jsonbson.h"
+#include "log.h"
 
+#include <bson/bson.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sodium.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -98,40 +102,118 @@ void dp_raw_manifest_path(const char *raw_path, char *out, size_t cap) {
   snprintf(out, cap, "%.*s.manifest.json", (int)n, raw_path);
 }
 
-/* Decompresses gz into fd; 0, or -1 with errno (EIO for data that is not gzip). */
-static int gunzip_to(gzFile gz, int fd) {
+/* Decompresses gz (the file found) into fd, to the gzip trailer (its CRC and length checked),
+ * hashing what it writes. 0, or an error naming found: a truncated or damaged stream is never
+ * taken for a shorter complete one (gzread ends with 0 there; gzerror tells). */
+static int gunzip_to(gzFile gz, int fd, const char *found, dp_raw_facts *rf, dp_err *e) {
   unsigned char *buf = malloc(CHUNK);
-  if (!buf) {
-    errno = ENOMEM;
-    return -1;
-  }
+  if (!buf) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  crypto_hash_sha256_state sha;
+  crypto_hash_sha256_init(&sha);
+  rf->bytes = 0;
   int rc = 0;
   for (;;) {
     int k = gzread(gz, buf, CHUNK);
-    if (k < 0) {
-      errno = EIO;
-      rc = -1;
-      break;
-    }
     if (k == 0) break;
+    if (k < 0) break; /* gzerror below */
+    crypto_hash_sha256_update(&sha, buf, (unsigned long long)k);
+    rf->bytes += (uint64_t)k;
     if (write_all(fd, buf, (size_t)k) != 0) {
-      rc = -1;
+      rc = dp_err_set(e, DP_EIO, "cannot decompress raw file %s into a temporary file: %s", found, strerror(errno));
       break;
     }
   }
+  int zerr = Z_OK;
+  const char *zmsg = rc ? NULL : gzerror(gz, &zerr);
+  if (rc == 0 && zerr != Z_OK && zerr != Z_STREAM_END)
+    rc = dp_err_set(e, DP_EIO, "raw file %s is truncated or damaged (%s)", found, zmsg ? zmsg : "gzip error");
+  else if (rc == 0 && gzdirect(gz)) /* not gzip at all (also an empty file): zlib would copy it as it is */
+    rc = dp_err_set(e, DP_EIO, "raw file %s is truncated or damaged (not a gzip stream)", found);
+  unsigned char d[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256_final(&sha, d);
+  sodium_bin2hex(rf->sha256, sizeof rf->sha256, d, sizeof d);
   free(buf);
   return rc;
 }
 
-FILE *dp_raw_fopen_read(const char *path, const char *tmpdir) {
+int dp_raw_manifest_facts(const char *raw_path, dp_raw_facts *mf, dp_err *e) {
+  char mpath[4200];
+  memset(mf, 0, sizeof *mf);
+  dp_raw_manifest_path(raw_path, mpath, sizeof mpath);
+  if (access(mpath, F_OK) != 0) return 0; /* written before manifests existed */
+  char *text = NULL;
+  size_t len = 0;
+  int rc = dp_read_file(mpath, &text, &len, e);
+  if (rc) return rc;
+  bson_t doc;
+  rc = dp_json_to_bson(text, len, &doc, e);
+  free(text);
+  if (rc) {
+    dp_err_prefix(e, "manifest %s: ", mpath);
+    return rc;
+  }
+  static const char *const INTS[] = {"details.records", "details.bytes", "details.forgotten_lines"};
+  uint64_t *dst[] = {&mf->records, &mf->bytes, &mf->forgotten_lines};
+  bson_iter_t it;
+  for (int i = 0; i < 3; i++)
+    if (bson_iter_init(&it, &doc) && bson_iter_find_descendant(&it, INTS[i], &it)) *dst[i] = (uint64_t)bson_iter_as_int64(&it);
+  if (bson_iter_init(&it, &doc) && bson_iter_find_descendant(&it, "details.sha256", &it) && BSON_ITER_HOLDS_UTF8(&it))
+    snprintf(mf->sha256, sizeof mf->sha256, "%s", bson_iter_utf8(&it, NULL));
+  bson_destroy(&doc);
+  return 0;
+}
+
+/* What was read (got; sha256 "" when not hashed) against the manifest beside found. */
+int dp_raw_check_manifest(const char *found, const dp_raw_facts *got, dp_err *e) {
+  dp_raw_facts mf;
+  int rc = dp_raw_manifest_facts(found, &mf, e);
+  if (rc) return rc;
+  if (mf.sha256[0] == '\0') return 0; /* no manifest, or one without the facts */
+  if (got->bytes != mf.bytes)
+    return dp_err_set(e, DP_EIO,
+                      "raw file %s is truncated or damaged: %llu bytes of lines, its manifest says %llu (a forget "
+                      "that stopped half way is completed by running it again)",
+                      found, (unsigned long long)got->bytes, (unsigned long long)mf.bytes);
+  if (got->sha256[0] && strcmp(got->sha256, mf.sha256) != 0)
+    return dp_err_set(e, DP_EIO,
+                      "raw file %s is damaged: the sha256 of its lines is %s, its manifest says %s (a forget that "
+                      "stopped half way is completed by running it again)",
+                      found, got->sha256, mf.sha256);
+  return 0;
+}
+
+FILE *dp_raw_open_read(const char *path, const char *tmpdir, int verify, dp_err *e) {
   char found[4200];
   if (dp_raw_locate(path, found, sizeof found) != 0) {
+    dp_err_set(e, DP_ENOTFOUND, "raw file %s: %s", path, strerror(ENOENT));
     errno = ENOENT;
     return NULL;
   }
-  if (!dp_raw_is_gz(found)) return fopen(found, "r");
+  dp_raw_facts got = {0, 0, 0, ""};
+  if (!dp_raw_is_gz(found)) {
+    struct stat st;
+    FILE *f = fopen(found, "r");
+    if (!f) {
+      int saved = errno;
+      dp_err_set(e, DP_EIO, "cannot read raw file %s: %s", found, strerror(saved));
+      errno = saved;
+      return NULL;
+    }
+    got.bytes = fstat(fileno(f), &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (verify && dp_raw_check_manifest(found, &got, e) != 0) { /* the size only: a plain file is not read twice */
+      fclose(f);
+      errno = EIO;
+      return NULL;
+    }
+    return f;
+  }
   gzFile gz = gzopen(found, "rb");
-  if (!gz) return NULL;
+  if (!gz) {
+    int saved = errno ? errno : ENOMEM;
+    dp_err_set(e, DP_EIO, "cannot read raw file %s: %s", found, strerror(saved));
+    errno = saved;
+    return NULL;
+  }
   char tmpl[4200];
   const char *dir = tmpdir ? tmpdir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   dp_err ignored;
@@ -139,20 +221,68 @@ FILE *dp_raw_fopen_read(const char *path, const char *tmpdir) {
   snprintf(tmpl, sizeof tmpl, "%s/.raw-XXXXXX", dir);
   int fd = mkstemp(tmpl);
   FILE *f = NULL;
-  if (fd >= 0) {
+  if (fd < 0) {
+    dp_err_set(e, DP_EIO, "cannot create a temporary file in %s for raw file %s: %s", dir, found, strerror(errno));
+  } else {
     unlink(tmpl); /* gone with the stream */
-    int bad = gunzip_to(gz, fd) != 0;
-    int saved = errno;
+    int bad = gunzip_to(gz, fd, found, &got, e) != 0 || (verify && dp_raw_check_manifest(found, &got, e) != 0);
     if (!bad && lseek(fd, 0, SEEK_SET) == 0) f = fdopen(fd, "r");
     if (!f) {
+      if (!bad) dp_err_set(e, DP_EIO, "cannot read raw file %s: %s", found, strerror(errno));
       close(fd);
-      errno = bad ? saved : errno;
     }
   }
-  int saved = errno;
   gzclose(gz);
-  errno = saved;
+  if (!f) errno = EIO;
   return f;
+}
+
+FILE *dp_raw_fopen_read(const char *path, const char *tmpdir) {
+  dp_err e;
+  dp_err_clear(&e);
+  FILE *f = dp_raw_open_read(path, tmpdir, 1, &e);
+  if (!f) {
+    int saved = errno;
+    dp_log(DP_LOG_ERROR, "%s", e.msg); /* the caller only has errno to say why */
+    errno = saved;
+  }
+  return f;
+}
+
+int dp_raw_verify(const char *path, dp_err *e) {
+  char found[4200];
+  if (dp_raw_locate(path, found, sizeof found) != 0) return dp_err_set(e, DP_ENOTFOUND, "raw file %s is gone", path);
+  if (dp_raw_is_gz(found)) {
+    FILE *f = dp_raw_open_read(found, NULL, 1, e);
+    if (!f) return e->code ? e->code : DP_EIO;
+    fclose(f);
+    return 0;
+  }
+  int fd = open(found, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return dp_err_set(e, DP_EIO, "cannot read raw file %s: %s", found, strerror(errno));
+  unsigned char *buf = malloc(CHUNK);
+  if (!buf) {
+    close(fd);
+    return dp_err_set(e, DP_ENOMEM, "out of memory");
+  }
+  crypto_hash_sha256_state sha;
+  crypto_hash_sha256_init(&sha);
+  dp_raw_facts got = {0, 0, 0, ""};
+  int rc = 0;
+  for (;;) {
+    ssize_t k = read(fd, buf, CHUNK);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) rc = dp_err_set(e, DP_EIO, "cannot read raw file %s: %s", found, strerror(errno));
+    if (k <= 0) break;
+    crypto_hash_sha256_update(&sha, buf, (unsigned long long)k);
+    got.bytes += (uint64_t)k;
+  }
+  close(fd);
+  free(buf);
+  unsigned char d[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256_final(&sha, d);
+  sodium_bin2hex(got.sha256, sizeof got.sha256, d, sizeof d);
+  return rc ? rc : dp_raw_check_manifest(found, &got, e);
 }
 
 int dp_raw_compress_file(const char *path, uint64_t *before, uint64_t *after, dp_err *e) {
@@ -186,6 +316,12 @@ int dp_raw_compress_file(const char *path, uint64_t *before, uint64_t *after, dp
     }
     if ((rc = dp_gz_out_write(z, out, buf, (size_t)k, k == 0, e)) != 0) goto cleanup;
     if (k == 0) break;
+  }
+  /* the file keeps its times: raw_delete_days counts from the export, not from the compression */
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (futimens(out, times) != 0) {
+    rc = dp_err_set(e, DP_EIO, "cannot set the times of %s: %s", tmp, strerror(errno));
+    goto cleanup;
   }
   if (fsync(out) != 0) {
     rc = dp_err_set(e, DP_EIO, "cannot fsync %s: %s", tmp, strerror(errno));

@@ -29,12 +29,33 @@ int dp_raw_locate(const char *path, char *out, size_t cap);
  * /tmp). path may name either form (dp_raw_locate). Returns the stream (caller fcloses) or NULL
  * with errno set (EIO: not valid gzip). */
 FILE *dp_raw_fopen_read(const char *path, const char *tmpdir);
+/* The same with the reason in e: a gzip stream must reach its end (CRC and length checked: a
+ * truncated or damaged file is an error naming it, never a shorter file); with verify, what is
+ * read must match the manifest beside the file (a plain file: its size; a gzip file: bytes and
+ * sha256 of the lines). dp_raw_fopen_read verifies and logs the reason (its callers only have
+ * errno, EIO). */
+FILE *dp_raw_open_read(const char *path, const char *tmpdir, int verify, dp_err *e);
+/* Reads the raw file whole (either form) and checks it against its manifest: bytes and sha256.
+ * 0 when it matches or has no manifest (written before manifests), else an error naming it. */
+int dp_raw_verify(const char *path, dp_err *e);
+/* What a raw file holds: of its manifest (details), or of what was read (sha256 "" when not
+ * hashed). */
+typedef struct dp_raw_facts {
+  uint64_t records, bytes, forgotten_lines;
+  char sha256[65]; /* "" when the manifest has none (or there is no manifest) */
+} dp_raw_facts;
+/* The facts of the manifest beside raw_path (all 0 / "" when it has none). */
+int dp_raw_manifest_facts(const char *raw_path, dp_raw_facts *out, dp_err *e);
+/* got (bytes; sha256 unless "") against the manifest beside found: 0, or an error naming the
+ * file ("truncated or damaged"). A file without a manifest (or its sha256) passes. */
+int dp_raw_check_manifest(const char *found, const dp_raw_facts *got, dp_err *e);
 /* The manifest beside a raw file: X.manifest.json for X.jsonl and X.jsonl.gz. */
 void dp_raw_manifest_path(const char *raw_path, char *out, size_t cap);
 
 /* Compresses the plain raw file path (X.jsonl) into X.jsonl.gz (temporary name, fsync, rename),
  * rewrites its manifest (file, compression, stored_bytes; records, bytes and sha256 unchanged)
- * and removes the plain file. *before / *after: bytes on disk. */
+ * and removes the plain file; the new file keeps the access and modification times of the plain
+ * one. *before / *after: bytes on disk. */
 int dp_raw_compress_file(const char *path, uint64_t *before, uint64_t *after, dp_err *e);
 
 #endif

@@ -18,6 +18,12 @@ int dp_bson_file_whole(const char *path, long long told) {
   return stat(path, &st) == 0 && (long long)st.st_size == told;
 }
 
+int dp_path_join(char *out, size_t cap, const char *a, const char *b, dp_err *e) {
+  int n = snprintf(out, cap, "%s/%s", a, b);
+  if (n < 0 || (size_t)n >= cap) return dp_err_set(e, DP_EINVAL, "path too long: %s/%s", a, b);
+  return 0;
+}
+
 int dp_mkdirs(const char *path, dp_err *e) {
   char tmp[4096];
   size_t n = strlen(path);

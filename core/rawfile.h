@@ -35,6 +35,8 @@ int dp_raw_commit(dp_raw_writer *w, dp_err *e);
 void dp_raw_abort(dp_raw_writer *w);
 
 /* Writes data to path atomically (temporary file, fsync, rename, folder fsync), mode 0644. */
+/* out = a "/" b (cap bytes). DP_EINVAL "path too long: a/b" when it does not fit. */
+int dp_path_join(char *out, size_t cap, const char *a, const char *b, dp_err *e);
 int dp_write_file_atomic(const char *path, const char *data, size_t len, dp_err *e);
 /* The same with the file mode given (the temporary file has it from the start: 0600 keeps a
  * private file private at every moment). */

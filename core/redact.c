@@ -1,5 +1,6 @@
 /* redact.c - the redaction registry and the replacement of registered values in text. */
 #include "redact.h"
+#include "json.h"
 #include "error.h"
 
 #include <pthread.h>
@@ -66,23 +67,7 @@ static int add_pattern(const char *repl, const char *v, size_t len) {
 /* The value as a JSON string body: lua-cjson's escapes (slash_escaped: "/" as "\/", as
  * lua-cjson writes it; otherwise as most other encoders do). */
 static int json_escaped(dp_buf *b, const unsigned char *v, size_t len, int slash_escaped) {
-  int rc = 0;
-  for (size_t i = 0; i < len && rc == 0; i++) {
-    unsigned char c = v[i];
-    switch (c) {
-      case '"': rc = dp_buf_puts(b, "\\\""); break;
-      case '\\': rc = dp_buf_puts(b, "\\\\"); break;
-      case '/': rc = slash_escaped ? dp_buf_puts(b, "\\/") : dp_buf_putc(b, '/'); break;
-      case '\b': rc = dp_buf_puts(b, "\\b"); break;
-      case '\f': rc = dp_buf_puts(b, "\\f"); break;
-      case '\n': rc = dp_buf_puts(b, "\\n"); break;
-      case '\r': rc = dp_buf_puts(b, "\\r"); break;
-      case '\t': rc = dp_buf_puts(b, "\\t"); break;
-      default:
-        rc = (c < 0x20 || c == 0x7f) ? dp_buf_printf(b, "\\u%04x", c) : dp_buf_putc(b, (char)c);
-    }
-  }
-  return rc;
+  return dp_json_escape(b, (const char *)v, len, DP_JSON_ESC_BF | (slash_escaped ? DP_JSON_ESC_SLASH : 0));
 }
 
 /* The value URL-encoded (RFC 3986 unreserved characters kept, the rest %XX). */

@@ -6,7 +6,7 @@
 #include "json.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "luabridge.h"
+#include "snapshot.h"
 #include "pg.h"
 #include "rawcompress.h"
 #include "run.h"
@@ -14,8 +14,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +31,7 @@ typedef struct step {
   dp_err err;
   dp_buf files;   /* JSON array items: the files acted on (relative to DP_DATA_DIR) */
   size_t listed;
+  const char *note; /* said after the step's line (--json: "note") */
 } step;
 
 /* One entity's retention: its settings and what its raw files are still needed for. */
@@ -152,6 +151,9 @@ static void delete_raw(ent_ctx *c, char **files, size_t n, step *s) {
     s->items++;
     s->before += (int64_t)st.st_size;
     step_list(s, c, files[i]);
+    /* rollback rebuilds bronze from every earlier load's raw file (docs/lifecycle.md#limits) */
+    s->note = "no run of the entity after these files' runs can be rolled back any more, later runs included "
+              "(rollback rebuilds bronze from every earlier raw file)";
   }
 }
 
@@ -263,12 +265,17 @@ static void report_step(const ent_ctx *c, const step *s, dp_buf *out, int *first
       dp_buf_puts(out, ",\"error\":");
       dp_json_put_string(out, s->err.msg, strlen(s->err.msg));
     }
+    if (s->note) {
+      dp_buf_puts(out, ",\"note\":");
+      dp_json_put_string(out, s->note, strlen(s->note));
+    }
     dp_buf_putc(out, '}');
     return;
   }
   dp_buf_printf(out, "  %s.%s %-20s %s %8" PRId64 " items %6" PRId64 " kept %12" PRId64 " -> %12" PRId64 " bytes%s%s\n",
                 c->system, c->entity, s->action, s->failed ? "failed   " : "succeeded", s->items, s->kept,
                 s->before, s->after, s->failed ? ": " : "", s->failed ? s->err.msg : "");
+  if (s->note) dp_buf_printf(out, "    note: %s.%s: %s\n", c->system, c->entity, s->note);
 }
 
 /* A step's end: its audit row and report line. Returns the audit's error only. */
@@ -337,57 +344,38 @@ static int cmp_target(const void *a, const void *b) {
   return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-static int collect(lua_State *L, int meta_idx, const char *only, target **out, size_t *n, int *system_found) {
-  lua_getfield(L, meta_idx, "systems");
-  for (size_t i = 1; only && i <= lua_objlen(L, -1); i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "name");
-    *system_found |= lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), only) == 0;
-    lua_pop(L, 2);
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, meta_idx, "entities");
-  size_t total = lua_objlen(L, -1);
-  target *t = calloc(total ? total : 1, sizeof *t);
-  if (!t) {
-    lua_pop(L, 1);
-    return DP_ENOMEM;
-  }
+static int collect(const dp_snapshot *meta, const char *only, target **out, size_t *n, int *system_found) {
+  *system_found = only && dp_snapshot_find(meta, only, 0) != NULL;
+  target *t = calloc(meta->nentities ? meta->nentities : 1, sizeof *t);
+  if (!t) return DP_ENOMEM;
   *n = 0;
-  for (size_t i = 1; i <= total; i++) {
-    lua_rawgeti(L, -1, (int)i);
-    char *sys = dp_lua_strfield(L, -1, "system"), *name = dp_lua_strfield(L, -1, "name");
-    dp_lifecycle lc;
-    dp_lifecycle_read(L, -1, &lc);
-    lua_pop(L, 1);
-    int any = lc.raw_days || lc.raw_delete_days || lc.bronze_deleted_days || lc.silver_history_days;
-    if (sys && name && any && (!only || strcmp(only, sys) == 0)) {
-      t[*n].system = sys;
-      t[*n].entity = name;
-      t[*n].lc = lc;
-      t[*n].order = i;
-      (*n)++;
-    } else {
-      free(sys);
-      free(name);
-    }
+  int rc = 0;
+  for (size_t i = 0; i < meta->nentities; i++) {
+    const dp_entity *ent = &meta->entities[i];
+    const dp_lifecycle *lc = &ent->lifecycle;
+    int any = lc->raw_days || lc->raw_delete_days || lc->bronze_deleted_days || lc->silver_history_days;
+    if (!any || (only && strcmp(only, ent->system) != 0)) continue;
+    t[*n].system = strdup(ent->system);
+    t[*n].entity = strdup(ent->name);
+    t[*n].lc = *lc;
+    t[*n].order = i + 1;
+    (*n)++;
+    if (!t[*n - 1].system || !t[*n - 1].entity) rc = DP_ENOMEM;
   }
-  lua_pop(L, 1);
   *out = t;
-  return 0;
+  return rc;
 }
 
 int dp_retention_run(dp_engine *eng, const dp_retention_opts *o, dp_buf *out, int *failed, dp_err *e) {
   *failed = 0;
-  int rc = dp_load_metadata(eng, e);
+  dp_snapshot *meta = NULL;
+  int rc = dp_load_metadata(eng, &meta, e);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
   target *t = NULL;
   size_t n = 0;
   int system_found = 0, first = 1;
   dp_buf skipped = DP_BUF_INIT; /* --json: the systems whose lock was held */
-  if ((rc = collect(L, meta_idx, o->system, &t, &n, &system_found)) != 0) {
+  if ((rc = collect(meta, o->system, &t, &n, &system_found)) != 0) {
     rc = dp_err_set(e, rc, "out of memory");
     goto cleanup;
   }
@@ -395,7 +383,7 @@ int dp_retention_run(dp_engine *eng, const dp_retention_opts *o, dp_buf *out, in
     rc = dp_err_set(e, DP_EINVAL, "no system named %s in %s", o->system, eng->cfg.metadata);
     goto cleanup;
   }
-  if ((rc = dp_engine_open_pg(eng, e)) != 0) goto cleanup;
+  if ((rc = dp_engine_open_migrated(eng, e)) != 0) goto cleanup;
   for (size_t i = 0; i < n; i++)
     if (t[i].lc.bronze_deleted_days && (rc = dp_engine_open_mongo(eng, e)) != 0) goto cleanup;
   dp_runinfo run;
@@ -440,6 +428,6 @@ cleanup:
   }
   free(t);
   dp_buf_free(&skipped);
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot_unref(meta);
   return rc;
 }

@@ -1,6 +1,7 @@
 /* retention_job.c - serve's daily retention job (see retention_job.h). */
 #include "retention_job.h"
 #include "engine.h"
+#include "json.h"
 #include "log.h"
 #include "retention.h"
 
@@ -42,7 +43,7 @@ static void work_run(uv_work_t *w) {
     dp_retention_opts o = {NULL, 0, 0};
     j->rc = dp_retention_run(&eng, &o, &j->report, &j->failed, &e);
   }
-  snprintf(j->error, sizeof j->error, "%s", j->rc ? e.msg : "");
+  dp_utf8_copy(j->error, sizeof j->error, j->rc ? e.msg : "");
   dp_engine_close(&eng);
 }
 
@@ -55,12 +56,17 @@ static void work_done(uv_work_t *w, int status) {
   j->running = 0;
   if (status == 0 && j->rc)
     dp_log(DP_LOG_ERROR, "serve: retention failed: %s", j->error);
-  else if (status == 0)
-    dp_log(j->failed ? DP_LOG_WARN : DP_LOG_INFO, "serve: retention %s:\n%s", j->failed ? "partly failed" : "done",
-           j->report.data ? j->report.data : "");
+  else if (status == 0) { /* one log line per line of the report */
+    dp_log(j->failed ? DP_LOG_WARN : DP_LOG_INFO, "serve: retention %s", j->failed ? "partly failed" : "done");
+    for (char *line = j->report.data, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+      nl = strchr(line, '\n');
+      if (nl) *nl = '\0';
+      if (*line) dp_log(j->failed ? DP_LOG_WARN : DP_LOG_INFO, "serve: retention: %s", line);
+    }
+  }
   dp_buf_free(&j->report);
-  if (j->stopped) {
-    uv_close((uv_handle_t *)&j->timer, on_closed);
+  if (j->stopped) { /* serve's final walk may have closed the timer already (then j stays) */
+    if (!uv_is_closing((uv_handle_t *)&j->timer)) uv_close((uv_handle_t *)&j->timer, on_closed);
     return;
   }
   uv_timer_start(&j->timer, on_timer, until_next(j), 0);

@@ -9,6 +9,7 @@
  * the audit rows of the undone run marked; at the end gold is rebuilt. */
 #include "rollback.h"
 #include "rollback_int.h"
+#include "cli.h"
 #include "version.h"
 #include "audit.h"
 #include "bronze.h"
@@ -16,7 +17,7 @@
 #include "goldrun.h"
 #include "json.h"
 #include "log.h"
-#include "luabridge.h"
+#include "snapshot.h"
 #include "metaload.h"
 #include "pg.h"
 #include "rawfile.h"
@@ -26,7 +27,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <lauxlib.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,16 +196,14 @@ static int find_runs(PGconn *a, const dp_rollback_opts *o, rb_plan *p, dp_err *e
 
 /* The metadata of every entity of the plan (bronze is rebuilt with it). */
 static int load_entities(dp_engine *eng, rb_plan *p, dp_err *e) {
-  int rc = dp_load_metadata(eng, e);
+  dp_snapshot *meta = NULL;
+  int rc = dp_load_metadata(eng, &meta, e);
   if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
   size_t cap = 0;
   for (size_t i = 0; i < p->nruns; i++) cap += p->runs[i].nents;
   p->ents = calloc(cap ? cap : 1, sizeof *p->ents);
   p->items = calloc(cap ? cap : 1, sizeof *p->items);
-  if (!p->ents || !p->items) { lua_settop(L, meta_idx - 1); return dp_err_set(e, DP_ENOMEM, "out of memory"); }
-  lua_getfield(L, meta_idx, "entities");
+  if (!p->ents || !p->items) rc = dp_err_set(e, DP_ENOMEM, "out of memory");
   for (size_t i = 0; i < p->nruns && rc == 0; i++) {
     for (size_t k = 0; k < p->runs[i].nents && rc == 0; k++) {
       const char *name = p->runs[i].ents[k];
@@ -213,25 +211,19 @@ static int load_entities(dp_engine *eng, rb_plan *p, dp_err *e) {
       for (size_t j = 0; j < p->nents; j++)
         if (strcmp(p->ents[j].name, name) == 0) at = j;
       if (at == p->nents) {
-        for (size_t j = 1; j <= lua_objlen(L, -1) && at == p->nents && rc == 0; j++) {
-          lua_rawgeti(L, -1, (int)j);
-          char *sys = dp_lua_strfield(L, -1, "system"), *nm = dp_lua_strfield(L, -1, "name");
-          if (sys && nm && strcmp(sys, p->system) == 0 && strcmp(nm, name) == 0) {
-            rc = dp_entity_from_lua(L, -1, &p->ents[p->nents], e);
-            if (rc == 0) p->nents++;
-          }
-          free(sys);
-          free(nm);
-          lua_pop(L, 1);
-        }
-        if (rc == 0 && at == p->nents)
+        const dp_entity *ent = dp_snapshot_entity(meta, p->system, name);
+        if (!ent)
           rc = dp_err_set(e, DP_EMETA, "entity %s.%s of run %s is not in metadata any more: bronze cannot be rebuilt",
                           p->system, name, p->runs[i].id);
+        else if (dp_entity_copy(&p->ents[p->nents], ent) != 0)
+          rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+        else
+          p->nents++;
       }
       if (rc == 0) p->items[p->nitems++] = (dp__rb_item){.run = i, .ent = at};
     }
   }
-  lua_settop(L, meta_idx - 1);
+  dp_snapshot_unref(meta);
   return rc;
 }
 
@@ -262,13 +254,17 @@ static int raw_undo(dp_engine *eng, const dp_entity *ent, const char *run, int d
   struct dirent *de;
   while (rc == 0 && (de = readdir(d)) != NULL) {
     if (strncmp(de->d_name, run, idlen) != 0 || de->d_name[idlen] != '.') continue;
-    it->raw_files++;
-    if (dry_run) continue;
+    int data = strstr(de->d_name, ".manifest.json") == NULL; /* counted: the data files, not manifests */
+    if (dry_run) {
+      it->raw_files += data;
+      continue;
+    }
     char src[8800];
-    snprintf(src, sizeof src, "%s/%s", from, de->d_name);
-    snprintf(to, sizeof to, "%s/%s", qdir, de->d_name);
-    if ((rc = dp_mkdirs(qdir, e)) != 0) break;
+    if ((rc = dp_path_join(src, sizeof src, from, de->d_name, e)) != 0 ||
+        (rc = dp_path_join(to, sizeof to, qdir, de->d_name, e)) != 0 || (rc = dp_mkdirs(qdir, e)) != 0)
+      break;
     if (rename(src, to) != 0) rc = dp_err_set(e, DP_EIO, "raw: cannot move %s to %s: %s", src, to, strerror(errno));
+    else it->raw_files += data;
   }
   closedir(d);
   return rc;
@@ -366,18 +362,20 @@ static void report(const rb_plan *p, const dp_rollback_opts *o, const char *stat
       for (size_t k = 0; k < p->nitems; k++) {
         const dp__rb_item *it = &p->items[k];
         if (it->run != i) continue;
-        printf("    %-24s silver: %" PRId64 " versions removed, %" PRId64 " rows restored, %" PRId64
-               " rejects removed%s\n",
-               p->ents[it->ent].name, it->silver_removed, it->silver_restored, it->rejects_removed,
-               it->cursor_restored ? ", cursor restored" : "");
+        char c1[48], c2[48], c3[48], c4[48], c5[48];
+#define RB_N(buf, v, one, many) dp_cli_count(buf, sizeof buf, (size_t)(v), one, many)
+        printf("    %-24s silver: %s removed, %s restored, %s removed%s\n", p->ents[it->ent].name,
+               RB_N(c1, it->silver_removed, "version", "versions"), RB_N(c2, it->silver_restored, "row", "rows"),
+               RB_N(c3, it->rejects_removed, "reject", "rejects"), it->cursor_restored ? ", cursor restored" : "");
         if (o->dry_run)
-          printf("    %-24s bronze: %" PRId64 " documents to rebuild, %" PRId64 " rejects removed; raw: %" PRId64
-                 " files to quarantine\n",
-                 "", it->bronze_touched, it->bronze_rejects_removed, it->raw_files);
+          printf("    %-24s bronze: %s to rebuild, %s removed; raw: %s to quarantine\n", "",
+                 RB_N(c1, it->bronze_touched, "document", "documents"),
+                 RB_N(c2, it->bronze_rejects_removed, "reject", "rejects"), RB_N(c3, it->raw_files, "file", "files"));
         else
-          printf("    %-24s bronze: %" PRId64 " documents rebuilt, %" PRId64 " removed, %" PRId64
-                 " rejects removed; raw: %" PRId64 " files quarantined\n",
-                 "", it->bronze_rebuilt, it->bronze_removed, it->bronze_rejects_removed, it->raw_files);
+          printf("    %-24s bronze: %s rebuilt, %s removed, %s removed; raw: %s quarantined\n", "",
+                 RB_N(c1, it->bronze_rebuilt, "document", "documents"), RB_N(c2, it->bronze_removed, "document", "documents"),
+                 RB_N(c4, it->bronze_rejects_removed, "reject", "rejects"), RB_N(c5, it->raw_files, "file", "files"));
+#undef RB_N
       }
     }
     printf("  gold: %s\n", gold);
@@ -399,7 +397,7 @@ static int undo_all(dp_engine *eng, rb_plan *p, dp_err *e) {
       memset(&it->silver_removed, 0, sizeof *it - offsetof(dp__rb_item, silver_removed));
       if ((rc = dp__rollback_silver_plan(eng->audit, eng->data, ent, run, it, e)) != 0) break; /* refusals first */
       if ((rc = dp__rollback_bronze(eng, ent, run, 0, it, e)) != 0) break;
-      if ((rc = dp__rollback_silver(eng->data, ent, run, it, e)) != 0) break;
+      if ((rc = dp__rollback_silver(eng->data, ent, run, p->rb.id_str, it, e)) != 0) break;
       if ((rc = raw_undo(eng, ent, run, 0, it, e)) != 0) break;
       rc = mark_rolled_back(eng->audit, run, ent->name, &p->rb, e);
       if (rc == 0)
@@ -455,7 +453,7 @@ typedef struct rollback {
 /* The system of the run, locked (no run of it meanwhile); runs it left running marked crashed.
  * An unknown run is left to find_runs to report. */
 static int lock_system(rollback *r, dp_err *e) {
-  int rc = dp_engine_open_pg(r->eng, e);
+  int rc = dp_engine_open_migrated(r->eng, e);
   if (rc == 0) rc = dp_engine_open_mongo(r->eng, e);
   if (rc) return rc;
   const char *pt[] = {r->o->run_id};
@@ -468,7 +466,7 @@ static int lock_system(rollback *r, dp_err *e) {
   }
   PQclear(q);
   int crashed = 0;
-  if (rc == 0 && r->locked) rc = dp_audit_mark_crashed(r->eng->audit, r->p.system, &crashed, e);
+  if (rc == 0 && r->locked && !r->o->dry_run) rc = dp_audit_mark_crashed(r->eng->audit, r->p.system, &crashed, e);
   return rc;
 }
 

@@ -4,7 +4,10 @@
  * removed) (docs/lifecycle.md#undoing-a-run). Bronze's own code is used as is (dp_bronze_load). */
 #include "rollback_int.h"
 #include "bronze.h"
+#include "buf.h"
 #include "pg.h"
+#include "rawcompress.h"
+#include "uuid.h"
 
 #include <mongoc/mongoc.h>
 #include <stdio.h>
@@ -62,6 +65,45 @@ static int touched_ids(mongoc_collection_t *coll, const char *run, uint8_t (**id
   return rc;
 }
 
+static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+/* The keys the run deleted whose bronze document is gone since (retention purged documents
+ * deleted that long ago): silver's tombstones of the run name them (_dp_key_hash is the bronze
+ * id). Added to *ids (n), once each, so that they are put back from the earlier loads too. */
+static int add_purged_ids(dp_engine *eng, const dp_entity *ent, const char *run, uint8_t (**ids)[16], size_t *n,
+                          dp_err *e) {
+  char name[300];
+  dp_buf t = DP_BUF_INIT, q = DP_BUF_INIT;
+  snprintf(name, sizeof name, "%s__%s", ent->system, ent->name);
+  dp_pg_qualified(&t, "silver", name);
+  const char *pt[] = {t.data, run};
+  PGresult *r = NULL;
+  int rc = dp_pg_exec(eng->data, "SELECT to_regclass($1) IS NOT NULL", 1, pt, &r, e);
+  int have = rc == 0 && PQgetvalue(r, 0, 0)[0] == 't';
+  PQclear(r);
+  r = NULL;
+  if (have) {
+    dp_buf_printf(&q, "SELECT DISTINCT _dp_key_hash::text FROM %s WHERE _dp_run_id = $1::uuid AND _dp_is_deleted",
+                  t.data);
+    rc = dp_pg_exec(eng->data, q.data, 1, pt + 1, &r, e);
+  }
+  size_t sorted = *n; /* the touched ids, sorted to look the tombstones' keys up */
+  if (sorted) qsort(*ids, sorted, sizeof **ids, cmp_id);
+  for (int i = 0; have && rc == 0 && i < PQntuples(r); i++) {
+    uint8_t key[16];
+    if (dp_uuid_parse(PQgetvalue(r, i, 0), key) != 0 || (sorted && bsearch(key, *ids, sorted, sizeof **ids, cmp_id)))
+      continue;
+    uint8_t(*g)[16] = realloc(*ids, (*n + 1) * sizeof *g);
+    if (!g) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); break; }
+    *ids = g;
+    memcpy((*ids)[(*n)++], key, 16);
+  }
+  PQclear(r);
+  dp_buf_free(&t);
+  dp_buf_free(&q);
+  return rc;
+}
+
 /* Drops a collection; one that is not there is fine. */
 static int drop_collection(mongoc_client_t *cli, const char *db, const char *name, dp_err *e) {
   mongoc_collection_t *c = mongoc_client_get_collection(cli, db, name);
@@ -81,23 +123,49 @@ static dp_entity scratch_entity(const dp_entity *ent, char *name, size_t cap) {
   return s;
 }
 
-/* Loads the entity's earlier bronze loads (succeeded, in run order, each with its own run id and
- * start) from their raw files into the scratch collection: bronze as it was before the run. */
+/* The entity's earlier bronze loads: succeeded, before the run, in run order (replays included):
+ * run id, start in microseconds, raw file (relative to DP_DATA_DIR). *r: the caller clears it. */
+static int earlier_loads(dp_engine *eng, const dp_entity *ent, const char *run, PGresult **r, dp_err *e) {
+  const char *p[] = {ent->system, ent->name, run};
+  return dp_pg_exec(eng->audit,
+                    "SELECT run_id::text, floor(extract(epoch FROM run_ts) * 1000000)::bigint, details->>'file' "
+                    "FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
+                    "AND status = 'succeeded' AND details ? 'file' "
+                    "AND run_ts < (SELECT run_ts FROM audit.system_run WHERE run_id = $3::uuid) ORDER BY run_ts",
+                    3, p, r, e);
+}
+
+/* Before anything changes: every raw file the rebuild reads is there (plain or gzip-compressed). */
+static int check_raw_files(dp_engine *eng, const dp_entity *ent, const char *run, dp_err *e) {
+  PGresult *r = NULL;
+  int rc = earlier_loads(eng, ent, run, &r, e);
+  for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+    char path[4400], gz[4410];
+    snprintf(path, sizeof path, "%s/%s", eng->cfg.data_dir, PQgetvalue(r, i, 2));
+    snprintf(gz, sizeof gz, "%s.gz", path);
+    if (access(path, R_OK) != 0 && access(gz, R_OK) != 0)
+      rc = dp_err_set(e, DP_ENOTFOUND,
+                      "bronze %s.%s: the raw file %s of run %s is gone (retention, or quarantined by a rollback): "
+                      "the bronze state before run %s cannot be rebuilt; nothing was changed",
+                      ent->system, ent->name, path, PQgetvalue(r, i, 0), run);
+    else if ((rc = dp_raw_verify(path, e)) != 0) /* read whole: what its manifest says it holds */
+      dp_err_prefix(e, "bronze %s.%s: the state before run %s cannot be rebuilt (nothing was changed): ", ent->system,
+                    ent->name, run);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* Loads the earlier loads from their raw files into the scratch collection, each with its own
+ * run id and start: bronze as it was before the run. */
 static int build_scratch(dp_engine *eng, const dp_entity *ent, const char *run, dp_err *e) {
   char sname[300], cname[300];
   dp_entity s = scratch_entity(ent, sname, sizeof sname);
   dp_bronze_collection_name(&s, cname, sizeof cname);
   int rc = drop_collection(eng->mongo, eng->cfg.bronze_db, cname, e);
   if (rc) return rc;
-  const char *p[] = {ent->system, ent->name, run};
   PGresult *r = NULL;
-  rc = dp_pg_exec(eng->audit,
-                  "SELECT run_id::text, floor(extract(epoch FROM run_ts) * 1000000)::bigint, details->>'file' "
-                  "FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 AND layer = 'bronze' "
-                  "AND status = 'succeeded' AND details ? 'file' "
-                  "AND run_ts < (SELECT run_ts FROM audit.system_run WHERE run_id = $3::uuid) ORDER BY run_ts",
-                  3, p, &r, e);
-  if (rc) return rc;
+  if ((rc = earlier_loads(eng, ent, run, &r, e)) != 0) return rc;
   for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
     dp_runinfo ri;
     const char *file = PQgetvalue(r, i, 2);
@@ -208,9 +276,11 @@ int dp__rollback_bronze(dp_engine *eng, const dp_entity *ent, const char *run, i
   bson_t rf = BSON_INITIALIZER;
   BSON_APPEND_UTF8(&rf, "_dp.run_id", run);
   int rc = touched_ids(real, run, &ids, &n, e);
+  if (rc == 0) rc = add_purged_ids(eng, ent, run, &ids, &n, e);
   if (rc) goto cleanup;
   it->bronze_touched = (int64_t)n;
   if (dry_run) {
+    if ((rc = check_raw_files(eng, ent, run, e)) != 0) goto cleanup;
     int64_t k = mongoc_collection_count_documents(rej, &rf, NULL, NULL, NULL, &be);
     it->bronze_rejects_removed = k > 0 ? k : 0;
     goto cleanup;

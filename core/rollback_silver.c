@@ -3,8 +3,10 @@
  * (docs/lifecycle.md#undoing-a-run). */
 #include "rollback_int.h"
 #include "buf.h"
+#include "log.h"
 #include "pg.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +52,19 @@ static void silver_table(dp_buf *b, const dp_entity *ent, const char *suffix) {
 int dp__rollback_silver_plan(PGconn *a, PGconn *c, const dp_entity *ent, const char *run, dp__rb_item *it, dp_err *e) {
   const char *p[] = {run, ent->system, ent->name};
   int64_t merged = 0, undo = 0;
-  int rc = query_count(a, "SELECT count(*) FROM audit.entity_layer_run WHERE run_id = $1::uuid AND system = $2 "
+  PGresult *d = NULL;
+  int rc = dp_pg_exec(c, "SELECT rows_removed, rows_restored, rejects_removed, cursor_restored FROM dp.rollback_done "
+                         "WHERE run_id = $1::uuid AND system = $2 AND entity = $3 AND layer = 'silver'", 3, p, &d, e);
+  if (rc) return rc;
+  if ((it->silver_done = PQntuples(d) > 0)) { /* an earlier attempt of this rollback undid silver */
+    it->silver_removed = strtoll(PQgetvalue(d, 0, 0), NULL, 10);
+    it->silver_restored = strtoll(PQgetvalue(d, 0, 1), NULL, 10);
+    it->rejects_removed = strtoll(PQgetvalue(d, 0, 2), NULL, 10);
+    it->cursor_restored = PQgetvalue(d, 0, 3)[0] == 't';
+  }
+  PQclear(d);
+  if (it->silver_done) return 0;
+  rc = query_count(a, "SELECT count(*) FROM audit.entity_layer_run WHERE run_id = $1::uuid AND system = $2 "
                           "AND entity = $3 AND layer = 'silver' AND status = 'succeeded'", 3, p, &merged, e);
   if (rc == 0)
     rc = query_count(c, "SELECT count(*) FROM dp.silver_undo WHERE run_id = $1::uuid AND system = $2 AND entity = $3 "
@@ -105,7 +119,8 @@ static int restore_state_row(PGconn *c, const char *table, const char *const *p,
 /* Silver back to the state before the run, in one transaction: its versions deleted, the rows
  * it changed in place back from their before-images, its rejects deleted, entity_state and the
  * cursor back, the before-images dropped. */
-int dp__rollback_silver(PGconn *c, const dp_entity *ent, const char *run, dp__rb_item *it, dp_err *e) {
+int dp__rollback_silver(PGconn *c, const dp_entity *ent, const char *run, const char *rb, dp__rb_item *it, dp_err *e) {
+  if (it->silver_done) return 0;
   const char *p[] = {run, ent->system, ent->name};
   dp_buf q = DP_BUF_INIT;
   PGresult *r = NULL;
@@ -133,9 +148,30 @@ int dp__rollback_silver(PGconn *c, const dp_entity *ent, const char *run, dp__rb
                   "FROM dp.silver_undo b WHERE b.run_id = $1::uuid AND b.system = $2 AND b.entity = $3 "
                   "AND b.what = 'row' AND t._dp_id = b.row_id RETURNING 1) SELECT count(*) FROM u",
                   tname.data, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), tname.data);
+    if (rc == 0) rc = query_count(c, q.data, 3, p, &it->silver_restored, e);
+    /* a row the run changed that is gone since (retention dropped the version the run closed):
+     * back from its before-image too, under its own _dp_id */
+    int64_t want = 0, inserted = 0;
+    dp_buf_reset(&q);
+    dp_buf_printf(&q,
+                  "WITH i AS (INSERT INTO %s (_dp_id, %s) OVERRIDING SYSTEM VALUE SELECT b.row_id, %s "
+                  "FROM dp.silver_undo b, jsonb_populate_record(NULL::%s, b.before) r WHERE b.run_id = $1::uuid "
+                  "AND b.system = $2 AND b.entity = $3 AND b.what = 'row' AND NOT EXISTS (SELECT 1 FROM %s x "
+                  "WHERE x._dp_id = b.row_id) RETURNING 1) SELECT count(*) FROM i",
+                  tname.data, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), tname.data, tname.data);
     PQclear(r);
     r = NULL;
-    if (rc == 0) rc = query_count(c, q.data, 3, p, &it->silver_restored, e);
+    if (rc == 0) rc = query_count(c, q.data, 3, p, &inserted, e);
+    if (rc == 0)
+      rc = query_count(c, "SELECT count(*) FROM dp.silver_undo WHERE run_id = $1::uuid AND system = $2 "
+                          "AND entity = $3 AND what = 'row'", 3, p, &want, e);
+    it->silver_restored += inserted;
+    if (rc == 0 && it->silver_restored != want)
+      rc = dp_err_set(e, DP_EIO, "%" PRId64 " rows restored, but the run changed %" PRId64 " rows in place: "
+                      "silver was not changed", it->silver_restored, want);
+    if (rc == 0 && inserted > 0)
+      dp_log(DP_LOG_INFO, "rollback %s.%s of run %s: %" PRId64 " of the rows restored were gone (retention) and "
+             "were inserted again from their before-images", ent->system, ent->name, run, inserted);
     if (rc == 0 && have_rej) {
       dp_buf_reset(&q);
       dp_buf_puts(&q, "WITH d AS (DELETE FROM ");
@@ -150,6 +186,16 @@ int dp__rollback_silver(PGconn *c, const dp_entity *ent, const char *run, dp__rb
   if ((rc = restore_state_row(c, "entity_cursor", p, e)) != 0) goto done;
   rc = dp_pg_exec(c, "DELETE FROM dp.silver_undo WHERE run_id = $1::uuid AND system = $2 AND entity = $3", 3, p, NULL,
                   e);
+  if (rc == 0) { /* done, in the same transaction: a retry after a later step failed skips silver */
+    char n[3][32];
+    snprintf(n[0], sizeof n[0], "%" PRId64, it->silver_removed);
+    snprintf(n[1], sizeof n[1], "%" PRId64, it->silver_restored);
+    snprintf(n[2], sizeof n[2], "%" PRId64, it->rejects_removed);
+    const char *pd[] = {run, ent->system, ent->name, rb, n[0], n[1], n[2], it->cursor_restored ? "true" : "false"};
+    rc = dp_pg_exec(c, "INSERT INTO dp.rollback_done (run_id, system, entity, layer, rollback_run_id, rows_removed, "
+                       "rows_restored, rejects_removed, cursor_restored) VALUES ($1::uuid, $2, $3, 'silver', $4::uuid, "
+                       "$5::bigint, $6::bigint, $7::bigint, $8::boolean)", 8, pd, NULL, e);
+  }
   if (rc == 0) rc = dp_pg_commit(c, e);
 done:
   if (rc) {

@@ -1,8 +1,9 @@
-/* run.c - the run driver. */
+/* run.c - the run driver: one system run in stages (dp_run_system, at the end), layer by layer. */
 #include "run.h"
 #include "version.h"
 #include "audit.h"
 #include "bronze.h"
+#include "cli.h"
 #include "buf.h"
 #include "json.h"
 #include "log.h"
@@ -14,12 +15,10 @@
 #include "progress.h"
 #include "rawfile.h"
 #include "rawcompress.h"
-#include "lifecycle.h"
 #include "forget.h"
 #include "silver.h"
 
 #include <inttypes.h>
-#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,61 +26,61 @@
 
 
 typedef struct ent_state {
-  dp_entity ent;
+  const dp_entity *ent;  /* borrowed from the run's metadata */
   int failed;            /* failed in some layer: later layers skip it */
   char *error;           /* first error (owned) */
-  char raw_path[4096];
-  char raw_ref[1024];    /* relative to DP_DATA_DIR */
+  char *raw_path;        /* owned: DP_DATA_DIR/raw_ref */
+  char *raw_ref;         /* owned: the raw file, relative to DP_DATA_DIR */
   char *cursor_before;   /* owned */
   char *cursor_after;    /* owned */
 } ent_state;
 
+/* One system run: what dp_run_system's stages share. */
+typedef struct run_state {
+  dp_engine *eng;
+  const char *system;
+  const dp_run_opts *o;
+  dp_snapshot *meta;              /* the validated metadata (a reference) */
+  ent_state *st;                  /* the entities that run, in metadata order */
+  size_t nent;
+  dp_counts (*counts)[3];         /* per entity and layer */
+  const char *(*statuses)[3];
+  int skipped_disabled;           /* enabled: false, not named */
+  int locked, started;            /* the system's lock is held; its audit row is open */
+  dp_runinfo run;
+  dp_buf details;
+  dp_prefect *pf;                 /* the run's Prefect reporter (docs/orchestration.md), or NULL */
+  char pf_report[1024], pf_note[300];
+  char **crashed_runs;            /* flow runs of runs the crash marking ends */
+  int ncrashed_runs;
+} run_state;
+
+static const char *layer_names[] = {"raw", "bronze", "silver"};
+
+/* emit: every record is validated, compacted and appended to the raw file. */
 typedef struct emit_ctx {
   dp_raw_writer *w;
   dp_buf scratch;
   dp_forget_filter *forget; /* the entity's forgotten keys, or NULL (forget.h) */
 } emit_ctx;
 
-/* emit(batch): batch is an array of JSON object texts; each is validated, compacted and
- * appended to the raw file. Raises a Lua error naming the record on bad input. */
-static int l_emit(lua_State *L) {
-  emit_ctx *ctx = (emit_ctx *)lua_touserdata(L, lua_upvalueindex(1));
-  luaL_checktype(L, 1, LUA_TTABLE);
-  size_t n = lua_objlen(L, 1);
-  dp_err e;
-  for (size_t i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, (int)i);
-    size_t len;
-    const char *s = lua_tolstring(L, -1, &len);
-    if (s == NULL || lua_type(L, -1) != LUA_TSTRING)
-      return luaL_error(L, "emit: record %d is a %s, expected a JSON object string", (int)i,
-                        luaL_typename(L, -1));
-    dp_buf_reset(&ctx->scratch);
-    if (dp_json_compact(s, len, &ctx->scratch, &e) != 0)
-      return luaL_error(L, "emit: record %d: %s", (int)i, e.msg);
-    if (ctx->scratch.len == 0 || ctx->scratch.data[0] != '{')
-      return luaL_error(L, "emit: record %d is not a JSON object", (int)i);
-    if (ctx->forget && dp_forget_filter_drops(ctx->forget, ctx->scratch.data, ctx->scratch.len)) {
-      lua_pop(L, 1);
-      continue;
-    }
-    if (dp_raw_append(ctx->w, ctx->scratch.data, ctx->scratch.len, &e) != 0)
-      return luaL_error(L, "emit: %s", e.msg);
-    lua_pop(L, 1);
-  }
-  dp_progress_add((int64_t)n, "records");
+static int emit_record(void *ud, int i, const char *json, size_t len, dp_err *e) {
+  emit_ctx *ctx = ud;
+  dp_err ce;
+  dp_buf_reset(&ctx->scratch);
+  if (dp_json_compact(json, len, &ctx->scratch, &ce) != 0)
+    return dp_err_set(e, DP_EINVAL, "emit: record %d: %s", i, ce.msg);
+  if (ctx->scratch.len == 0 || ctx->scratch.data[0] != '{')
+    return dp_err_set(e, DP_EINVAL, "emit: record %d is not a JSON object", i);
+  if (ctx->forget && dp_forget_filter_drops(ctx->forget, ctx->scratch.data, ctx->scratch.len)) return 0;
+  if (dp_raw_append(ctx->w, ctx->scratch.data, ctx->scratch.len, &ce) != 0)
+    return dp_err_set(e, ce.code, "emit: %s", ce.msg);
   return 0;
 }
 
-/* log(level, message) for connectors, prefixed with system.entity. */
-static int l_log(lua_State *L) {
-  const char *prefix = lua_tostring(L, lua_upvalueindex(1));
-  const char *lv = luaL_checkstring(L, 1);
-  const char *msg = luaL_checkstring(L, 2);
-  dp_log_level level = DP_LOG_INFO;
-  dp_log_level_parse(lv, &level);
-  dp_log(level, "%s: %s", prefix, msg);
-  return 0;
+static void emitted(void *ud, int n) {
+  (void)ud;
+  dp_progress_add((int64_t)n, "records");
 }
 
 static void set_error(ent_state *s, const char *msg) {
@@ -90,7 +89,7 @@ static void set_error(ent_state *s, const char *msg) {
 }
 
 static int read_cursor(PGconn *c, ent_state *s, dp_err *e) {
-  const char *p[] = {s->ent.system, s->ent.name};
+  const char *p[] = {s->ent->system, s->ent->name};
   PGresult *r = NULL;
   int rc = dp_pg_exec(c, "SELECT cursor FROM dp.entity_cursor WHERE system = $1 AND entity = $2", 2, p, &r, e);
   if (rc) return rc;
@@ -104,56 +103,89 @@ static void put_json_str_or_null(dp_buf *b, const char *s) {
   else dp_buf_puts(b, "null");
 }
 
+/* The latest audit row of an entity's layer (never a skipped one), or found = 0. */
+typedef struct layer_run_query {
+  const char *layer;
+  const char *status;     /* only rows with this status, or NULL */
+  const char *run_id;     /* only this run's row, or NULL */
+  const char *not_run_id; /* not this run's row, or NULL */
+  int with_file;          /* only rows whose details name a file */
+} layer_run_query;
+
+typedef struct layer_run {
+  int found;
+  char run_id[37], status[16];
+  char *file; /* owned: details->>'file', or NULL */
+} layer_run;
+
+static int latest_layer_run(PGconn *c, const dp_entity *ent, const layer_run_query *q, layer_run *out, dp_err *e) {
+  const char *p[] = {ent->system, ent->name, q->layer, q->status, q->run_id, q->not_run_id, q->with_file ? "t" : "f"};
+  PGresult *r = NULL;
+  memset(out, 0, sizeof *out);
+  int rc = dp_pg_exec(c,
+                      "SELECT run_id::text, status, details->>'file' FROM audit.entity_layer_run "
+                      "WHERE system = $1 AND entity = $2 AND layer = $3 AND status <> 'skipped' "
+                      "AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR run_id::text = $5) "
+                      "AND ($6::uuid IS NULL OR run_id <> $6::uuid) AND (NOT $7::boolean OR details ? 'file') "
+                      "ORDER BY started_at DESC LIMIT 1",
+                      7, p, &r, e);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    out->found = 1;
+    snprintf(out->run_id, sizeof out->run_id, "%s", PQgetvalue(r, 0, 0));
+    snprintf(out->status, sizeof out->status, "%s", PQgetvalue(r, 0, 1));
+    if (!PQgetisnull(r, 0, 2) && !(out->file = strdup(PQgetvalue(r, 0, 2))))
+      rc = dp_err_set(e, DP_ENOMEM, "out of memory");
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* s->raw_ref = ref (taken over) and s->raw_path = DP_DATA_DIR/ref. */
+static int set_raw_file(dp_engine *eng, ent_state *s, char *ref, dp_err *e) {
+  free(s->raw_ref);
+  free(s->raw_path);
+  s->raw_ref = ref;
+  s->raw_path = NULL;
+  if (!ref || asprintf(&s->raw_path, "%s/%s", eng->cfg.data_dir, ref) < 0) {
+    s->raw_path = NULL;
+    return dp_err_set(e, DP_ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
 /* raw layer for one entity: extract through the connector into an atomic JSONL file. */
-static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o, int meta_idx,
-                    ent_state *s, dp_counts *n, dp_buf *details, dp_err *e) {
-  lua_State *L = eng->L;
+static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o, ent_state *s, dp_counts *n,
+                    dp_buf *details, dp_err *e) {
   struct tm tm;
   time_t secs = (time_t)(run->ts_us / 1000000);
   gmtime_r(&secs, &tm);
-  dp_lifecycle lc; /* raw.compression: gzip from the start (docs/lifecycle.md) */
-  dp_lifecycle_of(L, meta_idx, s->ent.system, s->ent.name, &lc);
-  snprintf(s->raw_ref, sizeof s->raw_ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl%s", s->ent.system,
-           s->ent.name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, run->id_str, lc.gzip ? ".gz" : "");
-  snprintf(s->raw_path, sizeof s->raw_path, "%s/%s", eng->cfg.data_dir, s->raw_ref);
-  int rc = o->full_refresh ? 0 : read_cursor(eng->audit, s, e);
+  char *ref = NULL;
+  /* raw.compression gzip: compressed from the start (docs/lifecycle.md) */
+  if (asprintf(&ref, "raw/%s/%s/%04d/%02d/%02d/%s.jsonl%s", s->ent->system, s->ent->name, tm.tm_year + 1900,
+               tm.tm_mon + 1, tm.tm_mday, run->id_str, s->ent->lifecycle.gzip ? ".gz" : "") < 0)
+    ref = NULL;
+  int rc = set_raw_file(eng, s, ref, e);
+  if (rc == 0 && !o->full_refresh) rc = read_cursor(eng->audit, s, e);
   if (rc) return rc;
 
   dp_raw_writer w;
   rc = dp_raw_open(&w, s->raw_path, e);
   if (rc) return rc;
   emit_ctx ctx = {&w, DP_BUF_INIT, NULL};
-  if ((rc = dp_forget_filter_load(eng->audit, &s->ent, &ctx.forget, e)) != 0) {
+  if ((rc = dp_forget_filter_load(eng->audit, s->ent, &ctx.forget, e)) != 0) {
     dp_raw_abort(&w);
     return rc;
   }
-  int top = lua_gettop(L);
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, "extract");
-  lua_remove(L, -2);
-  lua_pushvalue(L, meta_idx);
-  lua_pushstring(L, s->ent.system);
-  lua_pushstring(L, s->ent.name);
-  if (s->cursor_before) lua_pushstring(L, s->cursor_before);
-  else lua_pushnil(L);
-  lua_pushlightuserdata(L, &ctx);
-  lua_pushcclosure(L, l_emit, 1);
-  lua_pushfstring(L, "%s.%s", s->ent.system, s->ent.name);
-  lua_pushcclosure(L, l_log, 1);
-  if (o->event) lua_pushstring(L, o->event);
-  else lua_pushnil(L);
-  rc = dp_lua_pcall(L, 7, 1, e);
+  dp_extract_call call = {s->ent->system, s->ent->name, s->cursor_before, o->event, emit_record, emitted, &ctx};
+  rc = dp_bridge_extract(eng->L, &call, &s->cursor_after, e);
   dp_buf_free(&ctx.scratch);
   long long forgotten = dp_forget_filter_dropped(ctx.forget);
   dp_forget_filter_free(ctx.forget);
   if (rc) {
     dp_raw_abort(&w);
-    lua_settop(L, top);
     return rc;
   }
-  if (lua_type(L, -1) == LUA_TSTRING) s->cursor_after = strdup(lua_tostring(L, -1));
-  else if (lua_type(L, -1) == LUA_TNUMBER) s->cursor_after = strdup(lua_tostring(L, -1));
-  lua_settop(L, top);
   uint64_t records = w.records, bytes = w.bytes;
   rc = dp_raw_commit(&w, e);
   if (rc) return rc;
@@ -174,20 +206,27 @@ static int raw_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o,
   /* The manifest beside the file: the same facts plus the run identity. */
   dp_buf man = DP_BUF_INIT;
   dp_buf_printf(&man, "{\"run_id\":\"%s\",\"run_ts\":\"%s\",\"system\":", run->id_str, run->ts_str);
-  put_json_str_or_null(&man, s->ent.system);
+  put_json_str_or_null(&man, s->ent->system);
   dp_buf_puts(&man, ",\"entity\":");
-  put_json_str_or_null(&man, s->ent.name);
+  put_json_str_or_null(&man, s->ent->name);
   dp_buf_printf(&man, ",\"details\":%s}\n", details->data);
-  char mpath[4200];
-  dp_raw_manifest_path(s->raw_path, mpath, sizeof mpath);
-  rc = dp_write_file_atomic(mpath, man.data, man.len, e);
+  size_t mcap = strlen(s->raw_path) + sizeof ".manifest.json";
+  char *mpath = malloc(mcap);
+  if (mpath) dp_raw_manifest_path(s->raw_path, mpath, mcap);
+  rc = mpath ? dp_write_file_atomic(mpath, man.data, man.len, e) : dp_err_set(e, DP_ENOMEM, "out of memory");
   dp_buf_free(&man);
+  free(mpath);
   return rc;
 }
 
-/* The bronze state folder of an entity: DP_DATA_DIR/bronze/<system>/<entity>. */
-static void bronze_dir(dp_engine *eng, const dp_entity *ent, char *buf, size_t cap) {
-  snprintf(buf, cap, "%s/bronze/%s/%s", eng->cfg.data_dir, ent->system, ent->name);
+/* The bronze state folder of an entity: DP_DATA_DIR/bronze/<system>/<entity> (caller frees). */
+static char *bronze_dir(dp_engine *eng, const dp_entity *ent, dp_err *e) {
+  char *dir = NULL;
+  if (asprintf(&dir, "%s/bronze/%s/%s", eng->cfg.data_dir, ent->system, ent->name) < 0) {
+    dp_err_set(e, DP_ENOMEM, "out of memory");
+    return NULL;
+  }
+  return dir;
 }
 
 /* The bronze step: the key file may stand in for reading the collection only when the entity's
@@ -195,21 +234,19 @@ static void bronze_dir(dp_engine *eng, const dp_entity *ent, char *buf, size_t c
  * crashed load may have written part of its batches; --full-refresh reads the collection too. */
 static int bronze_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o, ent_state *s, dp_counts *n,
                        dp_buf *details, dp_err *e) {
-  char dir[4096], trusted[40] = "";
-  bronze_dir(eng, &s->ent, dir, sizeof dir);
-  const char *p[] = {s->ent.system, s->ent.name, run->id_str};
-  PGresult *r = NULL;
-  int rc = dp_pg_exec(eng->audit,
-                      "SELECT run_id::text, status FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
-                      "AND layer = 'bronze' AND status <> 'skipped' AND run_id <> $3::uuid "
-                      "ORDER BY started_at DESC LIMIT 1",
-                      3, p, &r, e);
+  char trusted[40] = "";
+  layer_run last;
+  layer_run_query q = {"bronze", NULL, NULL, run->id_str, 0};
+  int rc = latest_layer_run(eng->audit, s->ent, &q, &last, e);
   if (rc) return rc;
-  if (!o->full_refresh && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "succeeded") == 0)
-    snprintf(trusted, sizeof trusted, "%s", PQgetvalue(r, 0, 0));
-  PQclear(r);
+  free(last.file);
+  if (!o->full_refresh && last.found && strcmp(last.status, "succeeded") == 0)
+    snprintf(trusted, sizeof trusted, "%s", last.run_id);
+  char *dir = bronze_dir(eng, s->ent, e);
+  if (!dir) return e->code;
   dp_bronze_io io = {dir, trusted, 0, 0};
-  rc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, &s->ent, run, s->raw_path, s->raw_ref, &io, n, e);
+  rc = dp_bronze_load(eng->mongo, eng->cfg.bronze_db, s->ent, run, s->raw_path, s->raw_ref, &io, n, e);
+  free(dir);
   if (rc) return rc;
   /* details: what a replay already put there, plus the file, repeated keys, the key source */
   if (details->len < 2 || strcmp(details->data, "{}") == 0) {
@@ -223,7 +260,7 @@ static int bronze_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts 
                 io.used_key_file ? "key file" : "collection");
   if (n->rejected > 0) { /* where the records bronze could not store are (docs/data-layers.md) */
     char rn[300];
-    dp_bronze_rejects_collection_name(&s->ent, rn, sizeof rn);
+    dp_bronze_rejects_collection_name(s->ent, rn, sizeof rn);
     dp_buf_puts(details, ",\"rejects\":");
     dp_json_put_string(details, rn, strlen(rn));
   }
@@ -231,58 +268,40 @@ static int bronze_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts 
   return 0;
 }
 
-/* Calls engine.<fn>(system, entity) (the ctx.on_commit hooks of issue #4): after_commit runs the
- * entity's registered functions once its silver merge committed; discard_pending (entity NULL)
- * drops what is left at the end of a run. Their failures are warnings: the data is committed. */
-static void commit_hook(lua_State *L, const char *fn, const char *system, const char *entity) {
-  int top = lua_gettop(L);
-  dp_err e;
-  lua_getglobal(L, "__dp_engine");
-  lua_getfield(L, -1, fn);
-  lua_remove(L, -2);
-  lua_pushstring(L, system);
-  if (entity) lua_pushstring(L, entity);
-  else lua_pushnil(L);
-  if (dp_lua_pcall(L, 2, 1, &e)) {
-    dp_log(DP_LOG_WARN, "%s.%s: %s: %s", system, entity ? entity : "*", fn, e.msg);
-  } else if (lua_istable(L, -1)) {
-    for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
-      lua_rawgeti(L, -1, (int)i);
-      dp_log(DP_LOG_WARN, "%s.%s: after the commit: %s", system, entity, lua_tostring(L, -1));
-      lua_pop(L, 1);
-    }
-  }
-  lua_settop(L, top);
+/* The silver step: the merge of what bronze wrote (all of bronze when replaying from it). */
+static int silver_step(dp_engine *eng, const dp_runinfo *run, const dp_run_opts *o, ent_state *s, dp_counts *n,
+                       dp_err *e) {
+  char *dir = bronze_dir(eng, s->ent, e);
+  if (!dir) return e->code;
+  int rc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, dir, s->ent, run, s->cursor_after,
+                           o->replay == DP_REPLAY_BRONZE ? DP_SILVER_FULL_READ : 0, n, e);
+  free(dir);
+  return rc;
 }
 
 /* Replay from raw: the raw file of the entity written by o->replay_run, or by its latest run
  * whose raw layer succeeded (from the audit rows). */
 static int find_raw_file(dp_engine *eng, const dp_run_opts *o, ent_state *s, dp_buf *details, dp_err *e) {
-  const char *p[] = {s->ent.system, s->ent.name, o->replay_run};
-  PGresult *r = NULL;
-  int rc = dp_pg_exec(eng->audit,
-                      "SELECT details->>'file', run_id FROM audit.entity_layer_run WHERE system = $1 AND entity = $2 "
-                      "AND layer = 'raw' AND status = 'succeeded' AND details ? 'file' "
-                      "AND ($3::text IS NULL OR run_id::text = $3) ORDER BY started_at DESC LIMIT 1",
-                      3, p, &r, e);
+  layer_run last;
+  layer_run_query q = {"raw", "succeeded", o->replay_run, NULL, 1};
+  int rc = latest_layer_run(eng->audit, s->ent, &q, &last, e);
   if (rc) return rc;
-  if (PQntuples(r) == 0) {
-    PQclear(r);
-    return dp_err_set(e, DP_ENOTFOUND, "replay: no raw file of %s.%s%s%s in the audit", s->ent.system, s->ent.name,
-                      o->replay_run ? " from run " : "", o->replay_run ? o->replay_run : "");
-  }
-  snprintf(s->raw_ref, sizeof s->raw_ref, "%s", PQgetvalue(r, 0, 0));
-  snprintf(s->raw_path, sizeof s->raw_path, "%s/%s", eng->cfg.data_dir, s->raw_ref);
+  if (!last.found)
+    return dp_err_set(e, DP_ENOTFOUND, "replay: no raw file of %s.%s%s%s in the audit", s->ent->system,
+                      s->ent->name, o->replay_run ? " from run " : "", o->replay_run ? o->replay_run : "");
+  if ((rc = set_raw_file(eng, s, last.file, e)) != 0) return rc;
   dp_buf_reset(details);
   dp_buf_puts(details, "{\"replay_of\":\"");
-  dp_buf_puts(details, PQgetvalue(r, 0, 1));
+  dp_buf_puts(details, last.run_id);
   dp_buf_puts(details, "\",\"file\":");
   dp_json_put_string(details, s->raw_ref, strlen(s->raw_ref));
   dp_buf_puts(details, "}");
-  PQclear(r);
-  char stored[sizeof s->raw_path];
-  if (dp_raw_locate(s->raw_path, stored, sizeof stored) != 0) /* X.jsonl or X.jsonl.gz */
-    return dp_err_set(e, DP_ENOTFOUND, "replay: raw file %s is gone (retention?)", s->raw_path);
+  size_t scap = strlen(s->raw_path) + sizeof ".gz";
+  char *stored = malloc(scap);
+  if (!stored) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  rc = dp_raw_locate(s->raw_path, stored, scap); /* X.jsonl or X.jsonl.gz */
+  free(stored);
+  if (rc != 0) return dp_err_set(e, DP_ENOTFOUND, "replay: raw file %s is gone (retention?)", s->raw_path);
   return 0;
 }
 
@@ -303,10 +322,10 @@ static void print_summary(const dp_runinfo *run, const char *system, const char 
       if (!statuses[i][l]) continue;
       dp_counts *c = &counts[i][l];
       printf("  %-28s %-7s %-9s %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 "\n",
-             st[i].ent.name, layers[l], statuses[i][l], c->in, c->inserted, c->updated, c->deleted,
+             st[i].ent->name, layers[l], statuses[i][l], c->in, c->inserted, c->updated, c->deleted,
              c->unchanged, c->rejected);
     }
-    if (st[i].error) printf("  %s: %s\n", st[i].ent.name, st[i].error);
+    if (st[i].error) printf("  %s: %s\n", st[i].ent->name, st[i].error);
   }
   fflush(stdout);
 }
@@ -322,7 +341,7 @@ static dp_prefect *prefect_begin(const char *system, const dp_run_opts *o, const
   dp_buf_puts(&params, "{\"entities\":[");
   for (size_t i = 0; i < nent; i++) {
     if (i) dp_buf_putc(&params, ',');
-    dp_json_put_string(&params, st[i].ent.name, strlen(st[i].ent.name));
+    dp_json_put_string(&params, st[i].ent->name, strlen(st[i].ent->name));
   }
   dp_buf_puts(&params, "],\"layers\":[");
   for (int l = 0, k = 0; l < 3; l++)
@@ -363,246 +382,216 @@ static void prefect_end(dp_engine *eng, dp_prefect **pf, const dp_runinfo *run, 
   dp_prefect_end(*pf, status, message, report, cap);
   *pf = NULL;
   if (note && *note) {
-    char both[2200];
-    snprintf(both, sizeof both, "%s%s%s", note, report[0] ? "; " : "", report);
-    snprintf(report, cap, "%s", both);
+    dp_buf both = DP_BUF_INIT;
+    dp_buf_printf(&both, "%s%s%s", note, report[0] ? "; " : "", report);
+    dp_utf8_copy(report, cap, both.data ? both.data : "");
+    dp_buf_free(&both);
   }
   dp_err e;
   if (dp_audit_set_prefect(eng->audit, run, id, report[0] ? report : NULL, &e) != 0)
     dp_log(DP_LOG_WARN, "prefect: cannot record the reporting state in the audit: %s", e.msg);
 }
 
-int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int *run_failed, dp_err *e) {
-  int rc;
-  *run_failed = 0;
-  rc = dp_load_metadata(eng, e);
-  if (rc) return rc;
-  lua_State *L = eng->L;
-  int meta_idx = lua_gettop(L);
-  ent_state *st = NULL;
-  dp_counts (*counts)[3] = NULL;
-  const char *(*statuses)[3] = NULL;
-  size_t nent = 0;
-  int skipped_disabled = 0, locked = 0, started = 0;
-  char *meta_hash = dp_lua_strfield(L, meta_idx, "hash");
-  dp_runinfo run;
-  dp_buf details = DP_BUF_INIT;
-  dp_prefect *pf = NULL;          /* the run's Prefect reporter (docs/orchestration.md), or NULL */
-  char pf_report[1024] = "", pf_note[300] = "";
-  char **crashed_runs = NULL;     /* flow runs of runs the crash marking ends */
-  int ncrashed_runs = 0;
+/* ---------- The stages of a run ---------- */
 
-  /* the system */
-  int found = 0, enabled = 0;
-  lua_getfield(L, meta_idx, "systems");
-  for (size_t i = 1; i <= lua_objlen(L, -1); i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "name");
-    if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), system) == 0) {
-      found = 1;
-      lua_getfield(L, -2, "enabled");
-      enabled = lua_isnil(L, -1) || lua_toboolean(L, -1);
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 2);
-  }
-  lua_pop(L, 1);
-  if (!found) {
-    rc = dp_err_set(e, DP_EINVAL, "no system named %s in %s", system, eng->cfg.metadata);
-    goto cleanup;
-  }
-  if (!enabled) {
-    rc = dp_err_set(e, DP_EINVAL, "system %s is disabled in metadata (\"enabled\": false)", system);
-    goto cleanup;
-  }
-
-  /* its entities */
-  lua_getfield(L, meta_idx, "entities");
-  size_t total = lua_objlen(L, -1);
-  st = calloc(total ? total : 1, sizeof *st);
-  if (!st) { lua_pop(L, 1); rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
-  for (size_t i = 1; i <= total; i++) {
-    lua_rawgeti(L, -1, (int)i);
-    lua_getfield(L, -1, "system");
-    int mine = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), system) == 0;
-    lua_pop(L, 1);
-    if (!mine) { lua_pop(L, 1); continue; }
-    lua_getfield(L, -1, "name");
-    const char *nm = lua_tostring(L, -1);
+/* The system and its entities from the metadata: the enabled ones, or the ones named. */
+static int select_entities(run_state *r, dp_err *e) {
+  const dp_run_opts *o = r->o;
+  const dp_snap_target *sys = dp_snapshot_find(r->meta, r->system, 0);
+  if (!sys) return dp_err_set(e, DP_EINVAL, "no system named %s in %s", r->system, r->eng->cfg.metadata);
+  if (!sys->enabled)
+    return dp_err_set(e, DP_EINVAL, "system %s is disabled in metadata (\"enabled\": false)", r->system);
+  r->st = calloc(r->meta->nentities ? r->meta->nentities : 1, sizeof *r->st);
+  if (!r->st) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  for (size_t i = 0; i < r->meta->nentities; i++) {
+    const dp_entity *ent = &r->meta->entities[i];
+    if (strcmp(ent->system, r->system) != 0) continue;
     int wanted = o->nentities == 0;
-    for (int k = 0; k < o->nentities; k++) wanted |= nm && strcmp(o->entities[k], nm) == 0;
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "enabled");
-    int en = lua_isnil(L, -1) || lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (wanted && !en && o->nentities == 0) skipped_disabled++;
-    if (wanted && (en || o->nentities > 0)) {
-      rc = dp_entity_from_lua(L, -1, &st[nent].ent, e);
-      if (rc) { lua_pop(L, 2); goto cleanup; }
-      nent++;
-    }
-    lua_pop(L, 1);
+    for (int k = 0; k < o->nentities; k++) wanted |= strcmp(o->entities[k], ent->name) == 0;
+    if (wanted && !ent->enabled && o->nentities == 0) r->skipped_disabled++;
+    if (wanted && (ent->enabled || o->nentities > 0)) r->st[r->nent++].ent = ent;
   }
-  lua_pop(L, 1);
   for (int k = 0; k < o->nentities; k++) {
     int ok = 0;
-    for (size_t i = 0; i < nent; i++) ok |= strcmp(st[i].ent.name, o->entities[k]) == 0;
-    if (!ok) {
-      rc = dp_err_set(e, DP_EINVAL, "system %s has no entity named %s", system, o->entities[k]);
-      goto cleanup;
-    }
+    for (size_t i = 0; i < r->nent; i++) ok |= strcmp(r->st[i].ent->name, o->entities[k]) == 0;
+    if (!ok) return dp_err_set(e, DP_EINVAL, "system %s has no entity named %s", r->system, o->entities[k]);
   }
-  counts = calloc(nent ? nent : 1, sizeof *counts);
-  statuses = calloc(nent ? nent : 1, sizeof *statuses);
-  if (!counts || !statuses) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
+  r->counts = calloc(r->nent ? r->nent : 1, sizeof *r->counts);
+  r->statuses = calloc(r->nent ? r->nent : 1, sizeof *r->statuses);
+  if (!r->counts || !r->statuses) return dp_err_set(e, DP_ENOMEM, "out of memory");
+  return 0;
+}
 
-  /* connections, lock, audit */
-  rc = dp_engine_open_migrated(eng, e);
+/* Connections, the system's lock, runs left running marked crashed, the run id, Prefect, the
+ * audit row. On success r->started is set (the audit row is open). */
+static int start_run(run_state *r, int *run_failed, dp_err *e) {
+  dp_engine *eng = r->eng;
+  const dp_run_opts *o = r->o;
+  int rc = dp_engine_open_migrated(eng, e);
   if (rc == 0 && (o->layers & (DP_LAYER_BRONZE | DP_LAYER_SILVER))) rc = dp_engine_open_mongo(eng, e);
-  if (rc) goto cleanup;
-  rc = dp_audit_lock_system(eng->audit, system, e);
-  if (rc) { *run_failed = 1; goto cleanup; }
-  locked = 1;
+  if (rc) return rc;
+  if ((rc = dp_audit_lock_system(eng->audit, r->system, e)) != 0) {
+    *run_failed = 1;
+    return rc;
+  }
+  r->locked = 1;
   int crashed = 0;
-  rc = dp_audit_running_flow_runs(eng->audit, system, &crashed_runs, &ncrashed_runs, e);
-  if (rc == 0) rc = dp_audit_mark_crashed(eng->audit, system, &crashed, e);
-  if (rc) goto cleanup;
-  if (crashed) dp_log(DP_LOG_WARN, "%s: marked %d earlier run(s) left running as crashed", system, crashed);
-  if (o->run_id) rc = dp_runinfo_from_id(&run, o->run_id, e);
-  else dp_runinfo_new(&run);
-  if (rc) goto cleanup;
-  pf = prefect_begin(system, o, st, nent, &run, pf_report, sizeof pf_report);
-  if (pf && !o->run_id && (rc = prefect_new_attempt(eng, &run, pf_note, sizeof pf_note, e)) != 0) goto cleanup;
-  if (pf_note[0]) snprintf(pf_report, sizeof pf_report, "%s", pf_note);
-  rc = dp_audit_stamp_run(eng->audit, system, &run, e);
-  if (rc) goto cleanup;
-  rc = dp_audit_system_start(eng->audit, &run, system, o->trigger ? o->trigger : "manual", o->trigger_detail,
-                             meta_hash, DP_VERSION, e);
-  if (rc) goto cleanup;
-  started = 1;
-  if (o->run_id_out) snprintf(o->run_id_out, 37, "%s", run.id_str); /* the audit has the run from here on */
-  if (pf || pf_report[0])
-    rc = dp_audit_set_prefect(eng->audit, &run, dp_prefect_flow_run_id(pf), pf_report[0] ? pf_report : NULL, e);
-  if (rc) goto cleanup;
-  for (int k = 0; k < ncrashed_runs; k++) dp_prefect_crashed(pf, crashed_runs[k]);
-  dp_log_scope_run(run.id_str, system);
-  dp_log_event(DP_LOG_INFO, "run_started", NULL, "run %s of %s started (%zu entities)", run.id_str, system, nent);
+  rc = dp_audit_running_flow_runs(eng->audit, r->system, &r->crashed_runs, &r->ncrashed_runs, e);
+  if (rc == 0) rc = dp_audit_mark_crashed(eng->audit, r->system, &crashed, e);
+  if (rc) return rc;
+  if (crashed) dp_log(DP_LOG_WARN, "%s: marked %d earlier run(s) left running as crashed", r->system, crashed);
+  if (o->run_id) rc = dp_runinfo_from_id(&r->run, o->run_id, e);
+  else dp_runinfo_new(&r->run);
+  if (rc) return rc;
+  r->pf = prefect_begin(r->system, o, r->st, r->nent, &r->run, r->pf_report, sizeof r->pf_report);
+  if (r->pf && !o->run_id && (rc = prefect_new_attempt(eng, &r->run, r->pf_note, sizeof r->pf_note, e)) != 0)
+    return rc;
+  if (r->pf_note[0]) snprintf(r->pf_report, sizeof r->pf_report, "%s", r->pf_note);
+  if ((rc = dp_audit_stamp_run(eng->audit, r->system, &r->run, e)) != 0) return rc;
+  rc = dp_audit_system_start(eng->audit, &r->run, r->system, o->trigger ? o->trigger : "manual", o->trigger_detail,
+                             r->meta->hash, DP_VERSION, e);
+  if (rc) return rc;
+  r->started = 1;
+  if (o->run_id_out) snprintf(o->run_id_out, 37, "%s", r->run.id_str); /* the audit has the run from here on */
+  if (r->pf || r->pf_report[0])
+    rc = dp_audit_set_prefect(eng->audit, &r->run, dp_prefect_flow_run_id(r->pf),
+                              r->pf_report[0] ? r->pf_report : NULL, e);
+  if (rc) return rc;
+  for (int k = 0; k < r->ncrashed_runs; k++) dp_prefect_crashed(r->pf, r->crashed_runs[k]);
+  dp_log_scope_run(r->run.id_str, r->system);
+  char ents[48];
+  dp_log_event(DP_LOG_INFO, "run_started", NULL, "run %s of %s started (%s)", r->run.id_str, r->system,
+               dp_cli_count(ents, sizeof ents, r->nent, "entity", "entities"));
+  return 0;
+}
 
-  static const char *layer_names[] = {"raw", "bronze", "silver"};
-  for (int l = 0; l < 3; l++) {
-    if (!(o->layers & (1u << l))) continue;
-    rc = dp_audit_layer_start(eng->audit, &run, system, layer_names[l], e);
-    if (rc) goto cleanup;
-    int ok = 0, failed = 0, skipped = 0;
-    for (size_t i = 0; i < nent; i++) {
-      ent_state *s = &st[i];
-      dp_counts *n = &counts[i][l];
-      if (s->failed) {
-        rc = dp_audit_entity_start(eng->audit, &run, system, s->ent.name, layer_names[l], "skipped",
-                                   "an earlier layer failed", e);
-        if (rc) goto cleanup;
-        statuses[i][l] = "skipped";
-        skipped++;
-        continue;
-      }
-      rc = dp_audit_entity_start(eng->audit, &run, system, s->ent.name, layer_names[l], "running", NULL, e);
-      if (rc) goto cleanup;
-      int ptask = dp_prefect_task_begin(pf, s->ent.name, layer_names[l]);
-      dp_err le;
-      dp_err_clear(&le);
-      double t0 = dp_monotonic();
-      int lrc;
-      dp_buf_puts(&details, "{}");
-      dp_progress_begin(layer_names[l], system, s->ent.name);
-      dp_log_scope_step(layer_names[l], s->ent.name);
-      if (l == 0) {
-        lrc = raw_step(eng, &run, o, meta_idx, s, n, &details, &le);
-      } else if (l == 1) {
-        lrc = o->replay == DP_REPLAY_RAW ? find_raw_file(eng, o, s, &details, &le) : 0;
-        if (lrc == 0) lrc = bronze_step(eng, &run, o, s, n, &details, &le);
-      } else {
-        char dir[4096];
-        bronze_dir(eng, &s->ent, dir, sizeof dir);
-        lrc = dp_silver_merge(eng->data, eng->mongo, eng->cfg.bronze_db, dir, &s->ent, &run, s->cursor_after,
-                              o->replay == DP_REPLAY_BRONZE ? DP_SILVER_FULL_READ : 0, n, &le);
-      }
-      dp_progress_end();
-      double dt = dp_monotonic() - t0;
-      if (lrc) {
-        /* The audit row and the summary get the message; the Lua traceback goes to the debug log. */
-        char *tb = strstr(le.msg, "\nstack traceback:");
-        if (tb) {
-          dp_log(DP_LOG_DEBUG, "%s %s.%s: %s", layer_names[l], system, s->ent.name, le.msg);
-          *tb = '\0';
-        }
-        set_error(s, le.msg);
-        failed++;
-        statuses[i][l] = "failed";
-        dp_log_event(DP_LOG_ERROR, "layer_failed", n, "%s %s.%s failed: %s", layer_names[l], system, s->ent.name, le.msg);
-      } else {
-        ok++;
-        statuses[i][l] = "succeeded";
-        if (l == 2) commit_hook(L, "after_commit", system, s->ent.name);
-        dp_log_event(DP_LOG_INFO, "layer_succeeded", n,
-               "%s %s.%s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64
-               " deleted, %" PRId64 " unchanged, %" PRId64 " rejected in %.2f s (%.0f records/s)",
-               layer_names[l], system, s->ent.name, n->in, n->inserted, n->updated, n->deleted,
-               n->unchanged, n->rejected, dt, dt > 0 ? (double)n->in / dt : 0.0);
-      }
-      dp_prefect_task_end(pf, ptask, lrc == 0, le.msg);
-      rc = dp_audit_entity_end(eng->audit, &run, s->ent.name, layer_names[l], statuses[i][l], n,
-                               lrc ? le.msg : NULL, details.data, e);
-      dp_buf_reset(&details);
-      dp_log_scope_step(NULL, NULL);
-      if (rc) goto cleanup;
-    }
-    rc = dp_audit_layer_end(eng->audit, &run, layer_names[l], layer_status(ok, failed), ok, failed,
-                            skipped, e);
-    if (rc) goto cleanup;
+/* Layer l (0 raw, 1 bronze, 2 silver) of one entity; its error in le. */
+static int layer_step(run_state *r, int l, ent_state *s, dp_counts *n, dp_err *le) {
+  const dp_run_opts *o = r->o;
+  if (l == 0) return raw_step(r->eng, &r->run, o, s, n, &r->details, le);
+  if (l == 2) return silver_step(r->eng, &r->run, o, s, n, le);
+  int rc = o->replay == DP_REPLAY_RAW ? find_raw_file(r->eng, o, s, &r->details, le) : 0;
+  return rc ? rc : bronze_step(r->eng, &r->run, o, s, n, &r->details, le);
+}
+
+/* One entity's layer, audited: skipped after an earlier failure, else run and recorded. Adds to
+ * *ok, *failed or *skipped. Returns 0, or an audit error (the layer's own error is recorded). */
+static int run_entity_layer(run_state *r, int l, size_t i, int *ok, int *failed, int *skipped, dp_err *e) {
+  dp_engine *eng = r->eng;
+  ent_state *s = &r->st[i];
+  dp_counts *n = &r->counts[i][l];
+  const char *layer = layer_names[l];
+  if (s->failed) {
+    r->statuses[i][l] = "skipped";
+    (*skipped)++;
+    return dp_audit_entity_start(eng->audit, &r->run, r->system, s->ent->name, layer, "skipped",
+                                 "an earlier layer failed", e);
   }
-
-  {
-    int ok = 0, failed = 0;
-    for (size_t i = 0; i < nent; i++) st[i].failed ? failed++ : ok++;
-    const char *status = layer_status(ok, failed);
-    char err[512] = "";
-    if (failed) snprintf(err, sizeof err, "%d of %zu entities failed", failed, nent);
-    rc = dp_audit_system_end(eng->audit, &run, status, ok, failed, skipped_disabled, failed ? err : NULL, e);
-    started = 0;
-    if (rc) goto cleanup;
-    prefect_end(eng, &pf, &run, status, failed ? err : NULL, pf_note, pf_report, sizeof pf_report);
-    dp_log_event(DP_LOG_INFO, "run_finished", NULL, "run %s of %s %s", run.id_str, system, status);
-    if (!o->quiet) print_summary(&run, system, status, st, nent, counts, statuses);
-    if (failed) {
-      *run_failed = 1;
-      rc = dp_err_set(e, DP_EIO, "run %s of %s %s: %s", run.id_str, system, status, err);
+  int rc = dp_audit_entity_start(eng->audit, &r->run, r->system, s->ent->name, layer, "running", NULL, e);
+  if (rc) return rc;
+  int ptask = dp_prefect_task_begin(r->pf, s->ent->name, layer);
+  dp_err le;
+  dp_err_clear(&le);
+  double t0 = dp_monotonic();
+  dp_buf_puts(&r->details, "{}");
+  dp_progress_begin(layer, r->system, s->ent->name);
+  dp_log_scope_step(layer, s->ent->name);
+  int lrc = layer_step(r, l, s, n, &le);
+  dp_progress_end();
+  double dt = dp_monotonic() - t0;
+  if (lrc) {
+    /* The audit row and the summary get the message; the Lua traceback goes to the debug log. */
+    char *tb = strstr(le.msg, "\nstack traceback:");
+    if (tb) {
+      dp_log(DP_LOG_DEBUG, "%s %s.%s: %s", layer, r->system, s->ent->name, le.msg);
+      *tb = '\0';
     }
+    set_error(s, le.msg);
+    (*failed)++;
+    r->statuses[i][l] = "failed";
+    dp_log_event(DP_LOG_ERROR, "layer_failed", n, "%s %s.%s failed: %s", layer, r->system, s->ent->name, le.msg);
+  } else {
+    (*ok)++;
+    r->statuses[i][l] = "succeeded";
+    if (l == 2) dp_bridge_commit_hook(eng->L, r->system, s->ent->name);
+    dp_log_event(DP_LOG_INFO, "layer_succeeded", n,
+           "%s %s.%s: %" PRId64 " in, %" PRId64 " inserted, %" PRId64 " updated, %" PRId64 " deleted, %" PRId64
+           " unchanged, %" PRId64 " rejected in %.2f s (%.0f records/s)",
+           layer, r->system, s->ent->name, n->in, n->inserted, n->updated, n->deleted, n->unchanged, n->rejected, dt,
+           dt > 0 ? (double)n->in / dt : 0.0);
   }
+  dp_prefect_task_end(r->pf, ptask, lrc == 0, le.msg);
+  rc = dp_audit_entity_end(eng->audit, &r->run, s->ent->name, layer, r->statuses[i][l], n, lrc ? le.msg : NULL,
+                           r->details.data, e);
+  dp_buf_reset(&r->details);
+  dp_log_scope_step(NULL, NULL);
+  return rc;
+}
 
-cleanup:
+/* Layer l of every entity, between its layer audit rows. */
+static int run_layer(run_state *r, int l, dp_err *e) {
+  int ok = 0, failed = 0, skipped = 0;
+  int rc = dp_audit_layer_start(r->eng->audit, &r->run, r->system, layer_names[l], e);
+  for (size_t i = 0; i < r->nent && rc == 0; i++) rc = run_entity_layer(r, l, i, &ok, &failed, &skipped, e);
+  if (rc) return rc;
+  return dp_audit_layer_end(r->eng->audit, &r->run, layer_names[l], layer_status(ok, failed), ok, failed, skipped,
+                            e);
+}
+
+/* The system's audit row, Prefect and the summary; DP_EIO when an entity failed. */
+static int finish_run(run_state *r, int *run_failed, dp_err *e) {
+  int ok = 0, failed = 0;
+  for (size_t i = 0; i < r->nent; i++) r->st[i].failed ? failed++ : ok++;
+  const char *status = layer_status(ok, failed);
+  char err[512] = "";
+  if (failed) snprintf(err, sizeof err, "%d of %zu entities failed", failed, r->nent);
+  int rc = dp_audit_system_end(r->eng->audit, &r->run, status, ok, failed, r->skipped_disabled, failed ? err : NULL, e);
+  r->started = 0;
+  if (rc) return rc;
+  prefect_end(r->eng, &r->pf, &r->run, status, failed ? err : NULL, r->pf_note, r->pf_report, sizeof r->pf_report);
+  dp_log_event(DP_LOG_INFO, "run_finished", NULL, "run %s of %s %s", r->run.id_str, r->system, status);
+  if (!r->o->quiet) print_summary(&r->run, r->system, status, r->st, r->nent, r->counts, r->statuses);
+  if (!failed) return 0;
+  *run_failed = 1;
+  return dp_err_set(e, DP_EIO, "run %s of %s %s: %s", r->run.id_str, r->system, status, err);
+}
+
+/* Ends what is still open (an infrastructure error ended the run early) and frees the run. */
+static void end_run(run_state *r, int *run_failed, dp_err *e) {
   dp_log_scope_run(NULL, NULL);
-  if (started) {
-    /* An infrastructure error (audit or connection) ended the run early. */
+  if (r->started) {
     dp_err tmp;
     *run_failed = 1;
-    dp_audit_system_end(eng->audit, &run, "failed", 0, (int)nent, 0, e->msg, &tmp);
+    dp_audit_system_end(r->eng->audit, &r->run, "failed", 0, (int)r->nent, 0, e->msg, &tmp);
   }
-  if (pf) prefect_end(eng, &pf, &run, "failed", e->msg, pf_note, pf_report, sizeof pf_report);
-  for (int k = 0; k < ncrashed_runs; k++) free(crashed_runs[k]);
-  free(crashed_runs);
-  if (started || locked) commit_hook(L, "discard_pending", system, NULL);
-  if (locked) dp_audit_unlock_system(eng->audit, system);
-  for (size_t i = 0; i < nent; i++) {
-    dp_entity_free(&st[i].ent);
-    free(st[i].error);
-    free(st[i].cursor_before);
-    free(st[i].cursor_after);
+  if (r->pf) prefect_end(r->eng, &r->pf, &r->run, "failed", e->msg, r->pf_note, r->pf_report, sizeof r->pf_report);
+  for (int k = 0; k < r->ncrashed_runs; k++) free(r->crashed_runs[k]);
+  free(r->crashed_runs);
+  if (r->started || r->locked) dp_bridge_commit_hook(r->eng->L, r->system, NULL);
+  if (r->locked) dp_audit_unlock_system(r->eng->audit, r->system);
+  for (size_t i = 0; i < r->nent; i++) {
+    free(r->st[i].error);
+    free(r->st[i].raw_path);
+    free(r->st[i].raw_ref);
+    free(r->st[i].cursor_before);
+    free(r->st[i].cursor_after);
   }
-  free(st);
-  free(counts);
-  free(statuses);
-  free(meta_hash);
-  dp_buf_free(&details);
-  lua_settop(L, meta_idx - 1);
+  free(r->st);
+  free(r->counts);
+  free(r->statuses);
+  dp_buf_free(&r->details);
+  dp_snapshot_unref(r->meta);
+}
+
+int dp_run_system(dp_engine *eng, const char *system, const dp_run_opts *o, int *run_failed, dp_err *e) {
+  run_state r = {.eng = eng, .system = system, .o = o, .details = DP_BUF_INIT};
+  *run_failed = 0;
+  int rc = dp_load_metadata(eng, &r.meta, e);
+  if (rc == 0) rc = select_entities(&r, e);
+  if (rc == 0) rc = start_run(&r, run_failed, e);
+  for (int l = 0; l < 3 && rc == 0; l++)
+    if (o->layers & (1u << l)) rc = run_layer(&r, l, e);
+  if (rc == 0) rc = finish_run(&r, run_failed, e);
+  end_run(&r, run_failed, e);
   return rc;
 }

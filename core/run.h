@@ -3,6 +3,7 @@
 #define DP_RUN_H
 
 #include "engine.h"
+#include "snapshot.h"
 
 enum { DP_LAYER_RAW = 1, DP_LAYER_BRONZE = 2, DP_LAYER_SILVER = 4, DP_LAYER_ALL = 7 };
 /* replay from raw: bronze and silver from a stored raw file; from bronze: silver re-reads all
@@ -26,9 +27,10 @@ typedef struct dp_run_opts {
   char *run_id_out;       /* when not NULL: receives the run's id (37 bytes) once the run ended */
 } dp_run_opts;
 
-/* Loads metadata into eng->L (creating the state when needed) and leaves the validated
- * meta table on the Lua stack. Errors: DP_EMETA with every validation error in e->msg. */
-int dp_load_metadata(dp_engine *eng, dp_err *e);
+/* Loads and validates the metadata in eng->L (creating the state when needed; the engine's Lua
+ * keeps the validated table) and returns it as C structs in *out (one reference: the caller
+ * dp_snapshot_unref's it). Errors: DP_EMETA with every validation error in e->msg. */
+int dp_load_metadata(dp_engine *eng, dp_snapshot **out, dp_err *e);
 
 /* Runs a system. Returns 0 when every entity succeeded, DP_EIO-like codes for run
  * failures (status failed/partial: *run_failed set), or DP_ECONFIG/DP_EMETA/DP_EINVAL for

@@ -2,6 +2,7 @@
 #include "runinfo.h"
 #include "uuid.h"
 #include "error.h"
+#include "tz.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,11 +11,8 @@
 
 void dp_runinfo_set_ts(dp_runinfo *r, int64_t us) {
   r->ts_us = us;
-  time_t secs = (time_t)(us / 1000000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  snprintf(r->ts_str, sizeof r->ts_str, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(us % 1000000));
+  _Static_assert(sizeof r->ts_str >= DP_ISO_UTC_MAX, "ts_str holds an ISO time");
+  dp_iso_utc(r->ts_str, us, 6);
 }
 
 static void stamp_now(dp_runinfo *r) {

@@ -500,7 +500,7 @@ static void run_job(dp_engine *eng, job *j) {
   j->busy = j->rc == DP_EBUSY;
   snprintf(j->status, sizeof j->status, "%s",
            j->busy ? "busy" : j->rc == 0 ? "succeeded" : strstr(e.msg, " partial:") ? "partial" : "failed");
-  if (j->rc) snprintf(j->error, sizeof j->error, "%s", e.msg);
+  if (j->rc) dp_utf8_copy(j->error, sizeof j->error, e.msg);
   if (!j->busy) collect_counts(eng, j);
   eng->meta = NULL;
 }
@@ -1257,11 +1257,11 @@ static void health_check(api_work *a) {
       PQclear(r);
       pool_put(s, c);
     } else {
-      snprintf(pg_err, sizeof pg_err, "%s", e.msg);
+      dp_utf8_copy(pg_err, sizeof pg_err, e.msg);
       PQfinish(c);
     }
   } else {
-    snprintf(pg_err, sizeof pg_err, "%s", e.msg);
+    dp_utf8_copy(pg_err, sizeof pg_err, e.msg);
   }
   mongoc_uri_t *uri = mongoc_uri_new_with_error(s->cfg->mongo_url, NULL);
   if (uri) {
@@ -1359,7 +1359,7 @@ static void ui_query(api_work *a) {
       rc = dp_webui_overview(c, a->snap, now, &a->body, NULL);
     } else if (a->kind == W_SYSTEM) {
       const dp_snap_target *t = dp_snapshot_find(a->snap, a->system, 0);
-      rc = t ? dp_webui_system_json(c, t, getenv("PREFECT_UI_URL"), &a->body) : -2;
+      rc = t ? dp_webui_system_json(c, t, dp_prefect_env()->ui_url, &a->body) : -2;
     } else if (a->kind == W_LINEAGE) {
       rc = dp_webui_lineage_json(c, a->snap, &a->body);
     } else {
@@ -1813,9 +1813,9 @@ static void handle(dp_httpd_conn *c, const dp_http_req *r, void *ud) {
 /* ---- main ----------------------------------------------------------------------------------- */
 
 static int read_token(serve *s, const char *listen, dp_err *e) {
-  const char *tok = getenv("DP_API_TOKEN");
+  const char *tok = dp_config_env("DP_API_TOKEN");
   char *file_tok = NULL;
-  const char *file = getenv("DP_API_TOKEN_FILE");
+  const char *file = dp_config_env("DP_API_TOKEN_FILE");
   if ((!tok || !*tok) && file && *file) {
     FILE *f = fopen(file, "r");
     if (!f) return dp_err_set(e, DP_ECONFIG, "DP_API_TOKEN_FILE=%s: %s", file, strerror(errno));
@@ -1847,7 +1847,7 @@ static int read_token(serve *s, const char *listen, dp_err *e) {
     free(file_tok);
     return 0;
   }
-  const char *insecure = getenv("DP_API_INSECURE");
+  const char *insecure = dp_config_env("DP_API_INSECURE");
   if (insecure && strcmp(insecure, "1") == 0 && dp_listen_is_loopback(listen)) {
     dp_log(DP_LOG_WARN, "serve: no API token: DP_API_INSECURE=1 on loopback %s, every route is open", listen);
     return 0;
@@ -1856,8 +1856,9 @@ static int read_token(serve *s, const char *listen, dp_err *e) {
                                    "loopback DP_LISTEN only, DP_API_INSECURE=1)");
 }
 
+/* A number from the variable name (a row of config.h, or a DP_TEST_* hook), read once at start. */
 static double env_num(const char *name, double def, double lo, double hi, dp_err *e, int *bad) {
-  const char *v = getenv(name);
+  const char *v = strncmp(name, "DP_TEST_", 8) == 0 ? getenv(name) : dp_config_env(name);
   if (!v || !*v) return def;
   char *end;
   double d = strtod(v, &end);
@@ -1937,8 +1938,7 @@ int dp_serve_main(dp_engine *eng) {
   uv_signal_start(&s->sig_int, on_signal, SIGINT);
   uv_signal_start(&s->sig_hup, on_sighup, SIGHUP);
   load_last_success(s);
-  const char *prefect_url = getenv("PREFECT_API_URL");
-  s->prefect = prefect_url && *prefect_url;
+  s->prefect = dp_prefect_env()->api_url != NULL;
   worker *ws = calloc((size_t)s->nworkers, sizeof *ws);
   s->threads = calloc((size_t)s->nworkers, sizeof *s->threads);
   for (int i = 0; i < s->nworkers; i++) {

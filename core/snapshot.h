@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include "engine.h"
+#include "meta.h"
 #include "metaload.h"
 
 enum { DP_TRIG_SCHEDULE, DP_TRIG_FILE, DP_TRIG_AFTER, DP_TRIG_CALLBACK };
@@ -33,14 +34,20 @@ typedef struct dp_snap_target {
   size_t ndepends;
   char **entities;          /* systems: their entities' names, in metadata order */
   size_t nentities;
+  char *materialization;    /* gold: "table" or "incremental" */
+  dp_entity model;          /* gold: the model's columns and primary key (system "gold") */
 } dp_snap_target;
 
 typedef struct dp_snapshot {
   int refs;
   char *hash;               /* the metadata hash the audit records */
-  dp_meta_texts meta;       /* the exact texts it was validated from (a run is handed these) */
-  dp_snap_target *targets;  /* systems first, then gold models */
-  size_t ntargets;
+  char *source;             /* where it was read: the folder, or "MongoDB database D, push P" */
+  dp_meta_texts meta;       /* the exact texts it was validated from (a run is handed these;
+                               empty in the snapshot a run builds for itself: dp_load_metadata) */
+  dp_snap_target *targets;  /* systems first (nsystems of them), then gold models */
+  size_t ntargets, nsystems;
+  dp_entity *entities;      /* every entity of every system, in metadata order (enabled or not) */
+  size_t nentities;
 } dp_snapshot;
 
 /* Reads and validates the metadata named by cfg (a folder, or "mongo") in a fresh Lua state,
@@ -50,5 +57,7 @@ dp_snapshot *dp_snapshot_ref(dp_snapshot *s);
 void dp_snapshot_unref(dp_snapshot *s);
 /* The target named name (is_gold picks the kind), or NULL. */
 const dp_snap_target *dp_snapshot_find(const dp_snapshot *s, const char *name, int is_gold);
+/* The entity system.name, or NULL. */
+const dp_entity *dp_snapshot_entity(const dp_snapshot *s, const char *system, const char *name);
 
 #endif

@@ -1,8 +1,10 @@
 /* tz.c - TZif reader and POSIX TZ rules (see tz.h). RFC 8536 describes the file format. */
 #include "tz.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rawfile.h" /* dp_read_file */
 
@@ -334,4 +336,16 @@ int64_t dp_tz_from_wall(const dp_tz *tz, int64_t wall, int *fold, int *gap) {
     else lo = mid;
   }
   return hi;
+}
+
+void dp_iso_utc(char *out, int64_t unix_us, int digits) {
+  int64_t secs = unix_us >= 0 ? unix_us / 1000000 : -((-unix_us + 999999) / 1000000);
+  long frac = (long)(unix_us - secs * 1000000);
+  for (int k = digits; k < 6; k++) frac /= 10;
+  time_t t = (time_t)secs;
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  size_t n = strftime(out, DP_ISO_UTC_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (digits > 0) n += (size_t)snprintf(out + n, DP_ISO_UTC_MAX - n, ".%0*ld", digits, frac);
+  if (n + 2 <= DP_ISO_UTC_MAX) memcpy(out + n, "Z", 2);
 }

@@ -35,6 +35,10 @@ int32_t dp_tz_offset(const dp_tz *tz, int64_t t);
 int64_t dp_tz_from_wall(const dp_tz *tz, int64_t wall, int *fold, int *gap);
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (month 1-12), and back. */
+/* The UTC time unix_us (microseconds since 1970) as ISO 8601 with digits (0..6) fraction
+ * digits: "2026-12-07T12:48:46.123Z". out holds at least DP_ISO_UTC_MAX bytes. */
+#define DP_ISO_UTC_MAX 40
+void dp_iso_utc(char *out, int64_t unix_us, int digits);
 int64_t dp_days_from_civil(int64_t y, unsigned m, unsigned d);
 void dp_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 

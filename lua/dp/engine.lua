@@ -14,6 +14,7 @@ local metadata = require "dp.metadata"
 local sandbox = require "dp.sandbox"
 local models = require "dp.models"
 local metadata_type_name = models.connector_type
+local jsonreader = require "dp.jsonreader"
 
 local M = {}
 local quote = schema.quote
@@ -127,7 +128,6 @@ local function inbox_files(system, data_dir)
   -- too (f:read("*l") stops a line at a NUL byte in LuaJIT): a line is what lies between "\n"s.
   function files.lines(name)
     local f = open("lines", name)
-    local buf, pos, from = "", 1, 1 -- from: where "\n" was not found yet (long lines)
     return function()
       if not f then return nil end
       local l = f:line()
@@ -297,13 +297,13 @@ local function make_emit(emit, scrub, log)
         error("emit: record " .. i .. " is a " .. t .. ", expected a table or a JSON object string", 2)
       end
       if scrub_batch then
-        local r, k = redact(out[i])
+        local scrubbed, k = redact(out[i])
         if k > 0 then
-          out[i] = r
+          out[i] = scrubbed
           if not warned then
             warned = true
             log("warn", "emit: record " .. i .. " of a batch held the value of secret "
-              .. quote(r:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; it was replaced by [redacted:...]"
+              .. quote(scrubbed:match("%[redacted:([%w_.%-]+)%]") or "?") .. "; it was replaced by [redacted:...]"
               .. " before the raw file (later records are redacted without a warning)")
           end
         end
@@ -457,31 +457,7 @@ end
 
 -- Is s valid UTF-8 without NUL bytes (text PostgreSQL accepts)?
 local function is_text(s)
-  if s:find("\0", 1, true) then return false end
-  if not s:find("[\128-\255]") then return true end
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    if c < 0x80 then
-      i = i + 1
-    else
-      local k, lo, hi = 0, 0x80, 0xBF
-      if c >= 0xC2 and c <= 0xDF then k = 1
-      elseif c == 0xE0 then k, lo = 2, 0xA0
-      elseif c == 0xED then k, hi = 2, 0x9F
-      elseif c >= 0xE1 and c <= 0xEF then k = 2
-      elseif c == 0xF0 then k, lo = 3, 0x90
-      elseif c == 0xF4 then k, hi = 3, 0x8F
-      elseif c >= 0xF1 and c <= 0xF3 then k = 3
-      else return false end
-      for j = 1, k do
-        local b = s:byte(i + j)
-        if not b or b < (j == 1 and lo or 0x80) or b > (j == 1 and hi or 0xBF) then return false end
-      end
-      i = i + k + 1
-    end
-  end
-  return true
+  return not s:find("\0", 1, true) and jsonreader.utf8_invalid_at(s) == nil
 end
 
 -- Runs connector.extract(ctx) for one entity. emit(array_of_json_strings) and log(level, msg)
@@ -713,6 +689,19 @@ function M.show(meta, name, as_json)
       return nil, "no system, entity (system.entity) or gold model named " .. quote(name) .. schema.hint(name, names)
     end
   end
+  -- a file entity's csv options only when it reads CSV (they are defaults for the others)
+  local shown_entities = {}
+  for i, e in ipairs(entities) do
+    local s = metadata.find_system(meta, e.system)
+    local src = e.source
+    if s and s.type == "file" and type(src) == "table" and src.csv ~= nil
+        and (src.format or require("dp.scaffold").format_of_name(tostring(src.pattern))) ~= "csv" then
+      e = schema.deep_copy(e)
+      e.source.csv = nil
+    end
+    shown_entities[i] = e
+  end
+  entities = shown_entities
   if as_json then
     local function arr(t) return setmetatable(schema.deep_copy(t), schema.ARRAY) end
     return encode_ordered({ source = meta.source, hash = meta.hash, systems = arr(systems),
@@ -740,6 +729,13 @@ function M.show(meta, name, as_json)
     show_gold(out, g)
   end
   return table.concat(out, "\n") .. "\n"
+end
+
+---------------------------------------------------------------------------------------------
+-- `dp-engine lineage` (core/cmd_lineage.c): the graph drawn by lua/dp/lineage.lua as text, dot,
+-- mermaid or json; status: node id -> { status, last_run, run_id } from the audit.
+function M.lineage(meta, status, format)
+  return require("dp.lineage").render(meta, status, format)
 end
 
 ---------------------------------------------------------------------------------------------

@@ -266,7 +266,8 @@ function M.row_json(model, row, cols, cjson)
       return nil, "row has no column " .. schema.describe(k) .. " in gold model " .. quote(model.name)
         .. schema.hint(tostring(k), names)
     end
-    local t, text = type(v), nil
+    local t = type(v)
+    local text
     if v == cjson.null then text = "null"
     elseif t == "string" then text = cjson.encode(v)
     elseif t == "number" then

@@ -30,6 +30,7 @@ local function line_col(text, pos)
   for i in text:sub(1, pos - 1):gmatch("()\n") do line, last = line + 1, i end
   return line, pos - last
 end
+M.line_col = line_col
 
 local ESC = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
 
@@ -81,6 +82,10 @@ function M.parse_json(text, pos, partial)
             cp = 0x10000 + (cp - 0xD800) * 1024 + (lo - 0xDC00)
             i = i + 6
           end
+        end
+        if cp >= 0xD800 and cp <= 0xDFFF then -- the engine refuses it: no character
+          i = j
+          fail("a lone surrogate \\u" .. hex:lower() .. " (half of a UTF-16 pair, not a character)")
         end
         parts[#parts + 1] = utf8_char(cp)
       else
@@ -305,7 +310,7 @@ end
 
 local function valid_date(y, m, d)
   y, m, d = tonumber(y), tonumber(m), tonumber(d)
-  if m < 1 or m > 12 or d < 1 then return false end
+  if y < 1 or m < 1 or m > 12 or d < 1 then return false end -- no year 0, as core/cast.c
   local days = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
   if m == 2 and (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then return d <= 29 end
   return d <= days[m]
@@ -321,6 +326,8 @@ local function is_timestamp(s)
   if not y or not valid_date(y, m, d) then return false end
   local hh, mm, tail = rest:match("^(%d%d):(%d%d)(.*)$")
   if not hh or tonumber(hh) > 23 or tonumber(mm) > 59 then return false end
+  local ss = tail:match("^:(%d%d)")
+  if ss and tonumber(ss) > 60 then return false end -- 60: a leap second, which the cast reads
   tail = tail:gsub("^:%d%d", ""):gsub("^%.%d+", "")
   return tail == "" or tail == "Z" or tail:match("^[+-]%d%d$") ~= nil or tail:match("^[+-]%d%d:?%d%d$") ~= nil
 end
@@ -366,10 +373,21 @@ local function classify(v, csv)
   if BOOL_WORDS[s:lower()] then return { kind = "boolstr" } end
   if s:match("^[+-]?%d+$") and not s:match("^[+-]?0%d") then return { kind = "intstr", text = s } end
   local int, frac = s:match("^([+-]?%d+)%.(%d+)$")
-  if int and not int:match("^[+-]?0%d") then return { kind = "decstr", digits = digits_of(int), scale = #frac } end
+  if int and not int:match("^[+-]?0%d") then
+    -- grouped: what a decimal-comma reading makes of it ("1.234" -> 1234), or nil ("1.5" fails)
+    local grouped = csv and thousands((s:gsub("^[+-]", ""))) and digits_of(s:gsub("%.", ""))
+    return { kind = "decstr", digits = digits_of(int), scale = #frac, grouped = grouped or nil, s = s }
+  end
+  if csv and s:match("^[+-]?%d+%.%d+%.") and thousands((s:gsub("^[+-]", ""))) then
+    -- "12.345.678": a whole number only where dots group thousands (with decimal commas)
+    return { kind = "dotted", grouped = digits_of(s:gsub("%.", "")), s = s }
+  end
   if csv then
     local d, sc = comma_decimal(s)
-    if d then return { kind = "commadec", digits = d, scale = sc } end
+    -- "1,500" alone could be 1500 with a thousands separator as well as 1.5
+    if d then
+      return { kind = "commadec", digits = d, scale = sc, s = s, ambiguous = sc == 3 and not s:find(".", 1, true) }
+    end
   end
   if is_date(s) then return { kind = "date" } end
   if is_timestamp(s) then return { kind = "ts" } end
@@ -398,10 +416,42 @@ local function set(...)
   return s
 end
 
-local NUMERIC = set("int", "intstr", "frac", "decstr", "commadec", "float")
+local NUMERIC = set("int", "intstr", "frac", "decstr", "commadec", "float", "dotted")
+
+-- Why a CSV column with values like "-54,37" cannot be read with decimal commas, or nil when it
+-- can (docs/init.md, "Decimal commas"): in a comma-delimited file a quoted "1,500" is a US
+-- thousands separator as likely as a decimal comma; when every comma value has three digits
+-- after it ("1,500", "12,000") either reading fits; a value with a decimal point that does not
+-- group thousands ("1.5") would be refused by the connector's decimal_comma reading.
+local function decimal_comma_doubt(ev, comma_delimited)
+  local first, clear
+  for _, e in ipairs(ev) do
+    if e.kind == "commadec" then
+      first = first or e.s
+      clear = clear or (not e.ambiguous and e.s)
+    end
+  end
+  if comma_delimited then
+    return ("values such as %q are ambiguous in a comma-delimited file: a thousands separator (%s) or a"
+      .. " decimal comma; kept as a string: set the type and source.csv.decimal_comma by hand if it is a"
+      .. " decimal comma"):format(first, (first:gsub(",", "")))
+  end
+  if not clear then
+    return ("every value with a comma has three digits after it (%q): a thousands separator (%s) or a"
+      .. " decimal comma (%s)? kept as a string: set the type, and source.csv.decimal_comma if it is a"
+      .. " decimal comma"):format(first, (first:gsub(",", "")), (first:gsub("%.", ""):gsub(",", ".")))
+  end
+  for _, e in ipairs(ev) do
+    if e.kind == "decstr" and not e.grouped then
+      return ("%q has a decimal point, and %q a decimal comma: one of them is not a number of this column;"
+        .. " kept as a string"):format(e.s, clear)
+    end
+  end
+  return nil
+end
 
 -- The type of a column from the evidence of its values.
-local function decide(name, ev, csv)
+local function decide(name, ev, csv, comma_delimited)
   local kinds, n = {}, 0
   for _, e in ipairs(ev) do
     if not kinds[e.kind] then kinds[e.kind] = true n = n + 1 end
@@ -418,32 +468,51 @@ local function decide(name, ev, csv)
       huge = huge or int_over(e.text, "9223372036854775807", "9223372036854775808")
       maxd = math.max(maxd, digits_of(e.text))
     end
+    if maxd > 1000 then
+      return { type = "text", why = "whole numbers with more than 1000 digits: kept as text",
+        warn = "whole numbers with more than 1000 digits (" .. maxd .. "): a decimal holds at most 1000,"
+          .. " so the column is text" }
+    end
     if huge then return { type = "decimal", precision = math.max(maxd, 20), scale = 0, why = "whole numbers beyond 64 bits" } end
     if big then return { type = "bigint", why = "whole numbers beyond 32 bits" } end
     return { type = "integer", why = "whole numbers within 32 bits" }
   end
-  if subset(kinds, NUMERIC) and not kinds.float then
+  if subset(kinds, NUMERIC) and not kinds.float and (kinds.commadec or not kinds.dotted) then
+    if kinds.commadec then
+      local amb = decimal_comma_doubt(ev, comma_delimited)
+      if amb then return { type = "string", why = "numbers written ambiguously: kept as text", warn = amb } end
+    end
     local fixed = kinds.decstr or kinds.intstr or kinds.commadec
     for _, e in ipairs(ev) do fixed = fixed or e.fixed end
     if fixed then
       local digits, scale = 1, 0
       for _, e in ipairs(ev) do
-        if e.digits then digits = math.max(digits, e.digits) end
-        if e.scale then scale = math.max(scale, e.scale) end
+        if kinds.commadec and e.grouped then -- read with decimal_comma: 1.234 is 1234
+          digits = math.max(digits, e.grouped)
+        else
+          if e.digits then digits = math.max(digits, e.digits) end
+          if e.scale then scale = math.max(scale, e.scale) end
+        end
         if e.text then digits = math.max(digits, digits_of(e.text)) end
       end
       local precision = scale + math.max(digits + 4, 10)
       if precision > 38 then precision = math.max(38, digits + scale) end
       if precision > 1000 then
-        return { type = "text", why = "numbers with more than 1000 digits" }
+        return { type = "text", why = "numbers with more than 1000 digits: kept as text",
+          warn = "numbers with more than 1000 digits (" .. (digits + scale) .. "): a decimal holds at most 1000,"
+            .. " so the column is text" }
       end
+      local grouped
+      for _, e in ipairs(ev) do if kinds.commadec and e.grouped then grouped = grouped or e.s end end
       return { type = "decimal", precision = precision, scale = scale, decimal_comma = kinds.commadec,
+        warn = grouped and ("%q is read as %s: with decimal commas, dots group thousands"):format(grouped,
+          (grouped:gsub("%.", ""))) or nil,
         why = (kinds.commadec and "numbers with a decimal comma" or "fixed-point numbers") .. ", up to "
           .. digits .. "+" .. scale .. " digits" }
     end
     return { type = "double", why = "numbers with a fraction" }
   end
-  if subset(kinds, NUMERIC) then return { type = "double", why = "numbers with an exponent" } end
+  if subset(kinds, NUMERIC) and kinds.float then return { type = "double", why = "numbers with an exponent" } end
   if subset(kinds, set("date")) then return { type = "date", why = "dates YYYY-MM-DD" } end
   if subset(kinds, set("date", "ts")) then return { type = "timestamp", why = "ISO 8601 timestamps" } end
   if subset(kinds, set("uuid")) then return { type = "uuid", why = "UUIDs" } end
@@ -458,10 +527,36 @@ local function decide(name, ev, csv)
   return { type = "string", why = n > 1 and "mixed values: kept as text" or "strings" }
 end
 
+-- The engine's own cast (dp.core, core/cast.c) is the last word: a type whose cast refuses a
+-- value seen (1e400 as a double, 0000-01-01 as a date, 12:00:99 in a timestamp) would reject
+-- that record in silver, so the column becomes text instead, with a warning. Without dp.core
+-- (plain Lua) the rules above stand alone.
+local have_core, core = pcall(require, "dp.core")
+local CHECKED = set("integer", "bigint", "decimal", "double", "date", "timestamp", "uuid", "boolean")
+
+local function engine_check(name, t, values)
+  if not have_core or not CHECKED[t.type] then return t end
+  local c = { name = name, type = t.type, precision = t.precision, scale = t.scale }
+  for _, v in ipairs(values) do
+    local text = type(v) == "table" and v[NUM] or M.encode(v)
+    local ok, err = core.cast(c, text)
+    if not ok then
+      local number = t.type == "double" or t.type == "decimal" or t.type == "integer" or t.type == "bigint"
+      local kept = number and "text" or "string"
+      local shown = t.type == "decimal" and ("decimal(" .. t.precision .. "," .. t.scale .. ")") or t.type
+      return { type = kept, why = "values the engine cannot read as " .. shown .. ": kept as " .. kept,
+        warn = "looks like " .. shown .. ", but the engine's cast says " .. tostring(err):gsub("^column [^:]*: ", "")
+          .. ": the column is " .. kept }
+    end
+  end
+  return t
+end
+
 ---------------------------------------------------------------------------------------------
 -- Names
 
--- True when s is valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF).
+-- True when s is valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF); else false
+-- and the position of the first byte that is not.
 function M.valid_utf8(s)
   local i, n = 1, #s
   while i <= n do
@@ -471,16 +566,16 @@ function M.valid_utf8(s)
     elseif c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
     elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
     elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000
-    else return false end
+    else return false, i end
     if len > 1 then
-      if i + len - 1 > n then return false end
+      if i + len - 1 > n then return false, i end
       local cp = c % (2 ^ (7 - len))
       for k = i + 1, i + len - 1 do
         local b = s:byte(k)
-        if b < 0x80 or b > 0xBF then return false end
+        if b < 0x80 or b > 0xBF then return false, i end
         cp = cp * 64 + (b - 0x80)
       end
-      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return false end
+      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return false, i end
     end
     i = i + len
   end
@@ -582,9 +677,10 @@ function M.entity(samples, opts)
   opts = opts or {}
   local nested_json = opts.nested == "json"
   local shapes, order, warnings = {}, {}, {}
-  local total, csv = 0, false
+  local total, csv, comma_delimited = 0, false, false
   for _, s in ipairs(samples) do
     csv = csv or s.csv == true
+    comma_delimited = comma_delimited or (s.csv == true and (s.delimiter or ",") == ",")
     for _, rec in ipairs(s.records) do
       total = total + 1
       walk_shapes(rec, "", 1, shapes, order, nested_json)
@@ -619,7 +715,7 @@ function M.entity(samples, opts)
   for _, leaf in ipairs(leaves) do
     local segs = {}
     for seg in (leaf.path .. "."):gmatch("([^.]*)%.") do segs[#segs + 1] = seg end
-    local ev, present, per_file = {}, 0, {}
+    local ev, present, per_file, texts = {}, 0, {}, {}
     for fi, s in ipairs(samples) do
       per_file[fi] = {}
       for ri, rec in ipairs(s.records) do
@@ -628,6 +724,7 @@ function M.entity(samples, opts)
           present = present + 1
           local e = leaf.as_json and { kind = "json" } or classify(v, s.csv)
           ev[#ev + 1] = e
+          texts[#texts + 1] = v
           local key = type(v) == "table" and (v[NUM] or "\0json") or tostring(v)
           per_file[fi][ri] = key
         end
@@ -641,7 +738,9 @@ function M.entity(samples, opts)
       k = k + 1
     end
     used[name] = true
-    local t = decide(name, ev, csv)
+    local t = decide(name, ev, csv, comma_delimited)
+    if not t.decimal_comma then t = engine_check(name, t, texts) end
+    if t.warn then warnings[#warnings + 1] = "column " .. name .. ": " .. t.warn end
     local col = { name = name, type = t.type, precision = t.precision, scale = t.scale,
       nullable = not (present == total and total > 0), path = leaf.path ~= name and leaf.path or nil,
       why = t.why, values = per_file, source_path = leaf.path }

@@ -90,27 +90,10 @@ end
 ---------------------------------------------------------------------------------------------
 -- Whole-text checks: encoding, NUL bytes, UTF-8.
 
-local function check_encoding(text, file)
-  local b1, b2, b3, b4 = byte(text, 1, 4)
-  local function at1(msg) return file .. ":1:1: " .. msg end
-  if b1 == 0xEF and b2 == 0xBB and b3 == 0xBF then
-    return at1("the file starts with a UTF-8 byte order mark (BOM): save it as UTF-8 without a BOM")
-  end
-  if (b1 == 0xFF and b2 == 0xFE and b3 == 0 and b4 == 0) or (b1 == 0 and b2 == 0 and b3 == 0xFE and b4 == 0xFF) then
-    return at1("the file is UTF-32, not UTF-8: save it as UTF-8")
-  end
-  if b1 == 0xFF and b2 == 0xFE then return at1("the file is UTF-16 (little-endian), not UTF-8: save it as UTF-8") end
-  if b1 == 0xFE and b2 == 0xFF then return at1("the file is UTF-16 (big-endian), not UTF-8: save it as UTF-8") end
-  -- without a byte order mark: JSON text starts with an ASCII character, which UTF-16 pairs with a 0
-  if b1 and b2 and b1 ~= 0 and b2 == 0 then return at1("the file looks like UTF-16 (little-endian), not UTF-8: save it as UTF-8") end
-  if b1 == 0 and b2 and b2 ~= 0 then return at1("the file looks like UTF-16 (big-endian), not UTF-8: save it as UTF-8") end
-  local nul = find(text, "\0", 1, true)
-  if nul then
-    local line, col = line_col(text, nul)
-    return string.format("%s:%d:%d: a NUL byte (0x00): a metadata file must be UTF-8 text", file, line, col)
-  end
-  -- UTF-8: fast path for ASCII runs, then each multi-byte sequence checked (no overlong forms,
-  -- no surrogates, nothing above U+10FFFF)
+-- The position of the first byte of text that does not start a well-formed UTF-8 sequence (an
+-- overlong form, a surrogate, a value above U+10FFFF, a cut sequence), or nil when it is all
+-- UTF-8. ASCII runs are skipped at once.
+function M.utf8_invalid_at(text)
   local pos, n = 1, #text
   while true do
     local s = find(text, "[\128-\255]", pos)
@@ -135,11 +118,35 @@ local function check_encoding(text, file)
         ok = ck >= 0x80 and ck <= 0xBF
       end
     end
-    if not ok then
-      local line, col = line_col(text, s)
-      return string.format("%s:%d:%d: invalid UTF-8 (byte 0x%02X): a metadata file must be UTF-8 text", file, line, col, c)
-    end
+    if not ok then return s end
     pos = s + len + 1
+  end
+end
+
+local function check_encoding(text, file)
+  local b1, b2, b3, b4 = byte(text, 1, 4)
+  local function at1(msg) return file .. ":1:1: " .. msg end
+  if b1 == 0xEF and b2 == 0xBB and b3 == 0xBF then
+    return at1("the file starts with a UTF-8 byte order mark (BOM): save it as UTF-8 without a BOM")
+  end
+  if (b1 == 0xFF and b2 == 0xFE and b3 == 0 and b4 == 0) or (b1 == 0 and b2 == 0 and b3 == 0xFE and b4 == 0xFF) then
+    return at1("the file is UTF-32, not UTF-8: save it as UTF-8")
+  end
+  if b1 == 0xFF and b2 == 0xFE then return at1("the file is UTF-16 (little-endian), not UTF-8: save it as UTF-8") end
+  if b1 == 0xFE and b2 == 0xFF then return at1("the file is UTF-16 (big-endian), not UTF-8: save it as UTF-8") end
+  -- without a byte order mark: JSON text starts with an ASCII character, which UTF-16 pairs with a 0
+  if b1 and b2 and b1 ~= 0 and b2 == 0 then return at1("the file looks like UTF-16 (little-endian), not UTF-8: save it as UTF-8") end
+  if b1 == 0 and b2 and b2 ~= 0 then return at1("the file looks like UTF-16 (big-endian), not UTF-8: save it as UTF-8") end
+  local nul = find(text, "\0", 1, true)
+  if nul then
+    local line, col = line_col(text, nul)
+    return string.format("%s:%d:%d: a NUL byte (0x00): a metadata file must be UTF-8 text", file, line, col)
+  end
+  local at = M.utf8_invalid_at(text)
+  if at then
+    local line, col = line_col(text, at)
+    return string.format("%s:%d:%d: invalid UTF-8 (byte 0x%02X): a metadata file must be UTF-8 text", file, line, col,
+      byte(text, at))
   end
 end
 
@@ -349,7 +356,7 @@ function M.decode(text, file)
   local err = check_encoding(text, file)
   if err then return nil, err end
   local st = { text = text, file = file }
-  local ok, v, pos = pcall(function()
+  local ok, v = pcall(function()
     local p = skip_ws(st, 1)
     if p > #text then fail(st, p, "the file is empty: expected a JSON value") end
     local value, after = parse_value(st, p, "", 0)

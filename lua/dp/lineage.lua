@@ -86,14 +86,12 @@ local function dq(s) return '"' .. (tostring(s):gsub('[\\"]', "\\%0"):gsub("\1",
 local function dot(g)
   local out = { "digraph lineage {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11];',
     '  edge [color="#607d8b"];' }
-  local systems = {}
   for _, n in ipairs(g.nodes) do
     local label = (n.kind == "gold" and "gold." .. n.name or n.name) .. "\1" .. n.status
     local fill = COLOURS[n.status] or "#ffffff"
     local shape = n.kind == "system" and "folder" or n.kind == "gold" and "box3d" or "box"
     local line = ("  %s [label=%s, shape=%s, fillcolor=%s];"):format(dq(n.id), dq(label), shape, dq(fill))
     if n.kind == "system" then
-      systems[#systems + 1] = n.name
       out[#out + 1] = ("  subgraph %s {"):format(dq("cluster_" .. n.name))
       out[#out + 1] = ('    label=%s; style="rounded,dashed"; color="#90a4ae";'):format(dq(n.name .. " (" .. (n.type or "?") .. ")"))
       out[#out + 1] = "  " .. line

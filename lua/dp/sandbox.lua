@@ -283,8 +283,8 @@ function M.loadfile(path, env)
   if src:sub(1, 1) == "\27" then
     return nil, path .. ": precompiled bytecode is not allowed in scripts: ship the Lua source"
   end
-  local chunk, err = load(src, "@" .. path, "t", env or M.new_env())
-  if not chunk then return nil, err end
+  local chunk, lerr = load(src, "@" .. path, "t", env or M.new_env())
+  if not chunk then return nil, lerr end
   -- compiled traces skip the count hook that enforces the time limit: script code runs in the
   -- interpreter (this covers every function the chunk defines)
   if jit then jit.off(chunk, true) end

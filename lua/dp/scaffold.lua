@@ -67,20 +67,40 @@ end
 local function read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
-  local s = f:read("*a")
+  local s, rerr, code = f:read("*a")
   f:close()
+  if not s then return nil, code == 21 and "is a directory" or tostring(rerr) end -- EISDIR
   return s
 end
 
 local function basename(path) return path:match("[^/]*$") end
 
+-- The format the file connector reads a file name (or pattern) as, by its extension: jsonl,
+-- json, csv, or nil.
+function M.format_of_name(name)
+  local ext = name:lower():match("%.(%w+)$")
+  return ({ jsonl = "jsonl", ndjson = "jsonl", json = "json", csv = "csv", tsv = "csv" })[ext or ""]
+end
+
 -- Reads one sample: { file, records, csv, format, selector, delimiter }.
 function M.read_sample(path, system_type)
   local text, err = read_file(path)
-  if not text then error("--from " .. path .. ": " .. tostring(err), 0) end
+  if not text then
+    if err == "is a directory" then
+      error("--from " .. path .. ": is a directory; give a sample file (--from may repeat, one file each)", 0)
+    end
+    error("--from " .. path .. ": " .. tostring(err), 0)
+  end
   local lower = path:lower()
   local function fail(msg) error("--from " .. path .. ": " .. msg, 0) end
   local sample = { file = path }
+  local utf8, bad = infer.valid_utf8(text)
+  if not utf8 then -- the engine reads UTF-8 only: say so here, not when the run fails
+    local line, col = infer.line_col(text, bad)
+    fail(("line %d, column %d: byte 0x%02X is not UTF-8 (the engine reads UTF-8 only); convert the file first,"
+      .. " e.g. from Windows-1252 or Latin-1: iconv -f cp1252 -t utf-8 %s > %s.utf8"):format(line, col, text:byte(bad),
+      path, path))
+  end
   local ext = lower:match("%.([%w]+)$") or ""
   local first = text:gsub("^\239\187\191", ""):match("^%s*(.)")
   local format
@@ -231,8 +251,7 @@ function M.init_system(opts)
       end
       source[#source + 1] = { "pattern", pattern }
       local ext = first.file:lower():match("%.(%w+)$")
-      local by_ext = ({ jsonl = "jsonl", ndjson = "jsonl", json = "json", csv = "csv", tsv = "csv" })[ext or ""]
-      if by_ext ~= first.format then source[#source + 1] = { "format", first.format } end
+      if M.format_of_name(first.file) ~= first.format then source[#source + 1] = { "format", first.format } end
       if first.csv then
         local csv = {}
         if first.delimiter ~= (ext == "tsv" and "\t" or ",") then csv[#csv + 1] = { "delimiter", first.delimiter } end

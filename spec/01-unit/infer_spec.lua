@@ -355,3 +355,88 @@ describe("inference on spec/fixtures/infer", function()
     assert.matches("^%-%-from spec/fixtures/infer/missing.jsonl: ", err)
   end)
 end)
+
+---------------------------------------------------------------------------------------------
+-- What the engine refuses is refused or typed as text here (review of #16)
+
+describe("inference mirrors what the engine reads", function()
+  local function csv_entity(text, delim)
+    local _, recs = infer.parse_csv(text, delim)
+    return infer.entity({ { file = "s.csv", records = recs, csv = true, delimiter = delim } })
+  end
+
+  it("refuses a lone surrogate in JSON and finds the first byte that is not UTF-8", function()
+    local ok, err = pcall(infer.parse_json, '{"s": "a\\ud800"}')
+    assert.is_false(ok)
+    assert.are.equal("line 1, column 9: a lone surrogate \\ud800 (half of a UTF-16 pair, not a character)", err)
+    ok, err = pcall(infer.parse_json, '["\\udc00\\ud800"]')
+    assert.is_false(ok)
+    assert.matches("a lone surrogate \\udc00", err, 1, true)
+    assert.are.equal("\240\159\152\128", infer.parse_json('"\\ud83d\\ude00"'))
+    assert.are.same({ false, 4 }, { infer.valid_utf8("Caf\233 au lait") })
+    assert.is_true(infer.valid_utf8("Caf\195\169"))
+  end)
+
+  it("refuses samples that are not UTF-8, and a directory, with the place and a fix", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir) == 0)
+    local f = assert(io.open(dir .. "/l1.csv", "wb"))
+    f:write("id;name\n1;ok\n2;Caf\233\n")
+    f:close()
+    local ok, err = pcall(scaffold.read_sample, dir .. "/l1.csv", "file")
+    assert.is_false(ok)
+    assert.are.equal("--from " .. dir .. "/l1.csv: line 3, column 6: byte 0xE9 is not UTF-8 (the engine reads UTF-8"
+      .. " only); convert the file first, e.g. from Windows-1252 or Latin-1: iconv -f cp1252 -t utf-8 " .. dir
+      .. "/l1.csv > " .. dir .. "/l1.csv.utf8", err)
+    ok, err = pcall(scaffold.read_sample, dir, "file")
+    assert.is_false(ok)
+    assert.are.equal("--from " .. dir .. ": is a directory; give a sample file (--from may repeat, one file each)", err)
+    os.execute("rm -r " .. dir)
+  end)
+
+  it("keeps as text what the engine's cast refuses: 1e400, 12:00:99, year 0", function()
+    local e = entity({ '{"big": 1e400, "tiny": 1e-400, "t": "2026-01-01T12:00:99", "leap": "2026-12-31T23:59:60Z",'
+      .. ' "d": "0000-01-01", "early": "0001-01-01T00:00:00+01:00", "ok": 1e300}' })
+    assert.are.same({ big = "text", tiny = "text", t = "string", leap = "timestamp", d = "string", early = "string",
+      ok = "double" }, types(e))
+    assert.matches('column big: looks like double, but the engine\'s cast says "1e400" does not fit a double'
+      .. " (too large): the column is text", table.concat(e.warnings, "\n"), 1, true)
+    assert.matches('column early: looks like timestamp, but the engine\'s cast says "0001-01-01T00:00:00+01:00" is'
+      .. " not an ISO 8601 timestamp: the column is string", table.concat(e.warnings, "\n"), 1, true)
+  end)
+
+  it("types whole numbers beyond 1000 digits as text, with a warning", function()
+    local e = entity({ '{"n": ' .. ("9"):rep(1001) .. ', "m": ' .. ("9"):rep(1000) .. '}' })
+    assert.are.same({ n = "text", m = "decimal(1000,0)" }, types(e))
+    assert.are.same({ "column n: whole numbers with more than 1000 digits (1001): a decimal holds at most 1000, so"
+      .. " the column is text" }, e.warnings)
+  end)
+
+  it("reads decimal commas only when unambiguous; else a string with the reason", function()
+    local e = csv_entity('id,amount\n1,"1,500"\n2,"-54,37"\n', ",")
+    assert.are.equal("string", types(e).amount)
+    assert.are.same({}, e.decimal_comma)
+    assert.matches('column amount: values such as "1,500" are ambiguous in a comma-delimited file', e.warnings[1], 1, true)
+    e = csv_entity("id;amount\n1;1,500\n2;12,000\n", ";")
+    assert.are.equal("string", types(e).amount)
+    assert.are.same({}, e.decimal_comma)
+    assert.matches('every value with a comma has three digits after it ("1,500"): a thousands separator (1500) or a'
+      .. " decimal comma (1.500)?", e.warnings[1], 1, true)
+    e = csv_entity("id;amount\n1;1,500\n2;-54,37\n3;1.234,5\n", ";")
+    assert.are.equal("decimal(13,3)", types(e).amount)
+    assert.are.same({ "amount" }, e.decimal_comma)
+    assert.are.same({}, e.warnings)
+    -- a dot groups thousands in a decimal-comma column, as the file connector reads it
+    e = csv_entity("id;amount\n1;1,5\n2;1.234\n3;12.345.678\n", ";")
+    assert.are.equal("decimal(13,1)", types(e).amount)
+    assert.are.same({ "amount" }, e.decimal_comma)
+    assert.are.same({ 'column amount: "1.234" is read as 1234: with decimal commas, dots group thousands' }, e.warnings)
+    e = csv_entity("id;amount\n1;1,5\n2;1.5\n", ";")
+    assert.are.equal("string", types(e).amount)
+    assert.are.same({ 'column amount: "1.5" has a decimal point, and "1,5" a decimal comma: one of them is not a'
+      .. " number of this column; kept as a string" }, e.warnings)
+    -- without decimal commas a dot is a decimal point
+    assert.are.equal("decimal(13,3)", types(csv_entity("id;amount\n1;1.234\n", ";")).amount)
+  end)
+end)

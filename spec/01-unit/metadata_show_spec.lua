@@ -72,6 +72,22 @@ describe("metadata show and push documents", function()
     assert.matches('^{"name":"fitness","type":"inline","enabled":false,', docs.systems[2].json)
   end)
 
+  it("shows a file entity's csv options only when it reads CSV (text and JSON)", function()
+    engine.configure({ scripts_dir = ".", data_dir = "/tmp" }) -- the shipped connectors and gold scripts
+    local shipped = assert(engine.load_metadata("metadata"))
+    local text = assert(engine.show(shipped, "bank.transactions"))
+    assert.matches("source: .*pattern", text)
+    assert.is_nil(text:find("csv", 1, true), text)
+    local v = cjson.decode((assert(engine.show(shipped, "bank.transactions", true))))
+    assert.is_nil(v.entities[1].source.csv)
+    assert.is_table(shipped.entities[1].source.csv) -- the metadata itself keeps its defaults
+    local csv_meta = assert(engine.load_metadata(FIX .. "/csv"))
+    v = cjson.decode((assert(engine.show(csv_meta, nil, true))))
+    assert.are.equal(";", v.entities[1].source.csv.delimiter)
+    assert.matches("csv {", assert(engine.show(csv_meta)), 1, true)
+    engine.configure({ scripts_dir = FIX .. "/scripts", data_dir = "/tmp" })
+  end)
+
   it("writes / unescaped in JSON for people, keeping backslashes exact", function()
     assert.are.equal('{"name":"x","path":"a/b\\\\/c"}', engine.encode_ordered({ path = "a/b\\/c", name = "x" }))
     assert.are.same({ path = "a/b\\/c" }, cjson.decode(engine.encode_ordered({ path = "a/b\\/c" })))

@@ -114,6 +114,19 @@ describe("dp-engine doctor", function()
     assert.are.equal("warn", by.inboxes.status)
   end)
 
+  it("names FerretDB as bronze's server and fails a DP_DATA_DIR that is a file", function()
+    local _, doc, by = doctor_json(env)
+    assert.is_true(doc.ok)
+    -- the test services run FerretDB (spec/services.sh): buildInfo carries ferretdbVersion
+    assert.matches("(FerretDB)", by.mongodb.message, 1, true)
+    local file = H.tmpdir("doctor_file") .. "/afile"
+    H.write_file(file, "x")
+    local rc, _, by2 = doctor_json(H.with(env, { DP_DATA_DIR = file }))
+    assert.are.equal(1, rc)
+    assert.are.equal("fail", by2.disk.status)
+    assert.matches("is not a folder", by2.disk.message, 1, true)
+  end)
+
   it("checks the master key against the secret store", function()
     local _, key = H.engine(env, "secrets", "gen-key")
     key = key:gsub("%s+$", "")
@@ -166,7 +179,11 @@ describe("dp-engine doctor", function()
       local rc, _, by = doctor_json(H.with(env, { DP_METADATA = dir }))
       assert.are.equal(1, rc)
       assert.are.equal("fail", by.secrets.status)
-      assert.matches("the metadata refers to 1 secret", by.secrets.message, 1, true)
+      assert.matches("1 of the 1 secret the metadata refers to is not given otherwise", by.secrets.message, 1, true)
+      -- the same secret given as DP_SECRET_<NAME>, as the fix says: no failure
+      rc, _, by = doctor_json(H.with(env, { DP_METADATA = dir, DP_SECRET_API_TOKEN = "t0ken" }))
+      assert.are.equal("ok", by.secrets.status, by.secrets.message)
+      assert.matches("every secret the metadata refers to (1) is given", by.secrets.message, 1, true)
     end)
   end)
 end)
@@ -181,7 +198,9 @@ describe("commands on a database that is not migrated", function()
 
   it("say what to run instead of the SQL error (exit 2), serve too", function()
     for _, args in ipairs({ { "run", "bank" }, { "runs" }, { "show", "bank.transactions" }, { "lineage" },
-      { "gold", "run", "monthly_overview" }, { "replay", "bank", "--from", "bronze" } }) do
+      { "gold", "run", "monthly_overview" }, { "replay", "bank", "--from", "bronze" }, { "retention", "--dry-run" },
+      { "forget", "bank.transactions", "--key", "id=TX-1001", "--dry-run" },
+      { "rollback", "0190a0b0-0000-7000-8000-000000000000", "--dry-run" } }) do
       local rc, out, err = H.engine(env, unpack(args))
       local cmd = table.concat(args, " ")
       assert.are.equal(2, rc, cmd .. ": " .. err)

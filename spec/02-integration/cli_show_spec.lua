@@ -87,6 +87,31 @@ describe("dp-engine show", function()
     assert.are.equal("Energy Supplier", raw[4].counterparty.name)
   end)
 
+  it("reads the newest raw file compressed as retention leaves it, and says which run adds a new column", function()
+    local _, listed = H.sh("ls -t " .. H.sh_quote(env.DP_DATA_DIR) .. "/raw/bank/transactions/*/*/*/*.jsonl | head -1")
+    local path = listed:gsub("%s+$", "")
+    assert.is_true(#path > 0)
+    assert.are.equal(0, (H.sh("gzip " .. H.sh_quote(path))))
+    local raw = show_json("bank.transactions", "--layer", "raw", "--limit", "0", "--json")
+    assert.are.equal(7, #raw)
+    assert.are.equal("-91.10", raw[4].amount)
+    assert.are.equal(0, (H.sh("gunzip " .. H.sh_quote(path .. ".gz"))))
+    -- a column added to the metadata after the last run: not in the table until the next run
+    local dir = H.tmpdir("show_meta")
+    for _, f in ipairs({ "systems.json", "gold.json" }) do H.write_file(dir .. "/" .. f, H.read_file(H.root .. "/metadata/" .. f)) end
+    local ents = cjson.decode(H.read_file(H.root .. "/metadata/entities.json"))
+    for _, e in ipairs(ents) do
+      if e.name == "transactions" then e.columns[#e.columns + 1] = { name = "memo", type = "string" } end
+    end
+    H.write_file(dir .. "/entities.json", cjson.encode(ents))
+    local rc, out, err = H.engine(H.with(env, { DP_METADATA = dir }), "show", "bank.transactions")
+    assert.are.equal(2, rc, err)
+    assert.are.equal("", out)
+    assert.matches("silver.bank__transactions has no column memo yet (the metadata added it): run `dp-engine run bank` first",
+      err, 1, true)
+    assert.is_nil(err:find("ERROR:", 1, true))
+  end)
+
   it("says which run creates a table that does not exist yet", function()
     local rc, out, err = H.engine(env, "show", "fitness.sleep")
     assert.are.equal(2, rc)
@@ -134,5 +159,21 @@ describe("dp-engine show", function()
     local rc, _, err = H.engine(env, "show")
     assert.are.equal(2, rc)
     assert.matches("show needs SYSTEM.ENTITY or gold.MODEL", err, 1, true)
+  end)
+
+  it("escapes control characters in the table: source text never drives the terminal", function()
+    local before = assert(pg:query("SELECT description FROM silver.bank__transactions WHERE id = 'TX-1001' "
+      .. "AND _dp_is_current"))[1].description
+    assert(pg:query("UPDATE silver.bank__transactions SET description = E'red\\x1b[31mX\\nnext\\tcol' "
+      .. "WHERE id = 'TX-1001' AND _dp_is_current"))
+    local rc, out = H.engine(env, "show", "bank.transactions", "--current", "--limit", "0")
+    assert(pg:query("UPDATE silver.bank__transactions SET description = $1 WHERE id = 'TX-1001' AND _dp_is_current",
+      before))
+    assert.are.equal(0, rc)
+    assert.is_nil(out:find("\27", 1, true), out)
+    assert.truthy(out:find("red\\x1b[31mX\\nnext\\tcol", 1, true), out)
+    local lines = 0
+    for _ in out:gmatch("[^\n]+") do lines = lines + 1 end
+    assert.are.equal(1 + 7, lines, out) -- the header and one line per current row
   end)
 end)

@@ -83,7 +83,7 @@ local function environment(file)
   local script = table.concat({
     "set -e",
     "cd " .. q(work),
-    "for f in " .. q(root) .. "/* " .. q(root) .. "/.busted; do n=$(basename \"$f\");"
+    "for f in " .. q(root) .. "/* " .. q(root) .. "/.busted " .. q(root) .. "/.ci " .. q(root) .. "/.luacheckrc; do n=$(basename \"$f\");"
       .. " case $n in metadata|data|spec) ;; *) ln -s \"$f\" \"$n\" ;; esac; done",
     "cp -rp " .. q(root .. "/metadata") .. " metadata",
     "mkdir spec bin home",

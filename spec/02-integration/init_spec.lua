@@ -102,6 +102,80 @@ describe("dp-engine init", function()
     assert.is_false(H.exists(env.DP_DATA_DIR .. "/new/systems.json"))
   end)
 
+  it("refuses samples that are not UTF-8 or are directories, naming the file and line; writes nothing", function()
+    local dir = env.DP_DATA_DIR .. "/edge-meta"
+    local samples = env.DP_DATA_DIR .. "/edge-samples"
+    H.write_file(samples .. "/latin1.csv", "id;name\n1;Caf\233\n")
+    H.write_file(samples .. "/latin1.jsonl", '{"id": 1, "name": "Caf\233"}\n')
+    H.write_file(samples .. "/surrogate.jsonl", '{"id": 1, "s": "ok"}\n{"id": 2, "s": "\\ud800"}\n')
+    local function refused(file, msg)
+      local rc, _, err = run("init", "system", "edge", "--type", "file", "--dir", dir, "--from", file)
+      assert.are.equal(2, rc, err)
+      assert.matches("--from " .. file .. ": " .. msg, err, 1, true)
+      return err
+    end
+    local err = refused(samples .. "/latin1.csv", "line 2, column 6: byte 0xE9 is not UTF-8 (the engine reads UTF-8 only);")
+    assert.matches("iconv -f cp1252 -t utf-8 " .. samples .. "/latin1.csv > " .. samples .. "/latin1.csv.utf8", err, 1, true)
+    refused(samples .. "/latin1.jsonl", "line 1, column 23: byte 0xE9 is not UTF-8")
+    refused(samples .. "/surrogate.jsonl", "line 2: column 17: a lone surrogate \\ud800")
+    refused(samples, "is a directory; give a sample file")
+    assert.is_false(H.exists(dir .. "/systems.json"))
+  end)
+
+  it("keeps as text what the engine's cast would refuse, and ambiguous commas as strings; it all loads", function()
+    local dir = env.DP_DATA_DIR .. "/odd-meta"
+    local samples = env.DP_DATA_DIR .. "/odd-samples"
+    local long = ("9"):rep(1001)
+    H.write_file(samples .. "/odd.jsonl", '{"id": 1, "big": 1e400, "t": "2026-01-01T12:00:99", "d": "0000-01-01", "n": '
+      .. long .. '}\n{"id": 2, "big": 2.5, "t": "2026-01-01T12:00:00Z", "d": "2026-01-01", "n": 1}\n')
+    H.write_file(samples .. "/us.csv", 'id,amount\n1,"1,500"\n2,"12,000"\n')
+    H.write_file(samples .. "/eu.csv", "id;amount;total\n1;1,500;-54,37\n2;12,000;1.234\n")
+    local rc, out, err = run("init", "system", "odd", "--type", "file", "--dir", dir, "--from", samples .. "/odd.jsonl",
+      "--from", samples .. "/us.csv", "--from", samples .. "/eu.csv")
+    assert.are.equal(0, rc, err)
+    assert.matches('warning: column big: looks like double, but the engine\'s cast says "1e400" does not fit a double'
+      .. " (too large): the column is text", out, 1, true)
+    assert.matches("warning: column n: whole numbers with more than 1000 digits (1001): a decimal holds at most 1000,"
+      .. " so the column is text", out, 1, true)
+    assert.matches('warning: column amount: values such as "1,500" are ambiguous in a comma-delimited file', out, 1, true)
+    assert.matches('warning: column amount: every value with a comma has three digits after it ("1,500")', out, 1, true)
+    assert.matches('warning: column total: "1.234" is read as 1234: with decimal commas, dots group thousands', out, 1, true)
+    local ents = H.cjson.decode(H.read_file(dir .. "/entities.json"))
+    local types = {}
+    for _, e in ipairs(ents) do
+      for _, c in ipairs(e.columns) do
+        types[e.name .. "." .. c.name] = c.type .. (c.scale and ("(" .. c.precision .. "," .. c.scale .. ")") or "")
+      end
+    end
+    assert.are.same({ ["odd.id"] = "integer", ["odd.big"] = "text", ["odd.t"] = "string", ["odd.d"] = "string",
+      ["odd.n"] = "text", ["us.id"] = "integer", ["us.amount"] = "string", ["eu.id"] = "integer",
+      ["eu.amount"] = "string", ["eu.total"] = "decimal(12,2)" }, types)
+    assert.are.same({ delimiter = ";", decimal_comma = { "total" } }, ents[3].source.csv)
+    assert.is_nil(ents[2].source.csv)
+
+    local e2 = {}
+    for k, v in pairs(env) do e2[k] = v end
+    e2.DP_METADATA = dir
+    local inbox = env.DP_DATA_DIR .. "/inbox/odd"
+    H.sh("mkdir -p " .. H.sh_quote(inbox) .. " && cp " .. H.sh_quote(samples) .. "/* " .. H.sh_quote(inbox))
+    for _, f in ipairs({ "odd.jsonl", "us.csv", "eu.csv" }) do H.backdate(inbox .. "/" .. f) end
+    rc, out, err = H.engine(e2, "run", "odd")
+    assert.are.equal(0, rc, (out or "") .. (err or ""))
+    local pg = H.pg(env)
+    local odd = assert(pg:query("SELECT id, big, t, d, length(n) AS n FROM silver.odd__odd ORDER BY id"))
+    local us = assert(pg:query("SELECT amount FROM silver.odd__us ORDER BY id"))
+    local eu = assert(pg:query("SELECT amount, total::text AS total FROM silver.odd__eu ORDER BY id"))
+    local rejected = 0
+    for _, t in ipairs({ "odd", "us", "eu" }) do
+      rejected = rejected + tonumber(assert(pg:query("SELECT count(*) AS n FROM silver.odd__" .. t .. "__rejected"))[1].n)
+    end
+    pg:close()
+    assert.are.equal(0, rejected)
+    assert.are.same({ "1e400", "2026-01-01T12:00:99", "0000-01-01", "1001" }, { odd[1].big, odd[1].t, odd[1].d, odd[1].n })
+    assert.are.same({ "1,500", "12,000" }, { us[1].amount, us[2].amount })
+    assert.are.same({ "1,500", "-54.37", "12,000", "1234.00" }, { eu[1].amount, eu[1].total, eu[2].amount, eu[2].total })
+  end)
+
   it("scaffolds the example systems from their exports, and each loads with no rejected row", function()
     local dir = env.DP_DATA_DIR .. "/examples"
     local e2 = H.with(env, { DP_METADATA = dir })

@@ -23,7 +23,8 @@ local function lifecycle_metadata()
 end
 
 local function raw_files(env, entity)
-  local _, out = H.sh("find " .. H.sh_quote(env.DP_DATA_DIR .. "/raw/bank/" .. entity) .. " -type f -name '*.jsonl*' | sort")
+  local dir = env.DP_DATA_DIR .. "/raw/bank/" .. entity
+  local _, out = H.sh("find " .. H.sh_quote(dir) .. " -type f -name '*.jsonl*' | sort")
   local files = {}
   for p in out:gmatch("[^\n]+") do files[#files + 1] = p end
   return files
@@ -98,7 +99,9 @@ describe("lifecycle", function()
 
   it("compresses raw files older than raw_days, keeps manifests true, and replay reads them", function()
     local before = {}
-    for _, f in ipairs(raw_files(env, "transactions")) do before[#before + 1] = { text = raw_text(f), m = manifest(f) } end
+    for _, f in ipairs(raw_files(env, "transactions")) do
+      before[#before + 1] = { text = raw_text(f), m = manifest(f) }
+    end
     local rc, out, err = H.engine(env, "retention", "--json")
     assert.are.equal(0, rc, err)
     local res = H.cjson.decode(out)
@@ -133,7 +136,12 @@ describe("lifecycle", function()
   end)
 
   it("deletes raw files older than raw_delete_days, but keeps the one the cursor and replay need", function()
-    for _, f in ipairs(raw_files(env, "transactions")) do backdate(f, 40) end
+    -- the files were back-dated 2 days before compression, which kept their times: 29 days
+    -- older, they are 31 days old (counted from their export, not from the compression)
+    for _, f in ipairs(raw_files(env, "transactions")) do
+      assert.matches("%.jsonl%.gz$", f)
+      assert(H.sh("touch -d @$(( $(stat -c %Y " .. H.sh_quote(f) .. ") - 29 * 86400 )) " .. H.sh_quote(f)) == 0)
+    end
     local rc, _, err = H.engine(env, "retention", "--system", "bank")
     assert.are.equal(0, rc, err)
     local r = latest_retention(pg, "delete_raw")
@@ -149,19 +157,19 @@ describe("lifecycle", function()
   it("keeps the raw file of a replay that did not finish", function()
     -- a replay of run 1 that crashed: its audit rows say so
     local id = "01900000-0000-7000-8000-0000000000aa"
-    assert(pg:query([[INSERT INTO audit.system_run (run_id, run_ts, system, trigger_kind, status, started_at, engine_version)
-      VALUES ($1, now(), 'bank', 'replay', 'crashed', now(), 'spec')]], id))
-    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at, details)
-      VALUES ($1, now(), 'bank', 'transactions', 'bronze', 'crashed', now(), jsonb_build_object('replay_of', $2::text))]],
+    assert(pg:query([[INSERT INTO audit.system_run (run_id, run_ts, system, trigger_kind, status, started_at,
+      engine_version) VALUES ($1, now(), 'bank', 'replay', 'crashed', now(), 'spec')]], id))
+    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at,
+      details) VALUES ($1, now(), 'bank', 'transactions', 'bronze', 'crashed', now(),
+      jsonb_build_object('replay_of', $2::text))]],
       id, run2))
     -- run 2 is also the newest raw run; make a newer one so that only the replay keeps it
-    local wrote = H.sh("cp " .. H.sh_quote(raw_files(env, "transactions")[1]) .. " " .. H.sh_quote(env.DP_DATA_DIR .. "/keep.gz"))
-    assert.are.equal(0, wrote)
-    assert(pg:query("UPDATE audit.entity_layer_run SET started_at = started_at - interval '1 day' WHERE run_id = $1", run2))
+    assert(pg:query("UPDATE audit.entity_layer_run SET started_at = started_at - interval '1 day' WHERE run_id = $1",
+      run2))
     assert(pg:query([[INSERT INTO audit.system_run (run_id, run_ts, system, status, started_at, engine_version)
       VALUES ('01900000-0000-7000-8000-0000000000bb', now(), 'bank', 'succeeded', now(), 'spec')]]))
-    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at, details)
-      VALUES ('01900000-0000-7000-8000-0000000000bb', now(), 'bank', 'transactions', 'raw', 'succeeded', now(),
+    assert(pg:query([[INSERT INTO audit.entity_layer_run (run_id, run_ts, system, entity, layer, status, started_at,
+      details) VALUES ('01900000-0000-7000-8000-0000000000bb', now(), 'bank', 'transactions', 'raw', 'succeeded', now(),
       '{"file": "raw/bank/transactions/none.jsonl"}')]]))
     local rc, _, err = H.engine(env, "retention", "--system", "bank")
     assert.are.equal(0, rc, err)
@@ -209,7 +217,8 @@ describe("lifecycle", function()
     -- the next run after the purge is as before: nothing new
     H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
     assert.are.equal(0, (H.engine(env, "run", "bank", "--entity", "transactions")))
-    local n = assert(pg:query("SELECT records_inserted AS i, records_updated AS u FROM audit.entity_layer_run WHERE layer = 'silver' ORDER BY started_at DESC LIMIT 1"))[1]
+    local n = assert(pg:query([[SELECT records_inserted AS i, records_updated AS u FROM audit.entity_layer_run
+      WHERE layer = 'silver' ORDER BY started_at DESC LIMIT 1]]))[1]
     assert.are.same({ i = "0", u = "0" }, n)
   end)
 
@@ -220,25 +229,32 @@ describe("lifecycle", function()
     local before = count()
     local t = os.time()
     local slot = t - t % DAY + DAY + 3 * 3600 + 30 * 60 -- tomorrow 03:30Z
-    local out, err, pidfile = os.tmpname(), os.tmpname(), os.tmpname()
+    local out, err, pidfile, rcfile = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
+    os.remove(rcfile)
     local vars = { DP_LISTEN = "127.0.0.1:0", DP_API_TOKEN = "spec-lifecycle-token-0123456789",
       DP_RETENTION_AT = "03:30", DP_TEST_NOW = tostring(slot - 2), DP_LOG_LEVEL = "info" }
     local parts = { "env" }
     for k, v in pairs(H.with(env, vars)) do
       if k:match("^DP_") then parts[#parts + 1] = k .. "=" .. H.sh_quote(v) end
     end
-    H.sh("(" .. table.concat(parts, " ") .. " " .. H.sh_quote(H.bin) .. " serve >" .. out .. " 2>" .. err
-      .. " & echo $! > " .. pidfile .. ") >/dev/null 2>&1")
+    local inner = "echo $$ > " .. pidfile .. "; exec " .. table.concat(parts, " ") .. " " .. H.sh_quote(H.bin)
+      .. " serve >" .. out .. " 2>" .. err
+    H.sh("(sh -c " .. H.sh_quote(inner) .. "; echo $? > " .. rcfile .. ") >/dev/null 2>&1 & true")
+    for _ = 1, 100 do
+      if (H.try_read(pidfile) or ""):match("%d+") then break end
+      H.sh("sleep 0.05")
+    end
     local pid = H.read_file(pidfile):match("%d+")
     local ok = false
     for _ = 1, 300 do
       if count() >= before + 4 then ok = true break end
       H.sh("sleep 0.1")
     end
-    H.sh("kill -TERM " .. pid .. "; for i in $(seq 1 200); do kill -0 " .. pid .. " 2>/dev/null || break; sleep 0.05; done")
-    local log = H.read_file(err)
-    os.remove(out); os.remove(err); os.remove(pidfile)
+    H.sh("kill -TERM " .. pid .. "; for i in $(seq 1 400); do [ -s " .. rcfile .. " ] && break; sleep 0.05; done")
+    local log, rc = H.read_file(err), tonumber(H.try_read(rcfile) or "")
+    os.remove(out); os.remove(err); os.remove(pidfile); os.remove(rcfile)
     assert.is_true(ok, "no retention rows after the slot:\n" .. log)
+    assert.are.equal(0, rc, log) -- a clean stop, also with the job's timer armed again
     assert.matches("serve: daily retention starts", log, 1, true)
     assert.matches("serve: retention done", log, 1, true)
   end)
@@ -255,6 +271,7 @@ end)
 
 describe("forget", function()
   local env, pg, outputs
+  local old_manifests = {} -- before the forget: path -> text
   -- values of TX-1005 found nowhere else in the bank demo
   local NEEDLES = { "TX-1005", "Energy Supplier", "NL44INGB0001234567", "Electricity" }
 
@@ -312,15 +329,21 @@ describe("forget", function()
     -- one raw file compressed: forget rewrites both forms
     local f = raw_files(env, "transactions")[1]
     assert(H.sh("gzip " .. H.sh_quote(f)) == 0)
+    -- and a copy as a rollback quarantines a run's raw files: forget rewrites those too
+    local rel = raw_files(env, "transactions")[2]:sub(#env.DP_DATA_DIR + 2)
+    local q = env.DP_DATA_DIR .. "/quarantine/01900000-0000-7000-8000-0000000000cc/" .. rel
+    assert(H.sh("mkdir -p " .. H.sh_quote(q:match("^(.*)/")) .. " && cp " .. H.sh_quote(env.DP_DATA_DIR .. "/" .. rel)
+      .. " " .. H.sh_quote(q)) == 0)
   end)
   teardown(function() if pg then pg:close() end end)
 
   it("--dry-run counts every store and changes nothing", function()
     local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005", "--dry-run")
     assert.are.equal(0, rc, err)
-    assert.matches("2 lines in 2 files", out, 1, true)
+    assert.matches("3 lines in 3 files", out, 1, true)
     assert.matches("1 documents", out, 1, true)
     assert.matches("2 versions", out, 1, true)
+    assert.matches("[1-9]%d* before%-images of rollback", out) -- run 2 closed a version of it
     assert.matches("would rebuild \"monthly_overview\"", out, 1, true)
     local n = assert(pg:query("SELECT count(*) AS n FROM silver.bank__transactions WHERE id = 'TX-1005'"))[1].n
     assert.are.equal("2", n)
@@ -342,9 +365,13 @@ describe("forget", function()
   it("removes the key from raw, bronze, silver and gold and leaves no trace of its values", function()
     local found = all_traces()
     assert.is_true(#found > 0, "the needles are there before forget")
+    for _, f in ipairs(raw_files(env, "transactions")) do
+      local m = (f:gsub("%.jsonl%.gz$", ""):gsub("%.jsonl$", "")) .. ".manifest.json"
+      old_manifests[m] = H.read_file(m)
+    end
     local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005")
     assert.are.equal(0, rc, err .. out)
-    assert.matches("2 lines in 2 files", out, 1, true)
+    assert.matches("3 lines in 3 files", out, 1, true)
     assert.are.same({}, all_traces())
     -- line numbers of the other records stay: the key's line is an empty line
     for _, f in ipairs(raw_files(env, "transactions")) do
@@ -354,9 +381,10 @@ describe("forget", function()
       assert.are.equal(m.details.bytes, #text)
       assert.matches("\n\n", text, 1, true)
     end
-    local a = assert(pg:query([[SELECT raw_files, raw_lines, bronze_documents, silver_versions, status, gold_models::text
+    local a = assert(pg:query([[SELECT raw_files, raw_lines, bronze_documents, silver_versions, status,
+      gold_models::text
       FROM audit.forget_run WHERE NOT dry_run]]))
-    assert.are.same({ { raw_files = "2", raw_lines = "2", bronze_documents = "1", silver_versions = "2",
+    assert.are.same({ { raw_files = "3", raw_lines = "3", bronze_documents = "1", silver_versions = "2",
       status = "succeeded", gold_models = "{monthly_overview}" } }, a)
     local k = assert(pg:query("SELECT count(*) AS n FROM dp.forgotten_key WHERE NOT allow_return"))[1].n
     assert.are.equal("1", k)
@@ -364,6 +392,22 @@ describe("forget", function()
     local g = assert(pg:query([[SELECT count(*) AS n FROM audit.system_run WHERE system = 'monthly_overview'
       AND trigger_kind = 'forget' AND status = 'succeeded']]))[1].n
     assert.are.equal("1", g)
+  end)
+
+  it("completes a forget that stopped between a raw file and its manifest when run again", function()
+    local want = {}
+    for m, old in pairs(old_manifests) do
+      want[m] = H.cjson.decode(H.read_file(m))
+      H.write_file(m, old) -- as if the process died after the file's rename
+    end
+    local rc, out, err = engine(env, "forget", "bank.transactions", "--key", "id=TX-1005")
+    assert.are.equal(0, rc, err .. out)
+    assert.matches("0 lines in 0 files", out, 1, true)
+    assert.matches("nothing to rebuild: silver lost no rows", out, 1, true) -- the first forget rebuilt it
+    for m, w in pairs(want) do
+      local got = H.cjson.decode(H.read_file(m))
+      assert.are.same(w.details, got.details)
+    end
   end)
 
   it("keeps the key out of the next full load, whose source still has it", function()
@@ -381,7 +425,8 @@ describe("forget", function()
     local rc, out, err = engine(env, "forget", "fitness.activities", "--key", "activity_id=8102345501")
     assert.are.equal(0, rc, err .. out)
     assert.matches("1 lines in 1 files", out, 1, true)
-    assert.are.equal("0", assert(pg:query("SELECT count(*) AS n FROM silver.fitness__activities WHERE activity_id = 8102345501"))[1].n)
+    local q = "SELECT count(*) AS n FROM silver.fitness__activities WHERE activity_id = 8102345501"
+    assert.are.equal("0", assert(pg:query(q))[1].n)
     for _, f in ipairs(raw_files(env, "../fitness/activities")) do
       assert.is_nil(raw_text(f):find("8102345501", 1, true))
     end
@@ -391,6 +436,7 @@ describe("forget", function()
     local left = assert(pg:query([[SELECT metric FROM silver.fitness__body_measurements
       WHERE measured_on = '2026-09-20' ORDER BY metric]]))
     assert.are.same({ { metric = "body_fat" } }, left)
+    local _
     rc, _, err = engine(env, "forget", "fitness.body_measurements", "--key", "measured_on=someday,metric=weight")
     assert.are.equal(2, rc)
     assert.matches("--key: column measured_on", err, 1, true)
@@ -404,6 +450,7 @@ describe("forget", function()
     assert.are.equal(0, rc, err)
     assert.matches("may bring the key back", out, 1, true)
     H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
+    local _
     rc, _, err = engine(env, "run", "bank")
     assert.are.equal(0, rc, err)
     local n = assert(pg:query("SELECT count(*) AS n FROM silver.bank__transactions_current WHERE id = 'TX-1005'"))[1].n

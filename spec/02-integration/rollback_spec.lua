@@ -6,7 +6,9 @@
 local H = require "helpers"
 
 local META = H.root .. "/spec/fixtures/pipelines/rollback"
-local TABLES = { "silver.rb__accounts", "silver.rb__accounts__rejected", "silver.rb__moves", "silver.rb__moves__rejected" }
+local TABLES = {
+  "silver.rb__accounts", "silver.rb__accounts__rejected", "silver.rb__moves", "silver.rb__moves__rejected",
+}
 
 -- Every silver table, entity_state and entity_cursor as text, row by row in a fixed order.
 local function dump(pg)
@@ -20,7 +22,8 @@ local function dump(pg)
   end
   for _, t in ipairs({ "dp.entity_state", "dp.entity_cursor" }) do
     local lines = {}
-    for i, r in ipairs(assert(pg:query("SELECT to_jsonb(t)::text AS j FROM " .. t .. " t ORDER BY 1"))) do lines[i] = r.j end
+    local rows = assert(pg:query("SELECT to_jsonb(t)::text AS j FROM " .. t .. " t ORDER BY 1"))
+    for i, r in ipairs(rows) do lines[i] = r.j end
     out[t] = lines
   end
   return out
@@ -73,7 +76,8 @@ local function generator(seed, inbox)
   return function()
     n = n + 1
     for _ = 1, math.random(0, 3) do
-      accounts[#accounts + 1] = { id = next_id, name = "n" .. next_id, email = "e" .. next_id, balance = money(), gone = false }
+      accounts[#accounts + 1] = { id = next_id, name = "n" .. next_id, email = "e" .. next_id, balance = money(),
+        gone = false }
       next_id = next_id + 1
     end
     local lines = {}
@@ -170,7 +174,7 @@ describe("rollback", function()
         local id = run()
         local after_content = content(pg)
         if n % 2 == 0 or n == 7 then
-          local rc, out, err = rollback(id)
+          rc, out, err = rollback(id)
           assert.are.equal(0, rc, tostring(out) .. tostring(err))
           assert.are.same(before, dump(pg), "silver after rolling back run " .. n)
           assert.are.same(before_bronze, bronze(env), "bronze after rolling back run " .. n)
@@ -209,7 +213,8 @@ describe("rollback", function()
       local v = assert(pg:query("SELECT count(*) AS n FROM silver.rb__accounts WHERE _dp_run_id = $1", runs[3]))[1].n
       assert.are.equal(tonumber(v), ents.accounts.silver_versions_removed)
       assert.are.same(states[3], dump(pg))
-      assert.are.equal("0", assert(pg:query("SELECT count(*) AS n FROM audit.system_run WHERE trigger_kind = 'rollback'"))[1].n)
+      local rollbacks = assert(pg:query("SELECT count(*) AS n FROM audit.system_run WHERE trigger_kind = 'rollback'"))
+      assert.are.equal("0", rollbacks[1].n)
       rc, out = rollback(runs[3], "--dry-run")
       assert.are.equal(0, rc)
       assert.matches("dry run, nothing changed", out, 1, true)
@@ -247,7 +252,8 @@ describe("rollback", function()
       local a = assert(pg:query("SELECT run_id::text AS id, status, trigger_detail FROM audit.system_run "
         .. "WHERE trigger_kind = 'rollback'"))
       assert.are.equal(1, #a)
-      assert.are.same({ id = r.rollback_run_id, status = "succeeded", trigger_detail = "rollback of " .. runs[3] }, a[1])
+      assert.are.same({ id = r.rollback_run_id, status = "succeeded", trigger_detail = "rollback of " .. runs[3] },
+        a[1])
       assert.are.equal(r.rollback_run_id, assert(pg:query(
         "SELECT rolled_back_by::text AS b FROM audit.system_run WHERE run_id = $1", runs[3]))[1].b)
       local st = assert(pg:query("SELECT DISTINCT status, details->>'status_before_rollback' AS was FROM "
@@ -258,12 +264,12 @@ describe("rollback", function()
       assert.are.equal(6, #rows)
       for _, row in ipairs(rows) do assert.are.equal("succeeded", row.status) end
       -- not twice
-      rc, _, err = rollback(runs[3])
-      assert.are.equal(2, rc)
+      rc, out, err = rollback(runs[3])
+      assert.are.equal(2, rc, out)
       assert.matches("rolled back already", err, 1, true)
       -- nor the rollback itself
-      rc, _, err = rollback(r.rollback_run_id)
-      assert.are.equal(2, rc)
+      rc, out, err = rollback(r.rollback_run_id)
+      assert.are.equal(2, rc, out)
       assert.matches("cannot be undone", err, 1, true)
       -- the same export again: the quarantined file is not needed, and the state comes back
       runs[3] = run()
@@ -316,9 +322,30 @@ describe("rollback", function()
       assert.are.same(moves, now["silver.rb__moves"])
       local gold = assert(pg:query("SELECT run_id::text AS id FROM audit.system_run WHERE system = 'rb_totals' "
         .. "ORDER BY run_ts DESC LIMIT 1"))[1].id
-      rc, _, err = rollback(gold)
-      assert.are.equal(2, rc)
+      rc, out, err = rollback(gold)
+      assert.are.equal(2, rc, out)
       assert.matches("nothing to undo", err, 1, true)
+    end)
+
+    it("refuses, changing nothing, when a raw file bronze is rebuilt from is gone", function()
+      next_export()
+      local first = run()
+      next_export()
+      local id = run()
+      local raw = assert(pg:query("SELECT details->>'file' AS f FROM audit.entity_layer_run WHERE run_id = $1 "
+        .. "AND entity = 'accounts' AND layer = 'raw'", first))[1].f
+      local path = env.DP_DATA_DIR .. "/" .. raw
+      assert(os.rename(path, path .. ".away"))
+      local before, before_bronze = dump(pg), bronze(env)
+      local rc, _, err = rollback(id)
+      assert(os.rename(path .. ".away", path))
+      assert.are.equal(2, rc)
+      assert.matches("the raw file " .. path .. " of run " .. first .. " is gone", err, 1, true)
+      assert.are.same(before, dump(pg))
+      assert.are.same(before_bronze, bronze(env))
+      local marked = assert(pg:query("SELECT count(*) AS n FROM audit.system_run WHERE rolled_back_by IS NOT NULL "
+        .. "AND run_id = $1", id))
+      assert.are.equal("0", marked[1].n)
     end)
 
     it("undoes a replay from an older raw file", function()
