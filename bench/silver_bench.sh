@@ -22,6 +22,9 @@ N=${1:-1000000}
 # BENCH_FIRST_RUN_ONLY=1: only the first run and the COPY baselines, not the FerretDB baselines
 # nor the rerun (for the memory figure at large N, where each FerretDB read takes minutes)
 FIRST_RUN_ONLY=${BENCH_FIRST_RUN_ONLY:-0}
+# BENCH_NO_FERRETDB_BASELINES=1: both runs, without the read and insert baselines (minutes each at
+# large N)
+NO_BASELINES=${BENCH_NO_FERRETDB_BASELINES:-0}
 
 command -v /usr/bin/time >/dev/null || { echo "bench: installing GNU time" >&2; apt-get install -y -qq time >/dev/null; }
 eval "$(spec/services.sh start)"
@@ -88,7 +91,7 @@ T1=$(now)
 COPY_S=$(echo "$T1 - $T0" | bc -l)
 
 SCAN_S=0 INSERT_S=0
-if [ "$FIRST_RUN_ONLY" != 1 ]; then
+if [ "$FIRST_RUN_ONLY" != 1 ] && [ "$NO_BASELINES" != 1 ]; then
 echo "bench: one read of the whole bronze collection (exported for the next baseline)" >&2
 T0=$(now)
 core_mongo "m:export_bson('$MDB', 'bench__wide', '$WORK/bronze.bson')"
@@ -119,11 +122,11 @@ cat <<EOT
 dp-engine benchmark, N = $N rows x 20 columns, $(nproc) cores, $(uname -m), PostgreSQL $(q "SHOW server_version"), FerretDB v1.24.2
 run 1 (initial): raw ${RAW1}s, bronze ${BRONZE1}s, silver ${SILVER1}s, whole run ${TOTAL1}s, peak RSS $((RSS1_KB / 1024)) MB
 baselines: COPY of the rows silver writes into an unindexed table ${ROWS_S}s (of the 20 typed columns alone ${COPY_S}s);
-$([ "$FIRST_RUN_ONLY" = 1 ] && echo "  FerretDB baselines not measured (BENCH_FIRST_RUN_ONLY)" ||
+$([ "$FIRST_RUN_ONLY" = 1 ] || [ "$NO_BASELINES" = 1 ] && echo "  FerretDB baselines not measured (BENCH_FIRST_RUN_ONLY or BENCH_NO_FERRETDB_BASELINES)" ||
   echo "  libmongoc insert_many ${INSERT_S}s; one read of the whole bronze collection (FerretDB) ${SCAN_S}s")
 
 silver initial load vs plain COPY      $(r "$ROWS_S / $SILVER1")   (target >= 0.7; vs the 20 typed columns alone $(r "$COPY_S / $SILVER1"))
-bronze load vs plain insert_many       $([ "$FIRST_RUN_ONLY" = 1 ] && echo "not measured" || r "$INSERT_S / $BRONZE1")   (target >= 0.7)
+bronze load vs plain insert_many       $([ "$FIRST_RUN_ONLY" = 1 ] || [ "$NO_BASELINES" = 1 ] && echo "not measured" || r "$INSERT_S / $BRONZE1")   (target >= 0.7)
 peak RSS (first run)                   $((RSS1_KB / 1024)) MB   (target <= 150 MB at N = 5,000,000)
 EOT
 if [ "$FIRST_RUN_ONLY" != 1 ]; then
