@@ -9,6 +9,7 @@
 --   -- e.columns = { { name, type, precision, scale, nullable, path, why }, ... },
 --   -- e.primary_key, e.decimal_comma (CSV paths), e.warnings
 local csvreader = require "dp.csv"
+local jsonreader = require "dp.jsonreader"
 
 local M = {}
 
@@ -32,17 +33,8 @@ local function line_col(text, pos)
 end
 M.line_col = line_col
 
-local ESC = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
-
-local function utf8_char(cp)
-  if cp < 0x80 then return string.char(cp) end
-  if cp < 0x800 then return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64) end
-  if cp < 0x10000 then
-    return string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-  end
-  return string.char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
-    0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-end
+-- the escapes and the UTF-8 encoder of the engine's strict JSON reader
+local ESC, utf8_char = jsonreader.ESCAPES, jsonreader.utf8_char
 
 -- Parses one JSON value from text (whole text, or from pos when given: returns value, next pos).
 -- Raises "line L, column C: ..." on malformed input.

@@ -167,6 +167,9 @@ local function utf8_char(cp)
   return char(0xF0 + math.floor(cp / 0x40000), 0x80 + math.floor(cp / 0x1000) % 0x40,
     0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
 end
+-- for other JSON readers of the engine (dp.infer's, which keeps numbers as text)
+M.ESCAPES = ESC
+M.utf8_char = utf8_char
 
 -- pos is at the opening quote.
 local function parse_string(st, pos, path)

@@ -151,15 +151,7 @@ describe("secrets echoed by a source in every JSON encoding", function()
   local outputs = {}
 
   -- text with JSON escapes (\uXXXX, surrogate pairs, \/ ...) and %XX decoded, four times over
-  local function utf8_char(cp)
-    if cp < 0x80 then return string.char(cp) end
-    if cp < 0x800 then return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64) end
-    if cp < 0x10000 then
-      return string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-    end
-    return string.char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
-      0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-  end
+  local utf8_char = require("dp.jsonreader").utf8_char
   local SIMPLE = { ["/"] = "/", ['"'] = '"', ["\\"] = "\\", n = "\n", t = "\t", r = "\r", b = "\b", f = "\f" }
   local function decoded(s)
     for _ = 1, 4 do
