@@ -54,29 +54,32 @@ int dp_cli_usage_error(const char *usage, const char *fmt, ...) {
   return DP_EXIT_USAGE;
 }
 
+/* "dp-engine[ CMD]: msg" on stderr, or with DP_LOG_FORMAT=json a command_failed line, so that
+ * stderr stays JSON lines for a log shipper (docs/cli.md#logs). */
+static void print_failure(const char *cmd, const char *msg) {
+  const char *sep = cmd ? " " : "";
+  if (!cmd) cmd = "";
+  if (dp_log_is_json()) dp_log_event(DP_LOG_ERROR, "command_failed", NULL, "dp-engine%s%s: %s", sep, cmd, msg);
+  else fprintf(stderr, "dp-engine%s%s: %s\n", sep, cmd, msg);
+}
+
 int dp_cli_fail_config(const dp_err *e) {
-  if (dp_log_is_json()) dp_log_event(DP_LOG_ERROR, "command_failed", NULL, "dp-engine: %s", e->msg);
-  else fprintf(stderr, "dp-engine: %s\n", e->msg);
+  print_failure(NULL, e->msg);
   return DP_EXIT_USAGE;
 }
 
 int dp_cli_error(const char *cmd, int exit_code, const char *fmt, ...) {
-  dp_err e;
+  char msg[sizeof ((dp_err *)0)->msg];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  e.code = DP_EINVAL;
-  dp_cli_exit(cmd, &e);
+  print_failure(cmd, msg);
   return exit_code;
 }
 
 int dp_cli_exit(const char *cmd, const dp_err *e) {
-  const char *msg = e->msg[0] ? e->msg : dp_strerror(e->code);
-  if (dp_log_is_json()) /* stderr stays JSON lines for a log shipper (docs/cli.md#logs) */
-    dp_log_event(DP_LOG_ERROR, "command_failed", NULL, "dp-engine %s: %s", cmd, msg);
-  else
-    fprintf(stderr, "dp-engine %s: %s\n", cmd, msg);
+  print_failure(cmd, e->msg[0] ? e->msg : dp_strerror(e->code));
   return e->code ? dp_err_exit_class(e->code) : DP_EXIT_RUN_FAILED;
 }
 
