@@ -356,7 +356,9 @@ pg_psql() {
 # starts, so its connections have the setting. Idempotent; skipped when already there.
 pg_tune_ferretdb() {
   local have
-  have=$(pg_psql -d ferretdb -tAc "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'dp_ferretdb_id_gin'")
+  # (the function's text names fastupdate since the version that turns GIN's pending list off)
+  have=$(pg_psql -d ferretdb -tAc "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'dp_ferretdb_id_gin'
+    AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'dp_ferretdb_id_gin_index' AND prosrc LIKE '%fastupdate = off%')")
   [[ $have == 1 ]] && return 0
   log "tuning FerretDB's database for bronze (docker/ferretdb-tuning.sql)"
   pg_psql -d ferretdb -q -f "$ROOT/docker/ferretdb-tuning.sql" >&2 || die "could not apply docker/ferretdb-tuning.sql"

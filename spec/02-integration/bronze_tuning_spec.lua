@@ -34,6 +34,8 @@ describe("FerretDB tuned for bronze", function()
     pg:close()
     assert.are.equal(1, #idx)
     assert.matches("USING gin (((_jsonb -> '_id'::text)) jsonb_path_ops)", idx[1].indexdef, 1, true)
+    -- no pending list: with it, each lookup also reads every entry not yet merged into the index
+    assert.matches("WITH (fastupdate=off)", idx[1].indexdef, 1, true)
     local plan = assert(m:command(db, string.format('{"explain": {"find": "c", "filter": {"_id": "%032x"}}}', 77)))
     assert.matches('"filterPushdown" : true', plan, 1, true)
     assert.matches('"Node Type" : "Bitmap Index Scan"', plan, 1, true)
@@ -58,6 +60,31 @@ describe("FerretDB tuned for bronze", function()
     st, msg = m:bronze_tuning(pg_url("no_such_database_h19"))
     assert.are.equal("error", st)
     assert.matches("cannot connect to DP_FERRETDB_PG_URL", msg, 1, true)
+  end)
+
+  it("turns the pending list off on an index made without it, and doctor finds one left with it", function()
+    assert(m:command(db, '{"insert": "old", "documents": [{"_id": "a"}]}'))
+    local pg = assert(H.core.pg_connect(pg_url("ferretdb")))
+    local function index_of(coll)
+      local r = assert(pg:query("SELECT x.oid::regclass::text AS idx FROM pg_class x JOIN pg_namespace n ON n.oid = x.relnamespace "
+        .. "JOIN pg_index i ON i.indexrelid = x.oid JOIN pg_class t ON t.oid = i.indrelid "
+        .. "WHERE n.nspname = $1 AND t.relname LIKE $2 AND x.relname LIKE '%\\_dp\\_id\\_gin'", db, coll .. "\\_%"))
+      assert.are.equal(1, #r)
+      return r[1].idx
+    end
+    local idx = index_of("old")
+    -- as an earlier docker/ferretdb-tuning.sql made it
+    assert(pg:query("ALTER INDEX " .. idx .. " SET (fastupdate = on)"))
+    local st, msg = m:bronze_tuning(pg_url("ferretdb"))
+    assert.are.equal("warn", st)
+    assert.matches("1 collection tables without the _id index (GIN, fastupdate off)", msg, 1, true)
+    -- the tuning function, run again on the table, turns it off and empties the pending list
+    assert(pg:query("SELECT public.dp_ferretdb_id_gin_index(indrelid) FROM pg_index WHERE indexrelid = $1::regclass", idx))
+    local opts = assert(pg:query("SELECT array_to_string(reloptions, ',') AS o FROM pg_class WHERE oid = $1::regclass", idx))
+    assert.are.equal("fastupdate=off", opts[1].o)
+    pg:close()
+    st, msg = m:bronze_tuning(pg_url("ferretdb"))
+    assert.are.equal("ok", st, msg)
   end)
 
   it("is a line of dp-engine doctor", function()
