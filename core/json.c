@@ -10,6 +10,10 @@ typedef struct scan {
   dp_buf *out;
   const char *what; /* set on failure */
   int depth;
+  /* copying to out: the text from pend up to p is still to be copied (what is copied is the text
+   * scanned, less the whitespace between tokens, which skip_ws leaves out), or NULL */
+  const char *pend;
+  int oom; /* out could not grow */
 } scan;
 
 static int fail(scan *s, const char *what) {
@@ -17,14 +21,19 @@ static int fail(scan *s, const char *what) {
   return -1;
 }
 
-static void skip_ws(scan *s) {
-  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-    s->p++;
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Copies the text scanned since pend to out. */
+static void flush_out(scan *s) {
+  if (s->pend && s->p > s->pend && dp_buf_append(s->out, s->pend, (size_t)(s->p - s->pend)) != 0) s->oom = 1;
+  if (s->pend) s->pend = s->p;
 }
 
-static int emit(scan *s, const char *from, size_t n) {
-  if (s->out && dp_buf_append(s->out, from, n) != 0) return fail(s, "out of memory");
-  return 0;
+static void skip_ws(scan *s) {
+  if (s->p >= s->end || !is_ws(*s->p)) return;
+  flush_out(s);
+  while (s->p < s->end && is_ws(*s->p)) s->p++;
+  if (s->pend) s->pend = s->p;
 }
 
 int dp_json_hex4(const char *p) {
@@ -59,13 +68,18 @@ int dp_utf8_len(const unsigned char *p, const unsigned char *end) {
   return n;
 }
 
+/* A byte a string holds as it is: printable ASCII but the quote and the backslash. */
+static int plain_byte(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+
 static int scan_string(scan *s) {
-  const char *from = s->p++; /* opening quote */
+  s->p++; /* opening quote */
   while (s->p < s->end) {
+    while (s->p < s->end && plain_byte((unsigned char)*s->p)) s->p++;
+    if (s->p >= s->end) break;
     unsigned char c = (unsigned char)*s->p;
     if (c == '"') {
       s->p++;
-      return emit(s, from, (size_t)(s->p - from));
+      return 0;
     }
     if (c == '\\') {
       if (s->end - s->p < 2) return fail(s, "unterminated string");
@@ -95,7 +109,6 @@ static int digits(scan *s) {
 }
 
 static int scan_number(scan *s) {
-  const char *from = s->p;
   if (*s->p == '-') s->p++;
   if (s->p >= s->end) return fail(s, "bad number");
   if (*s->p == '0') {
@@ -112,7 +125,7 @@ static int scan_number(scan *s) {
     if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
     if (!digits(s)) return fail(s, "bad number: digits expected in exponent");
   }
-  return emit(s, from, (size_t)(s->p - from));
+  return 0;
 }
 
 static int scan_literal(scan *s, const char *lit) {
@@ -120,7 +133,7 @@ static int scan_literal(scan *s, const char *lit) {
   if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
     return fail(s, "unexpected character");
   s->p += n;
-  return emit(s, lit, n);
+  return 0;
 }
 
 static int scan_value(scan *s);
@@ -128,12 +141,11 @@ static int scan_value(scan *s);
 static int scan_container(scan *s, char open, char close) {
   if (++s->depth > DP_JSON_MAX_DEPTH) return fail(s, "nesting too deep");
   s->p++;
-  if (emit(s, &open, 1)) return -1;
   skip_ws(s);
   if (s->p < s->end && *s->p == close) {
     s->p++;
     s->depth--;
-    return emit(s, &close, 1);
+    return 0;
   }
   for (;;) {
     skip_ws(s);
@@ -143,7 +155,6 @@ static int scan_container(scan *s, char open, char close) {
       skip_ws(s);
       if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
       s->p++;
-      if (emit(s, ":", 1)) return -1;
       skip_ws(s);
     }
     if (scan_value(s)) return -1;
@@ -151,13 +162,12 @@ static int scan_container(scan *s, char open, char close) {
     if (s->p >= s->end) return fail(s, open == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
     if (*s->p == ',') {
       s->p++;
-      if (emit(s, ",", 1)) return -1;
       continue;
     }
     if (*s->p == close) {
       s->p++;
       s->depth--;
-      return emit(s, &close, 1);
+      return 0;
     }
     return fail(s, open == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
   }
@@ -185,8 +195,11 @@ static int report(scan *s, dp_err *e) {
 }
 
 int dp_json_compact(const char *text, size_t len, dp_buf *out, dp_err *e) {
-  scan s = {text, text, text + len, out, NULL, 0};
+  scan s = {text, text, text + len, out, NULL, 0, out ? text : NULL, 0};
   if (scan_value(&s)) return report(&s, e);
+  flush_out(&s);
+  s.pend = NULL;
+  if (s.oom) return dp_err_set(e, DP_ENOMEM, "out of memory");
   skip_ws(&s);
   if (s.p != s.end) {
     s.what = "unexpected data after the JSON value";
@@ -197,7 +210,7 @@ int dp_json_compact(const char *text, size_t len, dp_buf *out, dp_err *e) {
 
 int dp_json_array_each(const char *text, size_t len, dp_json_each_fn each, void *ud, dp_err *e) {
   dp_buf elem = DP_BUF_INIT;
-  scan s = {text, text, text + len, &elem, NULL, 1};
+  scan s = {text, text, text + len, &elem, NULL, 1, NULL, 0};
   int rc = 0;
   skip_ws(&s);
   if (s.p >= s.end || *s.p != '[') {
@@ -212,7 +225,11 @@ int dp_json_array_each(const char *text, size_t len, dp_json_each_fn each, void 
   } else {
     for (;;) {
       dp_buf_reset(&elem);
+      s.pend = s.p;
       if (scan_value(&s)) { rc = report(&s, e); goto cleanup; }
+      flush_out(&s);
+      s.pend = NULL;
+      if (s.oom) { rc = dp_err_set(e, DP_ENOMEM, "out of memory"); goto cleanup; }
       rc = each(ud, elem.data, elem.len);
       if (rc != 0) goto cleanup;
       skip_ws(&s);
@@ -348,7 +365,7 @@ static int find_element(scan *s, size_t idx) {
 
 int dp_json_select(const char *text, size_t len, const char *path, size_t plen, const char **val,
                    size_t *vlen, dp_err *e) {
-  scan s = {text, text, text + len, NULL, NULL, 0};
+  scan s = {text, text, text + len, NULL, NULL, 0, NULL, 0};
   if (scan_value(&s)) return report(&s, e);
   skip_ws(&s);
   if (s.p != s.end) {

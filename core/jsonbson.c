@@ -156,6 +156,31 @@ static int same_value(jb *j, const char *t, size_t n, double d) {
   return x.neg == y.neg && x.point == y.point && xl == yl && memcmp(j->num.data, j->num.data + xl, xl) == 0;
 }
 
+/* Does the number text t[0..n) (valid JSON, not an integer) have at most 15 significant digits
+ * and a magnitude well inside that of normal doubles? Such a decimal reads back from its nearest
+ * double unchanged (DBL_DIG is 15), so same_value would find it so: the check is skipped. */
+static int short_decimal(const char *t, size_t n) {
+  size_t i = 0;
+  int sig = 0, lead = 1;
+  if (n > 40) return 0;
+  if (t[i] == '-') i++;
+  for (; i < n && t[i] != 'e' && t[i] != 'E'; i++) {
+    if (t[i] == '.') continue;
+    if (lead && t[i] == '0') continue;
+    lead = 0;
+    if (++sig > 15) return 0;
+  }
+  if (i < n) { /* the exponent: at most 3 digits, at most 250 */
+    i++;
+    if (t[i] == '+' || t[i] == '-') i++;
+    if (n - i > 3) return 0;
+    int ex = 0;
+    for (; i < n; i++) ex = ex * 10 + (t[i] - '0');
+    if (ex > 250) return 0;
+  }
+  return 1;
+}
+
 static int put_number(jb *j, bson_t *b, const char *k, size_t kl) {
   const char *from = j->p;
   int integral = 1;
@@ -191,7 +216,7 @@ static int put_number(jb *j, bson_t *b, const char *k, size_t kl) {
     dp_buf_reset(&j->num);
     dp_buf_append(&j->num, from, n);
     double d = strtod(j->num.data, NULL);
-    if (isfinite(d) && same_value(j, from, n, d))
+    if (isfinite(d) && (short_decimal(from, n) || same_value(j, from, n, d)))
       return bson_append_double(b, k, (int)kl, d) ? 0 : fail_at(j, from, "the record is too large");
   }
   ok = bson_append_binary(b, k, (int)kl, DP_BSON_NUMBER_TEXT, (const uint8_t *)from, (uint32_t)n);
@@ -228,6 +253,17 @@ static int check_duplicates(jb *j, size_t first, const char *obj) {
     for (size_t a = 1; a < n && !dup; a++)
       for (size_t c = 0; c < a && !dup; c++)
         if (same_key(j, &v[a], &v[c])) dup = &v[a];
+  } else if (n <= 64) { /* an open-addressing table of the entries, by hash */
+    uint8_t slot[128];
+    memset(slot, 0xff, sizeof slot);
+    for (size_t a = 0; a < n && !dup; a++) {
+      size_t at = (size_t)v[a].h & 127;
+      while (slot[at] != 0xff && !dup) {
+        if (same_key(j, &v[a], &v[slot[at]])) dup = &v[a];
+        at = (at + 1) & 127;
+      }
+      slot[at] = (uint8_t)a;
+    }
   } else {
     qsort_r(v, n, sizeof *v, cmp_key, j->keys.data);
     for (size_t a = 1; a < n && !dup; a++)

@@ -76,8 +76,12 @@ static void find_top_level(dp_row *r, const dp_entity *ent, const bson_t *record
   }
   bson_iter_t it;
   if (nc == 0 || !bson_iter_init(&it, record)) return;
+  /* the columns looked for at the top level: once all are found the rest of the record is not
+   * read (a key column often comes first) */
+  size_t want = 0, got = 0;
+  for (size_t i = 0; i < nc; i++) want += r->plen[i] != UINT32_MAX && (!key_only || ent->cols[i].key);
   size_t hint = 0; /* fields usually come in column order: try the next column first */
-  while (bson_iter_next(&it)) {
+  while (got < want && bson_iter_next(&it)) {
     uint32_t klen = bson_iter_key_len(&it);
     const char *key = bson_iter_key(&it);
     for (size_t n = 0, i = hint; n < nc; n++, i = i + 1 == nc ? 0 : i + 1) {
@@ -85,6 +89,7 @@ static void find_top_level(dp_row *r, const dp_entity *ent, const bson_t *record
       if (r->has[i] || r->plen[i] != klen || (key_only && !c->key) || memcmp(r->epath[i], key, klen) != 0) continue;
       r->at[i].it = it;
       r->has[i] = 1;
+      got++;
       hint = i + 1 == nc ? 0 : i + 1;
       if (!r->shared_paths) break; /* else other columns may read the same field */
     }
