@@ -83,9 +83,35 @@ int dp_cli_exit(const char *cmd, const dp_err *e) {
   return e->code ? dp_err_exit_class(e->code) : DP_EXIT_RUN_FAILED;
 }
 
+/* Characters (code points) of UTF-8 text b[0..n) */
+static int utf8_chars(const char *b, size_t n) {
+  int c = 0;
+  for (size_t i = 0; i < n; i++) c += ((unsigned char)b[i] & 0xc0) != 0x80;
+  return c;
+}
+
+/* Bytes of the first `chars` characters of UTF-8 text b[0..n) */
+static size_t utf8_bytes_of(const char *b, size_t n, int chars) {
+  size_t i = 0;
+  for (int c = 0; i < n; i++) {
+    if (((unsigned char)b[i] & 0xc0) != 0x80 && c++ == chars) break;
+  }
+  return i;
+}
+
+/* One cell, cut to w characters (never inside one) and padded to w, then sep. */
+static void print_cell(const dp_buf *b, int w, int cut, const char *sep) {
+  const char *d = b->data ? b->data : "";
+  size_t n = cut ? utf8_bytes_of(d, b->len, w) : b->len;
+  fwrite(d, 1, n, stdout);
+  int pad = w - utf8_chars(d, n);
+  printf("%*s%s", pad > 0 ? pad : 0, "", sep);
+}
+
 /* Cells are untrusted (source data): control characters, bidirectional overrides and bytes
  * that are not UTF-8 are escaped as in log lines (dp_log_escape), so nothing reaches the
- * terminal as a control sequence and a row stays one line. */
+ * terminal as a control sequence and a row stays one line. Widths count characters; a cell is
+ * cut at 60 of them. */
 void dp_cli_print_table(PGresult *r) {
   int rows = PQntuples(r), cols = PQnfields(r);
   int *w = calloc((size_t)cols, sizeof *w);
@@ -102,7 +128,8 @@ void dp_cli_print_table(PGresult *r) {
       dp_buf *b = &cell[(size_t)i * (size_t)cols + (size_t)k];
       dp_buf_puts(b, ""); /* a cell is never NULL */
       dp_log_escape(b, v, strlen(v), 0);
-      if ((int)b->len > w[k]) w[k] = (int)b->len;
+      int chars = utf8_chars(b->data, b->len);
+      if (chars > w[k]) w[k] = chars;
     }
     if (w[k] > 60) w[k] = 60;
   }
@@ -110,8 +137,7 @@ void dp_cli_print_table(PGresult *r) {
     for (int k = 0; k < cols; k++) {
       const dp_buf *b = &cell[(size_t)i * (size_t)cols + (size_t)k];
       const char *sep = k + 1 < cols ? "  " : "\n";
-      if (i == 0) printf("%-*s%s", w[k], b->data ? b->data : "", sep); /* names are never cut */
-      else printf("%-*.*s%s", w[k], w[k], b->data ? b->data : "", sep);
+      print_cell(b, w[k], i > 0, sep); /* names are never cut */
     }
   for (size_t j = 0; j < (size_t)(rows + 1) * (size_t)cols; j++) dp_buf_free(&cell[j]);
   free(cell);
