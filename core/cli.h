@@ -23,6 +23,9 @@ int dp_cmd_rollback(dp_engine *eng, int argc, char **argv);
 int dp_cmd_connectors(dp_engine *eng, int argc, char **argv);
 int dp_cmd_init(dp_engine *eng, int argc, char **argv);
 int dp_cmd_doctor(dp_engine *eng, int argc, char **argv);
+/* doctor when the configuration cannot be read (why: the engine home has no lua/): that one
+ * check, failed with its fix */
+int dp_cmd_doctor_without_home(const dp_err *why, int argc, char **argv);
 int dp_cmd_show(dp_engine *eng, int argc, char **argv);
 int dp_cmd_lineage(dp_engine *eng, int argc, char **argv);
 int dp_cmd_retention(dp_engine *eng, int argc, char **argv);

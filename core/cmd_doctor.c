@@ -408,24 +408,48 @@ static const struct { const char *name; dp_doctor_check_fn fn; } CHECKS[] = {
     {"disk", check_disk},
 };
 
+/* The arguments of doctor: 0, or a usage error's exit code. */
+static int doctor_args(dp_doctor *d, int argc, char **argv) {
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--network") == 0) d->network = 1;
+    else if (strcmp(argv[i], "--json") == 0) d->json = 1;
+    else return dp_cli_usage_error(DOCTOR_USAGE, "unexpected argument: %s", argv[i]);
+  }
+  return 0;
+}
+
+/* The end of doctor's output: the JSON document, or the count of failed checks. */
+static int doctor_end(dp_doctor *d, const char *note) {
+  if (d->json) {
+    printf("{\"ok\":%s,\"checks\":[%s]}\n", d->failed ? "false" : "true", d->out.data ? d->out.data : "");
+  } else if (d->failed) {
+    printf("\n%d check%s failed%s\n", d->failed, d->failed == 1 ? "" : "s", note ? note : "");
+  }
+  dp_buf_free(&d->out);
+  dp_doctor_facts_free(&d->facts);
+  return d->failed ? DP_EXIT_RUN_FAILED : DP_EXIT_OK;
+}
+
+int dp_cmd_doctor_without_home(const dp_err *why, int argc, char **argv) {
+  if (dp_cli_wants_help(argc, argv)) { fputs(DOCTOR_USAGE, stdout); return DP_EXIT_OK; }
+  dp_doctor d;
+  memset(&d, 0, sizeof d);
+  d.out = (dp_buf)DP_BUF_INIT;
+  int rc = doctor_args(&d, argc, argv);
+  if (rc) return rc;
+  dp_doctor_report(&d, DP_DOCTOR_FAIL, "engine home", "set DP_HOME to the folder that holds lua/ and migrations/", "%s",
+                   why->msg);
+  return doctor_end(&d, " (the other checks need the engine home)");
+}
+
 int dp_cmd_doctor(dp_engine *eng, int argc, char **argv) {
   if (dp_cli_wants_help(argc, argv)) { fputs(DOCTOR_USAGE, stdout); return DP_EXIT_OK; }
   dp_doctor d;
   memset(&d, 0, sizeof d);
   d.eng = eng;
   d.out = (dp_buf)DP_BUF_INIT;
-  for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--network") == 0) d.network = 1;
-    else if (strcmp(argv[i], "--json") == 0) d.json = 1;
-    else return dp_cli_usage_error(DOCTOR_USAGE, "unexpected argument: %s", argv[i]);
-  }
+  int rc = doctor_args(&d, argc, argv);
+  if (rc) return rc;
   for (size_t i = 0; i < sizeof CHECKS / sizeof CHECKS[0]; i++) CHECKS[i].fn(&d);
-  if (d.json) {
-    printf("{\"ok\":%s,\"checks\":[%s]}\n", d.failed ? "false" : "true", d.out.data ? d.out.data : "");
-  } else if (d.failed) {
-    printf("\n%d check%s failed\n", d.failed, d.failed == 1 ? "" : "s");
-  }
-  dp_buf_free(&d.out);
-  dp_doctor_facts_free(&d.facts);
-  return d.failed ? DP_EXIT_RUN_FAILED : DP_EXIT_OK;
+  return doctor_end(&d, NULL);
 }

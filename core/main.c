@@ -1,6 +1,7 @@
 /* main.c - the dp-engine command line and the composition root: it reads the environment,
  * builds the engine context and hands it to the command. Exit codes: 0 success, 1 the run
  * failed or partly failed, 2 usage or configuration error. */
+#include "bronze.h"
 #include "cli.h"
 #include "version.h"
 #include "config.h"
@@ -136,8 +137,10 @@ int main(int argc, char **argv) {
   dp_err e;
   dp_err_clear(&e);
   int rc;
-  if (dp_config_from_env(&eng.cfg, &e) != 0) {
+  if (dp_bronze_settings_init(&e) != 0) { /* DP_SORT_MEM, DP_BRONZE_WRITERS */
     rc = dp_cli_fail_config(&e);
+  } else if (dp_config_from_env(&eng.cfg, &e) != 0) { /* only the engine home can be wrong here */
+    rc = fn == dp_cmd_doctor ? dp_cmd_doctor_without_home(&e, argc - 2, argv + 2) : dp_cli_fail_config(&e);
   } else {
     rc = fn(&eng, argc - 2, argv + 2);
   }
