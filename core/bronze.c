@@ -39,6 +39,8 @@
 #include "uuid.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,20 +164,57 @@ void dp_bronze_change_file(const char *dir, const char *run_id, char *buf, size_
   snprintf(buf, cap, "%s/%s.bson", dir, run_id);
 }
 
-/* DP_SORT_MEM (bytes) or the default: memory for sorting; more records go to sorted runs on disk. */
-static size_t sort_mem(void) {
+/* DP_SORT_MEM and DP_BRONZE_WRITERS, read once per process; a bad value keeps the default and
+ * is reported by dp_bronze_settings_init (main.c calls it at start, so a command fails on it). */
+static struct {
+  size_t sort_mem; /* bytes of records sorted in memory; more go to sorted runs on disk */
+  int writers;     /* connections inserting new documents (1: the load's own, no threads) */
+  dp_err err;      /* the first bad value */
+} settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static void read_settings(void) {
+  settings.sort_mem = SORT_MEM;
+  settings.writers = BRONZE_WRITERS;
+  dp_err_clear(&settings.err);
   const char *v = dp_config_env("DP_SORT_MEM");
-  char *end;
-  unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
-  return n > 0 && *end == '\0' ? (size_t)n : SORT_MEM;
+  char *end = NULL;
+  if (v && *v) {
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*v == '-' || errno || *end || n == 0 || n > SIZE_MAX / 2)
+      dp_err_set(&settings.err, DP_ECONFIG, "DP_SORT_MEM must be a number of bytes above 0 (it is \"%.40s\")", v);
+    else
+      settings.sort_mem = (size_t)n;
+  }
+  v = dp_config_env("DP_BRONZE_WRITERS");
+  if (v && *v) {
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || n < 1 || n > 8) {
+      if (!settings.err.code)
+        dp_err_set(&settings.err, DP_ECONFIG, "DP_BRONZE_WRITERS must be a whole number from 1 to 8 (it is \"%.40s\")", v);
+    } else {
+      settings.writers = (int)n;
+    }
+  }
 }
 
-/* DP_BRONZE_WRITERS: connections inserting new documents (1: the load's own, no threads). */
+int dp_bronze_settings_init(dp_err *e) {
+  pthread_once(&settings_once, read_settings);
+  if (!settings.err.code) return 0;
+  *e = settings.err;
+  return e->code;
+}
+
+static size_t sort_mem(void) {
+  pthread_once(&settings_once, read_settings);
+  return settings.sort_mem;
+}
+
 static int bronze_writers(void) {
-  const char *v = dp_config_env("DP_BRONZE_WRITERS");
-  char *end;
-  long n = v && *v ? strtol(v, &end, 10) : 0;
-  return n >= 1 && n <= 8 && *end == '\0' ? (int)n : BRONZE_WRITERS;
+  pthread_once(&settings_once, read_settings);
+  return settings.writers;
 }
 
 static int64_t now_ms(void) {

@@ -57,4 +57,8 @@ const char *dp_bronze_server_msg(const bson_error_t *be, char *out, size_t cap);
 /* Appends the collection name "<system>__<entity>" to buf (max 255 bytes). */
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap);
 
+/* Reads DP_SORT_MEM and DP_BRONZE_WRITERS (once per process): 0, or DP_ECONFIG naming the variable
+ * whose value is bad (the default is used for it). main.c calls it at start. */
+int dp_bronze_settings_init(dp_err *e);
+
 #endif

@@ -281,6 +281,26 @@ describe("bronze state", function()
     end)
   end)
 
+  describe("its settings", function()
+    local f = fixture("bronze_state_settings", SHOP)
+
+    it("refuses a bad DP_BRONZE_WRITERS or DP_SORT_MEM at start, naming it, instead of using the default", function()
+      for _, bad in ipairs({ { DP_BRONZE_WRITERS = "9", says = "DP_BRONZE_WRITERS must be a whole number from 1 to 8" },
+        { DP_BRONZE_WRITERS = "two", says = "DP_BRONZE_WRITERS must be a whole number from 1 to 8" },
+        { DP_SORT_MEM = "16M", says = "DP_SORT_MEM must be a number of bytes above 0" },
+        { DP_SORT_MEM = "-1", says = "DP_SORT_MEM must be a number of bytes above 0" } }) do
+        local says = bad.says
+        bad.says = nil
+        local rc, _, err = H.engine(H.with(f.env, bad), "run", "shop", "--entity", "orders")
+        assert.are.equal(2, rc, err)
+        assert.matches(says, err, 1, true)
+        bad.says = says
+      end
+      -- nothing ran
+      assert.are.equal("0", assert(f.pg:query("SELECT count(*) AS n FROM audit.system_run WHERE system = 'shop'"))[1].n)
+    end)
+  end)
+
   describe("a key file of many keys", function()
     local f = fixture("bronze_state_sort", SHOP)
     local env, pg
