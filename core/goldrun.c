@@ -134,8 +134,8 @@ static int begin_model_run(gold_state *g, model_run *m, dp_err *e) {
                          m->named && o ? o->prefect_flow_run_id : NULL};
   m->pf = dp_prefect_begin(&pfl, &m->run, m->pf_report, sizeof m->pf_report);
   if (m->pf) snprintf(m->pf_id, sizeof m->pf_id, "%s", dp_prefect_flow_run_id(m->pf));
-  if ((rc = dp_audit_system_start(eng->audit, &m->run, m->name, m->trigger, m->named && o ? o->trigger_detail : NULL,
-                                  g->meta->hash, DP_VERSION, e)) != 0)
+  const char *detail = (m->named || g->system) && o ? o->trigger_detail : NULL;
+  if ((rc = dp_audit_system_start(eng->audit, &m->run, m->name, m->trigger, detail, g->meta->hash, DP_VERSION, e)) != 0)
     return rc;
   if ((m->pf || m->pf_report[0]) &&
       (rc = dp_audit_set_prefect(eng->audit, &m->run, m->pf ? m->pf_id : NULL,

@@ -7,7 +7,7 @@
 /* Runs gold models, each as its own audited run (system_run.system = the model name, layer
  * "gold"). With system NULL: the models named in models[0..n) and every gold model upstream of
  * them, upstream first; with system set: the models that depend on the system's entities
- * (trigger "after"). A model whose upstream model failed is skipped. Returns 0 when every model
+ * (trigger "after", with opts' trigger_detail when set: a rollback's rebuild says so). A model whose upstream model failed is skipped. Returns 0 when every model
  * succeeded; a run failure sets *run_failed (DP_EIO); DP_EMETA/DP_EINVAL/DP_ECONFIG are
  * configuration errors (nothing ran). */
 /* How serve starts a gold run (NULL from the CLI: trigger "manual", a new id, upstream models

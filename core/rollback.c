@@ -523,10 +523,15 @@ static int rebuild_gold(rollback *r, dp_err *e) {
   int gfailed = 0, saved = -1;
   dp_err ge;
   dp_err_clear(&ge);
-  dp_gold_opts go = {.trigger = "rollback", .trigger_detail = r->detail.data};
+  /* trigger "after" (a run of the system's data, as after any run; trigger_kind "rollback" is the
+   * rollback's own run), and the detail says which rollback */
+  dp_buf why = DP_BUF_INIT;
+  dp_buf_printf(&why, "rebuilt by rollback %s (%s)", r->p.rb.id_str, r->detail.data ? r->detail.data : "");
+  dp_gold_opts go = {.trigger_detail = why.data};
   fflush(stdout);
   if (r->o->json && (saved = dup(STDOUT_FILENO)) >= 0) dup2(STDERR_FILENO, STDOUT_FILENO);
   int rc = dp_gold_run(r->eng, NULL, 0, r->p.system, &go, &gfailed, &ge);
+  dp_buf_free(&why);
   fflush(stdout);
   if (saved >= 0) {
     dup2(saved, STDOUT_FILENO);

@@ -292,6 +292,13 @@ describe("rollback", function()
       assert.are.equal(0, rc, tostring(out) .. tostring(err))
       assert.matches("gold: rebuilt", out, 1, true)
       assert.are.same(was, totals())
+      -- the rebuild's run says why it ran: after the system's data changed, by which rollback
+      local g = assert(pg:query("SELECT trigger_kind, trigger_detail FROM audit.system_run WHERE system = 'rb_totals' "
+        .. "ORDER BY started_at DESC LIMIT 1"))[1]
+      local rb = assert(pg:query("SELECT run_id::text AS id FROM audit.system_run WHERE trigger_kind = 'rollback' "
+        .. "ORDER BY started_at DESC LIMIT 1"))[1].id
+      assert.are.equal("after", g.trigger_kind)
+      assert.are.equal("rebuilt by rollback " .. rb .. " (rollback of " .. id .. ")", g.trigger_detail)
       runs[4] = run()
       states[4] = dump(pg)
     end)
