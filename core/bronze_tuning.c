@@ -4,6 +4,7 @@
  * that database itself, through DP_FERRETDB_PG_URL. */
 #include "bronze_tuning.h"
 #include "bronze.h"
+#include "buf.h"
 #include "config.h"
 #include "doctor.h"
 
@@ -72,34 +73,46 @@ int dp_bronze_tuning_check(mongoc_client_t *cli, const char *pg_url, char *msg, 
     snprintf(fix, fixcap, "set DP_FERRETDB_PG_URL to FerretDB's PostgreSQL database (libpq URI)");
     return DP_TUNING_ERROR;
   }
-  char mode[64] = "", trig[8] = "", tables[24] = "";
+  char mode[64] = "", trig[8] = "", missing[24] = "", pending[24] = "";
   /* a new session has the database's setting */
   if (!one_value(c, "SHOW plan_cache_mode", mode, sizeof mode)) snprintf(mode, sizeof mode, "(unknown)");
   one_value(c, "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'dp_ferretdb_id_gin' AND evtenabled <> 'D'",
             trig, sizeof trig);
-  /* collection tables without the index (made before the trigger, or while it was off), or with
-   * an index that still has GIN's pending list (made by an earlier docker/ferretdb-tuning.sql) */
+  /* collection tables without the index (made before the trigger, or while it was off), and
+   * those whose index still has GIN's pending list (made by an earlier docker/ferretdb-tuning.sql) */
+#define COLLECTION_TABLES                                                                                 \
+  "FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace "                                        \
+  "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = '_jsonb' AND NOT a.attisdropped "            \
+  "WHERE t.relkind = 'r' AND n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') "            \
+  "AND n.nspname NOT LIKE 'pg\\_%' AND t.relname <> '_ferretdb_database_metadata' "
+#define ID_INDEX "SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid WHERE i.indrelid = t.oid " \
+                 "AND x.relname LIKE '%\\_dp\\_id\\_gin'"
+  one_value(c, "SELECT count(*) " COLLECTION_TABLES "AND NOT EXISTS (" ID_INDEX ")", missing, sizeof missing);
   one_value(c,
-            "SELECT count(*) FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace "
-            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = '_jsonb' AND NOT a.attisdropped "
-            "WHERE t.relkind = 'r' AND n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg\\_%' AND t.relname <> '_ferretdb_database_metadata' "
-            "AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
-            "WHERE i.indrelid = t.oid AND x.relname LIKE '%\\_dp\\_id\\_gin' AND 'fastupdate=off' = ANY (x.reloptions))",
-            tables, sizeof tables);
+            "SELECT count(*) " COLLECTION_TABLES "AND EXISTS (" ID_INDEX ") AND NOT EXISTS (" ID_INDEX
+            " AND x.reloptions && ARRAY['fastupdate=off', 'fastupdate=false'])",
+            pending, sizeof pending);
+#undef ID_INDEX
+#undef COLLECTION_TABLES
   PQfinish(c);
   int mode_ok = strcmp(mode, "force_custom_plan") == 0, trig_ok = strcmp(trig, "1") == 0,
-      tables_ok = strcmp(tables, "0") == 0;
-  if (mode_ok && trig_ok && tables_ok) {
+      missing_ok = strcmp(missing, "0") == 0, pending_ok = strcmp(pending, "0") == 0;
+  if (mode_ok && trig_ok && missing_ok && pending_ok) {
     snprintf(msg, cap, "bronze is FerretDB %s: tuned (plan_cache_mode force_custom_plan, the _id index on every collection)",
              ver);
     return DP_TUNING_OK;
   }
   snprintf(fix, fixcap, "%s", FIX);
-  snprintf(msg, cap, "bronze is FerretDB %s without the tuning bronze needs (%s%s%s%s%s%s%s): each write by _id scans its whole collection table",
-           ver, mode_ok ? "" : "plan_cache_mode is ", mode_ok ? "" : mode,
-           !mode_ok && (!trig_ok || !tables_ok) ? ", " : "", trig_ok ? "" : "no event trigger dp_ferretdb_id_gin",
-           !trig_ok && !tables_ok ? ", " : "", tables_ok ? "" : tables, tables_ok ? "" : " collection tables without the _id index (GIN, fastupdate off)");
+  dp_buf what = DP_BUF_INIT;
+  if (!mode_ok) dp_buf_printf(&what, "plan_cache_mode is %s", mode);
+  if (!trig_ok) dp_buf_printf(&what, "%sno event trigger dp_ferretdb_id_gin", what.len ? ", " : "");
+  if (!missing_ok) dp_buf_printf(&what, "%s%s collection tables without the _id index", what.len ? ", " : "", missing);
+  if (!pending_ok)
+    dp_buf_printf(&what, "%s%s _id indexes with GIN's pending list on (fastupdate)", what.len ? ", " : "", pending);
+  snprintf(msg, cap, "bronze is FerretDB %s without the tuning bronze needs (%s): %s", ver, what.data,
+           mode_ok && trig_ok && missing_ok ? "each lookup by _id also reads the index's whole pending list"
+                                            : "each write by _id scans its whole collection table");
+  dp_buf_free(&what);
   return DP_TUNING_WARN;
 }
 

@@ -13,7 +13,8 @@
 -- The index is made with fastupdate = off: with GIN's default pending list, every lookup also
 -- reads the whole list of entries not yet merged into the index (after a 1,000,000-document
 -- load: 138 pages, 55,000 entries, 2.1 ms a lookup instead of 0.09 ms; docs/performance.md).
--- Names: dp_ferretdb_id_gin (the trigger and its function), <table>_dp_id_gin (the indexes).
+-- Names: dp_ferretdb_id_gin (the trigger and its function), <table, cut>_<hash>_dp_id_gin (the
+-- indexes; those of earlier versions of this file are <table, cut>_dp_id_gin).
 
 -- Takes effect for FerretDB's new connections (restart FerretDB to apply it at once).
 DO $$
@@ -29,7 +30,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   nsp text;
   rel text;
-  idx text;
+  idx regclass;
 BEGIN
   SELECT n.nspname, c.relname INTO nsp, rel
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -41,14 +42,18 @@ BEGIN
                        AND NOT attisdropped) THEN
     RETURN;
   END IF;
-  idx := left(rel, 50) || '_dp_id_gin';
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->''_id'') jsonb_path_ops) '
-                 'WITH (fastupdate = off)', idx, nsp, rel);
-  -- an index made by an earlier version of this file: its pending list goes into the index
-  IF NOT EXISTS (SELECT 1 FROM pg_class x JOIN pg_namespace xn ON xn.oid = x.relnamespace
-                  WHERE xn.nspname = nsp AND x.relname = idx AND 'fastupdate=off' = ANY (x.reloptions)) THEN
-    EXECUTE format('ALTER INDEX %I.%I SET (fastupdate = off)', nsp, idx);
-    PERFORM gin_clean_pending_list(format('%I.%I', nsp, idx)::regclass);
+  -- the table's index, found by its table (two long table names may begin alike)
+  SELECT i.indexrelid INTO idx FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+   WHERE i.indrelid = tbl AND x.relname LIKE '%\_dp\_id\_gin' LIMIT 1;
+  IF idx IS NULL THEN
+    -- named by the table's name, cut, and a hash of it whole: unique in the schema
+    EXECUTE format('CREATE INDEX %I ON %I.%I USING gin ((_jsonb->''_id'') jsonb_path_ops) '
+                   'WITH (fastupdate = off)', left(rel, 40) || '_' || left(md5(rel), 8) || '_dp_id_gin', nsp, rel);
+  ELSIF NOT EXISTS (SELECT 1 FROM pg_class x WHERE x.oid = idx
+                     AND x.reloptions && ARRAY['fastupdate=off', 'fastupdate=false']) THEN
+    -- an index made by an earlier version of this file: its pending list goes into the index
+    EXECUTE format('ALTER INDEX %s SET (fastupdate = off)', idx);
+    PERFORM gin_clean_pending_list(idx);
   END IF;
 END
 $$;

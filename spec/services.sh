@@ -356,9 +356,10 @@ pg_psql() {
 # starts, so its connections have the setting. Idempotent; skipped when already there.
 pg_tune_ferretdb() {
   local have
-  # (the function's text names fastupdate since the version that turns GIN's pending list off)
+  # (the function's text has md5(rel) since the version that turns GIN's pending list off and
+  # finds a table's index by its table)
   have=$(pg_psql -d ferretdb -tAc "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'dp_ferretdb_id_gin'
-    AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'dp_ferretdb_id_gin_index' AND prosrc LIKE '%fastupdate = off%')")
+    AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'dp_ferretdb_id_gin_index' AND prosrc LIKE '%md5(rel)%')")
   [[ $have == 1 ]] && return 0
   log "tuning FerretDB's database for bronze (docker/ferretdb-tuning.sql)"
   pg_psql -d ferretdb -q -f "$ROOT/docker/ferretdb-tuning.sql" >&2 || die "could not apply docker/ferretdb-tuning.sql"
