@@ -179,10 +179,10 @@ static void read_settings(void) {
   dp_err_clear(&settings.err);
   const char *v = dp_config_env("DP_SORT_MEM");
   char *end = NULL;
-  if (v && *v) {
+  if (v && *v) { /* digits only: strtoull alone takes " -1" (and wraps it) */
     errno = 0;
     unsigned long long n = strtoull(v, &end, 10);
-    if (*v == '-' || errno || *end || n == 0 || n > SIZE_MAX / 2)
+    if (*v < '0' || *v > '9' || errno || *end || n == 0 || n > SIZE_MAX / 2)
       dp_err_set(&settings.err, DP_ECONFIG, "DP_SORT_MEM must be a number of bytes above 0 (it is \"%.40s\")", v);
     else
       settings.sort_mem = (size_t)n;
@@ -191,7 +191,7 @@ static void read_settings(void) {
   if (v && *v) {
     errno = 0;
     long n = strtol(v, &end, 10);
-    if (errno || *end || n < 1 || n > 8) {
+    if (*v < '0' || *v > '9' || errno || *end || n < 1 || n > 8) {
       if (!settings.err.code)
         dp_err_set(&settings.err, DP_ECONFIG, "DP_BRONZE_WRITERS must be a whole number from 1 to 8 (it is \"%.40s\")", v);
     } else {
@@ -205,6 +205,12 @@ int dp_bronze_settings_init(dp_err *e) {
   if (!settings.err.code) return 0;
   *e = settings.err;
   return e->code;
+}
+
+void dp_bronze_settings(size_t *sort_mem_bytes, int *writers) {
+  pthread_once(&settings_once, read_settings);
+  *sort_mem_bytes = settings.sort_mem;
+  *writers = settings.writers;
 }
 
 static size_t sort_mem(void) {

@@ -58,7 +58,10 @@ const char *dp_bronze_server_msg(const bson_error_t *be, char *out, size_t cap);
 void dp_bronze_collection_name(const dp_entity *ent, char *buf, size_t cap);
 
 /* Reads DP_SORT_MEM and DP_BRONZE_WRITERS (once per process): 0, or DP_ECONFIG naming the variable
- * whose value is bad (the default is used for it). main.c calls it at start. */
+ * whose value is bad (the default is used for it). main.c calls it at start (doctor reports it
+ * as its "bronze settings" check instead). */
 int dp_bronze_settings_init(dp_err *e);
+/* The values in use (a bad one replaced by its default). */
+void dp_bronze_settings(size_t *sort_mem_bytes, int *writers);
 
 #endif

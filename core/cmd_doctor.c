@@ -1,5 +1,6 @@
 /* cmd_doctor.c - dp-engine doctor: checks the setup and says what to fix (docs/cli.md#doctor). */
 #include "bronze_tuning.h"
+#include "bronze.h"
 #include "cli.h"
 #include "doctor.h"
 #include "buf.h"
@@ -33,7 +34,8 @@ static const char *DOCTOR_USAGE =
     "failure: the engine home and scripts folders, PostgreSQL and MongoDB (reachable, versions),\n"
     "migrations, the metadata, the master key and the secret store, the inbox of every enabled\n"
     "file system, the host of every enabled rest system (resolved; --network also sends a HEAD\n"
-    "request) and the free space of DP_DATA_DIR. --json prints one JSON document.\n"
+    "request), the free space of DP_DATA_DIR and bronze's settings. --json prints one JSON\n"
+    "document.\n"
     "Exit codes: 0 no check failed (warnings allowed), 1 a check failed, 2 usage error.\n";
 
 struct dp_doctor {
@@ -394,6 +396,19 @@ static void check_disk(dp_doctor *d) {
                    "%s: %.1f GiB free of %.1f GiB (%.0f%%)", dir, avail / gib, total / gib, pct);
 }
 
+static void check_bronze_settings(dp_doctor *d) {
+  dp_err e;
+  size_t mem;
+  int writers;
+  dp_bronze_settings(&mem, &writers);
+  if (dp_bronze_settings_init(&e) != 0)
+    dp_doctor_report(d, DP_DOCTOR_FAIL, "bronze settings", "unset it or give a value in range (docs/index.md)", "%s",
+                     e.msg);
+  else
+    dp_doctor_report(d, DP_DOCTOR_OK, "bronze settings", NULL, "sorts %zu bytes in memory (DP_SORT_MEM), %d writers "
+                     "(DP_BRONZE_WRITERS)", mem, writers);
+}
+
 /* The checks, in order; a check that needs an earlier one reads what that one left in d. */
 static const struct { const char *name; dp_doctor_check_fn fn; } CHECKS[] = {
     {"engine home", check_home},
@@ -406,6 +421,7 @@ static const struct { const char *name; dp_doctor_check_fn fn; } CHECKS[] = {
     {"inboxes", check_inboxes},
     {"rest", check_rest},
     {"disk", check_disk},
+    {"bronze settings", check_bronze_settings},
 };
 
 /* The arguments of doctor: 0, or a usage error's exit code. */

@@ -137,7 +137,8 @@ int main(int argc, char **argv) {
   dp_err e;
   dp_err_clear(&e);
   int rc;
-  if (dp_bronze_settings_init(&e) != 0) { /* DP_SORT_MEM, DP_BRONZE_WRITERS */
+  /* DP_SORT_MEM, DP_BRONZE_WRITERS: doctor reports a bad value as a check, help needs neither */
+  if (fn != dp_cmd_doctor && !dp_cli_wants_help(argc - 2, argv + 2) && dp_bronze_settings_init(&e) != 0) {
     rc = dp_cli_fail_config(&e);
   } else if (dp_config_from_env(&eng.cfg, &e) != 0) { /* only the engine home can be wrong here */
     rc = fn == dp_cmd_doctor ? dp_cmd_doctor_without_home(&e, argc - 2, argv + 2) : dp_cli_fail_config(&e);

@@ -288,16 +288,25 @@ describe("bronze state", function()
       for _, bad in ipairs({ { DP_BRONZE_WRITERS = "9", says = "DP_BRONZE_WRITERS must be a whole number from 1 to 8" },
         { DP_BRONZE_WRITERS = "two", says = "DP_BRONZE_WRITERS must be a whole number from 1 to 8" },
         { DP_SORT_MEM = "16M", says = "DP_SORT_MEM must be a number of bytes above 0" },
-        { DP_SORT_MEM = "-1", says = "DP_SORT_MEM must be a number of bytes above 0" } }) do
+        { DP_SORT_MEM = "-1", says = "DP_SORT_MEM must be a number of bytes above 0" },
+        { DP_SORT_MEM = " -9223372036854775809", says = "DP_SORT_MEM must be a number of bytes above 0" } }) do
         local says = bad.says
         bad.says = nil
-        local rc, _, err = H.engine(H.with(f.env, bad), "run", "shop", "--entity", "orders")
+        local e = H.with(f.env, bad)
+        local rc, _, err = H.engine(e, "run", "shop", "--entity", "orders")
         assert.are.equal(2, rc, err)
         assert.matches(says, err, 1, true)
+        -- doctor names it as a failed check; help still answers
+        local out
+        rc, out = H.engine(e, "doctor")
+        assert.are.equal(1, rc, out)
+        assert.matches("fail  bronze settings   " .. says, out, 1, true)
+        assert.are.equal(0, (H.engine(e, "run", "--help")))
         bad.says = says
       end
-      -- nothing ran
-      assert.are.equal("0", assert(f.pg:query("SELECT count(*) AS n FROM audit.system_run WHERE system = 'shop'"))[1].n)
+      local rc, out = H.engine(H.with(f.env, { DP_SORT_MEM = "1000", DP_BRONZE_WRITERS = "3" }), "doctor")
+      assert.matches("ok    bronze settings   sorts 1000 bytes in memory (DP_SORT_MEM), 3 writers", out, 1, true)
+      assert.is_number(rc)
     end)
   end)
 
