@@ -137,4 +137,20 @@ describe("casting", function()
     fails(t, string.rep("[", 98) .. string.rep("]", 98), "nested deeper than 98 levels (the most bronze can store) at byte 103")
     assert.are.equal("\240\159\152\128", cast(t, '"\\ud83d\\ude00"'))
   end)
+
+  it("finds a repeated key in objects of every size (up to 8, 9 to 64, and more keys are checked differently)", function()
+    local t, j = { name = "t", type = "text" }, { name = "j", type = "json" }
+    local function object(n, again)
+      local parts = {}
+      for i = 1, n do parts[i] = string.format('"k%d":%d', i, i) end
+      if again then parts[#parts + 1] = string.format('"k%d":0', again) end
+      return "{" .. table.concat(parts, ",") .. "}"
+    end
+    for _, n in ipairs({ 3, 8, 9, 20, 63, 64, 65, 200 }) do
+      for _, again in ipairs({ 1, math.ceil(n / 2), n }) do
+        fails(t, object(n, again), string.format('duplicate member "k%d" (a key may come once per object) at byte 6', again))
+      end
+      assert.is_string(cast(j, object(n)), n) -- no repeat: accepted
+    end
+  end)
 end)
