@@ -75,6 +75,72 @@ end
 
 local function basename(path) return path:match("[^/]*$") end
 
+-- How much of a sample is read: a file of at most SAMPLE_WHOLE_BYTES is read whole; of a larger
+-- JSON Lines or CSV file only the lines of its first SAMPLE_RECORDS records; a larger JSON
+-- document (read whole to parse it) up to SAMPLE_JSON_BYTES. Types are inferred from at most
+-- SAMPLE_RECORDS records of each sample: reading all of a 450 MB export would take gigabytes.
+M.SAMPLE_RECORDS = 10000
+M.SAMPLE_WHOLE_BYTES = 8 * 1024 * 1024
+M.SAMPLE_JSON_BYTES = 64 * 1024 * 1024
+
+-- The lines of the first SAMPLE_RECORDS records of an open JSON Lines or CSV file (csv: a record
+-- may span lines inside quotes, and the header line comes first), and whether the file has more.
+local function head_lines(f, csv, quote_char)
+  local out, n, inside = {}, 0, false
+  local want = M.SAMPLE_RECORDS + (csv and 1 or 0)
+  for line in f:lines() do
+    if n >= want then
+      if line:find("%S") then return table.concat(out, "\n") .. "\n", true end
+    else
+      out[#out + 1] = line
+      if csv then
+        local _, quotes = line:gsub(quote_char, "")
+        if quotes % 2 == 1 then inside = not inside end
+        if not inside then n = n + 1 end
+      elseif line:find("%S") then
+        n = n + 1
+      end
+    end
+  end
+  return table.concat(out, "\n") .. "\n", false
+end
+
+-- A sample's text: the whole file, or (a large JSON Lines or CSV file) the lines of its first
+-- records. Returns text, partial (the file has more), or nil and the error.
+local function read_sample_text(path, format_of)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local _, rerr, code = f:read(0)
+  if code == 21 then -- EISDIR
+    f:close()
+    return nil, "is a directory"
+  elseif rerr then
+    f:close()
+    return nil, tostring(rerr)
+  end
+  local size = f:seek("end") or 0
+  f:seek("set", 0)
+  if size <= M.SAMPLE_WHOLE_BYTES then
+    f:close()
+    return read_file(path)
+  end
+  local head = f:read(65536) or ""
+  f:seek("set", 0)
+  local format = format_of(head)
+  if format == "json" then
+    f:close()
+    if size > M.SAMPLE_JSON_BYTES then
+      return nil, ("a JSON sample is read whole, and this one is %d MiB (at most %d): give its first records, "
+        .. "e.g. jq '.[:1000]' %s > sample.json"):format(math.floor(size / 1048576), math.floor(M.SAMPLE_JSON_BYTES / 1048576),
+        path)
+    end
+    return read_file(path)
+  end
+  local text, more = head_lines(f, format == "csv", '"')
+  f:close()
+  return text, more
+end
+
 -- The format the file connector reads a file name (or pattern) as, by its extension: jsonl,
 -- json, csv, or nil.
 function M.format_of_name(name)
@@ -82,18 +148,32 @@ function M.format_of_name(name)
   return ({ jsonl = "jsonl", ndjson = "jsonl", json = "json", csv = "csv", tsv = "csv" })[ext or ""]
 end
 
--- Reads one sample: { file, records, csv, format, selector, delimiter }.
+-- Reads one sample: { file, records, csv, format, selector, delimiter, partial }; partial: the
+-- records are the first SAMPLE_RECORDS of the file, not all of it.
 function M.read_sample(path, system_type)
-  local text, err = read_file(path)
+  local lower = path:lower()
+  local ext = lower:match("%.([%w]+)$") or ""
+  -- the format, from the system's type, the extension, or the text's first character
+  local function format_of(text)
+    local first = text:gsub("^\239\187\191", ""):match("^%s*(.)")
+    if system_type == "rest" or ext == "json" then return "json"
+    elseif ext == "jsonl" or ext == "ndjson" then return "jsonl"
+    elseif ext == "csv" or ext == "tsv" then return "csv"
+    elseif first == "[" then return "json"
+    elseif first == "{" then
+      return (pcall(infer.parse_json, text)) and "json" or "jsonl"
+    end
+    return "csv"
+  end
+  local text, err = read_sample_text(path, format_of) -- err: the error, or whether the file has more
   if not text then
     if err == "is a directory" then
       error("--from " .. path .. ": is a directory; give a sample file (--from may repeat, one file each)", 0)
     end
     error("--from " .. path .. ": " .. tostring(err), 0)
   end
-  local lower = path:lower()
   local function fail(msg) error("--from " .. path .. ": " .. msg, 0) end
-  local sample = { file = path }
+  local sample = { file = path, partial = err == true }
   local utf8, bad = infer.valid_utf8(text)
   if not utf8 then -- the engine reads UTF-8 only: say so here, not when the run fails
     local line, col = infer.line_col(text, bad)
@@ -101,18 +181,7 @@ function M.read_sample(path, system_type)
       .. " e.g. from Windows-1252 or Latin-1: iconv -f cp1252 -t utf-8 %s > %s.utf8"):format(line, col, text:byte(bad),
       path, path))
   end
-  local ext = lower:match("%.([%w]+)$") or ""
-  local first = text:gsub("^\239\187\191", ""):match("^%s*(.)")
-  local format
-  if system_type == "rest" or ext == "json" then format = "json"
-  elseif ext == "jsonl" or ext == "ndjson" then format = "jsonl"
-  elseif ext == "csv" or ext == "tsv" then format = "csv"
-  elseif first == "[" then format = "json"
-  elseif first == "{" then
-    format = (pcall(infer.parse_json, text)) and "json" or "jsonl"
-  else
-    format = "csv"
-  end
+  local format = format_of(text)
   sample.format = format
   if format == "json" then
     local ok, v = pcall(infer.parse_json, (text:gsub("^\239\187\191", "")))
@@ -139,6 +208,10 @@ function M.read_sample(path, system_type)
     sample.records, sample.csv, sample.delimiter = recs, true, delim
   end
   if #sample.records == 0 then fail("no records in the sample") end
+  if #sample.records > M.SAMPLE_RECORDS then
+    for i = #sample.records, M.SAMPLE_RECORDS + 1, -1 do sample.records[i] = nil end
+    sample.partial = true
+  end
   return sample
 end
 
@@ -268,8 +341,17 @@ function M.init_system(opts)
       if not infer.valid_utf8(b) or b:find("%c") then b = infer.shown(b):sub(2, -2) end
       if not seen_file[b] then files[#files + 1] = b; seen_file[b] = true end
     end
+    local partial = {} -- the samples read in part: their first SAMPLE_RECORDS records
+    for _, s in ipairs(g.samples) do
+      local b = basename(s.file)
+      if not infer.valid_utf8(b) or b:find("%c") then b = infer.shown(b):sub(2, -2) end
+      if s.partial then partial[#partial + 1] = b end
+    end
+    local sampled = #partial > 0 and ("of " .. table.concat(partial, ", ") .. " only the first " .. M.SAMPLE_RECORDS)
+      or nil
     local description = "Inferred by dp-engine init from " .. table.concat(files, ", ") .. " ("
-      .. plural(inf.records, "record", "records") .. "): check the types, keys and nullability."
+      .. plural(inf.records, "record", "records") .. (sampled and ("; " .. sampled) or "")
+      .. "): check the types, keys and nullability."
     local cols = {}
     for i, c in ipairs(inf.columns) do cols[i] = column_pairs(c) end
     local item = {
@@ -286,7 +368,7 @@ function M.init_system(opts)
     end
     -- the report
     report[#report + 1] = "entity " .. name .. "." .. ename .. ": " .. plural(inf.records, "record", "records")
-      .. " from " .. plural(#g.samples, "file", "files") .. ", "
+      .. " from " .. plural(#g.samples, "file", "files") .. (sampled and (" (" .. sampled .. " records)") or "") .. ", "
       .. (#inf.primary_key > 0 and ("primary key (" .. table.concat(inf.primary_key, ", ") .. ")")
         or "no primary key found: the entity appends (set primary_key if it has one)")
     local wn, wt = 4, 4

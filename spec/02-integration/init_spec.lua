@@ -122,6 +122,52 @@ describe("dp-engine init", function()
     assert.is_false(H.exists(dir .. "/systems.json"))
   end)
 
+  it("infers from a sample's first 10000 records, reading only their lines of a large file", function()
+    local dir = env.DP_DATA_DIR .. "/sampled-meta"
+    local samples = env.DP_DATA_DIR .. "/sampled-samples"
+    local pad = ("p"):rep(500)
+    -- records after the 10000th have a column the first ones lack: it is not inferred
+    local function jsonl(n, padded)
+      local t = {}
+      for i = 1, n do
+        t[i] = string.format('{"id": %d, "v": "x%s"%s}', i, padded and pad or "", i > 10000 and ', "late": 1' or "")
+      end
+      return table.concat(t, "\n") .. "\n"
+    end
+    H.write_file(samples .. "/small.jsonl", jsonl(12000, false)) -- read whole (under 8 MiB)
+    H.write_file(samples .. "/large.jsonl", jsonl(20000, true))  -- about 10 MiB: only its first lines are read
+    -- a large CSV whose records around the 10000th hold quoted line breaks: its head ends at a record's end
+    local rows = { "id,note,pad" }
+    for i = 1, 12000 do
+      rows[#rows + 1] = string.format('%d,%s,%s', i, (i >= 9995 and i <= 10005) and '"two\nlines"' or "one", pad .. pad)
+    end
+    H.write_file(samples .. "/large.csv", table.concat(rows, "\n") .. "\n")
+    for _, case in ipairs({ { "small.jsonl", "small" }, { "large.jsonl", "large" }, { "large.csv", "large" } }) do
+      local file = samples .. "/" .. case[1]
+      local rc, out, err = run("init", "system", "sampled", "--type", "file", "--dir", dir, "--from", file, "--dry-run")
+      assert.are.equal(0, rc, err)
+      assert.matches("entity sampled." .. case[2] .. ": 10000 records from 1 file (of " .. case[1]
+        .. " only the first 10000 records), primary key (id)", out, 1, true)
+      assert.is_nil(out:find("late", 1, true), out)
+      assert.matches("(10000 records; of " .. case[1] .. " only the first 10000)", out, 1, true)
+    end
+    -- a JSON document is read whole to be parsed: one over 64 MiB is refused, with a way to cut it
+    local big = samples .. "/big.json"
+    local f = assert(io.open(big, "wb"))
+    local rec = '{"id": 1, "pad": "' .. ("q"):rep(1000) .. '"},'
+    f:write("[")
+    for _ = 1, 66 * 1024 do f:write(rec) end
+    f:write('{"id": 2}]')
+    local mib = math.floor(f:seek("end") / 1048576)
+    f:close()
+    local rc, _, err = run("init", "system", "sampled", "--type", "file", "--dir", dir, "--from", big, "--dry-run")
+    os.remove(big)
+    assert.are.equal(2, rc, err)
+    assert.matches("--from " .. big .. ": a JSON sample is read whole, and this one is " .. mib .. " MiB (at most 64): give its "
+      .. "first records, e.g. jq '.[:1000]' " .. big .. " > sample.json", err, 1, true)
+    assert.is_false(H.exists(dir .. "/systems.json"))
+  end)
+
   it("keeps as text what the engine's cast would refuse, and ambiguous commas as strings; it all loads", function()
     local dir = env.DP_DATA_DIR .. "/odd-meta"
     local samples = env.DP_DATA_DIR .. "/odd-samples"
