@@ -83,35 +83,66 @@ int dp_cli_exit(const char *cmd, const dp_err *e) {
   return e->code ? dp_err_exit_class(e->code) : DP_EXIT_RUN_FAILED;
 }
 
-/* Characters (code points) of UTF-8 text b[0..n) */
-static int utf8_chars(const char *b, size_t n) {
-  int c = 0;
-  for (size_t i = 0; i < n; i++) c += ((unsigned char)b[i] & 0xc0) != 0x80;
-  return c;
+/* Terminal columns of code point cp: 0 for combining marks and joiners, 2 for East Asian wide
+ * and fullwidth characters and most emoji, else 1 (the ranges of wcwidth, without a locale). */
+static int cp_columns(unsigned cp) {
+  static const unsigned zero[][2] = {{0x0300, 0x036F}, {0x0483, 0x0489}, {0x0591, 0x05BD}, {0x0610, 0x061A},
+                                     {0x064B, 0x065F}, {0x1AB0, 0x1AFF}, {0x1DC0, 0x1DFF}, {0x200B, 0x200F},
+                                     {0x20D0, 0x20FF}, {0xFE00, 0xFE0F}, {0xFE20, 0xFE2F}, {0xE0100, 0xE01EF}};
+  static const unsigned wide[][2] = {{0x1100, 0x115F}, {0x2E80, 0x303E}, {0x3041, 0x33FF}, {0x3400, 0x4DBF},
+                                     {0x4E00, 0x9FFF}, {0xA000, 0xA4CF}, {0xAC00, 0xD7A3}, {0xF900, 0xFAFF},
+                                     {0xFE30, 0xFE4F}, {0xFF00, 0xFF60}, {0xFFE0, 0xFFE6}, {0x1F300, 0x1F64F},
+                                     {0x1F900, 0x1F9FF}, {0x20000, 0x2FFFD}, {0x30000, 0x3FFFD}};
+  for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++)
+    if (cp >= zero[i][0] && cp <= zero[i][1]) return 0;
+  for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+    if (cp >= wide[i][0] && cp <= wide[i][1]) return 2;
+  return 1;
 }
 
-/* Bytes of the first `chars` characters of UTF-8 text b[0..n) */
-static size_t utf8_bytes_of(const char *b, size_t n, int chars) {
+/* The code point at b[*i] (valid UTF-8: dp_log_escape's output), *i moved past it. */
+static unsigned next_cp(const char *b, size_t n, size_t *i) {
+  unsigned char c = (unsigned char)b[(*i)++];
+  int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+  unsigned cp = more == 3 ? c & 0x07u : more == 2 ? c & 0x0Fu : more == 1 ? c & 0x1Fu : c;
+  for (; more > 0 && *i < n && ((unsigned char)b[*i] & 0xC0) == 0x80; more--)
+    cp = (cp << 6) | ((unsigned char)b[(*i)++] & 0x3Fu);
+  return cp;
+}
+
+/* Terminal columns of UTF-8 text b[0..n) */
+static int text_columns(const char *b, size_t n) {
+  int w = 0;
+  for (size_t i = 0; i < n;) w += cp_columns(next_cp(b, n, &i));
+  return w;
+}
+
+/* Bytes of the longest start of UTF-8 text b[0..n) that fits in `columns` (never half a character) */
+static size_t bytes_within(const char *b, size_t n, int columns) {
   size_t i = 0;
-  for (int c = 0; i < n; i++) {
-    if (((unsigned char)b[i] & 0xc0) != 0x80 && c++ == chars) break;
+  int w = 0;
+  while (i < n) {
+    size_t at = i;
+    int cw = cp_columns(next_cp(b, n, &i));
+    if (w + cw > columns) return at;
+    w += cw;
   }
-  return i;
+  return n;
 }
 
-/* One cell, cut to w characters (never inside one) and padded to w, then sep. */
+/* One cell, cut to w columns (never inside a character) and padded to w, then sep. */
 static void print_cell(const dp_buf *b, int w, int cut, const char *sep) {
   const char *d = b->data ? b->data : "";
-  size_t n = cut ? utf8_bytes_of(d, b->len, w) : b->len;
+  size_t n = cut ? bytes_within(d, b->len, w) : b->len;
   fwrite(d, 1, n, stdout);
-  int pad = w - utf8_chars(d, n);
+  int pad = w - text_columns(d, n);
   printf("%*s%s", pad > 0 ? pad : 0, "", sep);
 }
 
 /* Cells are untrusted (source data): control characters, bidirectional overrides and bytes
  * that are not UTF-8 are escaped as in log lines (dp_log_escape), so nothing reaches the
- * terminal as a control sequence and a row stays one line. Widths count characters; a cell is
- * cut at 60 of them. */
+ * terminal as a control sequence and a row stays one line. Widths are terminal columns (a wide
+ * character takes two); a cell is cut at 60 of them. */
 void dp_cli_print_table(PGresult *r) {
   int rows = PQntuples(r), cols = PQnfields(r);
   int *w = calloc((size_t)cols, sizeof *w);
@@ -128,8 +159,8 @@ void dp_cli_print_table(PGresult *r) {
       dp_buf *b = &cell[(size_t)i * (size_t)cols + (size_t)k];
       dp_buf_puts(b, ""); /* a cell is never NULL */
       dp_log_escape(b, v, strlen(v), 0);
-      int chars = utf8_chars(b->data, b->len);
-      if (chars > w[k]) w[k] = chars;
+      int width = text_columns(b->data ? b->data : "", b->len);
+      if (width > w[k]) w[k] = width;
     }
     if (w[k] > 60) w[k] = 60;
   }

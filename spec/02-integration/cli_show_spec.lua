@@ -177,32 +177,39 @@ describe("dp-engine show", function()
     assert.are.equal(1 + 7, lines, out) -- the header and one line per current row
   end)
 
-  it("counts a cell's width in characters and cuts a long one at 60 of them, never inside one", function()
+  it("counts a cell's width in terminal columns and cuts a long one at 60 of them, never inside a character", function()
     local before = assert(pg:query("SELECT description FROM silver.bank__transactions WHERE id = 'TX-1001' "
       .. "AND _dp_is_current"))[1].description
-    assert(pg:query("UPDATE silver.bank__transactions SET description = $1 WHERE id = 'TX-1001' AND _dp_is_current",
-      ("é"):rep(70)))
-    local rc, out = H.engine(env, "show", "bank.transactions", "--current", "--limit", "0")
-    assert(pg:query("UPDATE silver.bank__transactions SET description = $1 WHERE id = 'TX-1001' AND _dp_is_current",
-      before))
-    assert.are.equal(0, rc)
-    assert.truthy(out:find(("é"):rep(60) .. " ", 1, true), out)
-    assert.is_nil(out:find(("é"):rep(61), 1, true), out)
-    assert.is_nil(out:find("\195 ", 1, true), out) -- no character cut in half
-    -- the characters of each line: the column after description starts at the same one in each
-    local function chars(line)
-      local t = {}
-      for ch in line:gmatch("[^\128-\191][\128-\191]*") do t[#t + 1] = ch end
-      return t
-    end
-    local lines = {}
-    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = chars(l) end
-    local head = table.concat(lines[1])
-    local after = assert(head:match("description +(%S+)"), head)
-    local col = #chars(head:sub(1, head:find(after, head:find("description", 1, true), true) - 1))
-    for i = 2, #lines do
-      local row = lines[i]
-      assert.are.equal("  ", row[col - 1] .. row[col], table.concat(row)) -- the separator, where the header has it
+    -- é takes one column, 漢 (East Asian wide) two
+    for _, case in ipairs({ { ch = "é", cols = 1 }, { ch = "漢", cols = 2 } }) do
+      assert(pg:query("UPDATE silver.bank__transactions SET description = $1 WHERE id = 'TX-1001' AND _dp_is_current",
+        case.ch:rep(70)))
+      local rc, out = H.engine(env, "show", "bank.transactions", "--current", "--limit", "0")
+      assert(pg:query("UPDATE silver.bank__transactions SET description = $1 WHERE id = 'TX-1001' AND _dp_is_current",
+        before))
+      assert.are.equal(0, rc)
+      local fits = 60 / case.cols
+      assert.truthy(out:find(case.ch:rep(fits) .. " ", 1, true), out)
+      assert.is_nil(out:find(case.ch:rep(fits + 1), 1, true), out)
+      assert.is_nil(out:find("[\195\230] ", 1), out) -- no character cut in half
+      -- the columns of each line: the column after description starts at the same one in each
+      local function columns(line)
+        local t = {}
+        for ch in line:gmatch("[^\128-\191][\128-\191]*") do
+          t[#t + 1] = ch
+          if ch == "漢" then t[#t + 1] = "" end -- its second column
+        end
+        return t
+      end
+      local lines = {}
+      for l in out:gmatch("[^\n]+") do lines[#lines + 1] = columns(l) end
+      local head = table.concat(lines[1])
+      local after = assert(head:match("description +(%S+)"), head)
+      local col = #columns(head:sub(1, head:find(after, head:find("description", 1, true), true) - 1))
+      for i = 2, #lines do
+        local row = lines[i]
+        assert.are.equal("  ", row[col - 1] .. row[col], table.concat(row)) -- the separator, where the header has it
+      end
     end
   end)
 end)
