@@ -81,7 +81,7 @@ local function basename(path) return path:match("[^/]*$") end
 -- SAMPLE_RECORDS records of each sample: reading all of a 450 MB export would take gigabytes.
 M.SAMPLE_RECORDS = 10000
 M.SAMPLE_WHOLE_BYTES = 8 * 1024 * 1024
-M.SAMPLE_JSON_BYTES = 64 * 1024 * 1024
+M.SAMPLE_JSON_BYTES = 16 * 1024 * 1024
 
 -- The lines of the first SAMPLE_RECORDS records of an open JSON Lines or CSV file (csv: a record
 -- may span lines inside quotes, and the header line comes first), and whether the file has more.

@@ -151,19 +151,19 @@ describe("dp-engine init", function()
       assert.is_nil(out:find("late", 1, true), out)
       assert.matches("(10000 records; of " .. case[1] .. " only the first 10000)", out, 1, true)
     end
-    -- a JSON document is read whole to be parsed: one over 64 MiB is refused, with a way to cut it
+    -- a JSON document is read whole to be parsed: one over 16 MiB is refused, with a way to cut it
     local big = samples .. "/big.json"
     local f = assert(io.open(big, "wb"))
     local rec = '{"id": 1, "pad": "' .. ("q"):rep(1000) .. '"},'
     f:write("[")
-    for _ = 1, 66 * 1024 do f:write(rec) end
+    for _ = 1, 17 * 1024 do f:write(rec) end
     f:write('{"id": 2}]')
     local mib = math.floor(f:seek("end") / 1048576)
     f:close()
     local rc, _, err = run("init", "system", "sampled", "--type", "file", "--dir", dir, "--from", big, "--dry-run")
     os.remove(big)
     assert.are.equal(2, rc, err)
-    assert.matches("--from " .. big .. ": a JSON sample is read whole, and this one is " .. mib .. " MiB (at most 64): give its "
+    assert.matches("--from " .. big .. ": a JSON sample is read whole, and this one is " .. mib .. " MiB (at most 16): give its "
       .. "first records, e.g. jq '.[:1000]' " .. big .. " > sample.json", err, 1, true)
     assert.is_false(H.exists(dir .. "/systems.json"))
   end)
