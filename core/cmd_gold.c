@@ -16,7 +16,7 @@ int dp_cli_gold_json(PGconn *c, const dp_cli_gold_ids *g, dp_buf *out, dp_err *e
 }
 
 static const char *GOLD_USAGE =
-    "usage: dp-engine gold run MODEL [MODEL]... [--json]\n"
+    "usage: dp-engine gold run MODEL [MODEL]... [--full-refresh] [--json]\n"
     "\n"
     "Builds gold models (metadata/gold.json, scripts in gold/): first every gold model they depend\n"
     "on, directly or not, upstream first, then the models named. Each model is its own audited\n"
@@ -24,6 +24,8 @@ static const char *GOLD_USAGE =
     "`incremental` model is merged by primary key. A script's SQL runs as the role dp_gold (read\n"
     "silver and gold only), one query at a time, stopped after DP_GOLD_STATEMENT_TIMEOUT seconds\n"
     "(default 300). See docs/gold.md.\n"
+    "  --full-refresh  an incremental model also loses the rows its build did not produce (its\n"
+    "                  table becomes what the build made, as a table model's does)\n"
     "  --json  {\"status\", \"models\": [...]}: every model run as the audit holds it (runs show --json)\n"
     "Exit codes: 0 every model succeeded, 1 a model failed, 2 usage or configuration error.\n";
 
@@ -33,10 +35,11 @@ int dp_cmd_gold(dp_engine *eng, int argc, char **argv) {
     return dp_cli_usage_error(GOLD_USAGE, "%s", argc < 1 ? "gold needs a subcommand: run" : "unknown gold subcommand");
   if (argc < 2) return dp_cli_usage_error(GOLD_USAGE, "%s", "gold run needs a MODEL");
   const char **models = calloc((size_t)argc, sizeof *models);
-  int n = 0, json = 0;
+  int n = 0, json = 0, full_refresh = 0;
   if (!models) return DP_EXIT_RUN_FAILED;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0) json = 1;
+    else if (strcmp(argv[i], "--full-refresh") == 0) full_refresh = 1;
     else if (argv[i][0] == '-') { free(models); return dp_cli_usage_error(GOLD_USAGE, "unknown option: %s", argv[i]); }
     else models[n++] = argv[i];
   }
@@ -46,7 +49,7 @@ int dp_cmd_gold(dp_engine *eng, int argc, char **argv) {
   int failed = 0;
   dp_cli_gold_ids *g = calloc(1, sizeof *g);
   if (!g) { free(models); return DP_EXIT_RUN_FAILED; }
-  dp_gold_opts o = {.quiet = json, .ran = g->ids, .ran_cap = DP_CLI_GOLD_MAX, .nran = &g->n};
+  dp_gold_opts o = {.quiet = json, .full_refresh = full_refresh, .ran = g->ids, .ran_cap = DP_CLI_GOLD_MAX, .nran = &g->n};
   int rc = dp_gold_run(eng, models, n, NULL, &o, &failed, &e);
   free(models);
   int code = DP_EXIT_OK;

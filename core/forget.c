@@ -560,7 +560,8 @@ static int forget_gold(forget_state *s, int *failed, dp_err *e) {
     dp_buf_putc(&s->gold, '"');
   }
   if (s->o->dry_run || !rebuild) return 0;
-  dp_gold_opts go = {.trigger = "forget", .trigger_detail = s->run.id_str};
+  /* full refresh: an incremental model keeps no row of the forgotten key */
+  dp_gold_opts go = {.trigger = "forget", .trigger_detail = s->run.id_str, .full_refresh = 1};
   int run_failed = 0;
   int rc = dp_gold_run(s->eng, (const char *const *)s->models, s->nmodels, NULL, &go, &run_failed, e);
   if (run_failed) *failed = 1;

@@ -340,6 +340,24 @@ static int merge(dp_gold_builder *b, dp_counts *n, dp_err *e) {
   n->inserted = count_of(r, 0);
   n->updated = count_of(r, 1);
   n->unchanged = n->in - n->inserted - n->updated;
+  if (b->full_refresh) { /* the table becomes exactly what this build produced */
+    PQclear(r);
+    r = NULL;
+    dp_buf_reset(&sql);
+    dp_buf_puts(&sql, "WITH d AS (DELETE FROM ");
+    gold_table(&sql, m, "");
+    dp_buf_puts(&sql, " t WHERE NOT EXISTS (SELECT 1 FROM " STAGE " s WHERE ");
+    for (size_t k = 0; k < m->npk; k++) {
+      if (k) dp_buf_puts(&sql, " AND ");
+      dp_buf_puts(&sql, "s.");
+      dp_pg_ident(&sql, m->cols[m->pk[k]].name);
+      dp_buf_puts(&sql, " = t.");
+      dp_pg_ident(&sql, m->cols[m->pk[k]].name);
+    }
+    dp_buf_puts(&sql, ") RETURNING 1) SELECT count(*) FROM d");
+    if ((rc = dp_pg_exec(b->c, sql.data, 0, NULL, &r, e)) != 0) goto cleanup;
+    n->deleted = count_of(r, 0);
+  }
 cleanup:
   PQclear(r);
   dp_buf_free(&sql);

@@ -21,6 +21,7 @@ typedef struct dp_gold_builder {
   PGconn *c;              /* borrowed: the data connection, in a transaction while building */
   const dp_entity *model; /* borrowed: name and columns of the model (system is ignored) */
   int incremental;
+  int full_refresh;       /* incremental: rows the build did not produce are deleted (set after begin) */
   char run_id[37];
   char run_ts[40];
   int in_txn, in_copy;

@@ -85,10 +85,13 @@ static int build_model(gold_state *g, const char *name, const dp_runinfo *run, d
   if (!t) return dp_err_set(le, DP_EINVAL, "no gold model named \"%s\"", name);
   if (!(gc = dp_pg_connect(eng->cfg.postgres_url, le))) return le->code;
   const char *mat = t->materialization ? t->materialization : "table";
-  if ((rc = dp_gold_inputs_exist(eng->audit, t->depends_on, t->ndepends, name, le)) == 0 &&
-      (rc = dp_gold_begin(&b, gc, &t->model, mat, run->id_str, run->ts_str, g->timeout_ms, le)) == 0 &&
-      (rc = dp_bridge_gold_build(eng->L, name, &b, run->id_str, run->ts_str, eng->cfg.postgres_url, le)) == 0)
-    rc = dp_gold_finish(&b, n, le);
+  rc = dp_gold_inputs_exist(eng->audit, t->depends_on, t->ndepends, name, le);
+  if (rc == 0) rc = dp_gold_begin(&b, gc, &t->model, mat, run->id_str, run->ts_str, g->timeout_ms, le);
+  if (rc == 0) {
+    b.full_refresh = g->o && g->o->full_refresh;
+    rc = dp_bridge_gold_build(eng->L, name, &b, run->id_str, run->ts_str, eng->cfg.postgres_url, le);
+  }
+  if (rc == 0) rc = dp_gold_finish(&b, n, le);
   if (rc) dp_gold_abort(&b); /* the previous gold table stays */
   PQfinish(gc);
   return rc;

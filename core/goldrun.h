@@ -21,6 +21,9 @@ typedef struct dp_gold_opts {
   int only_named;
   const char *prefect_flow_run_id; /* serve: the flow run created at queue time (= run_id), or NULL */
   int quiet;              /* no summary lines on stdout (gold run --json prints the audited runs) */
+  int full_refresh;       /* incremental models: delete the rows a build did not produce (gold run
+                           * --full-refresh; forget and rollback, so that no row of what they
+                           * removed stays) */
   char (*ran)[37];        /* when not NULL: receives the id of every model run started, in order */
   size_t ran_cap;         /* room in ran */
   size_t *nran;           /* with ran: how many it holds */

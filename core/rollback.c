@@ -527,7 +527,7 @@ static int rebuild_gold(rollback *r, dp_err *e) {
    * rollback's own run), and the detail says which rollback */
   dp_buf why = DP_BUF_INIT;
   dp_buf_printf(&why, "rebuilt by rollback %s (%s)", r->p.rb.id_str, r->detail.data ? r->detail.data : "");
-  dp_gold_opts go = {.trigger_detail = why.data};
+  dp_gold_opts go = {.trigger_detail = why.data, .full_refresh = 1}; /* no row of the undone run stays */
   fflush(stdout);
   if (r->o->json && (saved = dup(STDOUT_FILENO)) >= 0) dup2(STDERR_FILENO, STDOUT_FILENO);
   int rc = dp_gold_run(r->eng, NULL, 0, r->p.system, &go, &gfailed, &ge);

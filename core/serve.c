@@ -480,7 +480,8 @@ static void run_job(dp_engine *eng, job *j) {
   if (j->is_gold) {
     const char *models[1] = {j->target};
     dp_gold_opts go = {.trigger = j->trigger, .trigger_detail = j->detail, .run_id = j->run_id, .only_named = 1,
-                       .prefect_flow_run_id = j->flow_run_id[0] ? j->flow_run_id : NULL};
+                       .prefect_flow_run_id = j->flow_run_id[0] ? j->flow_run_id : NULL,
+                       .full_refresh = j->full_refresh};
     j->rc = dp_gold_run(eng, models, 1, NULL, &go, &j->failed, &e);
   } else {
     dp_run_opts o;
@@ -1594,8 +1595,9 @@ static int uuid_text(const char *s) {
   return strlen(s) == 36 && dp_uuid_parse(s, b) == 0;
 }
 
-/* Reads {"entities": [..], "layers": [..], "full_refresh": bool} into j. 0, or -1 with msg. */
-static int parse_run_body(const dp_http_req *r, job *j, char *msg, size_t cap) {
+/* Reads {"entities": [..], "layers": [..], "full_refresh": bool} into j (a gold run: only
+ * full_refresh). 0, or -1 with msg. */
+static int parse_run_body(const dp_http_req *r, job *j, int is_gold, char *msg, size_t cap) {
   if (r->body_len == 0 || strspn(r->body, " \t\r\n") == r->body_len) return 0;
   bson_t b;
   bson_error_t be;
@@ -1611,6 +1613,9 @@ static int parse_run_body(const dp_http_req *r, job *j, char *msg, size_t cap) {
     if (strcmp(k, "full_refresh") == 0) {
       if (!BSON_ITER_HOLDS_BOOL(&it)) rc = snprintf(msg, cap, "full_refresh must be true or false") ? -1 : -1;
       else j->full_refresh = bson_iter_bool(&it);
+    } else if (is_gold && (strcmp(k, "entities") == 0 || strcmp(k, "layers") == 0)) {
+      snprintf(msg, cap, "a gold run takes only full_refresh (entities and layers are for a system's run)");
+      rc = -1;
     } else if (strcmp(k, "entities") == 0 || strcmp(k, "layers") == 0) {
       int ents = k[0] == 'e';
       bson_iter_t a;
@@ -1649,7 +1654,7 @@ static int parse_run_body(const dp_http_req *r, job *j, char *msg, size_t cap) {
         j->layers = layers;
       }
     } else {
-      snprintf(msg, cap, "unknown field \"%.40s\" (entities, layers, full_refresh)", k);
+      snprintf(msg, cap, "unknown field \"%.40s\" (%s)", k, is_gold ? "full_refresh" : "entities, layers, full_refresh");
       rc = -1;
     }
   }
@@ -1795,14 +1800,9 @@ static void handle(dp_httpd_conn *c, const dp_http_req *r, void *ud) {
     dp_buf_free(&ev);
   } else {
     j = new_job(is_gold, name, "api", "POST");
-    if (j && !is_gold && parse_run_body(r, j, msg, sizeof msg) != 0) {
+    if (j && parse_run_body(r, j, is_gold, msg, sizeof msg) != 0) {
       job_free(j);
       dp_httpd_error(c, 400, msg);
-      return;
-    }
-    if (j && is_gold && r->body_len && strspn(r->body, " \t\r\n{}") != r->body_len) {
-      job_free(j);
-      dp_httpd_error(c, 400, "a gold run takes no parameters");
       return;
     }
   }

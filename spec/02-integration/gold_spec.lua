@@ -170,6 +170,26 @@ return {
     assert.are_not.equal(before[3].run, after[3].run)
   end)
 
+  it("--full-refresh makes an incremental model's table what its build produced: rows no longer made go", function()
+    local function days() return rows("SELECT day::text FROM gold.streak ORDER BY day") end
+    local kept = rows("SELECT day::text, _dp_created_at::text AS c FROM gold.streak WHERE day = '2026-09-01'")[1]
+    silver([[DELETE FROM silver."listening__streams_current" WHERE played_at >= '2026-09-05' AND played_at < '2026-09-06']])
+    -- a plain run keeps the day its build no longer makes
+    local rc, out, err = gold_run("streak")
+    assert.are.equal(0, rc, err .. out)
+    assert.matches("deleted 0", out, 1, true)
+    assert.are.equal(4, #days())
+    rc, out, err = gold_run("streak", "--full-refresh")
+    assert.are.equal(0, rc, err .. out)
+    assert.matches("in 3 inserted 0 updated 0 deleted 1 unchanged 3", out, 1, true)
+    assert.are.same({ { day = "2026-09-01" }, { day = "2026-09-02" }, { day = "2026-09-04" } }, days())
+    -- the rows it kept are the same rows (created_at kept)
+    assert.are.same(kept, rows("SELECT day::text, _dp_created_at::text AS c FROM gold.streak WHERE day = '2026-09-01'")[1])
+    local rc2, _, err2 = gold_run("streak", "--frobnicate")
+    assert.are.equal(2, rc2)
+    assert.matches("unknown option: --frobnicate", err2, 1, true)
+  end)
+
   it("a reader in a transaction sees the old rows during a rebuild, then the new ones; never a mix or nothing", function()
     setup_gold({ OVERVIEW }, { ["overview.lua"] = OVERVIEW_LUA })
     local reader = H.pg(env)

@@ -22,6 +22,24 @@ local function lifecycle_metadata()
   return dir
 end
 
+-- An incremental gold model that holds the key (bank transactions by id): a forget must take the
+-- key's row from it too (gold is rebuilt with a full refresh).
+local function with_incremental_model(env)
+  local scripts = H.tmpdir("lifecycle-scripts")
+  assert(H.sh("mkdir -p " .. H.sh_quote(scripts .. "/gold") .. " && cp " .. H.sh_quote(H.root .. "/gold") .. "/*.lua "
+    .. H.sh_quote(scripts .. "/gold") .. " && ln -s " .. H.sh_quote(H.root .. "/connectors") .. " "
+    .. H.sh_quote(scripts .. "/connectors")) == 0)
+  H.write_file(scripts .. "/gold/tx_amounts.lua",
+    'return { sql = function(ref) return "SELECT id, amount FROM " .. ref("bank.transactions") end }\n')
+  local gold = H.cjson.decode(H.read_file(env.DP_METADATA .. "/gold.json"))
+  gold[#gold + 1] = { name = "tx_amounts", description = "Each transaction's amount, merged by id.",
+    script = "tx_amounts.lua", depends_on = { "bank.transactions" }, materialization = "incremental",
+    primary_key = { "id" }, columns = { { name = "id", type = "text", nullable = false },
+      { name = "amount", type = "decimal", precision = 14, scale = 2 } } }
+  H.write_file(env.DP_METADATA .. "/gold.json", H.cjson.encode(gold))
+  env.DP_SCRIPTS = scripts
+end
+
 local function raw_files(env, entity)
   local dir = env.DP_DATA_DIR .. "/raw/bank/" .. entity
   local _, out = H.sh("find " .. H.sh_quote(dir) .. " -type f -name '*.jsonl*' | sort")
@@ -318,6 +336,7 @@ describe("forget", function()
     outputs = {}
     env = H.fresh_env("forget", { metadata = lifecycle_metadata() })
     env.DP_LOG_LEVEL = "debug"
+    with_incremental_model(env)
     pg = H.pg(env)
     -- the gold model monthly_overview reads bank.transactions and fitness.activities
     H.fill_inbox(env, "inbox/fitness", H.root .. "/metadata/demo/fitness/export-1")
@@ -385,13 +404,17 @@ describe("forget", function()
       gold_models::text
       FROM audit.forget_run WHERE NOT dry_run]]))
     assert.are.same({ { raw_files = "3", raw_lines = "3", bronze_documents = "1", silver_versions = "2",
-      status = "succeeded", gold_models = "{monthly_overview}" } }, a)
+      status = "succeeded", gold_models = "{monthly_overview,tx_amounts}" } }, a)
     local k = assert(pg:query("SELECT count(*) AS n FROM dp.forgotten_key WHERE NOT allow_return"))[1].n
     assert.are.equal("1", k)
     -- the gold model was rebuilt after the forget
     local g = assert(pg:query([[SELECT count(*) AS n FROM audit.system_run WHERE system = 'monthly_overview'
       AND trigger_kind = 'forget' AND status = 'succeeded']]))[1].n
     assert.are.equal("1", g)
+    -- the incremental model lost the key's row (a full refresh), and kept the others
+    assert.are.same({}, assert(pg:query("SELECT id FROM gold.tx_amounts WHERE id = 'TX-1005'")))
+    assert.are.equal(tostring(#assert(pg:query("SELECT id FROM silver.bank__transactions_current"))),
+      assert(pg:query("SELECT count(*) AS n FROM gold.tx_amounts"))[1].n)
   end)
 
   it("completes a forget that stopped between a raw file and its manifest when run again", function()

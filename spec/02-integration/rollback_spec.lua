@@ -283,8 +283,16 @@ describe("rollback", function()
       assert.are.equal(0, (H.engine(env, "gold", "run", "rb_totals")))
       local was = totals()
       next_export()
+      -- the run to undo also adds an account, which the incremental model rb_balances merges in
+      local _, newest = H.sh("ls " .. H.sh_quote(inbox) .. "/accounts-*.jsonl | tail -n 1")
+      newest = newest:gsub("%s+$", "")
+      local f = assert(io.open(newest, "a"))
+      f:write('{"id": 900001, "name": "late", "email": "l", "balance": "5.00"}\n')
+      f:close()
+      H.backdate(newest)
       local id = run()
-      assert.are.equal(0, (H.engine(env, "gold", "run", "rb_totals")))
+      assert.are.equal(0, (H.engine(env, "gold", "run", "rb_totals", "rb_balances")))
+      assert.are.equal(1, #assert(pg:query("SELECT 1 FROM gold.rb_balances WHERE id = 900001")))
       local now = assert(pg:query("SELECT count(*)::text AS n, coalesce(sum(balance), 0)::text AS t "
         .. "FROM silver.rb__accounts_current"))[1]
       assert.are.same(now, totals())
@@ -299,6 +307,10 @@ describe("rollback", function()
         .. "ORDER BY started_at DESC LIMIT 1"))[1].id
       assert.are.equal("after", g.trigger_kind)
       assert.are.equal("rebuilt by rollback " .. rb .. " (rollback of " .. id .. ")", g.trigger_detail)
+      -- the incremental model is rebuilt with a full refresh: the accounts of the undone run are gone
+      local function balances(sql) return assert(pg:query(sql .. " ORDER BY id")) end
+      assert.are.same(balances("SELECT id::text, balance::text FROM silver.rb__accounts_current"),
+        balances("SELECT id::text, balance::text FROM gold.rb_balances"))
       runs[4] = run()
       states[4] = dump(pg)
     end)

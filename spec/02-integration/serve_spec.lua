@@ -220,6 +220,13 @@ describe("serve", function()
     local r = runs_of(pg, "bank_count")
     assert.equal(id, r[#r].run_id)
     assert.equal("api", r[#r].trigger_kind)
+    -- a body may ask for a full refresh, and only that
+    code, body = http("POST", srv.url .. "/api/v1/gold/bank_count/runs", { body = '{"full_refresh": true}' })
+    assert.equal(202, code, body)
+    assert.equal("succeeded", eventually(30, "the gold run", function() return finished(pg, json(body).run_id) end))
+    code, body = http("POST", srv.url .. "/api/v1/gold/bank_count/runs", { body = '{"entities": ["x"]}' })
+    assert.equal(400, code, body)
+    assert.matches("a gold run takes only full_refresh", json(body).error, 1, true)
   end)
 
   it("answers errors as JSON with the right status", function()
