@@ -32,7 +32,7 @@ static const char *USAGE =
     "                                   run a system's enabled entities through the layers\n"
     "  replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]... [--json]\n"
     "                                   rebuild bronze and silver, or silver, from stored data\n"
-    "  gold run MODEL [MODEL]... [--json]\n"
+    "  gold run MODEL [MODEL]... [--full-refresh] [--json]\n"
     "                                   build gold models, their upstream gold models first\n"
     "  runs [list|show RUN_ID] [--system S] [--limit N] [--json]\n"
     "                                   the audited runs, newest first, or one run in detail\n"
