@@ -218,7 +218,7 @@ describe("command line forms (issue #16)", function()
     rc, out = H.engine(env, "--help")
     assert.equal(0, rc)
     for _, l in ipairs({ "run SYSTEM [--entity E]... [--layer raw,bronze|all] [--full-refresh] [--with-gold] [--json]",
-      "replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]... [--json]", "gold run MODEL [MODEL]... [--json]",
+      "replay SYSTEM --from raw|bronze [--run RUN_ID] [--entity E]... [--json]", "gold run MODEL [MODEL]... [--full-refresh] [--json]",
       "metadata validate [--dir DIR] [--json]" }) do
       assert.truthy(out:find(l, 1, true), l)
     end
