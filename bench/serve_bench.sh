@@ -13,7 +13,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
-eval "$(spec/services.sh start)"
+# (in two steps: `eval "$(...)"` alone would go on when starting them failed)
+services_env=$(spec/services.sh start) || exit 1
+eval "$services_env"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2 >/dev/null
 

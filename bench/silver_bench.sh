@@ -27,7 +27,9 @@ FIRST_RUN_ONLY=${BENCH_FIRST_RUN_ONLY:-0}
 NO_BASELINES=${BENCH_NO_FERRETDB_BASELINES:-0}
 
 command -v /usr/bin/time >/dev/null || { echo "bench: installing GNU time" >&2; apt-get install -y -qq time >/dev/null; }
-eval "$(spec/services.sh start)"
+# (in two steps: `eval "$(...)"` alone would go on when starting them failed)
+services_env=$(spec/services.sh start) || exit 1
+eval "$services_env"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2 >/dev/null
 

@@ -17,7 +17,9 @@ cd "$ROOT"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Starting local services (installs what is missing on first use)"
-eval "$(spec/services.sh start)"
+# (in two steps: `eval "$(...)"` alone would go on when starting them failed)
+services_env=$(spec/services.sh start) || exit 1
+eval "$services_env"
 
 say "Building dp-engine"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
