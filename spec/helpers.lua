@@ -263,6 +263,19 @@ function H.fill_inbox(env, inbox, from_dir)
   return dir
 end
 
+-- The demo bank's two exports loaded in two whole runs of bank (export-1, then export-2, which
+-- changes, removes and adds transactions); returns the two run ids, in order.
+function H.run_bank_exports(env, pg)
+  local demo = H.root .. "/metadata/demo/bank"
+  for _, export in ipairs({ "export-1", "export-2" }) do
+    H.fill_inbox(env, "inbox/bank", demo .. "/" .. export)
+    local rc, out, err = H.engine(env, "run", "bank")
+    assert(rc == 0, "run bank on " .. export .. ": " .. tostring(out) .. tostring(err))
+  end
+  local runs = assert(pg:query("SELECT run_id FROM audit.system_run WHERE system = 'bank' ORDER BY started_at"))
+  return runs[1].run_id, runs[2].run_id
+end
+
 -- Backdates a file's modification time by a minute: the file connector does not read files
 -- changed in the last few seconds (they may still be being written).
 function H.backdate(path)

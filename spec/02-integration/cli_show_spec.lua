@@ -23,10 +23,7 @@ describe("dp-engine show", function()
   setup(function()
     env = H.fresh_env("show")
     pg = H.pg(env)
-    H.fill_inbox(env, "inbox/bank", DEMO .. "/bank/export-1")
-    assert.are.equal(0, (H.engine(env, "run", "bank")))
-    H.fill_inbox(env, "inbox/bank", DEMO .. "/bank/export-2")
-    assert.are.equal(0, (H.engine(env, "run", "bank")))
+    H.run_bank_exports(env, pg)
     local runs = assert(pg:query("SELECT to_char(run_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts "
       .. "FROM audit.system_run WHERE system = 'bank' ORDER BY started_at"))
     ts1, ts2 = runs[1].ts, runs[2].ts

@@ -2,8 +2,6 @@
 -- without calling the source, audited as runs of their own.
 local H = require "helpers"
 
-local DEMO = H.root .. "/metadata/demo/bank"
-
 local history = H.bank_history
 
 local function current(pg)
@@ -24,12 +22,7 @@ describe("replay", function()
   setup(function()
     env = H.fresh_env("replay")
     pg = H.pg(env)
-    H.fill_inbox(env, "inbox/bank", DEMO .. "/export-1")
-    assert.are.equal(0, (H.engine(env, "run", "bank")))
-    H.fill_inbox(env, "inbox/bank", DEMO .. "/export-2")
-    assert.are.equal(0, (H.engine(env, "run", "bank")))
-    local runs = assert(pg:query("SELECT run_id FROM audit.system_run ORDER BY started_at"))
-    run1, run2 = runs[1].run_id, runs[2].run_id
+    run1, run2 = H.run_bank_exports(env, pg)
     want_history, want_current = history(pg), current(pg)
     -- the source is gone: replays must not need it
     H.sh("rm -rf " .. H.sh_quote(env.DP_DATA_DIR .. "/inbox"))
