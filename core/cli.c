@@ -1,5 +1,6 @@
 /* cli.c - helpers shared by the subcommands. */
 #include "cli.h"
+#include "json.h"
 #include "log.h"
 #include "pg.h"
 
@@ -100,13 +101,13 @@ static int cp_columns(unsigned cp) {
   return 1;
 }
 
-/* The code point at b[*i] (valid UTF-8: dp_log_escape's output), *i moved past it. */
+/* The code point at b[*i], *i moved past it (dp_log_escape's output is valid UTF-8; a byte that
+ * were not would count as one character). */
 static unsigned next_cp(const char *b, size_t n, size_t *i) {
-  unsigned char c = (unsigned char)b[(*i)++];
-  int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
-  unsigned cp = more == 3 ? c & 0x07u : more == 2 ? c & 0x0Fu : more == 1 ? c & 0x1Fu : c;
-  for (; more > 0 && *i < n && ((unsigned char)b[*i] & 0xC0) == 0x80; more--)
-    cp = (cp << 6) | ((unsigned char)b[(*i)++] & 0x3Fu);
+  const unsigned char *p = (const unsigned char *)b + *i;
+  unsigned cp = *p;
+  int k = dp_utf8_decode(p, (const unsigned char *)b + n, &cp);
+  *i += k > 0 ? (size_t)k : 1;
   return cp;
 }
 

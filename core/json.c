@@ -49,12 +49,15 @@ int dp_json_hex4(const char *p) {
   return v;
 }
 
-int dp_utf8_len(const unsigned char *p, const unsigned char *end) {
+int dp_utf8_decode(const unsigned char *p, const unsigned char *end, unsigned *cp_out) {
   unsigned char c = p[0];
   int n;
   unsigned min;
   unsigned cp;
-  if (c < 0x80) return 1;
+  if (c < 0x80) {
+    if (cp_out) *cp_out = c;
+    return 1;
+  }
   if ((c & 0xe0) == 0xc0) { n = 2; cp = c & 0x1f; min = 0x80; }
   else if ((c & 0xf0) == 0xe0) { n = 3; cp = c & 0x0f; min = 0x800; }
   else if ((c & 0xf8) == 0xf0) { n = 4; cp = c & 0x07; min = 0x10000; }
@@ -65,8 +68,11 @@ int dp_utf8_len(const unsigned char *p, const unsigned char *end) {
     cp = (cp << 6) | (p[i] & 0x3f);
   }
   if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  if (cp_out) *cp_out = cp;
   return n;
 }
+
+int dp_utf8_len(const unsigned char *p, const unsigned char *end) { return dp_utf8_decode(p, end, NULL); }
 
 /* A byte a string holds as it is: printable ASCII but the quote and the backslash. */
 static int plain_byte(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
@@ -453,13 +459,12 @@ size_t dp_json_escape_unit(const char *s, size_t len, unsigned flags, char *out,
   }
   if (c < 0x80 || !safe) { out[0] = (char)c; *outn = 1; return 1; }
   const unsigned char *p = (const unsigned char *)s;
-  int k = dp_utf8_len(p, p + len);
+  unsigned cp;
+  int k = dp_utf8_decode(p, p + len, &cp);
   if (k == 0) {
     *outn = put_x(out, c, !text);
     return 1;
   }
-  unsigned cp = k == 2 ? (c & 0x1Fu) : k == 3 ? (c & 0x0Fu) : (c & 0x07u);
-  for (int i = 1; i < k; i++) cp = (cp << 6) | (p[i] & 0x3Fu);
   if (unsafe_cp(cp)) {
     *outn = put_u(out, cp);
   } else {

@@ -54,6 +54,8 @@ int dp_json_hex4(const char *p);
 /* Length of a valid UTF-8 sequence at p (1..4; no overlong forms, surrogates or values past
  * U+10FFFF), or 0 when invalid. */
 int dp_utf8_len(const unsigned char *p, const unsigned char *end);
+/* dp_utf8_len, and the code point in *cp (when not NULL and the sequence is valid). */
+int dp_utf8_decode(const unsigned char *p, const unsigned char *end, unsigned *cp);
 /* The longest prefix of s[0..n) of at most max bytes that does not cut a UTF-8 sequence (for
  * shortened values in messages and reject rows, which PostgreSQL checks as UTF-8). */
 size_t dp_utf8_prefix(const char *s, size_t n, size_t max);
