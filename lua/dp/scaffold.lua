@@ -85,7 +85,7 @@ M.SAMPLE_JSON_BYTES = 16 * 1024 * 1024
 
 -- The lines of the first SAMPLE_RECORDS records of an open JSON Lines or CSV file (csv: a record
 -- may span lines inside quotes, and the header line comes first), and whether the file has more.
-local function head_lines(f, csv, quote_char)
+local function head_lines(f, csv)
   local out, n, inside = {}, 0, false
   local want = M.SAMPLE_RECORDS + (csv and 1 or 0)
   for line in f:lines() do
@@ -94,7 +94,7 @@ local function head_lines(f, csv, quote_char)
     else
       out[#out + 1] = line
       if csv then
-        local _, quotes = line:gsub(quote_char, "")
+        local _, quotes = line:gsub('"', "")
         if quotes % 2 == 1 then inside = not inside end
         if not inside then n = n + 1 end
       elseif line:find("%S") then
@@ -120,25 +120,26 @@ local function read_sample_text(path, format_of)
   end
   local size = f:seek("end") or 0
   f:seek("set", 0)
-  if size <= M.SAMPLE_WHOLE_BYTES then
-    f:close()
-    return read_file(path)
-  end
-  local head = f:read(65536) or ""
+  local format = size > M.SAMPLE_WHOLE_BYTES and format_of(f:read(65536) or "")
   f:seek("set", 0)
-  local format = format_of(head)
-  if format == "json" then
+  if format == "json" and size > M.SAMPLE_JSON_BYTES then
     f:close()
-    if size > M.SAMPLE_JSON_BYTES then
-      return nil, ("a JSON sample is read whole, and this one is %d MiB (at most %d): give its first records, "
-        .. "e.g. jq '.[:1000]' %s > sample.json"):format(math.floor(size / 1048576), math.floor(M.SAMPLE_JSON_BYTES / 1048576),
-        path)
-    end
-    return read_file(path)
+    return nil, ("a JSON sample is read whole, and this one is %d MiB (at most %d): give its first records, "
+      .. "e.g. jq '.[:1000]' %s > sample.json"):format(math.floor(size / 1048576), math.floor(M.SAMPLE_JSON_BYTES / 1048576),
+      path)
   end
-  local text, more = head_lines(f, format == "csv", '"')
+  local text, more
+  if format == "jsonl" or format == "csv" then
+    text, more = head_lines(f, format == "csv")
+  else -- a file of at most SAMPLE_WHOLE_BYTES, or a JSON document: whole
+    text, rerr = f:read("*a")
+    if not text then
+      f:close()
+      return nil, tostring(rerr)
+    end
+  end
   f:close()
-  return text, more
+  return text, more or false
 end
 
 -- The format the file connector reads a file name (or pattern) as, by its extension: jsonl,
